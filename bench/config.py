@@ -1,0 +1,390 @@
+"""benchmarks.toml -> frozen, validated specs.
+
+Every error names the file, the key path, the bad value and what is allowed; unknown keys are
+rejected with a "did you mean". Backend-specific knobs are validated against the option record
+each backend declares in `bench.backends.options`, so this module imports no runtime.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.backends.options import BACKEND_OPTIONS, PluginOptions, TargetOptions
+from bench.errors import ConfigError
+
+SCENARIOS = ("single-stream", "offline")
+PRECISIONS = ("fp32", "fp16", "bf16")
+# Relative tolerance of max|out - ref| / max|ref| per precision (DESIGN.md, "Pitfalls").
+DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
+SLO_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class StopSpec:
+    """When the measured window of a cell ends (and how long warm-up lasts before it)."""
+
+    min_seconds: float = 1.0
+    max_seconds: float = 10.0
+    min_iterations: int = 10
+    warmup_iterations: int = 5
+    warmup_seconds: float = 0.2
+
+
+@dataclass(frozen=True)
+class SloSpec:
+    """Latency limits in milliseconds; a cell passes when every set limit holds."""
+
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+
+    def limits(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    backend: str
+    device: str
+    precision: str
+    options: TargetOptions
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "knobs": self.options.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    model: str
+    batch_sizes: tuple[int, ...]
+    scenarios: tuple[str, ...]
+    targets: tuple[str, ...]
+    reference: str
+    stop: StopSpec
+    slo: SloSpec | None = None
+    model_args: tuple[tuple[str, int | float | str | bool], ...] = ()
+    dims: tuple[tuple[str, int], ...] = ()
+    seed: int = 0
+    tolerance: float | None = None  # overrides DEFAULT_TOLERANCE when set
+    trust_model: bool = False  # allow model files that may unpickle objects (.pt2)
+
+    def tolerance_for(self, precision: str) -> float:
+        return self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE[precision]
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    path: str
+    sha256: str
+    targets: dict[str, TargetSpec] = field(hash=False)
+    benchmarks: tuple[BenchmarkSpec, ...]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class _Ctx:
+    """Carries the file name so every message can start with it."""
+
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, path: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {path}: {message}")
+
+    def check_keys(self, table: dict, allowed: typing.Iterable[str], path: str) -> None:
+        allowed = list(allowed)
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self.fail(
+                    f"{path}.{key}" if path else key,
+                    f"unknown key {key!r}{hint} (allowed: {', '.join(sorted(allowed))})",
+                )
+
+    def expect(self, value: Any, kinds: tuple[type, ...], path: str, what: str) -> Any:
+        # bool is an int in Python; a TOML `true` where a number belongs is a mistake.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(path, f"{value!r} is not allowed; expected {what}")
+        if not isinstance(value, kinds):
+            raise self.fail(path, f"{value!r} is not allowed; expected {what}")
+        return value
+
+    def choice(self, value: Any, allowed: typing.Sequence[str], path: str) -> str:
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), list(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise self.fail(path, f"{value!r} is not allowed{hint} (allowed: {', '.join(allowed)})")
+        return value
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return names.get(tp, str(tp))
+
+
+def _coerce(ctx: _Ctx, tp: Any, value: Any, path: str) -> Any:
+    """Check `value` against the annotation `tp` (the small subset option records use)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(ctx, arg, value, path)
+            except ConfigError:
+                pass
+        raise ctx.fail(path, f"{value!r} is not allowed; expected {_type_name(tp)}")
+    if origin is tuple:
+        ctx.expect(value, (list,), path, _type_name(tp))
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(ctx, inner, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        return float(ctx.expect(value, (int, float), path, "a number"))
+    return ctx.expect(value, (tp,), path, _type_name(tp))
+
+
+def build_record(ctx: _Ctx, cls: type, table: dict, path: str) -> Any:
+    """Build a frozen dataclass from a TOML table, type-checking each field, then validate it."""
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    ctx.check_keys(table, fields, path)
+    kwargs = {k: _coerce(ctx, hints[k], v, f"{path}.{k}") for k, v in table.items()}
+    record = cls(**kwargs)
+    check = getattr(record, "validate", None)
+    if check is not None:
+        problem = check()
+        if problem:
+            key, message = problem
+            raise ctx.fail(f"{path}.{key}", message)
+    return record
+
+
+# --- sections --------------------------------------------------------------------------------
+
+_TARGET_COMMON = ("backend", "device", "precision")
+
+
+def _parse_target(ctx: _Ctx, name: str, table: Any) -> TargetSpec:
+    path = f"targets.{name}"
+    ctx.expect(table, (dict,), path, "a table")
+    if "backend" not in table:
+        raise ctx.fail(path, f"missing key 'backend' (allowed: {', '.join(BACKEND_OPTIONS)}, or module:Class)")
+    backend = ctx.expect(table["backend"], (str,), f"{path}.backend", "a string")
+    if backend in BACKEND_OPTIONS:
+        options_cls = BACKEND_OPTIONS[backend]
+    elif _PLUGIN_RE.match(backend):
+        options_cls = None  # a user backend given as module:Class; knobs passed through as-is
+    else:
+        ctx.choice(backend, list(BACKEND_OPTIONS), f"{path}.backend")
+    device = ctx.expect(table.get("device", "cpu"), (str,), f"{path}.device", "a string")
+    if not _DEVICE_RE.match(device):
+        raise ctx.fail(f"{path}.device", f"{device!r} is not allowed (allowed: cpu, cuda, cuda:N)")
+    precision = ctx.choice(table.get("precision", "fp32"), PRECISIONS, f"{path}.precision")
+    knobs = {k: v for k, v in table.items() if k not in _TARGET_COMMON}
+    if options_cls is None:
+        options: TargetOptions = PluginOptions(tuple(sorted(knobs.items())))
+    else:
+        options = build_record(ctx, options_cls, knobs, path)
+    problem = options.check_target(device, precision)
+    if problem:
+        key, message = problem
+        raise ctx.fail(f"{path}.{key}", message)
+    return TargetSpec(name, backend, device, precision, options)
+
+
+def _positive_int_list(ctx: _Ctx, value: Any, path: str) -> tuple[int, ...]:
+    ctx.expect(value, (list,), path, "a non-empty list of integers >= 1")
+    if not value:
+        raise ctx.fail(path, "[] is not allowed; expected a non-empty list of integers >= 1")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ctx.fail(f"{path}[{i}]", f"{v!r} is not allowed; batch sizes must be integers >= 1")
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise ctx.fail(path, f"{value!r} repeats a value; each batch size once")
+    return tuple(out)
+
+
+def _parse_stop(ctx: _Ctx, table: Any, path: str, quick: bool) -> StopSpec:
+    ctx.expect(table, (dict,), path, "a table")
+    stop = build_record(ctx, StopSpec, table, path)
+    for key in ("min_seconds", "max_seconds", "warmup_seconds"):
+        if getattr(stop, key) < 0:
+            raise ctx.fail(f"{path}.{key}", f"{getattr(stop, key)!r} is not allowed; expected a number >= 0")
+    if stop.max_seconds <= 0:
+        raise ctx.fail(f"{path}.max_seconds", f"{stop.max_seconds!r} is not allowed; expected a number > 0")
+    if stop.max_seconds < stop.min_seconds:
+        raise ctx.fail(
+            f"{path}.max_seconds",
+            f"{stop.max_seconds!r} is not allowed; must be >= min_seconds ({stop.min_seconds!r})",
+        )
+    for key in ("min_iterations", "warmup_iterations"):
+        if getattr(stop, key) < (1 if key == "min_iterations" else 0):
+            raise ctx.fail(f"{path}.{key}", f"{getattr(stop, key)!r} is not allowed; expected an integer >= 1")
+    if quick:
+        # --quick: a smoke run. Same rules, a tenth of the time, capped at 1 s a cell.
+        stop = dataclasses.replace(
+            stop,
+            min_seconds=min(stop.min_seconds / 10, 0.2),
+            max_seconds=min(stop.max_seconds / 10, 1.0),
+            min_iterations=min(stop.min_iterations, 5),
+            warmup_iterations=min(stop.warmup_iterations, 2),
+            warmup_seconds=min(stop.warmup_seconds, 0.05),
+        )
+    return stop
+
+
+def _parse_slo(ctx: _Ctx, table: Any, path: str) -> SloSpec:
+    ctx.expect(table, (dict,), path, "a table")
+    slo = build_record(ctx, SloSpec, table, path)
+    if not slo.limits():
+        raise ctx.fail(path, f"empty SLO; set at least one of {', '.join(SLO_KEYS)}")
+    for key, limit in slo.limits().items():
+        if limit <= 0:
+            raise ctx.fail(f"{path}.{key}", f"{limit!r} is not allowed; expected a number of ms > 0")
+    return slo
+
+
+_BENCH_KEYS = (
+    "name", "model", "batch_sizes", "scenarios", "targets", "reference", "stop", "slo",
+    "model_args", "dims", "seed", "tolerance", "trust_model",
+)
+
+
+def _parse_benchmark(
+    ctx: _Ctx, i: int, table: Any, targets: dict[str, TargetSpec], defaults: dict, quick: bool
+) -> BenchmarkSpec:
+    path = f"benchmark[{i}]"
+    ctx.expect(table, (dict,), path, "a table")
+    ctx.check_keys(table, _BENCH_KEYS, path)
+    for key in ("name", "model", "batch_sizes", "targets"):
+        if key not in table:
+            raise ctx.fail(path, f"missing key {key!r}")
+    name = ctx.expect(table["name"], (str,), f"{path}.name", "a string")
+    path = f"benchmark[{i}] ({name})"
+    model = ctx.expect(table["model"], (str,), f"{path}.model", "a model reference")
+    batch_sizes = _positive_int_list(ctx, table["batch_sizes"], f"{path}.batch_sizes")
+    scenarios_raw = ctx.expect(table.get("scenarios", list(SCENARIOS)), (list,), f"{path}.scenarios", "a list")
+    if not scenarios_raw:
+        raise ctx.fail(f"{path}.scenarios", f"[] is not allowed (allowed: {', '.join(SCENARIOS)})")
+    scenarios = tuple(ctx.choice(s, SCENARIOS, f"{path}.scenarios[{j}]") for j, s in enumerate(scenarios_raw))
+    names = ctx.expect(table["targets"], (list,), f"{path}.targets", "a list of target names")
+    if not names:
+        raise ctx.fail(f"{path}.targets", "[] is not allowed; name at least one target")
+    for j, t in enumerate(names):
+        ctx.choice(t, sorted(targets), f"{path}.targets[{j}]")
+    reference = ctx.choice(table.get("reference", names[0]), names, f"{path}.reference")
+    ref_precision = targets[reference].precision
+    if ref_precision != "fp32":
+        raise ctx.fail(f"{path}.reference", f"{reference!r} runs {ref_precision}; the reference must be an fp32 target")
+    stop_table = {**defaults.get("stop", {}), **table.get("stop", {})}
+    stop = _parse_stop(ctx, stop_table, f"{path}.stop", quick)
+    slo = _parse_slo(ctx, table["slo"], f"{path}.slo") if "slo" in table else None
+    model_args = ctx.expect(table.get("model_args", {}), (dict,), f"{path}.model_args", "a table")
+    for k, v in model_args.items():
+        ctx.expect(v, (int, float, str, bool), f"{path}.model_args.{k}", "a number, string or boolean")
+    dims = ctx.expect(table.get("dims", {}), (dict,), f"{path}.dims", "a table of name = integer")
+    for k, v in dims.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ctx.fail(f"{path}.dims.{k}", f"{v!r} is not allowed; expected an integer >= 1")
+    seed = ctx.expect(table.get("seed", defaults.get("seed", 0)), (int,), f"{path}.seed", "an integer")
+    tolerance = table.get("tolerance")
+    if tolerance is not None:
+        tolerance = float(ctx.expect(tolerance, (int, float), f"{path}.tolerance", "a number > 0"))
+        if not tolerance > 0:
+            raise ctx.fail(f"{path}.tolerance", f"{tolerance!r} is not allowed; expected a number > 0")
+    trust_model = ctx.expect(table.get("trust_model", False), (bool,), f"{path}.trust_model", "true or false")
+    return BenchmarkSpec(
+        trust_model=trust_model,
+        name=name,
+        model=model,
+        batch_sizes=batch_sizes,
+        scenarios=scenarios,
+        targets=tuple(names),
+        reference=reference,
+        stop=stop,
+        slo=slo,
+        model_args=tuple(sorted(model_args.items())),
+        dims=tuple(sorted(dims.items())),
+        seed=seed,
+        tolerance=tolerance,
+    )
+
+
+def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False) -> SuiteSpec:
+    ctx = _Ctx(file)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    ctx.check_keys(doc, ("suite", "targets", "benchmark", "defaults"), "")
+    suite = ctx.expect(doc.get("suite", {}), (dict,), "suite", "a table")
+    ctx.check_keys(suite, ("name",), "suite")
+    name = ctx.expect(suite.get("name", Path(file).stem), (str,), "suite.name", "a string")
+    defaults = ctx.expect(doc.get("defaults", {}), (dict,), "defaults", "a table")
+    ctx.check_keys(defaults, ("stop", "seed"), "defaults")
+    targets_table = ctx.expect(doc.get("targets", {}), (dict,), "targets", "a table of targets")
+    if not targets_table:
+        raise ctx.fail("targets", "no targets defined; add a [targets.NAME] table")
+    targets = {n: _parse_target(ctx, n, t) for n, t in targets_table.items()}
+    benches = ctx.expect(doc.get("benchmark", []), (list,), "benchmark", "an array of [[benchmark]] tables")
+    if not benches:
+        raise ctx.fail("benchmark", "no benchmarks defined; add a [[benchmark]] table")
+    specs = tuple(_parse_benchmark(ctx, i, b, targets, defaults, quick) for i, b in enumerate(benches))
+    seen: set[str] = set()
+    for i, b in enumerate(specs):
+        if b.name in seen:
+            raise ctx.fail(f"benchmark[{i}].name", f"{b.name!r} is used twice; names must be unique")
+        seen.add(b.name)
+    return SuiteSpec(
+        name=name,
+        path=file,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        targets=targets,
+        benchmarks=specs,
+    )
+
+
+def load_suite(path: str | Path, quick: bool = False) -> SuiteSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; pass a suite file or run where benchmarks.toml is") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_suite(text, str(path), quick)

@@ -1,0 +1,37 @@
+"""User-fixable errors, one type per kind, each carrying the exit code the CLI uses.
+
+Only `bench.cli` catches these and turns them into one line on stderr; everything else raises.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_NO = 1  # a regression or an SLO failed: the answer is "no"
+EXIT_BAD_INPUT = 2
+EXIT_CELL_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+class BenchError(Exception):
+    """Base of the errors a user can fix; `exit_code` is what the CLI exits with."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(BenchError):
+    """benchmarks.toml is missing, malformed, or names something that does not exist."""
+
+
+class ModelError(BenchError):
+    """A model reference cannot be resolved, loaded, exported or bound to inputs."""
+
+
+class ResultFileError(BenchError):
+    """A result file is unreadable, malformed, or of a schema this reader refuses."""
+
+
+class UsageError(BenchError):
+    """Bad command-line usage beyond what argparse catches (e.g. an output dir that exists)."""
+
+
+class CellFailure(Exception):
+    """Raised inside a worker when one cell cannot run; becomes a failed cell, not an exit."""

@@ -1,0 +1,296 @@
+"""Model references -> prepared models: an input spec, a content hash, and the artifacts a backend loads.
+
+References (the `model` key of a benchmark):
+  zoo:NAME              a built-in model (bench.models.zoo), random weights from the seed
+  path/to/model.onnx    inputs read from the graph; symbolic dims other than the batch bound by `dims`
+  path/to/program.pt2   a torch.export program; refused unless `trust_model = true`, because
+                        torch.export.load may unpickle objects from the file
+  package.module:fn     a factory returning (torch module, example inputs); called with torch's
+                        RNG seeded by the benchmark seed, so every process builds the same weights
+
+The parent process prepares each model once (exporting to ONNX with a dynamic batch axis when an
+onnxruntime target needs one, cached on disk by a content hash); workers rebuild the torch module
+from the same reference. torch is imported only when a reference needs it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ModelError
+from bench.models.inputs import InputSpec
+
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool"}
+EXPORT_OPSET = 18
+CACHE_FORMAT = 1  # bump when the export settings change, so stale cached files are not reused
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a benchmark asks for: enough for any process to rebuild the model."""
+
+    ref: str
+    kind: str  # zoo | onnx | pt2 | factory
+    args: tuple[tuple[str, Any], ...] = ()
+    dims: tuple[tuple[str, int], ...] = ()
+    seed: int = 0
+    trusted: bool = False
+
+    @property
+    def display_name(self) -> str:
+        if self.kind == "zoo":
+            return self.ref.removeprefix("zoo:")
+        if self.kind in ("onnx", "pt2"):
+            return Path(self.ref).stem
+        return self.ref
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    source: ModelRef
+    sha256: str
+    inputs: tuple[InputSpec, ...]
+    onnx_path: str | None  # None when no onnxruntime target needs it
+
+
+def classify(ref: str) -> str:
+    if ref.startswith("zoo:"):
+        return "zoo"
+    if ref.endswith(".onnx"):
+        return "onnx"
+    if ref.endswith(".pt2"):
+        return "pt2"
+    if _FACTORY_RE.match(ref):
+        return "factory"
+    raise ModelError(
+        f"model {ref!r}: not a model reference (allowed: zoo:NAME, path/to/model.onnx, "
+        "path/to/program.pt2, package.module:factory)"
+    )
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "bench"
+    path = Path(root) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- torch-side models -----------------------------------------------------------------------
+
+
+def build_torch(source: ModelRef):
+    """(module in eval mode, example input tuple or None) for a zoo, factory or pt2 reference."""
+    import torch
+
+    if source.kind == "zoo":
+        from bench.models import zoo
+
+        name = source.ref.removeprefix("zoo:")
+        if name not in zoo.ZOO:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(zoo.ZOO), n=1)
+            hint = f"; did you mean 'zoo:{close[0]}'?" if close else ""
+            raise ModelError(f"model {source.ref!r}: no such zoo model{hint} (allowed: {', '.join(sorted(zoo.ZOO))})")
+        try:
+            args = zoo.resolve_args(name, dict(source.args))
+            return zoo.build(name, args, source.seed), None
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"model {source.ref!r}: {exc}") from None
+    if source.kind == "factory":
+        module_name, _, attr = source.ref.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ModelError(f"model {source.ref!r}: cannot import the factory: {exc}") from None
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(source.seed)
+                result = factory(**dict(source.args))
+        except Exception as exc:  # the user's code: any failure is theirs to fix
+            raise ModelError(f"model {source.ref!r}: the factory raised {type(exc).__name__}: {exc}") from None
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
+            raise ModelError(f"model {source.ref!r}: the factory must return (torch.nn.Module, example_inputs)")
+        module, example = result
+        example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
+        if not example or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in example):
+            raise ModelError(f"model {source.ref!r}: example_inputs must be tensors with a leading batch axis")
+        return module.eval(), example
+    if source.kind == "pt2":
+        if not source.trusted:
+            raise ModelError(
+                f"model {source.ref!r}: a .pt2 program may hold pickled objects and loading it can run "
+                "code from the file; set trust_model = true in its benchmark if you trust it"
+            )
+        path = Path(source.ref)
+        if not path.is_file():
+            raise ModelError(f"model {source.ref!r}: no such file")
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # a corrupt or foreign archive
+            raise ModelError(f"model {source.ref!r}: not a torch.export program: {type(exc).__name__}: {exc}") from None
+        example = tuple(program.example_inputs[0]) if program.example_inputs else None
+        if not example:
+            raise ModelError(f"model {source.ref!r}: the program holds no example inputs to take shapes from")
+        return program.module(), example
+    raise ModelError(f"model {source.ref!r}: {source.kind} models cannot run on torch targets; use onnxruntime")
+
+
+def _torch_hash(source: ModelRef, module) -> str:
+    import torch
+
+    digest = hashlib.sha256(json.dumps([source.kind, source.ref, list(source.args), source.seed]).encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _torch_input_specs(source: ModelRef, module, example) -> tuple[InputSpec, ...]:
+    if source.kind == "zoo":
+        from bench.models import zoo
+
+        name = source.ref.removeprefix("zoo:")
+        return zoo.ZOO[name].inputs(zoo.resolve_args(name, dict(source.args)))
+    try:
+        params = [p for p in inspect.signature(module.forward).parameters if p != "self"]
+    except (TypeError, ValueError):
+        params = []
+    specs = []
+    for i, t in enumerate(example):
+        name = params[i] if i < len(params) else f"input_{i}"
+        dtype = str(t.dtype).removeprefix("torch.")
+        if dtype not in ("float32", "float16", "int64", "int32", "bool"):
+            raise ModelError(f"model {source.ref!r}: input {name!r} has dtype {dtype}, not supported")
+        low, high = 0.0, 1.0
+        if dtype.startswith("int"):
+            # Keep generated ids inside what the example used (e.g. a vocabulary).
+            low, high = float(t.min()), float(t.max()) + 1
+        specs.append(InputSpec(name, tuple(int(d) for d in t.shape[1:]), dtype, low, high))
+    return tuple(specs)
+
+
+def _export_onnx(module, specs: tuple[InputSpec, ...], path: Path) -> None:
+    import logging
+    import warnings
+
+    import torch
+
+    from bench.models.inputs import make_inputs
+
+    feeds = make_inputs(specs, 2, 0)  # batch 2: a batch of 1 would let export specialise the axis
+    args = tuple(torch.from_numpy(v) for v in feeds.values())
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        torch.onnx.export(
+            module, args, str(tmp),
+            dynamo=True, external_data=False, opset_version=EXPORT_OPSET, verbose=False,
+            input_names=[s.name for s in specs],
+            dynamic_shapes=tuple({0: batch} for _ in specs),
+        )
+    os.replace(tmp, path)  # atomic: a concurrent run sees the whole file or none
+
+
+def _prepare_torch_model(source: ModelRef, need_onnx: bool) -> PreparedModel:
+    module, example = build_torch(source)
+    specs = _torch_input_specs(source, module, example)
+    sha = _torch_hash(source, module)
+    onnx_path = None
+    if need_onnx:
+        import torch
+
+        key = hashlib.sha256(f"{sha}|{torch.__version__}|{EXPORT_OPSET}|{CACHE_FORMAT}".encode()).hexdigest()[:24]
+        path = cache_dir() / f"{source.display_name.replace('/', '_').replace(':', '_')}-{key}.onnx"
+        if not path.exists():
+            try:
+                _export_onnx(module, specs, path)
+            except Exception as exc:  # exporter failures are about the user's model
+                raise ModelError(f"model {source.ref!r}: ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        onnx_path = str(path)
+    return PreparedModel(source, sha, specs, onnx_path)
+
+
+# --- ONNX files ------------------------------------------------------------------------------
+
+
+def onnx_input_specs(path: Path, ref: str, dims: dict[str, int]) -> tuple[InputSpec, ...]:
+    """Read a graph's inputs; the leading axis is the batch, other symbolic dims come from `dims`."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError and friends: the file is not ONNX
+        raise ModelError(f"model {ref!r}: not a valid ONNX file ({type(exc).__name__}: {exc})".rstrip()) from None
+    if not model.graph.node:
+        raise ModelError(f"model {ref!r}: not a valid ONNX file (its graph has no nodes)")
+    initializers = {i.name for i in model.graph.initializer}
+    specs = []
+    for inp in model.graph.input:
+        if inp.name in initializers:
+            continue
+        tensor = inp.type.tensor_type
+        dtype = _ONNX_DTYPES.get(tensor.elem_type)
+        if dtype is None:
+            raise ModelError(f"model {ref!r}: input {inp.name!r} has ONNX element type {tensor.elem_type}, not supported")
+        shape_dims = list(tensor.shape.dim)
+        if not shape_dims:
+            raise ModelError(f"model {ref!r}: input {inp.name!r} is a scalar; inputs need a leading batch axis")
+        first = shape_dims[0]
+        if first.HasField("dim_value") and first.dim_value != 0:
+            raise ModelError(
+                f"model {ref!r}: input {inp.name!r} has a fixed batch axis of {first.dim_value}; "
+                "export it with a symbolic (dynamic) first dimension"
+            )
+        shape = []
+        for axis, d in enumerate(shape_dims[1:], start=1):
+            if d.HasField("dim_value"):
+                shape.append(int(d.dim_value))
+            elif d.dim_param and d.dim_param in dims:
+                shape.append(int(dims[d.dim_param]))
+            else:
+                label = d.dim_param or f"axis {axis}"
+                raise ModelError(
+                    f"model {ref!r}: input {inp.name!r} has symbolic dimension {label!r} that the config does "
+                    f"not bind; set dims = {{ {d.dim_param or 'NAME'} = N }} in the benchmark"
+                )
+        high = 2.0 if dtype.startswith("int") else 1.0  # ids/masks: [0, 2) is valid for any table of >= 2 rows
+        specs.append(InputSpec(inp.name, tuple(shape), dtype, 0.0, high))
+    if not specs:
+        raise ModelError(f"model {ref!r}: the graph has no inputs to feed")
+    return tuple(specs)
+
+
+def prepare(source: ModelRef, need_onnx: bool, need_torch: bool) -> PreparedModel:
+    """Resolve, load-check and (when needed) export a model once, in the parent process."""
+    if source.kind == "onnx":
+        path = Path(source.ref)
+        if need_torch:
+            raise ModelError(f"model {source.ref!r}: an ONNX file cannot run on a torch target; use onnxruntime")
+        if not path.is_file():
+            raise ModelError(f"model {source.ref!r}: no such file")
+        specs = onnx_input_specs(path, source.ref, dict(source.dims))
+        return PreparedModel(source, _sha256_file(path), specs, str(path.resolve()))
+    prepared = _prepare_torch_model(source, need_onnx)
+    if source.kind == "pt2":
+        # The program file is the identity a user can check; keep the weights hash out.
+        prepared = PreparedModel(source, _sha256_file(Path(source.ref)), prepared.inputs, prepared.onnx_path)
+    return prepared

@@ -1,0 +1,337 @@
+"""The result file: typed, frozen records and their versioned JSON form.
+
+Format history (bump SCHEMA_VERSION, add `update_to_N` in migrations.py and a test loading a
+committed file of the old version):
+  1  (2026-11) first version: run, environment, cells with throughput, latency percentiles,
+     memory, agreement, warm-up and stop reason. Intervals (ci_low/ci_high) and the histogram
+     are present but may be null.
+
+The JSON Schema committed beside this file (run.schema.json) is generated from these records
+by `json_schema()`; a test keeps the two equal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+CellStatus = Literal["ok", "failed", "skipped"]
+RunStatus = Literal["running", "complete", "interrupted"]
+Verdict = Literal["pass", "fail", "reference", "unchecked"]
+TimingBoundary = Literal["end_to_end", "device"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure with its confidence interval; the interval is null where not computed."""
+
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass(frozen=True)
+class Throughput:
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    unit: str = "samples/s"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Log-bucketed latency counts; merge by adding counts of equal (base_ns, growth)."""
+
+    base_ns: float
+    growth: float  # bucket i spans [base * growth**i, base * growth**(i+1))
+    relative_error: float
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-request (per-batch) latency in milliseconds."""
+
+    n: int
+    mean: Estimate
+    p50: Estimate
+    p90: Estimate
+    p95: Estimate
+    p99: Estimate
+    p999: Estimate
+    min: Estimate
+    max: Estimate
+    histogram: Histogram | None = None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    throughput: Throughput
+    latency_ms: Latency
+
+
+@dataclass(frozen=True)
+class Memory:
+    peak_rss_bytes: int
+    gpu_peak_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Outputs against the reference target's on the same inputs.
+
+    metric: max |out - ref| / max |ref| over all outputs (rel), and max |out - ref| (abs).
+    """
+
+    verdict: Verdict
+    reference: str
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    tolerance: float | None = None
+    metric: str = "max|out-ref| / max|ref|"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Warmup:
+    iterations: int
+    seconds: float
+    rule: str
+
+
+@dataclass(frozen=True)
+class SloCheck:
+    metric: str
+    limit_ms: float
+    value_ms: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Slo:
+    passed: bool
+    checks: tuple[SloCheck, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    ref: str
+    kind: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    name: str
+    backend: str
+    device: str
+    precision: str
+    knobs: dict[str, Any]
+    providers: tuple[str, ...] | None = None  # what actually ran (onnxruntime)
+    runtime: str | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    benchmark: str
+    model: ModelInfo
+    target: TargetInfo
+    batch_size: int
+    scenario: str
+    status: CellStatus
+    reason: str = ""
+    timing_boundary: TimingBoundary = "end_to_end"
+    metrics: Metrics | None = None
+    memory: Memory | None = None
+    gpu: dict[str, Any] | None = None
+    agreement: Agreement | None = None
+    warmup: Warmup | None = None
+    duration_s: float | None = None
+    load_s: float | None = None
+    stop_reason: str | None = None
+    inputs_sha256: str | None = None
+    samples_file: str | None = None
+    slo: Slo | None = None
+    stderr_tail: str | None = None
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    name: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    uuid: str
+    driver: str
+    memory_total_bytes: int
+    power_limit_w: float | None = None
+    cuda: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    host: str
+    os: str
+    kernel: str
+    machine: str
+    cpu_model: str
+    cpu_cores_physical: int | None
+    cpu_cores_logical: int | None
+    cpu_governor: str | None
+    memory_total_bytes: int
+    python: str
+    packages: dict[str, str | None]
+    gpus: tuple[GpuInfo, ...] = ()
+    gpu_note: str = ""
+    harness_commit: str | None = None
+    harness_dirty: bool | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)  # allow-listed names only
+
+
+@dataclass(frozen=True)
+class Run:
+    schema_version: int
+    run_id: str
+    created_at: str  # UTC ISO 8601
+    status: RunStatus
+    suite: SuiteInfo
+    environment: Environment
+    cells: tuple[Cell, ...]
+    finished_at: str | None = None
+    harness_version: str = ""
+    argv: tuple[str, ...] = ()
+
+
+# --- codec -----------------------------------------------------------------------------------
+
+
+def to_json(obj: Any) -> Any:
+    """Records -> JSON-ready dicts and lists (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    return obj
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def from_json(tp: Any, data: Any, path: str = "run") -> Any:
+    """JSON -> records, checking types as it goes; errors name the key path."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return data
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return from_json(arg, data, path)
+            except DecodeError as exc:
+                errors.append(str(exc))
+        raise DecodeError(errors[0] if errors else f"{path}: unexpected null")
+    if origin is Literal:
+        if data not in typing.get_args(tp):
+            raise DecodeError(f"{path}: {data!r} is not one of {typing.get_args(tp)}")
+        return data
+    if origin is tuple:
+        if not isinstance(data, list):
+            raise DecodeError(f"{path}: expected a list")
+        inner = typing.get_args(tp)[0]
+        return tuple(from_json(inner, v, f"{path}[{i}]") for i, v in enumerate(data))
+    if origin is dict:
+        if not isinstance(data, dict):
+            raise DecodeError(f"{path}: expected an object")
+        inner = typing.get_args(tp)[1]
+        return {k: from_json(inner, v, f"{path}.{k}") for k, v in data.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise DecodeError(f"{path}: expected an object")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(data) - names
+        if unknown:
+            raise DecodeError(f"{path}: unknown keys {sorted(unknown)}")
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = from_json(hints[f.name], data[f.name], f"{path}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise DecodeError(f"{path}: missing key {f.name!r}")
+        return tp(**kwargs)
+    if tp is float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise DecodeError(f"{path}: expected a number, got {data!r}")
+        return float(data)
+    if tp in (int, str, bool):
+        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+            raise DecodeError(f"{path}: expected {tp.__name__}, got {data!r}")
+        return data
+    raise TypeError(f"unsupported annotation {tp!r} at {path}")
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of run.json, derived from the records above."""
+    defs: dict[str, Any] = {}
+
+    def of(tp: Any) -> dict[str, Any]:
+        origin = typing.get_origin(tp)
+        if tp is Any:
+            return {}
+        if origin in (typing.Union, types.UnionType):
+            return {"anyOf": [of(a) for a in typing.get_args(tp)]}
+        if tp is type(None):
+            return {"type": "null"}
+        if origin is Literal:
+            return {"enum": list(typing.get_args(tp))}
+        if origin is tuple:
+            return {"type": "array", "items": of(typing.get_args(tp)[0])}
+        if origin is dict:
+            return {"type": "object", "additionalProperties": of(typing.get_args(tp)[1])}
+        if dataclasses.is_dataclass(tp):
+            name = tp.__name__
+            if name not in defs:
+                defs[name] = {}  # placeholder against recursion
+                hints = typing.get_type_hints(tp)
+                fields = dataclasses.fields(tp)
+                defs[name] = {
+                    "type": "object",
+                    "properties": {f.name: of(hints[f.name]) for f in fields},
+                    "required": [
+                        f.name for f in fields
+                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                    ],
+                    "additionalProperties": False,
+                }
+            return {"$ref": f"#/$defs/{name}"}
+        return {float: {"type": "number"}, int: {"type": "integer"}, str: {"type": "string"},
+                bool: {"type": "boolean"}}[tp]
+
+    root = of(Run)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"bench-run-v{SCHEMA_VERSION}",
+        "title": "bench run.json",
+        **root,
+        "$defs": defs,
+    }
+    defs["Run"]["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
+    return schema

@@ -1,0 +1,10 @@
+"""Scenarios: how requests are issued to a backend, and when measurement stops.
+
+single-stream: one request (one batch) at a time, the next issued when the previous returns;
+               the headline figure is per-request latency.
+offline:       batches issued back to back for throughput; the headline figure is samples/s
+               over the measured window (latency per batch is kept too).
+On a CPU backend both issue one batch at a time from one thread, so their loops are the same
+code; they differ in what is reported first, and in later issues in how the GPU is synchronised.
+"""
+SCENARIOS = ("single-stream", "offline")

@@ -1,0 +1,84 @@
+"""The measured loops: warm-up, then chunks of timed calls until the stopping rule says stop.
+
+The timed loop holds one clock read and one list store per call and nothing else (no logging,
+sampling or allocation): each call's end is the next call's start, so a chunk of k calls
+costs k + 1 clock reads. `bench self-check` measures this loop against a bare one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.config import StopSpec
+from bench.scenarios.stopping import StopRule
+
+Clock = Callable[[], int]
+CHUNK_TARGET_NS = 50_000_000  # the rule is consulted about every 50 ms
+MAX_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    latencies_ns: np.ndarray  # int64, one per measured call
+    # Sum of the chunks' spans: the time during which measured calls ran back to back. The
+    # gaps between chunks (the stop rule, converting stamps) are the harness's, not the target's.
+    window_ns: int
+    warmup_latencies_ns: np.ndarray
+    warmup_seconds: float
+    stop_reason: str
+
+
+def timed_chunk(fn: Callable[[], Any], stamps: list[int], clock: Clock) -> None:
+    """Fill stamps[0..k] with clock reads around k back-to-back calls of fn."""
+    stamps[0] = clock()
+    for i in range(1, len(stamps)):
+        fn()
+        stamps[i] = clock()
+
+
+def warm_up(fn: Callable[[], Any], spec: StopSpec, clock: Clock) -> np.ndarray:
+    """Call fn at least warmup_iterations times and for at least warmup_seconds (capped at max_seconds)."""
+    stamps = [clock()]
+    start = stamps[0]
+    min_ns = int(spec.warmup_seconds * 1e9)
+    cap_ns = int(max(spec.max_seconds, spec.warmup_seconds) * 1e9)
+    while True:
+        n = len(stamps) - 1
+        elapsed = stamps[-1] - start
+        if (n >= spec.warmup_iterations and elapsed >= min_ns) or (elapsed >= cap_ns and n >= 1):
+            break
+        fn()
+        stamps.append(clock())
+    return np.diff(np.asarray(stamps, dtype=np.int64))
+
+
+def measure(
+    fn: Callable[[], Any], spec: StopSpec, rule: StopRule, clock: Clock = time.perf_counter_ns
+) -> LoopResult:
+    warm = warm_up(fn, spec, clock)
+    per_call = float(np.median(warm[-min(warm.size, 20):])) if warm.size else 0.0
+    chunk = int(min(MAX_CHUNK, max(1, CHUNK_TARGET_NS // max(per_call, 1.0))))
+    chunks: list[np.ndarray] = []
+    window = 0
+    while True:
+        stamps = [0] * (chunk + 1)  # allocated between chunks, never inside the timed loop
+        timed_chunk(fn, stamps, clock)
+        window += stamps[-1] - stamps[0]
+        chunks.append(np.diff(np.asarray(stamps, dtype=np.int64)))
+        reason = rule.check(window, chunks)
+        if reason is not None:
+            break
+        # Near max_seconds, shrink the chunk so the window does not overshoot it by much.
+        left_ns = spec.max_seconds * 1e9 - window
+        per_call = max(window / sum(c.size for c in chunks), 1.0)
+        chunk = int(min(MAX_CHUNK, max(1, min(CHUNK_TARGET_NS, left_ns) // per_call)))
+    return LoopResult(
+        latencies_ns=np.concatenate(chunks),
+        window_ns=int(window),
+        warmup_latencies_ns=warm,
+        warmup_seconds=float(warm.sum()) / 1e9,
+        stop_reason=reason,
+    )

@@ -1,0 +1,261 @@
+"""Running a suite: plan cells, prepare models once, run each cell in its worker, write results.
+
+Prints nothing: progress goes to a callback the CLI supplies. Bad input found before any
+measurement raises a BenchError (exit 2); a cell that fails at run time becomes a failed cell
+and the others go on. run.json is rewritten after every cell, so nothing measured is lost.
+"""
+from __future__ import annotations
+
+import fnmatch
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bench import stats
+from bench.agreement import compare_outputs, load_outputs
+from bench.config import BenchmarkSpec, SuiteSpec, TargetSpec
+from bench.errors import UsageError
+from bench.measure.environment import cuda_available, fingerprint
+from bench.models.loader import ModelRef, PreparedModel, classify, prepare
+from bench.results.files import RunDir, new_run_id, utc_now_iso
+from bench.results.schema import (
+    SCHEMA_VERSION, Agreement, Cell, Estimate, Latency, Memory, Metrics, ModelInfo, Run, Slo,
+    SloCheck, SuiteInfo, TargetInfo, Throughput, Warmup,
+)
+from bench.scenarios.cell import CellJob, CellOutcome
+from bench.worker import WorkerFailure, run_in_worker
+
+LOAD_ALLOWANCE_S = 300.0  # time a worker may take to start, load and check outputs
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    index: int
+    id: str
+    benchmark: BenchmarkSpec
+    target: TargetSpec
+    batch_size: int
+    scenario: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One event for the person watching: a cell is starting (cell is None) or has finished."""
+
+    index: int
+    total: int
+    planned: PlannedCell
+    cell: Cell | None
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    run: Run
+    path: Path
+    interrupted: bool
+
+    @property
+    def failed(self) -> list[Cell]:
+        return [c for c in self.run.cells if c.status == "failed"]
+
+    @property
+    def slo_failed(self) -> list[Cell]:
+        return [c for c in self.run.cells if c.slo is not None and not c.slo.passed]
+
+
+def plan(suite: SuiteSpec, only: str | None = None) -> list[PlannedCell]:
+    """Cells in run order: per benchmark the reference target first, so its outputs exist."""
+    cells: list[PlannedCell] = []
+    for bench in suite.benchmarks:
+        order = [bench.reference] + [t for t in bench.targets if t != bench.reference]
+        for tname in order:
+            for bs in bench.batch_sizes:
+                for scenario in bench.scenarios:
+                    cid = f"{bench.name}/{tname}/b{bs}/{scenario}"
+                    if only and not (fnmatch.fnmatch(cid, only) or fnmatch.fnmatch(bench.name, only)):
+                        continue
+                    cells.append(PlannedCell(len(cells), cid, bench, suite.targets[tname], bs, scenario))
+    if not cells:
+        raise UsageError(f"--only {only!r} matches no cell (cell ids look like BENCHMARK/TARGET/bN/SCENARIO)")
+    return cells
+
+
+def model_ref(bench: BenchmarkSpec) -> ModelRef:
+    return ModelRef(bench.model, classify(bench.model), bench.model_args, bench.dims, bench.seed, bench.trust_model)
+
+
+def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedModel]:
+    """Each benchmark's model, prepared once in this process (raises ModelError on bad input)."""
+    needs: dict[str, tuple[BenchmarkSpec, bool, bool]] = {}
+    for c in cells:
+        if c.target.is_cuda and not cuda:
+            continue
+        bench, onnx, torch_ = needs.get(c.benchmark.name, (c.benchmark, False, False))
+        onnx |= c.target.backend != "torch"  # onnxruntime and user backends get the ONNX form
+        torch_ |= c.target.backend == "torch"
+        needs[c.benchmark.name] = (bench, onnx, torch_)
+    return {
+        name: prepare(model_ref(bench), need_onnx=onnx, need_torch=torch_)
+        for name, (bench, onnx, torch_) in needs.items()
+    }
+
+
+def _estimate(v: float) -> Estimate:
+    return Estimate(v)
+
+
+def _check_slo(bench: BenchmarkSpec, latency: Latency) -> Slo | None:
+    if bench.slo is None:
+        return None
+    checks = []
+    for key, limit in bench.slo.limits().items():
+        value = getattr(latency, key.removesuffix("_ms")).value
+        checks.append(SloCheck(key, limit, value, value <= limit))
+    return Slo(all(c.passed for c in checks), tuple(checks))
+
+
+class _CellBuilder:
+    """Turns a planned cell and what its worker returned into a Cell record."""
+
+    def __init__(self, run_dir: RunDir, models: dict[str, PreparedModel], outputs_dir: Path):
+        self.run_dir = run_dir
+        self.models = models
+        self.outputs_dir = outputs_dir
+        self._output_names: dict[tuple[str, str, int], str] = {}
+
+    def outputs_path(self, benchmark: str, target: str, batch_size: int) -> Path:
+        key = (benchmark, target, batch_size)
+        if key not in self._output_names:
+            self._output_names[key] = f"outputs-{len(self._output_names):04d}.npz"
+        return self.outputs_dir / self._output_names[key]
+
+    def base(self, p: PlannedCell, status: str, reason: str = "", **kw) -> Cell:
+        model = self.models.get(p.benchmark.name)
+        ref = model.source if model else model_ref(p.benchmark)
+        return Cell(
+            id=p.id,
+            benchmark=p.benchmark.name,
+            model=ModelInfo(ref.display_name, ref.ref, ref.kind, model.sha256 if model else ""),
+            target=TargetInfo(**{k: v for k, v in p.target.to_dict().items()}),
+            batch_size=p.batch_size,
+            scenario=p.scenario,
+            status=status,
+            reason=reason,
+            **kw,
+        )
+
+    def agreement(self, p: PlannedCell) -> Agreement:
+        ref_name = p.benchmark.reference
+        tolerance = p.benchmark.tolerance_for(p.target.precision)
+        if p.target.name == ref_name:
+            return Agreement("reference", ref_name, reason="this target is the reference")
+        ref_path = self.outputs_path(p.benchmark.name, ref_name, p.batch_size)
+        if not ref_path.exists():
+            return Agreement("unchecked", ref_name, tolerance=tolerance,
+                             reason=f"no reference outputs: target {ref_name!r} did not run at batch {p.batch_size}")
+        try:
+            return compare_outputs(
+                load_outputs(self.outputs_path(p.benchmark.name, p.target.name, p.batch_size)), load_outputs(ref_path), ref_name, tolerance)
+        except (OSError, ValueError) as exc:
+            return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
+
+    def ok(self, p: PlannedCell, out: CellOutcome) -> Cell:
+        summary = stats.latency_summary(out.latencies_ns)
+        throughput = summary.n * p.batch_size / (out.window_ns / 1e9)
+        latency = Latency(
+            n=summary.n,
+            mean=_estimate(summary.mean_ms), p50=_estimate(summary.p50_ms), p90=_estimate(summary.p90_ms),
+            p95=_estimate(summary.p95_ms), p99=_estimate(summary.p99_ms), p999=_estimate(summary.p999_ms),
+            min=_estimate(summary.min_ms), max=_estimate(summary.max_ms),
+        )
+        samples = self.run_dir.write_samples(p.index, out.latencies_ns)
+        info = out.backend_info
+        cell = self.base(
+            p, "ok",
+            metrics=Metrics(Throughput(throughput), latency),
+            memory=Memory(out.peak_rss_bytes, None),
+            agreement=self.agreement(p),
+            warmup=Warmup(
+                iterations=int(out.warmup_latencies_ns.size),
+                seconds=out.warmup_seconds,
+                rule=f"fixed: at least {p.benchmark.stop.warmup_iterations} iterations and "
+                     f"{p.benchmark.stop.warmup_seconds:g} s",
+            ),
+            duration_s=out.window_ns / 1e9,
+            load_s=out.load_seconds,
+            stop_reason=out.stop_reason,
+            inputs_sha256=out.inputs_sha256,
+            samples_file=samples,
+            slo=_check_slo(p.benchmark, latency),
+        )
+        providers = info.get("providers")
+        target = TargetInfo(
+            **{**cell.target.__dict__, "providers": tuple(providers) if providers else None,
+               "runtime": info.get("runtime")}
+        )
+        return Cell(**{**cell.__dict__, "target": target})
+
+    def failed(self, p: PlannedCell, failure: WorkerFailure) -> Cell:
+        return self.base(p, "failed", failure.reason, stderr_tail=failure.stderr_tail or None)
+
+
+def run_suite(
+    suite: SuiteSpec,
+    out_root: Path,
+    only: str | None = None,
+    argv: tuple[str, ...] = (),
+    progress: Callable[[Progress], None] = lambda _: None,
+) -> SuiteResult:
+    from bench import __version__
+
+    cells = plan(suite, only)
+    cuda = cuda_available() if any(c.target.is_cuda for c in cells) else False
+    models = prepare_models(cells, cuda)
+    run_dir = RunDir(out_root, new_run_id())
+    run = Run(
+        schema_version=SCHEMA_VERSION,
+        run_id=run_dir.path.name,
+        created_at=utc_now_iso(),
+        status="running",
+        suite=SuiteInfo(suite.name, suite.path, suite.sha256),
+        environment=fingerprint(),
+        cells=(),
+        harness_version=__version__,
+        argv=argv,
+    )
+    run_dir.write_run(run)
+    done: list[Cell] = []
+    interrupted = False
+    with tempfile.TemporaryDirectory(prefix="bench-outputs-") as tmp:
+        builder = _CellBuilder(run_dir, models, Path(tmp))
+        try:
+            for p in cells:
+                progress(Progress(p.index, len(cells), p, None))
+                if p.target.is_cuda and not cuda:
+                    cell = builder.base(p, "skipped", "no CUDA device")
+                else:
+                    job = CellJob(
+                        index=p.index, cell_id=p.id, benchmark=p.benchmark.name, model=models[p.benchmark.name],
+                        target=p.target, batch_size=p.batch_size, scenario=p.scenario, stop=p.benchmark.stop,
+                        seed=p.benchmark.seed, outputs_path=str(builder.outputs_path(p.benchmark.name, p.target.name, p.batch_size)),
+                    )
+                    timeout = p.benchmark.stop.max_seconds + p.benchmark.stop.warmup_seconds + LOAD_ALLOWANCE_S
+                    stderr_path = Path(tmp) / f"worker-{p.index:04d}.stderr"
+                    outcome = run_in_worker(job, stderr_path, timeout)
+                    stderr_path.unlink(missing_ok=True)
+                    if isinstance(outcome, WorkerFailure):
+                        cell = builder.failed(p, outcome)
+                    else:
+                        cell = builder.ok(p, outcome)
+                done.append(cell)
+                run = Run(**{**run.__dict__, "cells": tuple(done)})
+                run_dir.write_run(run)
+                progress(Progress(p.index, len(cells), p, cell))
+        except KeyboardInterrupt:
+            interrupted = True
+    run = Run(**{**run.__dict__, "cells": tuple(done), "status": "interrupted" if interrupted else "complete",
+                 "finished_at": utc_now_iso()})
+    path = run_dir.write_run(run)
+    return SuiteResult(run, path, interrupted)
+

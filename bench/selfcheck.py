@@ -1,0 +1,134 @@
+"""`bench self-check`: what the harness itself costs, measured, not assumed.
+
+1. Harness overhead: a bare `session.run` loop against the harness's own single-stream loop
+   (bench.scenarios.loops.measure through the onnxruntime backend) on the same tiny ONNX model
+   in this one process, interleaved over several rounds; medians of the per-call times.
+2. Timer: perf_counter_ns's stated resolution and the smallest step seen between two reads.
+3. Kernel speed: the latency summary over 1,000,000 samples, numba kernel against numpy.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OverheadCheck:
+    bare_ns_per_call: float
+    harness_ns_per_call: float
+    rounds: int
+    calls_per_round: int
+
+    @property
+    def throughput_ratio(self) -> float:
+        """Harness throughput as a fraction of the bare loop's."""
+        return self.bare_ns_per_call / self.harness_ns_per_call
+
+    @property
+    def added_ns_per_call(self) -> float:
+        return self.harness_ns_per_call - self.bare_ns_per_call
+
+
+@dataclass(frozen=True)
+class TimerCheck:
+    stated_resolution_ns: float
+    min_step_ns: int
+    median_read_ns: float
+
+
+@dataclass(frozen=True)
+class KernelCheck:
+    n: int
+    kernel_ms: float
+    numpy_ms: float
+
+
+def tiny_onnx_model(path: Path) -> Path:
+    """Y = X + B on a 1x16 float tensor with a dynamic batch axis: as cheap as ORT gets."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])
+    b = helper.make_tensor("b", TensorProto.FLOAT, [16], [0.5] * 16)
+    graph = helper.make_graph([helper.make_node("Add", ["x", "b"], ["y"])], "tiny", [x], [y], [b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def check_overhead(rounds: int = 7, seconds_per_round: float = 0.3) -> OverheadCheck:
+    from bench.backends.options import OrtOptions
+    from bench.backends.ort import OrtBackend
+    from bench.config import StopSpec, TargetSpec
+    from bench.models.inputs import InputSpec, make_inputs
+    from bench.models.loader import ModelRef, PreparedModel
+    from bench.scenarios.loops import measure
+    from bench.scenarios.stopping import FixedStop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tiny_onnx_model(Path(tmp) / "tiny.onnx")
+        specs = (InputSpec("x", (16,)),)
+        model = PreparedModel(ModelRef(str(path), "onnx"), "", specs, str(path))
+        target = TargetSpec("self-check", "onnxruntime", "cpu", "fp32",
+                            OrtOptions(intra_op_threads=1, inter_op_threads=1))
+        backend = OrtBackend()
+        backend.load(model, target)
+        feeds = make_inputs(specs, 1, 0)
+        session = backend.session
+        fn = backend.bind(feeds)
+        stop = StopSpec(min_seconds=seconds_per_round, max_seconds=seconds_per_round * 2,
+                        min_iterations=1, warmup_iterations=1000, warmup_seconds=0.05)
+        rule = FixedStop.from_spec(stop)
+        # Calibrate the bare loop's call count to the same duration as a harness round.
+        t0 = time.perf_counter_ns()
+        for _ in range(2000):
+            session.run(None, feeds)
+        calls = max(1000, int(seconds_per_round * 1e9 / ((time.perf_counter_ns() - t0) / 2000)))
+        bare, harness = [], []
+        for _ in range(rounds):
+            run = session.run
+            t0 = time.perf_counter_ns()
+            for _ in range(calls):
+                run(None, feeds)
+            bare.append((time.perf_counter_ns() - t0) / calls)
+            result = measure(fn, stop, rule)
+            harness.append(result.window_ns / result.latencies_ns.size)
+        return OverheadCheck(statistics.median(bare), statistics.median(harness), rounds, calls)
+
+
+def check_timer(reads: int = 100_000) -> TimerCheck:
+    clock = time.perf_counter_ns
+    stamps = [0] * reads
+    for i in range(reads):
+        stamps[i] = clock()
+    steps = np.diff(np.asarray(stamps, dtype=np.int64))
+    positive = steps[steps > 0]
+    return TimerCheck(
+        stated_resolution_ns=time.get_clock_info("perf_counter").resolution * 1e9,
+        min_step_ns=int(positive.min()) if positive.size else 0,
+        median_read_ns=float(np.median(steps)),
+    )
+
+
+def check_kernels(n: int = 1_000_000, repeats: int = 5) -> KernelCheck:
+    from bench import stats
+
+    x = np.random.default_rng(0).lognormal(13, 0.5, n).astype(np.int64) + 1
+    stats.latency_summary(x[:100])  # JIT or cache load outside the timing
+    kernel, ref = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        stats.latency_summary(x)
+        kernel.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        np.percentile(x, [50, 90, 95, 99, 99.9])
+        x.mean(), x.min(), x.max()
+        ref.append(time.perf_counter() - t0)
+    return KernelCheck(n, statistics.median(kernel) * 1e3, statistics.median(ref) * 1e3)

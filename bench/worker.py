@@ -1,0 +1,93 @@
+"""Each cell in its own spawned worker process.
+
+spawn, not fork: CUDA and runtime thread pools do not survive fork. The child sends back one
+record or one failure (reason + traceback) over a pipe; its stderr goes to a file whose tail
+becomes the reason when it dies without a word (a segfault, the out-of-memory killer). The
+parent kills the child on timeout, on error and on Ctrl-C.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import BenchError, CellFailure
+from bench.scenarios.cell import CellJob, CellOutcome, run_cell
+
+STDERR_TAIL_BYTES = 2000
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    reason: str
+    stderr_tail: str
+
+
+def _child(job: CellJob, conn, stderr_path: str) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides and kills us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 2)  # native libraries write to fd 2 directly; catch that too
+    try:
+        outcome = run_cell(job)
+        conn.send(("ok", outcome))
+    except (CellFailure, BenchError) as exc:
+        conn.send(("failed", str(exc), ""))
+    except MemoryError:
+        conn.send(("failed", f"out of memory at batch {job.batch_size}", traceback.format_exc()))
+    except BaseException as exc:  # anything else is a bug or a runtime error: report, do not hang
+        conn.send(("failed", f"{type(exc).__name__}: {exc}".strip(), traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - STDERR_TAIL_BYTES))
+            return fh.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _death_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        hint = " (likely the out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with code {code} without a result"
+
+
+def run_in_worker(job: CellJob, stderr_path: Path, timeout_s: float) -> CellOutcome | WorkerFailure:
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(job, send, str(stderr_path)), name=f"bench-cell-{job.index}")
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout_s):
+            return WorkerFailure(f"timed out after {timeout_s:.0f} s", _tail(stderr_path))
+        try:
+            message = recv.recv()
+        except EOFError:  # the child died before sending
+            proc.join(5)
+            return WorkerFailure(_death_reason(proc.exitcode), _tail(stderr_path))
+        if message[0] == "ok":
+            return message[1]
+        _, reason, tb = message
+        tail = _tail(stderr_path)
+        return WorkerFailure(reason, (tb + tail)[-STDERR_TAIL_BYTES:].strip())
+    except BaseException:  # Ctrl-C or a parent-side error: the child must not outlive it
+        proc.kill()
+        raise
+    finally:
+        if proc.is_alive():
+            proc.join(2)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        recv.close()
