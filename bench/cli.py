@@ -1,6 +1,6 @@
 """The command line: the only place that parses argv, prints for people, and exits.
 
-Exit codes: 0 success; 1 an SLO failed; 2 bad usage or input (one line on stderr);
+Exit codes: 0 success; 1 an SLO failed or outputs disagree with the reference; 2 bad usage or input (one line on stderr);
 3 a cell failed at run time while the others completed; 130 interrupted (completed cells kept).
 """
 from __future__ import annotations
@@ -68,16 +68,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         width = None if sys.stdout.isatty() else 200
         Console(highlight=False, width=width).print(summary_table(result.run))
     print(f"results: {result.path}", file=sys.stderr)
-    if result.interrupted:
-        _err(f"interrupted: {len(result.run.cells)} completed cells kept in {result.path}")
-        return EXIT_INTERRUPTED
     if result.failed:
         _err(f"{len(result.failed)} cell(s) failed: " + "; ".join(f"{c.id}: {c.reason}" for c in result.failed))
-        return EXIT_CELL_FAILED
+    if result.disagreeing:
+        _err(f"outputs disagree with the reference in {len(result.disagreeing)} cell(s): "
+             + "; ".join(f"{c.id}: {c.agreement.reason}" for c in result.disagreeing))
     if result.slo_failed:
         _err(f"SLO failed in {len(result.slo_failed)} cell(s): " + ", ".join(c.id for c in result.slo_failed))
-        return EXIT_NO
-    return EXIT_OK
+    if result.interrupted:
+        _err(f"interrupted: {len(result.run.cells)} completed cell(s) kept in {result.path}")
+        return EXIT_INTERRUPTED
+    if result.failed:
+        return EXIT_CELL_FAILED
+    return EXIT_NO if result.disagreeing or result.slo_failed else EXIT_OK
 
 
 def _cmd_env(args: argparse.Namespace) -> int:

@@ -35,3 +35,7 @@ class UsageError(BenchError):
 
 class CellFailure(Exception):
     """Raised inside a worker when one cell cannot run; becomes a failed cell, not an exit."""
+
+
+class ForeignPackageError(BenchError, ImportError):
+    """The `kernels` package on the path is not this project's (a PyPI package shares the name)."""

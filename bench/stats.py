@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 import kernels
+from bench.errors import ForeignPackageError
 
 if getattr(kernels, "__bench_kernels__", None) != 1:
-    raise ImportError(
+    raise ForeignPackageError(
         f"the 'kernels' package at {getattr(kernels, '__file__', '?')} is not this project's "
         "(another PyPI package named 'kernels' is installed in this environment); "
         "use a separate virtual environment for the bench harness"

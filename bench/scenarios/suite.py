@@ -60,6 +60,10 @@ class SuiteResult:
         return [c for c in self.run.cells if c.status == "failed"]
 
     @property
+    def disagreeing(self) -> list[Cell]:
+        return [c for c in self.run.cells if c.agreement is not None and c.agreement.verdict == "fail"]
+
+    @property
     def slo_failed(self) -> list[Cell]:
         return [c for c in self.run.cells if c.slo is not None and not c.slo.passed]
 

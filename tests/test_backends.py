@@ -1,0 +1,93 @@
+"""Backends on real runtimes: ONNX Runtime sessions and torch modules, plus the agreement check."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from bench import backends
+from bench.agreement import compare_outputs
+from bench.backends.options import OrtOptions, TorchOptions
+from bench.config import TargetSpec
+from bench.errors import CellFailure
+from bench.models.inputs import make_inputs
+from bench.models.loader import ModelRef, prepare
+
+TINY = (("classes", 4), ("depth", 1), ("in_features", 8), ("width", 16))
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return prepare(ModelRef("zoo:mlp", "zoo", TINY, seed=0), need_onnx=True, need_torch=True)
+
+
+def ort_target(**knobs) -> TargetSpec:
+    return TargetSpec("ort", "onnxruntime", knobs.pop("device", "cpu"), "fp32", OrtOptions(**knobs))
+
+
+def torch_target(precision="fp32", **knobs) -> TargetSpec:
+    return TargetSpec("t", "torch", "cpu", precision, TorchOptions(**knobs))
+
+
+def test_registry_imports_lazily_and_rejects_unknown():
+    with pytest.raises(CellFailure, match="cannot be imported"):
+        backends.create("no_such_module_xyz:Backend")
+    assert type(backends.create("onnxruntime")).__name__ == "OrtBackend"
+
+
+def test_ort_records_providers_and_knobs(mlp):
+    backend = backends.create("onnxruntime")
+    backend.load(mlp, ort_target(intra_op_threads=1, graph_optimization_level="basic", allow_spinning=False))
+    info = backend.info()
+    assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["intra_op_threads"] == 1 and info["allow_spinning"] is False
+    feeds = make_inputs(mlp.inputs, 3, 0)
+    fn = backend.bind(feeds)
+    assert fn()[0].shape == (3, 4)
+
+
+def test_ort_provider_not_installed_fails_the_cell(mlp):
+    assert "DnnlExecutionProvider" not in ort.get_available_providers()
+    backend = backends.create("onnxruntime")
+    with pytest.raises(CellFailure, match="provider DnnlExecutionProvider is not installed in this onnxruntime build"):
+        backend.load(mlp, ort_target(providers=("DnnlExecutionProvider",)))
+
+
+def test_ort_silent_fallback_fails_the_cell(mlp, monkeypatch):
+    # Simulate ORT dropping a requested provider (as it does from TensorRT to CUDA) on a real session.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["XnnpackExecutionProvider", "CPUExecutionProvider"])
+    backend = backends.create("onnxruntime")
+    with pytest.raises(CellFailure, match="requested provider XnnpackExecutionProvider is not active .*fell back silently"):
+        backend.load(mlp, ort_target(providers=("XnnpackExecutionProvider", "CPUExecutionProvider")))
+
+
+def test_torch_and_ort_agree_in_fp32(mlp):
+    feeds = make_inputs(mlp.inputs, 5, 0)
+    o = backends.create("onnxruntime")
+    o.load(mlp, ort_target())
+    t = backends.create("torch")
+    t.load(mlp, torch_target(threads=1))
+    agreement = compare_outputs(t.outputs(feeds), o.outputs(feeds), "ort", 1e-4)
+    assert agreement.verdict == "pass" and agreement.max_rel_error < 1e-5
+    assert t.info()["threads"] == 1
+
+
+def test_torch_bf16_is_visibly_less_precise(mlp):
+    feeds = make_inputs(mlp.inputs, 5, 0)
+    ref = backends.create("torch")
+    ref.load(mlp, torch_target())
+    low = backends.create("torch")
+    low.load(mlp, torch_target("bf16"))
+    out = low.outputs(feeds)
+    assert compare_outputs(out, ref.outputs(feeds), "ref", 1e-4).verdict == "fail"
+    assert compare_outputs(out, ref.outputs(feeds), "ref", 3e-2).verdict == "pass"
+
+
+def test_agreement_failure_modes():
+    ref = [np.array([[1.0, -2.0], [3.0, 4.0]])]
+    assert compare_outputs([ref[0] * 1.5], ref, "r", 1e-4).reason.startswith("relative error 0.5 exceeds")
+    assert "shape" in compare_outputs([ref[0][:1]], ref, "r", 1e-4).reason
+    assert "NaN" in compare_outputs([ref[0] * np.nan], ref, "r", 1e-4).reason
+    assert "2 outputs" in compare_outputs(ref * 2, ref, "r", 1e-4).reason
+    same = compare_outputs([ref[0].copy()], ref, "r", 1e-4)
+    assert same.verdict == "pass" and same.max_abs_error == 0.0

@@ -1,0 +1,113 @@
+"""Config: valid suites parse into frozen specs; every bad value names file, key path and what is allowed."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bench.config import load_suite, parse_suite
+from bench.errors import ConfigError
+from tests.helpers import run_cli, tiny_suite, write_suite
+
+
+def test_tiny_suite_parses_into_frozen_specs():
+    suite = parse_suite(tiny_suite(), "s.toml")
+    bench = suite.benchmarks[0]
+    assert bench.batch_sizes == (1, 4)
+    assert bench.reference == "ort"
+    assert suite.targets["ort"].options.intra_op_threads == 1
+    assert suite.targets["torch"].options.threads == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bench.name = "x"  # type: ignore[misc]
+
+
+def test_default_suite_parses():
+    suite = load_suite("benchmarks.toml")
+    assert {b.name for b in suite.benchmarks} >= {"mlp", "resnet-mini", "bert-mini"}
+    assert {t.backend for t in suite.targets.values()} == {"onnxruntime", "torch"}
+
+
+def test_quick_shrinks_stop_times():
+    normal = parse_suite(tiny_suite()).benchmarks[0].stop
+    quick = parse_suite(tiny_suite(), quick=True).benchmarks[0].stop
+    assert quick.max_seconds <= min(normal.max_seconds, 1.0)
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        # unknown keys, with a did-you-mean
+        ('intra_op_threads = 1', 'intra_op_thread = 1', "targets.ort.intra_op_thread: unknown key 'intra_op_thread'; did you mean 'intra_op_threads'?"),
+        ('batch_sizes = [1, 4]', 'batch_size = [1, 4]', "did you mean 'batch_sizes'?"),
+        # unknown names
+        ('targets = ["ort", "torch"]', 'targets = ["ort", "trch"]', "benchmark[0] (m).targets[1]: 'trch' is not allowed; did you mean 'torch'?"),
+        ('backend = "torch"', 'backend = "pytorch"', "targets.torch.backend: 'pytorch' is not allowed"),
+        ('scenarios = ["single-stream"]', 'scenarios = ["server-x"]', "scenarios[0]: 'server-x' is not allowed"),
+        ('providers = ["CPUExecutionProvider"]', 'providers = ["CPUExecutionProvidr"]', "did you mean 'CPUExecutionProvider'?"),
+        # bad values
+        ('batch_sizes = [1, 4]', 'batch_sizes = [0, 4]', "batch_sizes[0]: 0 is not allowed; batch sizes must be integers >= 1"),
+        ('batch_sizes = [1, 4]', 'batch_sizes = [1, -2]', "batch_sizes[1]: -2 is not allowed"),
+        ('batch_sizes = [1, 4]', 'batch_sizes = []', "batch_sizes: [] is not allowed"),
+        ('batch_sizes = [1, 4]', 'batch_sizes = [1, "8"]', "batch_sizes[1]: '8' is not allowed"),
+        ('intra_op_threads = 1', 'intra_op_threads = -1', "targets.ort.intra_op_threads: -1 is not allowed"),
+        ('intra_op_threads = 1', 'intra_op_threads = "two"', "targets.ort.intra_op_threads: 'two' is not allowed; expected an integer"),
+        ('backend = "torch"', 'backend = "torch"\nmode = "jit"', "targets.torch.mode: 'jit' is not allowed (allowed: eager)"),
+        ('backend = "torch"', 'backend = "torch"\nprecision = "fp8"', "targets.torch.precision: 'fp8' is not allowed"),
+        ('backend = "torch"', 'backend = "torch"\ndevice = "tpu"', "targets.torch.device: 'tpu' is not allowed"),
+        ('min_seconds = 0.05', 'min_seconds = 5', "max_seconds: 1.0 is not allowed; must be >= min_seconds (5.0)"),
+        ('min_iterations = 5', 'min_iterations = 0', "stop.min_iterations: 0 is not allowed"),
+        ('name = "tiny"', 'name = "tiny"\nowner = "me"', "suite.owner: unknown key 'owner'"),
+    ],
+)
+def test_bad_values_name_file_key_and_allowed(old, new, expected):
+    text = tiny_suite()
+    assert old in text
+    with pytest.raises(ConfigError) as err:
+        parse_suite(text.replace(old, new, 1), "my.toml")
+    message = str(err.value)
+    assert message.startswith("my.toml: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_fp16_reference_is_refused():
+    text = tiny_suite().replace('backend = "torch"', 'backend = "torch"\nprecision = "fp16"', 1)
+    text = text.replace('targets = ["ort", "torch"]', 'targets = ["ort", "torch"]\nreference = "torch"')
+    with pytest.raises(ConfigError, match="reference must be an fp32 target"):
+        parse_suite(text)
+
+
+def test_slo_must_name_a_limit():
+    with pytest.raises(ConfigError, match="empty SLO"):
+        parse_suite(tiny_suite(bench_extra="slo = {}"))
+    with pytest.raises(ConfigError, match="unknown key 'p98_ms'"):
+        parse_suite(tiny_suite(bench_extra="slo = { p98_ms = 3 }"))
+
+
+def test_cli_missing_suite_file(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "run", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert err.strip().splitlines() == [f"bench: {tmp_path / 'nope.toml'}: no such file; pass a suite file or run where benchmarks.toml is"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_malformed_toml(tmp_path, capsys):
+    path = write_suite(tmp_path, "[suite\nname = 1\n")
+    code, out, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "not valid TOML" in err and "Traceback" not in err
+
+
+def test_cli_unknown_target_one_line(tmp_path, capsys):
+    path = write_suite(tmp_path, tiny_suite(targets='["ort", "nope"]'))
+    code, out, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "targets[1]: 'nope' is not allowed" in err
+
+
+def test_cli_bad_usage_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(capsys, "run", "--bogus")
+    assert exc.value.code == 2

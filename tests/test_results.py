@@ -1,0 +1,89 @@
+"""The result file contract: committed schema, a committed v1 sample, round-trips and refusals."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from bench.errors import ResultFileError, UsageError
+from bench.results.files import RunDir, read_run
+from bench.results.schema import SCHEMA_VERSION, Run, from_json, json_schema, to_json
+
+ROOT = Path(__file__).parents[1]
+SAMPLE = ROOT / "tests/data/run_v1.json"
+SCHEMA_FILE = ROOT / "bench/results/run.schema.json"
+
+
+def test_committed_schema_matches_the_records():
+    assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), (
+        "regenerate bench/results/run.schema.json from bench.results.schema.json_schema()"
+    )
+
+
+def test_committed_v1_sample_validates_and_round_trips():
+    doc = json.loads(SAMPLE.read_text())
+    assert doc["schema_version"] == 1
+    jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()))
+    run = read_run(SAMPLE)
+    assert isinstance(run, Run)
+    assert to_json(run) == doc
+    assert from_json(Run, json.loads(json.dumps(to_json(run)))) == run
+    statuses = {c.status for c in run.cells}
+    assert statuses == {"ok", "failed", "skipped"}
+    ok = [c for c in run.cells if c.status == "ok"]
+    assert all(c.metrics.throughput.unit == "samples/s" for c in ok)
+
+
+def test_reader_refuses_newer_schema_with_the_fix(tmp_path):
+    doc = json.loads(SAMPLE.read_text())
+    doc["schema_version"] = SCHEMA_VERSION + 1
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ResultFileError, match="newer than this harness reads .*upgrade the bench harness"):
+        read_run(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "not JSON"),
+    ('{"schema_version": 1, "run_id": ', "not JSON"),
+    ("[1, 2]", "no integer schema_version"),
+    ('{"schema_version": 0}', "not a version this harness knows"),
+    ('{"schema_version": 1, "run_id": "x"}', "malformed result file: run: missing key"),
+])
+def test_reader_refuses_bad_files(tmp_path, content, message):
+    path = tmp_path / "run.json"
+    path.write_text(content)
+    with pytest.raises(ResultFileError, match=message):
+        read_run(path)
+
+
+def test_truncated_sample_is_refused(tmp_path):
+    text = SAMPLE.read_text()
+    path = tmp_path / "run.json"
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(ResultFileError, match="truncated or corrupt"):
+        read_run(path)
+
+
+def test_wrong_types_name_the_key(tmp_path):
+    doc = json.loads(SAMPLE.read_text())
+    doc["cells"][0]["batch_size"] = "four"
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ResultFileError, match=r"run.cells\[0\].batch_size: expected int"):
+        read_run(path)
+
+
+def test_run_directories_are_never_overwritten(tmp_path):
+    RunDir(tmp_path, "r1")
+    with pytest.raises(UsageError, match="never overwritten"):
+        RunDir(tmp_path, "r1")
+
+
+def test_sample_holds_no_environment_values_beyond_the_allow_list():
+    from bench.measure.environment import ALLOWED_ENV_VARS
+
+    env = json.loads(SAMPLE.read_text())["environment"]
+    assert set(env["env_vars"]) <= set(ALLOWED_ENV_VARS)

@@ -1,0 +1,202 @@
+"""`bench run` end to end: real workers, real runtimes, result files, failures that stay contained."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import psutil
+import pytest
+
+from bench.results.files import read_run
+from tests.helpers import load_run_json, run_cli, tiny_suite, write_suite
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "bench/results/run.schema.json").read_text())
+
+PLUGINS = '''
+import ctypes, os, sys
+from bench.backends.options import TorchOptions
+from bench.backends.torch_eager import TorchBackend
+from bench.config import TargetSpec
+
+
+class WrongBackend(TorchBackend):
+    """Runs the model, but its outputs are off by 0.25, as a broken fused kernel's might be."""
+
+    def load(self, model, target):
+        super().load(model, TargetSpec(target.name, "torch", target.device, target.precision, TorchOptions()))
+
+    def outputs(self, feeds):
+        return [o + 0.25 for o in super().outputs(feeds)]
+
+
+class CrashBackend(TorchBackend):
+    def load(self, model, target):
+        print("native library says: about to crash", file=sys.stderr, flush=True)
+        ctypes.string_at(0)  # SIGSEGV in native code, as a broken runtime would
+
+
+class RaisingBackend(TorchBackend):
+    def load(self, model, target):
+        raise RuntimeError("device lost")
+'''
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    (tmp_path / "bench_test_plugins.py").write_text(textwrap.dedent(PLUGINS))
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
+
+
+def test_run_end_to_end_writes_valid_comparable_results(tmp_path, capsys):
+    suite = write_suite(tmp_path, tiny_suite(scenarios='["single-stream", "offline"]', bench_extra="slo = { p99_ms = 10000 }"))
+    out = tmp_path / "results"
+    code, stdout, stderr = run_cli(capsys, "run", str(suite), "--out", str(out))
+    assert code == 0, stderr
+    doc = load_run_json(out)
+    jsonschema.validate(doc, SCHEMA)
+    run = read_run(next(out.glob("*/run.json")))
+    assert run.status == "complete" and run.schema_version == 1
+    assert [c.id for c in run.cells] == [
+        "m/ort/b1/single-stream", "m/ort/b1/offline", "m/ort/b4/single-stream", "m/ort/b4/offline",
+        "m/torch/b1/single-stream", "m/torch/b1/offline", "m/torch/b4/single-stream", "m/torch/b4/offline",
+    ]
+    for cell in run.cells:
+        assert cell.status == "ok", cell.reason
+        lat = cell.metrics.latency_ms
+        assert lat.min.value <= lat.p50.value <= lat.p90.value <= lat.p99.value <= lat.max.value
+        assert lat.n >= 5 and cell.metrics.throughput.value > 0
+        assert cell.stop_reason and cell.warmup.iterations >= 2
+        assert cell.memory.peak_rss_bytes > 10 * 2**20 and cell.memory.gpu_peak_bytes is None
+        assert cell.timing_boundary == "end_to_end" and cell.slo.passed
+        samples = np.load(out / run.run_id / cell.samples_file, allow_pickle=False)
+        assert samples.dtype == np.int64 and samples.size == lat.n
+        # throughput is samples over the measured window
+        assert cell.metrics.throughput.value == pytest.approx(lat.n * cell.batch_size / cell.duration_s)
+    ort_cells = [c for c in run.cells if c.target.name == "ort"]
+    torch_cells = [c for c in run.cells if c.target.name == "torch"]
+    assert all(c.agreement.verdict == "reference" for c in ort_cells)
+    assert all(c.agreement.verdict == "pass" and c.agreement.max_rel_error < 1e-4 for c in torch_cells)
+    assert ort_cells[0].target.providers == ("CPUExecutionProvider",)
+    assert ort_cells[0].target.knobs["intra_op_threads"] == 1
+    # every target got the same inputs at the same batch size
+    by_batch = {}
+    for c in run.cells:
+        by_batch.setdefault(c.batch_size, set()).add(c.inputs_sha256)
+    assert all(len(hashes) == 1 for hashes in by_batch.values())
+    assert len({c.model.sha256 for c in run.cells}) == 1
+    assert run.environment.packages["onnxruntime"] and run.environment.cpu_cores_logical
+    # people: a progress line per cell and a table
+    assert "[8/8] m/torch/b4/offline: " in stderr and "samples/s" in stderr
+    assert "m/torch/b4/offline" not in stdout and "reference" in stdout and "pass" in stdout
+
+
+def test_wrong_outputs_and_crashes_are_contained(tmp_path, capsys, plugins):
+    extra = """
+        [targets.wrong]
+        backend = "bench_test_plugins:WrongBackend"
+
+        [targets.crash]
+        backend = "bench_test_plugins:CrashBackend"
+
+        [targets.raising]
+        backend = "bench_test_plugins:RaisingBackend"
+    """
+    suite = write_suite(tmp_path, tiny_suite(targets='["ort", "crash", "wrong", "raising", "torch"]',
+                                             extra_targets=textwrap.dedent(extra), batch_sizes="[2]"))
+    out = tmp_path / "results"
+    code, stdout, stderr = run_cli(capsys, "run", str(suite), "--out", str(out))
+    assert code == 3
+    cells = {c["target"]["name"]: c for c in load_run_json(out)["cells"]}
+    assert cells["ort"]["status"] == cells["torch"]["status"] == cells["wrong"]["status"] == "ok"
+    assert cells["torch"]["agreement"]["verdict"] == "pass"
+    wrong = cells["wrong"]["agreement"]
+    assert wrong["verdict"] == "fail" and "exceeds tolerance" in wrong["reason"]
+    assert cells["crash"]["status"] == "failed"
+    assert cells["crash"]["reason"] == "worker killed by SIGSEGV"
+    assert "about to crash" in cells["crash"]["stderr_tail"]
+    assert cells["raising"]["status"] == "failed"
+    assert cells["raising"]["reason"] == "RuntimeError: device lost"
+    assert "Traceback" in cells["raising"]["stderr_tail"] and "Traceback" not in stderr
+    assert "2 cell(s) failed" in stderr and "outputs disagree with the reference in 1 cell(s)" in stderr
+
+
+def test_disagreement_alone_exits_1(tmp_path, capsys, plugins):
+    extra = '\n[targets.wrong]\nbackend = "bench_test_plugins:WrongBackend"\n'
+    suite = write_suite(tmp_path, tiny_suite(targets='["ort", "wrong"]', extra_targets=extra, batch_sizes="[2]"))
+    code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 1 and "outputs disagree" in stderr
+
+
+def test_slo_failure_exits_1(tmp_path, capsys):
+    suite = write_suite(tmp_path, tiny_suite(targets='["ort"]', batch_sizes="[1]", bench_extra="slo = { p50_ms = 0.000001 }"))
+    code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 1 and "SLO failed in 1 cell(s)" in stderr
+    slo = load_run_json(tmp_path / "r")["cells"][0]["slo"]
+    assert slo["passed"] is False and slo["checks"][0]["metric"] == "p50_ms"
+
+
+def test_cuda_target_is_skipped_without_a_gpu(tmp_path, capsys):
+    extra = '\n[targets.gpu]\nbackend = "torch"\ndevice = "cuda"\n'
+    suite = write_suite(tmp_path, tiny_suite(targets='["ort", "gpu"]', extra_targets=extra, batch_sizes="[1]"))
+    code, _, _ = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    cells = {c["target"]["name"]: c for c in load_run_json(tmp_path / "r")["cells"]}
+    assert code == 0
+    assert cells["gpu"]["status"] == "skipped" and cells["gpu"]["reason"] == "no CUDA device"
+
+
+def test_only_filters_cells_and_rejects_no_match(tmp_path, capsys):
+    suite = write_suite(tmp_path, tiny_suite())
+    code, _, _ = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"), "--only", "m/ort/b4/*")
+    assert code == 0
+    assert [c["id"] for c in load_run_json(tmp_path / "r")["cells"]] == ["m/ort/b4/single-stream"]
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r2"), "--only", "zzz*")
+    assert code == 2 and "matches no cell" in err
+
+
+def test_provider_not_installed_is_a_failed_cell_exit_3(tmp_path, capsys):
+    extra = '\n[targets.dnnl]\nbackend = "onnxruntime"\nproviders = ["DnnlExecutionProvider"]\n'
+    suite = write_suite(tmp_path, tiny_suite(targets='["ort", "dnnl"]', extra_targets=extra, batch_sizes="[1]"))
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 3
+    cells = {c["target"]["name"]: c for c in load_run_json(tmp_path / "r")["cells"]}
+    assert cells["ort"]["status"] == "ok"
+    assert cells["dnnl"]["reason"].startswith("provider DnnlExecutionProvider is not installed")
+
+
+def test_ctrl_c_keeps_completed_cells_and_leaves_no_worker(tmp_path):
+    suite = write_suite(tmp_path, tiny_suite(batch_sizes="[1, 2, 3, 4, 5, 6]").replace("min_seconds = 0.05", "min_seconds = 0.3"))
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    cells = []
+    while time.monotonic() < deadline and len(cells) < 2:
+        runs = list(out.glob("*/run.json"))
+        if runs:
+            try:
+                cells = json.loads(runs[0].read_text())["cells"]
+            except (json.JSONDecodeError, OSError):
+                cells = []
+        time.sleep(0.05)
+    assert len(cells) >= 2, "the run never finished two cells"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted:" in stderr
+    doc = load_run_json(out)
+    assert doc["status"] == "interrupted"
+    assert len(doc["cells"]) >= 2 and all(c["status"] == "ok" for c in doc["cells"])
+    jsonschema.validate(doc, SCHEMA)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
