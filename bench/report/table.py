@@ -7,7 +7,7 @@ from bench.results.schema import Cell, Run
 
 
 def fmt_estimate(value: float, low: float | None, high: float | None, digits: int = 3) -> str:
-    text = f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"
     if low is not None and high is not None:
         half = max(value - low, high - value)
         text += f" ± {half:.2g}"
