@@ -24,6 +24,7 @@ SCENARIOS = ("single-stream", "offline")
 PRECISIONS = ("fp32", "fp16", "bf16")
 # Relative tolerance of max|out - ref| / max|ref| per precision (DESIGN.md, "Pitfalls").
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
+CI_FIGURES = ("throughput", "mean", "p50", "p90", "p95", "p99", "p999")
 SLO_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -31,13 +32,21 @@ _PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 @dataclass(frozen=True)
 class StopSpec:
-    """When the measured window of a cell ends (and how long warm-up lasts before it)."""
+    """When the measured window of a cell ends (and how long warm-up lasts before it).
+
+    Adaptive: once min_seconds and min_iterations are met, the window ends when every figure in
+    ci_figures has a confidence interval (at `confidence`) of relative half-width <= ci_rel_width,
+    or at max_seconds, saying what precision was reached. ci_figures = [] stops on time alone.
+    """
 
     min_seconds: float = 1.0
     max_seconds: float = 10.0
     min_iterations: int = 10
     warmup_iterations: int = 5
     warmup_seconds: float = 0.2
+    ci_rel_width: float = 0.02
+    confidence: float = 0.95
+    ci_figures: tuple[str, ...] = ("throughput", "p99")
 
 
 @dataclass(frozen=True)
@@ -252,6 +261,13 @@ def _parse_stop(ctx: _Ctx, table: Any, path: str, quick: bool) -> StopSpec:
             f"{path}.max_seconds",
             f"{stop.max_seconds!r} is not allowed; must be >= min_seconds ({stop.min_seconds!r})",
         )
+    if not 0 < stop.ci_rel_width < 1:
+        raise ctx.fail(f"{path}.ci_rel_width", f"{stop.ci_rel_width!r} is not allowed; expected a relative "
+                       "half-width between 0 and 1 (e.g. 0.02 for ±2%); to stop on time alone set ci_figures = []")
+    if not 0 < stop.confidence < 1:
+        raise ctx.fail(f"{path}.confidence", f"{stop.confidence!r} is not allowed; expected a number between 0 and 1 (e.g. 0.95)")
+    for j, fig in enumerate(stop.ci_figures):
+        ctx.choice(fig, CI_FIGURES, f"{path}.ci_figures[{j}]")
     for key in ("min_iterations", "warmup_iterations"):
         if getattr(stop, key) < (1 if key == "min_iterations" else 0):
             raise ctx.fail(f"{path}.{key}", f"{getattr(stop, key)!r} is not allowed; expected an integer >= 1")

@@ -77,11 +77,19 @@ def _check_values(values: np.ndarray, what: str, positive: bool) -> np.ndarray:
         raise ValueError(f"{what}: contains NaN or infinity")
     if positive and arr.min() <= 0:
         raise ValueError(f"{what}: durations must be > 0, got {arr.min()}")
-    return arr.astype(np.int64) if arr.dtype.kind in "iu" else arr.astype(np.float64)
+    # One dtype into the kernels: one compiled specialisation each (ns up to 2^53 are exact).
+    return arr.astype(np.float64)
 
 
 def _check_durations(values: np.ndarray, what: str) -> np.ndarray:
     return _check_values(values, what, positive=True)
+
+
+def normal_quantile(p: float) -> float:
+    """Inverse standard normal CDF."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"probability {p!r}: must be strictly between 0 and 1")
+    return float(_boot.norm_ppf(p))
 
 
 def check_confidence(confidence: float) -> float:
@@ -149,6 +157,7 @@ def percentile_upper_bound(sorted_values: np.ndarray, q: float, confidence: floa
 
 def _finish(stats: np.ndarray, estimate: float, jackknife: np.ndarray | None, confidence: float,
             n: int, method: str, label: str) -> Interval:
+    stats = np.sort(stats)
     if method == "bca" and jackknife is not None and n >= BCA_MIN_N:
         lo, hi, ok = _boot.bca_interval(stats, estimate, jackknife, confidence)
         if ok:
@@ -158,6 +167,16 @@ def _finish(stats: np.ndarray, estimate: float, jackknife: np.ndarray | None, co
         fallback = "percentile" if method == "percentile" else f"percentile (BCa needs n >= {BCA_MIN_N})"
     lo, hi = _boot.percentile_interval(stats, confidence)
     return Interval(float(lo), float(hi), f"bootstrap {fallback} ({label})")
+
+
+def resample_quantiles(sorted_x: np.ndarray, q: float, n_resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap q-quantiles from Beta-distributed uniform order statistics (kernels/bootstrap.py)."""
+    n = sorted_x.size
+    k = int(math.floor((n - 1) * q)) + 1
+    rng = np.random.default_rng(seed)
+    u_k = rng.beta(k, n - k + 1, n_resamples)
+    nxt = rng.beta(1.0, n - k, n_resamples) if k < n else np.zeros(n_resamples)
+    return _boot.bootstrap_quantiles(sorted_x, q, u_k, nxt)
 
 
 def bootstrap_mean(values: np.ndarray, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
@@ -178,7 +197,7 @@ def bootstrap_quantile(values: np.ndarray, q: float, confidence: float = 0.95,
     q, confidence, n_resamples = _check_q(q), check_confidence(confidence), _check_resamples(n_resamples)
     if s.size == 1 or s[0] == s[-1]:
         return Interval(float(s[0]), float(s[0]), "constant sample: no spread")
-    stats = _boot.bootstrap_quantiles(s, q, n_resamples, seed)
+    stats = resample_quantiles(s, q, n_resamples, seed)
     estimate = float(summarize_sorted(s, np.array([q]))[0])
     jack = _boot.jackknife_quantiles(s, q) if method == "bca" and s.size >= BCA_MIN_N else None
     return _finish(stats, estimate, jack, confidence, s.size, method, f"{n_resamples} resamples, seed {seed}")
@@ -195,12 +214,12 @@ def bootstrap_ratio(a: np.ndarray, b: np.ndarray, statistic: str = "mean", confi
         est = x.mean() / y.mean()
     elif statistic == "median":
         xs, ys = np.sort(x), np.sort(y)
-        ra = _boot.bootstrap_quantiles(xs, 0.5, n_resamples, seed)
-        rb = _boot.bootstrap_quantiles(ys, 0.5, n_resamples, seed + 1)
+        ra = resample_quantiles(xs, 0.5, n_resamples, seed)
+        rb = resample_quantiles(ys, 0.5, n_resamples, seed + 1)
         est = float(np.median(x) / np.median(y))
     else:
         raise ValueError(f"statistic {statistic!r}: allowed mean, median")
-    lo, hi = _boot.percentile_interval(ra / rb, confidence)
+    lo, hi = _boot.percentile_interval(np.sort(ra / rb), confidence)
     return float(est), Interval(float(lo), float(hi), f"bootstrap percentile ratio of {statistic}s "
                                                       f"({n_resamples} resamples, seed {seed})")
 
@@ -308,7 +327,8 @@ def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(U of a, two-sided p-value), tie-corrected normal approximation with continuity correction."""
     x = _check_values(a, "a", positive=False).astype(np.float64)
     y = _check_values(b, "b", positive=False).astype(np.float64)
-    u, p = _tests.mann_whitney_u(x, y)
+    both = np.concatenate([x, y])
+    u, p = _tests.mann_whitney_u(both, np.argsort(both, kind="stable"), x.size)
     return float(u), float(p)
 
 
@@ -340,3 +360,27 @@ def change_points(series: np.ndarray, penalty: float | None = None, min_size: in
     if not (penalty > 0 and math.isfinite(penalty)):
         raise ValueError(f"penalty {penalty!r}: must be a finite number > 0")
     return _tests.pelt(x, float(penalty), int(min_size))
+
+
+def warm_kernels() -> None:
+    """Call every kernel once on tiny inputs: compiles them (first run) or loads the cache."""
+    ns = np.arange(1, 41, dtype=np.int64) * 1000
+    x = ns.astype(np.float64)
+    latency_summary(ns)
+    percentile_interval(np.sort(ns), 0.5, 0.95)
+    percentile_upper_bound(np.sort(ns), 0.9, 0.9)
+    min_samples_for_bound(0.9, 0.9)
+    bootstrap_mean(x, 0.95, 20)
+    bootstrap_quantile(x, 0.9, 0.95, 20)
+    normal_quantile(0.975)
+    h = LatencyHistogram()
+    h.record(ns)
+    h.quantiles([0.5])
+    w = Welford()
+    w.update(x)
+    w.merge(w)
+    throughput_series(ns, 1, 10_000)
+    steady_state_cut(ns)
+    mann_whitney(x, x + 1)
+    change_points(x)
+    change_points(x, min_size=1)

@@ -5,7 +5,8 @@ with replacement from its own splitmix64 stream (Steele, Lea and Flood, "Fast sp
 pseudorandom number generators", OOPSLA 2014), seeded from (seed, resample index), so the
 result is the same for any thread count; resamples run in parallel (prange).
 
-Quantiles: the same bootstrap distribution, sampled without drawing n indices. A resample's
+Quantiles: the same bootstrap distribution, sampled without drawing n indices (the caller draws
+the Beta variates with numpy's seeded Generator). A resample's
 values are x_(ceil(n U_i)) for iid uniforms U_i, and u -> x_(ceil(n u)) is non-decreasing, so
 its k-th order statistic is x_(ceil(n U_(k))) with U_(k) ~ Beta(k, n - k + 1); the next one is
 U_(k+1) = U_(k) + (1 - U_(k)) Beta(1, n - k) (David and Nagaraja, "Order Statistics", 2003,
@@ -53,25 +54,29 @@ def bootstrap_means(x, n_resamples, seed):
 
 
 @numba.njit(cache=True)
-def bootstrap_quantiles(sorted_x, q, n_resamples, seed):
-    """Type-7 q-quantiles of n_resamples resamples of an ascending array (float64 array out)."""
+def bootstrap_quantiles(sorted_x, q, u_k, beta_next):
+    """Type-7 q-quantiles of resamples of an ascending array, one per entry of u_k.
+
+    u_k: draws of U_(k) ~ Beta(k, n - k + 1) with k = floor((n - 1) q) + 1; beta_next: draws of
+    Beta(1, n - k) (ignored when k = n). The caller draws them (numpy's seeded Generator), which
+    keeps this kernel free of numba's RNG and cheap to compile.
+    """
     n = sorted_x.shape[0]
-    np.random.seed(seed)
-    out = np.empty(n_resamples, dtype=np.float64)
+    out = np.empty(u_k.shape[0], dtype=np.float64)
     h = (n - 1) * q
     lo = int(math.floor(h))
     frac = h - lo
     k = lo + 1  # 1-based rank of the lower order statistic
-    for r in range(n_resamples):
-        u = np.random.beta(k, n - k + 1)
+    for r in range(u_k.shape[0]):
+        u = u_k[r]
         j = min(max(int(math.ceil(n * u)), 1), n)
-        a = float(sorted_x[j - 1])
+        a = sorted_x[j - 1]
         if k >= n or frac == 0.0:
             out[r] = a
             continue
-        u2 = u + (1.0 - u) * np.random.beta(1.0, n - k)
+        u2 = u + (1.0 - u) * beta_next[r]
         j2 = min(max(int(math.ceil(n * u2)), 1), n)
-        out[r] = a + frac * (float(sorted_x[j2 - 1]) - a)
+        out[r] = a + frac * (sorted_x[j2 - 1] - a)
     return out
 
 
@@ -148,31 +153,33 @@ def norm_ppf(p):
 
 
 @numba.njit(cache=True)
-def percentile_interval(stats, confidence):
-    """(low, high): type-7 quantiles alpha/2 and 1 - alpha/2 of the bootstrap statistics."""
-    s = np.sort(stats)
-    alpha = 1.0 - confidence
+def _at(s, p):
+    """Type-7 quantile p of an ascending array."""
     n = s.shape[0]
-    out = np.empty(2, dtype=np.float64)
-    for j, p in enumerate((alpha / 2.0, 1.0 - alpha / 2.0)):
-        h = (n - 1) * p
-        lo = int(math.floor(h))
-        hi = min(lo + 1, n - 1)
-        out[j] = s[lo] + (h - lo) * (s[hi] - s[lo])
-    return out[0], out[1]
+    h = (n - 1) * p
+    lo = min(max(int(math.floor(h)), 0), n - 1)
+    hi = min(lo + 1, n - 1)
+    return s[lo] + (h - lo) * (s[hi] - s[lo])
 
 
 @numba.njit(cache=True)
-def bca_interval(stats, estimate, jackknife, confidence):
+def percentile_interval(sorted_stats, confidence):
+    """(low, high): type-7 quantiles alpha/2 and 1 - alpha/2 of the (sorted) bootstrap statistics."""
+    alpha = 1.0 - confidence
+    return _at(sorted_stats, alpha / 2.0), _at(sorted_stats, 1.0 - alpha / 2.0)
+
+
+@numba.njit(cache=True)
+def bca_interval(sorted_stats, estimate, jackknife, confidence):
     """(low, high, ok): the BCa interval; ok is False when z0 or the acceleration is undefined
     (every resample on one side of the estimate, or a constant jackknife), and the caller falls
     back to the percentile interval."""
-    b = stats.shape[0]
+    b = sorted_stats.shape[0]
     below = 0.0
     for i in range(b):
-        if stats[i] < estimate:
+        if sorted_stats[i] < estimate:
             below += 1.0
-        elif stats[i] == estimate:
+        elif sorted_stats[i] == estimate:
             below += 0.5
     share = below / b
     if share <= 0.0 or share >= 1.0:
@@ -192,14 +199,8 @@ def bca_interval(stats, estimate, jackknife, confidence):
         return np.nan, np.nan, False
     acc = num / (6.0 * den ** 1.5)
     alpha = 1.0 - confidence
-    s = np.sort(stats)
-    out = np.empty(2, dtype=np.float64)
-    for j, p in enumerate((alpha / 2.0, 1.0 - alpha / 2.0)):
-        z = norm_ppf(p)
-        adj = norm_cdf(z0 + (z0 + z) / (1.0 - acc * (z0 + z)))
-        h = (b - 1) * adj
-        lo = int(math.floor(h))
-        lo = min(max(lo, 0), b - 1)
-        hi = min(lo + 1, b - 1)
-        out[j] = s[lo] + (h - lo) * (s[hi] - s[lo])
-    return out[0], out[1], True
+    z_lo = norm_ppf(alpha / 2.0)
+    z_hi = -z_lo
+    p_lo = norm_cdf(z0 + (z0 + z_lo) / (1.0 - acc * (z0 + z_lo)))
+    p_hi = norm_cdf(z0 + (z0 + z_hi) / (1.0 - acc * (z0 + z_hi)))
+    return _at(sorted_stats, p_lo), _at(sorted_stats, p_hi), True

@@ -57,5 +57,7 @@ def window_throughput(latencies_ns, batch_size, window_ns):
         w = int((t - 1) // window_ns)
         if w < n_windows:
             counts[w] += batch_size
-    span = window_ns if total >= window_ns else total
-    return counts / (span / 1e9)
+    span_s = (window_ns if total >= window_ns else total) / 1e9
+    for w in range(n_windows):
+        counts[w] /= span_s
+    return counts

@@ -24,12 +24,10 @@ import numpy as np
 def binom_cdf(n, p):
     """F[k] = P(Binomial(n, p) <= k) for k = 0..n, summed from log-pmf terms (lgamma)."""
     out = np.empty(n + 1, dtype=np.float64)
-    if p <= 0.0:
-        out[:] = 1.0
-        return out
-    if p >= 1.0:
-        out[:] = 0.0
-        out[n] = 1.0
+    # Loops, not slice assignment or ufuncs: those cost seconds of compile time for nothing.
+    if p <= 0.0 or p >= 1.0:
+        for k in range(n + 1):
+            out[k] = 1.0 if (p <= 0.0 or k == n) else 0.0
         return out
     lp = math.log(p)
     lq = math.log1p(-p)

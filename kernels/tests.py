@@ -18,10 +18,9 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def _ranks(values):
-    """Average ranks (1-based) and the tie term sum(t^3 - t)."""
+def _ranks(values, order):
+    """Average ranks (1-based) given an ascending `order` of values, and the tie term sum(t^3 - t)."""
     n = values.shape[0]
-    order = np.argsort(values, kind="mergesort")
     ranks = np.empty(n, dtype=np.float64)
     ties = 0.0
     i = 0
@@ -39,13 +38,11 @@ def _ranks(values):
 
 
 @numba.njit(cache=True)
-def mann_whitney_u(x, y):
-    n1 = x.shape[0]
-    n2 = y.shape[0]
-    both = np.empty(n1 + n2, dtype=np.float64)
-    both[:n1] = x
-    both[n1:] = y
-    ranks, ties = _ranks(both)
+def mann_whitney_u(both, order, n1):
+    """U of the first n1 values of `both` (x then y) and the two-sided p-value; `order` is an
+    ascending argsort of `both` (numpy's, done by the caller: sorting in numba is slow to compile)."""
+    n2 = both.shape[0] - n1
+    ranks, ties = _ranks(both, order)
     r1 = 0.0
     for i in range(n1):
         r1 += ranks[i]
@@ -76,7 +73,9 @@ def pelt(x, penalty, min_size):
     for i in range(n):
         c1[i + 1] = c1[i] + x[i]
         c2[i + 1] = c2[i] + x[i] * x[i]
-    f = np.full(n + 1, np.inf)
+    f = np.empty(n + 1, dtype=np.float64)
+    for i in range(n + 1):
+        f[i] = np.inf
     f[0] = -penalty
     last = np.zeros(n + 1, dtype=np.int64)
     cand = np.empty(n + 1, dtype=np.int64)

@@ -9,7 +9,7 @@ from bench import cli
 
 # Small zoo shapes: the tests check behaviour, not speed.
 TINY_MLP = '{ in_features = 16, width = 32, depth = 2, classes = 4 }'
-FAST_STOP = "{ min_seconds = 0.05, max_seconds = 1, min_iterations = 5, warmup_iterations = 2, warmup_seconds = 0.0 }"
+FAST_STOP = "{ min_seconds = 0.05, max_seconds = 1, min_iterations = 5, warmup_iterations = 2, warmup_seconds = 0.0, ci_figures = [] }"
 
 
 def write_suite(tmp_path: Path, body: str, name: str = "suite.toml") -> Path:

@@ -111,3 +111,17 @@ def test_cli_bad_usage_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         run_cli(capsys, "run", "--bogus")
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("stop, expected", [
+    ("ci_rel_width = 0", "stop.ci_rel_width: 0.0 is not allowed; expected a relative half-width between 0 and 1"),
+    ("ci_rel_width = -0.1", "stop.ci_rel_width: -0.1 is not allowed"),
+    ("confidence = 1.0", "stop.confidence: 1.0 is not allowed; expected a number between 0 and 1"),
+    ("confidence = 0", "stop.confidence: 0.0 is not allowed"),
+    ('ci_figures = ["p98"]', "stop.ci_figures[0]: 'p98' is not allowed; did you mean 'p99'?"),
+])
+def test_bad_precision_targets(stop, expected):
+    text = tiny_suite().replace("ci_figures = []", stop)
+    with pytest.raises(ConfigError) as err:
+        parse_suite(text, "s.toml")
+    assert expected in str(err.value)

@@ -71,3 +71,62 @@ def test_warmup_runs_for_its_seconds_too():
     result = measure(clock.work, spec, FixedStop.from_spec(spec), clock=clock)
     assert result.warmup_latencies_ns.size == 10
     assert result.warmup_seconds == pytest.approx(0.1)
+
+
+# --- adaptive (CI-based) stopping ------------------------------------------------------------
+
+from bench.scenarios.stopping import CIStop, rule_for, running_precision  # noqa: E402
+
+
+def ci_spec(**kw) -> StopSpec:
+    base = dict(min_seconds=0.1, max_seconds=5.0, min_iterations=50, warmup_iterations=1,
+                warmup_seconds=0.0, ci_rel_width=0.02, confidence=0.95, ci_figures=("throughput", "p99"))
+    return StopSpec(**{**base, **kw})
+
+
+def test_ci_stop_ends_as_soon_as_precision_is_reached():
+    # 1 ms +- 1% noise: throughput and p99 are known to 2% within a few thousand calls.
+    rng = np.random.default_rng(0)
+    clock = FakeClock((1_000_000 * (1 + 0.01 * rng.standard_normal(200_000))).astype(np.int64))
+    spec = ci_spec()
+    result = measure(clock.work, spec, rule_for(spec), clock=clock)
+    assert result.stop_reason.startswith("precision reached: throughput ±")
+    assert "target ±2.0% at 95% confidence" in result.stop_reason
+    assert result.window_ns < 2e9  # long before max_seconds
+    precision = running_precision(result.latencies_ns, ("throughput", "p99"), 0.95)
+    assert all(v <= 0.02 for v in precision.values())
+
+
+def test_ci_stop_says_what_was_not_reached_at_max_seconds():
+    # heavy-tailed: 5% of calls 20x slower; p99 cannot be pinned to 2% in 2 s of 1 ms calls.
+    rng = np.random.default_rng(1)
+    lat = np.where(rng.random(100_000) < 0.05, 20_000_000, 1_000_000) * (1 + 0.3 * rng.random(100_000))
+    clock = FakeClock(lat.astype(np.int64))
+    spec = ci_spec(max_seconds=2.0, ci_rel_width=0.005)
+    result = measure(clock.work, spec, rule_for(spec), clock=clock)
+    assert result.stop_reason.startswith("max_seconds (2 s) reached before the precision target: throughput ±")
+    assert "p99 ±" in result.stop_reason and "target ±0.5%" in result.stop_reason
+    assert result.window_ns >= 2e9
+
+
+def test_ci_stop_respects_minimums():
+    rule = CIStop(ci_spec(min_seconds=1.0, min_iterations=100))
+    steady = [np.full(5000, 1_000_000, dtype=np.int64)]
+    assert rule.check(500_000_000, steady) is None  # precise, but min_seconds not met
+    assert rule.check(1_000_000_000, [np.full(50, 1_000_000, dtype=np.int64)]) is None  # too few
+    assert rule.check(1_000_000_000, steady).startswith("precision reached")
+
+
+def test_empty_ci_figures_stops_on_time_alone():
+    assert type(rule_for(ci_spec(ci_figures=()))).__name__ == "FixedStop"
+
+
+def test_running_precision_tracks_the_exact_kernel_bounds():
+    from bench import stats
+
+    x = np.sort(np.random.default_rng(2).lognormal(13, 0.4, 20_000)).astype(np.int64)
+    approx = running_precision(x, ("p50", "p99"), 0.95)
+    for fig, q in (("p50", 0.5), ("p99", 0.99)):
+        value = float(np.quantile(x, q))
+        exact = stats.percentile_interval(x, q, 0.95).rel_half_width(value)
+        assert approx[fig] == pytest.approx(exact, rel=0.15)

@@ -63,7 +63,7 @@ def test_run_end_to_end_writes_valid_comparable_results(tmp_path, capsys):
     doc = load_run_json(out)
     jsonschema.validate(doc, SCHEMA)
     run = read_run(next(out.glob("*/run.json")))
-    assert run.status == "complete" and run.schema_version == 1
+    assert run.status == "complete" and run.schema_version == 2
     assert [c.id for c in run.cells] == [
         "m/ort/b1/single-stream", "m/ort/b1/offline", "m/ort/b4/single-stream", "m/ort/b4/offline",
         "m/torch/b1/single-stream", "m/torch/b1/offline", "m/torch/b4/single-stream", "m/torch/b4/offline",
@@ -78,8 +78,15 @@ def test_run_end_to_end_writes_valid_comparable_results(tmp_path, capsys):
         assert cell.timing_boundary == "end_to_end" and cell.slo.passed
         samples = np.load(out / run.run_id / cell.samples_file, allow_pickle=False)
         assert samples.dtype == np.int64 and samples.size == lat.n
-        # throughput is samples over the measured window
-        assert cell.metrics.throughput.value == pytest.approx(lat.n * cell.batch_size / cell.duration_s)
+        # throughput is samples over the measured window, with the mean's interval inverted
+        tp = cell.metrics.throughput
+        assert tp.value == pytest.approx(lat.n * cell.batch_size / cell.duration_s)
+        assert tp.ci_low < tp.value < tp.ci_high and tp.confidence == 0.95 and "bootstrap" in tp.method
+        assert lat.mean.ci_low < lat.mean.value < lat.mean.ci_high
+        assert lat.p50.ci_low <= lat.p50.value <= lat.p50.ci_high and lat.p50.method == "binomial order statistics"
+        assert sum(lat.histogram.counts) == lat.n and lat.histogram.relative_error == 0.01
+        assert cell.throughput_series.values and cell.throughput_series.window_s > 0
+        assert "MSER-5" in cell.warmup.rule and cell.warmup.steady_state_cut >= 0
     ort_cells = [c for c in run.cells if c.target.name == "ort"]
     torch_cells = [c for c in run.cells if c.target.name == "torch"]
     assert all(c.agreement.verdict == "reference" for c in ort_cells)
@@ -96,6 +103,17 @@ def test_run_end_to_end_writes_valid_comparable_results(tmp_path, capsys):
     # people: a progress line per cell and a table
     assert "[8/8] m/torch/b4/offline: " in stderr and "samples/s" in stderr
     assert "m/torch/b4/offline" not in stdout and "reference" in stdout and "pass" in stdout
+
+
+def test_adaptive_stopping_in_a_real_run(tmp_path, capsys):
+    suite = write_suite(tmp_path, tiny_suite(targets='["ort"]', batch_sizes="[1]").replace(
+        "ci_figures = []", 'ci_figures = ["throughput", "p50"], ci_rel_width = 0.05'))
+    code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 0, stderr
+    cell = load_run_json(tmp_path / "r")["cells"][0]
+    assert cell["stop_reason"].startswith(("precision reached: throughput ±", "max_seconds (1 s) reached before"))
+    assert "p50 ±" in cell["stop_reason"] and "(target ±5.0% at 95% confidence)" in cell["stop_reason"]
+    assert "stop: " in stderr and "±" in stderr
 
 
 def test_wrong_outputs_and_crashes_are_contained(tmp_path, capsys, plugins):

@@ -10,26 +10,41 @@ def fmt_estimate(value: float, low: float | None, high: float | None, digits: in
     text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"
     if low is not None and high is not None:
         half = max(value - low, high - value)
-        text += f" ± {half:.2g}"
+        text += f" ± {half:,.0f}" if half >= 100 else f" ± {half:.2g}"
     return text
 
 
 def progress_line(index: int, total: int, cell: Cell) -> str:
     head = f"[{index + 1}/{total}] {cell.id}"
     if cell.status == "ok" and cell.metrics is not None:
-        tp = cell.metrics.throughput.value
+        tp = cell.metrics.throughput
         lat = cell.metrics.latency_ms
         agree = cell.agreement.verdict if cell.agreement else "-"
-        return f"{head}: {tp:,.0f} samples/s, p50 {lat.p50.value:.3g} ms, p99 {lat.p99.value:.3g} ms, agreement {agree}"
+        return (f"{head}: {fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4)} samples/s, "
+                f"p50 {fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high)} ms, "
+                f"p99 {fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high)} ms, "
+                f"agreement {agree}; stop: {cell.stop_reason}")
     return f"{head}: {cell.status}: {cell.reason}"
 
 
+def stop_word(reason: str | None) -> str:
+    if not reason:
+        return "-"
+    if reason.startswith("precision reached"):
+        return "precision"
+    if reason.startswith("max_seconds") and "precision" in reason:
+        return "max_s (imprecise)"
+    return reason.split(" ", 1)[0]
+
+
 def summary_table(run: Run) -> Table:
-    table = Table(title=f"{run.suite.name} · run {run.run_id} · {run.status}", show_lines=False)
+    confidence = next((c.metrics.latency_ms.confidence for c in run.cells if c.metrics), None)
+    ci = f" · ± = {confidence:.0%} CI half-width" if confidence else ""
+    table = Table(title=f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", show_lines=False)
     for col, justify in [
         ("benchmark", "left"), ("target", "left"), ("batch", "right"), ("scenario", "left"),
         ("status", "left"), ("samples/s", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
-        ("n", "right"), ("peak RSS MiB", "right"), ("agreement", "left"), ("SLO", "left"),
+        ("n", "right"), ("peak RSS MiB", "right"), ("agreement", "left"), ("SLO", "left"), ("stop", "left"),
     ]:
         table.add_column(col, justify=justify)
     for c in run.cells:
@@ -48,9 +63,9 @@ def summary_table(run: Run) -> Table:
                 fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high),
                 str(lat.n),
                 f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-",
-                agree_text, slo_text,
+                agree_text, slo_text, stop_word(c.stop_reason),
             )
         else:
             table.add_row(c.benchmark, c.target.name, str(c.batch_size), c.scenario, c.status,
-                          "-", "-", "-", "-", "-", c.reason[:60], "-")
+                          "-", "-", "-", "-", "-", c.reason[:60], "-", "-")
     return table

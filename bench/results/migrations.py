@@ -1,14 +1,21 @@
 """Upgrades of older run.json documents, one `update_to_N` per schema version bump.
 
-Version 1 is the first; there is nothing to migrate yet. Each future bump adds
-`update_to_N(doc) -> doc` here, registers it in MIGRATIONS, and ships a test that loads a
-committed file of version N - 1.
+Each bump adds `update_to_N(doc) -> doc` here, registers it in MIGRATIONS, and ships a test that
+loads a committed file of version N - 1 (tests/data/run_vN.json).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def update_to_2(doc: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2: every field v2 adds has a default, and v1 never wrote a histogram (always null),
+    so the document is unchanged but for its version; v1 figures keep their null intervals."""
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: update_to_2}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

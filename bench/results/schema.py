@@ -5,6 +5,10 @@ committed file of the old version):
   1  (2026-11) first version: run, environment, cells with throughput, latency percentiles,
      memory, agreement, warm-up and stop reason. Intervals (ci_low/ci_high) and the histogram
      are present but may be null.
+  2  (2026-11) intervals filled: `method` on each estimate and on throughput, `confidence` on
+     throughput and latency; the histogram stores `first_bucket` and the counts from it;
+     `throughput_series` per cell; `warmup.steady_state_cut`. A v1 file upgrades by its version
+     alone (its histograms were always null; every new field has a default).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 by `json_schema()`; a test keeps the two equal.
@@ -17,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CellStatus = Literal["ok", "failed", "skipped"]
 RunStatus = Literal["running", "complete", "interrupted"]
@@ -32,6 +36,7 @@ class Estimate:
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
+    method: str = ""  # how the interval was computed, or why there is none
 
 
 @dataclass(frozen=True)
@@ -40,16 +45,28 @@ class Throughput:
     ci_low: float | None = None
     ci_high: float | None = None
     unit: str = "samples/s"
+    method: str = ""
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
 class Histogram:
-    """Log-bucketed latency counts; merge by adding counts of equal (base_ns, growth)."""
+    """Log-bucketed latency counts in ns (kernels/histogram.py); merge by adding counts of equal
+    (base_ns, growth) after aligning first_bucket."""
 
     base_ns: float
-    growth: float  # bucket i spans [base * growth**i, base * growth**(i+1))
+    growth: float  # bucket i >= 1 spans [base * growth**(i-1), base * growth**i); 0 is below base
     relative_error: float
-    counts: tuple[int, ...]
+    counts: tuple[int, ...]  # buckets first_bucket, first_bucket + 1, ...
+    first_bucket: int = 0
+
+
+@dataclass(frozen=True)
+class Series:
+    """A figure over consecutive windows of measured time."""
+
+    window_s: float
+    values: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class Latency:
     min: Estimate
     max: Estimate
     histogram: Histogram | None = None
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,7 @@ class Warmup:
     iterations: int
     seconds: float
     rule: str
+    steady_state_cut: int = 0  # measured calls dropped as warm-up by the steady-state rule
 
 
 @dataclass(frozen=True)
@@ -159,6 +178,7 @@ class Cell:
     samples_file: str | None = None
     slo: Slo | None = None
     stderr_tail: str | None = None
+    throughput_series: Series | None = None
 
 
 @dataclass(frozen=True)

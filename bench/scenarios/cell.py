@@ -18,7 +18,7 @@ from bench.config import StopSpec, TargetSpec
 from bench.models.inputs import inputs_sha256, make_inputs
 from bench.models.loader import PreparedModel
 from bench.scenarios.loops import measure
-from bench.scenarios.stopping import FixedStop
+from bench.scenarios.stopping import rule_for
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,9 @@ def run_cell(job: CellJob) -> CellOutcome:
     np.savez(job.outputs_path, *outputs)
     load_seconds = time.perf_counter() - t0
     fn = backend.bind(feeds)
+    # No numba here: the worker's memory is a reported figure; the parent finds the steady state.
     with backend.context():
-        result = measure(fn, job.stop, FixedStop.from_spec(job.stop))
+        result = measure(fn, job.stop, rule_for(job.stop))
     return CellOutcome(
         latencies_ns=result.latencies_ns,
         window_ns=result.window_ns,

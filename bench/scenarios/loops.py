@@ -58,6 +58,7 @@ def warm_up(fn: Callable[[], Any], spec: StopSpec, clock: Clock) -> np.ndarray:
 def measure(
     fn: Callable[[], Any], spec: StopSpec, rule: StopRule, clock: Clock = time.perf_counter_ns
 ) -> LoopResult:
+    """Warm up for the fixed minimum, then measure until `rule` stops."""
     warm = warm_up(fn, spec, clock)
     per_call = float(np.median(warm[-min(warm.size, 20):])) if warm.size else 0.0
     chunk = int(min(MAX_CHUNK, max(1, CHUNK_TARGET_NS // max(per_call, 1.0))))

@@ -20,10 +20,11 @@ from bench.measure.environment import cuda_available, fingerprint
 from bench.models.loader import ModelRef, PreparedModel, classify, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.schema import (
-    SCHEMA_VERSION, Agreement, Cell, Estimate, Latency, Memory, Metrics, ModelInfo, Run, Slo,
-    SloCheck, SuiteInfo, TargetInfo, Throughput, Warmup,
+    SCHEMA_VERSION, Agreement, Cell, Latency, Memory, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
+    TargetInfo, Warmup,
 )
 from bench.scenarios.cell import CellJob, CellOutcome
+from bench.scenarios.figures import cell_metrics
 from bench.worker import WorkerFailure, run_in_worker
 
 LOAD_ALLOWANCE_S = 300.0  # time a worker may take to start, load and check outputs
@@ -105,10 +106,6 @@ def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedMo
     }
 
 
-def _estimate(v: float) -> Estimate:
-    return Estimate(v)
-
-
 def _check_slo(bench: BenchmarkSpec, latency: Latency) -> Slo | None:
     if bench.slo is None:
         return None
@@ -165,28 +162,29 @@ class _CellBuilder:
             return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
 
     def ok(self, p: PlannedCell, out: CellOutcome) -> Cell:
-        summary = stats.latency_summary(out.latencies_ns)
-        throughput = summary.n * p.batch_size / (out.window_ns / 1e9)
-        latency = Latency(
-            n=summary.n,
-            mean=_estimate(summary.mean_ms), p50=_estimate(summary.p50_ms), p90=_estimate(summary.p90_ms),
-            p95=_estimate(summary.p95_ms), p99=_estimate(summary.p99_ms), p999=_estimate(summary.p999_ms),
-            min=_estimate(summary.min_ms), max=_estimate(summary.max_ms),
-        )
-        samples = self.run_dir.write_samples(p.index, out.latencies_ns)
+        cut = stats.steady_state_cut(out.latencies_ns) if out.latencies_ns.size >= 20 else 0
+        kept = out.latencies_ns[cut:]
+        # Calls within a chunk run back to back: the kept window is the sum of kept latencies.
+        window_ns = out.window_ns if cut == 0 else int(kept.sum())
+        metrics, series = cell_metrics(kept, window_ns, p.batch_size, p.benchmark.stop, p.benchmark.seed)
+        latency = metrics.latency_ms
+        samples = self.run_dir.write_samples(p.index, kept)
         info = out.backend_info
         cell = self.base(
             p, "ok",
-            metrics=Metrics(Throughput(throughput), latency),
+            metrics=metrics,
+            throughput_series=series,
             memory=Memory(out.peak_rss_bytes, None),
             agreement=self.agreement(p),
             warmup=Warmup(
-                iterations=int(out.warmup_latencies_ns.size),
+                iterations=int(out.warmup_latencies_ns.size) + cut,
                 seconds=out.warmup_seconds,
-                rule=f"fixed: at least {p.benchmark.stop.warmup_iterations} iterations and "
-                     f"{p.benchmark.stop.warmup_seconds:g} s",
+                rule=f"fixed minimum of {p.benchmark.stop.warmup_iterations} iterations and "
+                     f"{p.benchmark.stop.warmup_seconds:g} s, then MSER-5 on the measured series "
+                     f"(dropped {cut} more)",
+                steady_state_cut=cut,
             ),
-            duration_s=out.window_ns / 1e9,
+            duration_s=window_ns / 1e9,
             load_s=out.load_seconds,
             stop_reason=out.stop_reason,
             inputs_sha256=out.inputs_sha256,
@@ -214,6 +212,7 @@ def run_suite(
     from bench import __version__
 
     cells = plan(suite, only)
+    stats.warm_kernels()  # compile (or load) every kernel once here, so workers only load the cache
     cuda = cuda_available() if any(c.target.is_cuda for c in cells) else False
     models = prepare_models(cells, cuda)
     run_dir = RunDir(out_root, new_run_id())
