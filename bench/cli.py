@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument("--json", action="store_true", help="accepted for symmetry; the output is always JSON")
 
     sc = sub.add_parser("self-check", help="harness overhead, timer resolution, kernel speed")
-    sc.add_argument("--rounds", type=int, default=7, help="interleaved rounds of each loop (default 7)")
+    sc.add_argument("--rounds", type=int, default=11, help="interleaved rounds of each loop (default 11)")
+    sc.add_argument("--checks", default="overhead,timer,kernels,bootstrap,jit",
+                    help="comma-separated subset of overhead,timer,kernels,bootstrap,jit (default: all)")
     sc.add_argument("--json", action="store_true", help="print the figures as JSON")
     return p
 
@@ -91,34 +93,67 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SELF_CHECKS = ("overhead", "timer", "kernels", "bootstrap", "jit")
+
+
 def _cmd_self_check(args: argparse.Namespace) -> int:
     from bench import selfcheck
 
     if args.rounds < 1:
         raise BenchError(f"--rounds {args.rounds}: expected an integer >= 1")
-    overhead = selfcheck.check_overhead(rounds=args.rounds)
-    timer = selfcheck.check_timer()
-    kern = selfcheck.check_kernels()
+    checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+    bad = [c for c in checks if c not in SELF_CHECKS]
+    if bad or not checks:
+        raise BenchError(f"--checks {args.checks!r}: allowed: {', '.join(SELF_CHECKS)}")
+    report: dict[str, dict] = {}
+    if "overhead" in checks:
+        o = selfcheck.check_overhead(rounds=args.rounds)
+        report["overhead"] = {**o.__dict__, "throughput_ratio": o.throughput_ratio, "added_ns_per_call": o.added_ns_per_call}
+        if not args.json:
+            print("harness overhead (tiny ONNX Add model, onnxruntime CPU, 1 thread; medians of "
+                  f"{o.rounds} interleaved rounds of ~{o.calls_per_round} calls)")
+            print(f"  bare session.run loop      {o.bare_ns_per_call:9.0f} ns/call")
+            print(f"  harness single-stream loop {o.harness_ns_per_call:9.0f} ns/call")
+            print(f"  harness/bare throughput    {o.throughput_ratio:9.2%}   "
+                  f"(target >= 98%: {'met' if o.throughput_ratio >= 0.98 else 'NOT met'})")
+            print(f"  added per call             {o.added_ns_per_call:9.0f} ns      "
+                  f"(target <= 1000 ns: {'met' if o.added_ns_per_call <= 1000 else 'NOT met'})")
+    if "timer" in checks:
+        t = selfcheck.check_timer()
+        report["timer"] = t.__dict__
+        if not args.json:
+            print("timer (time.perf_counter_ns)")
+            print(f"  stated resolution {t.stated_resolution_ns:.0f} ns; smallest step seen {t.min_step_ns} ns; "
+                  f"median cost of one read {t.median_read_ns:.0f} ns")
+    if "kernels" in checks:
+        k = selfcheck.check_kernels()
+        report["kernels"] = k.__dict__
+        if not args.json:
+            print(f"kernels (latency summary of {k.n:,} samples: p50/p90/p95/p99/p99.9, mean, min, max)")
+            print(f"  numba {k.kernel_ms:.1f} ms; numpy {k.numpy_ms:.1f} ms; ratio {k.numpy_ms / k.kernel_ms:.2f}x")
+    if "bootstrap" in checks:
+        b = selfcheck.check_bootstrap()
+        report["bootstrap"] = {**b.__dict__, "speedup": b.speedup}
+        if not args.json:
+            print(f"bootstrap (95% percentile intervals of the mean and p99, n = {b.n:,}, {b.resamples} resamples; "
+                  "medians of 3)")
+            print(f"  ours  {b.ours_s * 1e3:8.1f} ms   mean [{b.ours_mean_ci[0]:.1f}, {b.ours_mean_ci[1]:.1f}]   "
+                  f"p99 [{b.ours_p99_ci[0]:.1f}, {b.ours_p99_ci[1]:.1f}]")
+            if b.scipy_s is None:
+                print(f"  scipy: {b.note}")
+            else:
+                print(f"  scipy {b.scipy_s * 1e3:8.1f} ms   mean [{b.scipy_mean_ci[0]:.1f}, {b.scipy_mean_ci[1]:.1f}]   "
+                      f"p99 [{b.scipy_p99_ci[0]:.1f}, {b.scipy_p99_ci[1]:.1f}]")
+                print(f"  speed-up {b.speedup:.1f}x   (target >= 10x: {'met' if b.speedup >= 10 else 'NOT met'})")
+    if "jit" in checks:
+        j = selfcheck.check_jit()
+        report["jit"] = j.__dict__
+        if not args.json:
+            print("kernel JIT (every kernel, fresh process)")
+            print(f"  compile into an empty cache {j.cold_s:.2f} s (target < 5 s: {'met' if j.cold_s < 5 else 'NOT met'}); "
+                  f"load from the cache {j.warm_s:.2f} s")
     if args.json:
-        print(json.dumps({
-            "overhead": {**overhead.__dict__, "throughput_ratio": overhead.throughput_ratio,
-                         "added_ns_per_call": overhead.added_ns_per_call},
-            "timer": timer.__dict__, "kernels": kern.__dict__,
-        }, indent=1))
-        return EXIT_OK
-    ok_ratio = overhead.throughput_ratio >= 0.98
-    ok_added = overhead.added_ns_per_call <= 1000
-    print("harness overhead (tiny ONNX Add model, onnxruntime CPU, 1 thread; medians of "
-          f"{overhead.rounds} interleaved rounds of ~{overhead.calls_per_round} calls)")
-    print(f"  bare session.run loop      {overhead.bare_ns_per_call:9.0f} ns/call")
-    print(f"  harness single-stream loop {overhead.harness_ns_per_call:9.0f} ns/call")
-    print(f"  harness/bare throughput    {overhead.throughput_ratio:9.2%}   (target >= 98%: {'met' if ok_ratio else 'NOT met'})")
-    print(f"  added per call             {overhead.added_ns_per_call:9.0f} ns      (target <= 1000 ns: {'met' if ok_added else 'NOT met'})")
-    print("timer (time.perf_counter_ns)")
-    print(f"  stated resolution {timer.stated_resolution_ns:.0f} ns; smallest step seen {timer.min_step_ns} ns; "
-          f"median cost of one read {timer.median_read_ns:.0f} ns")
-    print(f"kernels (latency summary of {kern.n:,} samples: p50/p90/p95/p99/p99.9, mean, min, max)")
-    print(f"  numba {kern.kernel_ms:.1f} ms; numpy {kern.numpy_ms:.1f} ms; ratio {kern.numpy_ms / kern.kernel_ms:.2f}x")
+        print(json.dumps(report, indent=1))
     return EXIT_OK
 
 

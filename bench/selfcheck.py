@@ -63,7 +63,7 @@ def tiny_onnx_model(path: Path) -> Path:
     return path
 
 
-def check_overhead(rounds: int = 7, seconds_per_round: float = 0.3) -> OverheadCheck:
+def check_overhead(rounds: int = 11, seconds_per_round: float = 0.25) -> OverheadCheck:
     from bench.backends.options import OrtOptions
     from bench.backends.ort import OrtBackend
     from bench.config import StopSpec, TargetSpec
@@ -132,3 +132,81 @@ def check_kernels(n: int = 1_000_000, repeats: int = 5) -> KernelCheck:
         x.mean(), x.min(), x.max()
         ref.append(time.perf_counter() - t0)
     return KernelCheck(n, statistics.median(kernel) * 1e3, statistics.median(ref) * 1e3)
+
+
+@dataclass(frozen=True)
+class BootstrapCheck:
+    n: int
+    resamples: int
+    ours_s: float
+    scipy_s: float | None
+    ours_mean_ci: tuple[float, float]
+    ours_p99_ci: tuple[float, float]
+    scipy_mean_ci: tuple[float, float] | None
+    scipy_p99_ci: tuple[float, float] | None
+    note: str = ""
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.scipy_s is None else self.scipy_s / self.ours_s
+
+
+def check_bootstrap(n: int = 100_000, resamples: int = 1000, repeats: int = 3) -> BootstrapCheck:
+    """95% percentile-bootstrap intervals of the mean and p99: ours against scipy.stats.bootstrap."""
+    from bench import stats
+
+    x = np.random.default_rng(0).lognormal(13, 0.5, n)
+    stats.warm_kernels()
+    ours = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        m = stats.bootstrap_mean(x, 0.95, resamples, seed=r, method="percentile")
+        q = stats.bootstrap_quantile(x, 0.99, 0.95, resamples, seed=r, method="percentile")
+        ours.append(time.perf_counter() - t0)
+    try:
+        from scipy import stats as sps
+    except ImportError:
+        return BootstrapCheck(n, resamples, statistics.median(ours), None, (m.low, m.high), (q.low, q.high),
+                              None, None, "scipy is not installed (pip install scipy) for the comparison")
+
+    def p99(a, axis=-1):
+        return np.percentile(a, 99, axis=axis)
+
+    theirs = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        sm = sps.bootstrap((x,), np.mean, n_resamples=resamples, method="percentile", rng=np.random.default_rng(r))
+        sq = sps.bootstrap((x,), p99, n_resamples=resamples, method="percentile", rng=np.random.default_rng(r))
+        theirs.append(time.perf_counter() - t0)
+    return BootstrapCheck(
+        n, resamples, statistics.median(ours), statistics.median(theirs),
+        (m.low, m.high), (q.low, q.high),
+        (float(sm.confidence_interval.low), float(sm.confidence_interval.high)),
+        (float(sq.confidence_interval.low), float(sq.confidence_interval.high)),
+    )
+
+
+@dataclass(frozen=True)
+class JitCheck:
+    cold_s: float
+    warm_s: float
+
+
+def check_jit() -> JitCheck:
+    """Compile every kernel into an empty cache (a fresh process), then load them from it."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import time; t = time.perf_counter(); from bench import stats; stats.warm_kernels(); "
+            "print(time.perf_counter() - t)")
+    root = str(Path(__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        times = []
+        for _ in range(2):
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+            if done.returncode != 0:
+                raise RuntimeError(f"kernel warm-up failed: {done.stderr.strip().splitlines()[-1:]}")
+            times.append(float(done.stdout.strip().splitlines()[-1]))
+    return JitCheck(times[0], times[1])

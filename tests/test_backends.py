@@ -42,8 +42,8 @@ def test_ort_records_providers_and_knobs(mlp):
     assert info["providers"] == ["CPUExecutionProvider"]
     assert info["intra_op_threads"] == 1 and info["allow_spinning"] is False
     feeds = make_inputs(mlp.inputs, 3, 0)
-    fn = backend.bind(feeds)
-    assert fn()[0].shape == (3, 4)
+    call = backend.bind(feeds)
+    assert call.fn(*call.args)[0].shape == (3, 4)
 
 
 def test_ort_provider_not_installed_fails_the_cell(mlp):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
@@ -21,12 +21,20 @@ REGISTRY: dict[str, str] = {
 }
 
 
+class BoundCall(NamedTuple):
+    """One batch's call: fn(*args), with the arguments bound once, outside the measured loop."""
+
+    fn: Callable[..., Any]
+    args: tuple = ()
+
+
 class Backend(Protocol):
     def load(self, model: Any, target: Any) -> None:
         """Load `model` (bench.models.loader.PreparedModel) for `target` (bench.config.TargetSpec)."""
 
-    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
-        """A zero-argument call that runs one batch on these inputs; nothing else in the loop."""
+    def bind(self, feeds: dict[str, np.ndarray]) -> Any:
+        """One batch's call on these inputs: a BoundCall (fn, args), or a
+        zero-argument callable; the measured loop adds nothing else."""
 
     def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Host float64 outputs on these inputs, flattened to a list, for the agreement check."""

@@ -6,13 +6,13 @@ after creating the session we compare `get_providers()` with what was asked and 
 from __future__ import annotations
 
 import contextlib
-import functools
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from bench.errors import CellFailure
+from bench.backends import BoundCall
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -72,10 +72,9 @@ class OrtBackend:
             "allow_spinning": opts.allow_spinning,
         }
 
-    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+    def bind(self, feeds: dict[str, np.ndarray]) -> BoundCall:
         assert self.session is not None
-        # A C-level partial: the loop pays one call, not a Python frame.
-        return functools.partial(self.session.run, None, feeds)
+        return BoundCall(self.session.run, (None, feeds))
 
     def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         assert self.session is not None

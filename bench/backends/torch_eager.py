@@ -6,13 +6,14 @@ autocast), so every op runs in that precision; outputs are cast back to float64 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from bench.errors import CellFailure
 from bench.models.loader import build_torch
+from bench.backends import BoundCall
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -65,11 +66,9 @@ class TorchBackend:
             out.append(t.to(self.dtype) if t.is_floating_point() else t)
         return tuple(out)
 
-    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+    def bind(self, feeds: dict[str, np.ndarray]) -> BoundCall:
         assert self.module is not None
-        args = self._tensors(feeds)
-        module = self.module
-        return lambda: module(*args)
+        return BoundCall(self.module, self._tensors(feeds))
 
     def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         assert self.module is not None
