@@ -89,13 +89,20 @@ def test_env_prints_json_without_secrets(capsys, monkeypatch):
 
 
 def test_self_check_measures_both_loops(capsys):
-    code, out, _ = run_cli(capsys, "self-check", "--rounds", "1", "--json")
+    code, out, _ = run_cli(capsys, "self-check", "--rounds", "1", "--checks", "overhead,kernels", "--json")
     assert code == 0
     figures = json.loads(out)
     overhead = figures["overhead"]
     assert overhead["bare_ns_per_call"] > 0 and overhead["harness_ns_per_call"] > 0
     assert overhead["throughput_ratio"] == pytest.approx(overhead["bare_ns_per_call"] / overhead["harness_ns_per_call"])
     assert figures["kernels"]["n"] == 1_000_000
+    assert set(figures) == {"overhead", "kernels"}
+
+
+def test_self_check_rejects_unknown_sections(capsys):
+    code, _, err = run_cli(capsys, "self-check", "--checks", "overhead,speed")
+    assert code == 2
+    assert_one_line(err, "--checks 'overhead,speed': allowed: overhead, timer, kernels, bootstrap, jit")
 
 
 def test_foreign_kernels_package_is_detected(tmp_path):
