@@ -16,13 +16,17 @@ def welford_new():
 
 @numba.njit(cache=True)
 def welford_update(state, values):
-    n, mean, m2 = state[0], state[1], state[2]
+    n = state[0]
+    mean = state[1]
+    m2 = state[2]
     for v in values:
         n += 1.0
         d = v - mean
         mean += d / n
         m2 += d * (v - mean)
-    state[0], state[1], state[2] = n, mean, m2
+    state[0] = n
+    state[1] = mean
+    state[2] = m2
     return state
 
 
