@@ -30,6 +30,35 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", default="results", help="results root (default: results)")
     run.add_argument("--quick", action="store_true", help="smoke run: a tenth of the stop times, at most 1 s a cell")
     run.add_argument("--json", action="store_true", help="print run.json to stdout instead of the table")
+    run.add_argument("--md", metavar="FILE", help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)")
+    run.add_argument("--record", action="store_true", help="record the run in the history store")
+    run.add_argument("--db", metavar="URL", help="history store: postgresql://..., sqlite:///PATH or a file "
+                     "(default results/history.sqlite)")
+
+    cmp = sub.add_parser("compare", help="per-cell verdicts of NEW against BASE; exit 1 on a regression")
+    cmp.add_argument("base", help="BASE run directory or run.json")
+    cmp.add_argument("new", help="NEW run directory or run.json")
+    cmp.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
+                     help="minimum effect size in percent (default 5)")
+    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default 0.05)")
+    cmp.add_argument("--allow-env-diff", action="store_true", help="compare cells even when environments differ")
+    cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    cmp.add_argument("--md", metavar="FILE", help="write a Markdown summary")
+
+    rep = sub.add_parser("report", help="human reports from result files")
+    rep.add_argument("runs", nargs="+", help="run directories or run.json files")
+    rep.add_argument("--md", metavar="FILE", help="write a Markdown report")
+
+    hist = sub.add_parser("history", help="cells over time with change points; exit 1 when the latest run regresses")
+    hist.add_argument("action", nargs="?", choices=["show", "add"], default="show",
+                      help="show (default) or add RUN... to the store")
+    hist.add_argument("runs", nargs="*", help="with add: run directories or run.json files")
+    hist.add_argument("--db", metavar="URL", help="history store (default results/history.sqlite)")
+    hist.add_argument("--metric", choices=["throughput", "p50", "p99"], default="throughput")
+    hist.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
+                      help="smallest step in percent that counts as a regression (default 5)")
+    hist.add_argument("--only", metavar="GLOB", help="cells whose key (BENCH|MODEL|TARGET|bN|SCENARIO) matches")
+    hist.add_argument("--json", action="store_true", help="print the series as JSON")
 
     env = sub.add_parser("env", help="print the environment fingerprint as JSON")
     env.add_argument("--json", action="store_true", help="accepted for symmetry; the output is always JSON")
@@ -62,7 +91,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             print(progress_line(event.index, event.total, event.cell), file=sys.stderr, flush=True)
 
-    result = run_suite(suite, Path(args.out), only=args.only, argv=tuple(sys.argv), progress=progress)
+    from bench.results.store import redact
+
+    # argv goes into run.json: a --db URL's password must not.
+    argv = tuple(redact(a) for a in sys.argv)
+    result = run_suite(suite, Path(args.out), only=args.only, argv=argv, progress=progress)
     if args.json:
         print(json.dumps(to_json(result.run), indent=1))
     else:
@@ -70,6 +103,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         width = None if sys.stdout.isatty() else 200
         Console(highlight=False, width=width).print(summary_table(result.run))
     print(f"results: {result.path}", file=sys.stderr)
+    _write_run_md(result.run, args.md)
+    if args.record:
+        from bench.results.store import open_store, redact
+
+        store = open_store(args.db)
+        try:
+            added = store.add_run(result.run)
+        finally:
+            store.close()
+        print(f"history: {'recorded in' if added else 'already in'} {redact(args.db or 'results/history.sqlite')}",
+              file=sys.stderr)
     if result.failed:
         _err(f"{len(result.failed)} cell(s) failed: " + "; ".join(f"{c.id}: {c.reason}" for c in result.failed))
     if result.disagreeing:
@@ -83,6 +127,116 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if result.failed:
         return EXIT_CELL_FAILED
     return EXIT_NO if result.disagreeing or result.slo_failed else EXIT_OK
+
+
+def _write_md(text: str, path: str | None, step_summary: bool) -> None:
+    import os
+
+    targets = [path] if path else []
+    if step_summary and os.environ.get("GITHUB_STEP_SUMMARY"):
+        targets.append(os.environ["GITHUB_STEP_SUMMARY"])
+    for i, target in enumerate(targets):
+        try:
+            with open(target, "a" if i > 0 or not path else "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise BenchError(f"{target}: cannot write the Markdown summary: {exc.strerror}") from None
+
+
+def _write_run_md(run, path: str | None) -> None:
+    from bench.report.markdown import run_summary
+
+    _write_md(run_summary(run), path, step_summary=True)
+
+
+def _threshold(pct: float, flag: str = "--threshold") -> float:
+    if not 0 <= pct < 100:
+        raise BenchError(f"{flag} {pct:g}: expected a percentage in [0, 100)")
+    return pct / 100
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench.report.compare import comparison_table
+    from bench.report.markdown import compare_summary
+    from bench.results.compare import compare_runs
+    from bench.results.schema import to_json
+
+    if not 0 < args.alpha < 1:
+        raise BenchError(f"--alpha {args.alpha:g}: expected a number between 0 and 1")
+    cmp = compare_runs(Path(args.base), Path(args.new), _threshold(args.threshold), args.alpha, args.allow_env_diff)
+    if args.json:
+        print(json.dumps(to_json(cmp), indent=1))
+    else:
+        from rich.console import Console
+
+        Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(comparison_table(cmp))
+        for d in cmp.env_differences:
+            print(f"environment: {d.field}: {d.base} -> {d.new}{' (matters)' if d.matters else ''}")
+    _write_md(compare_summary(cmp), args.md, step_summary=True)
+    if cmp.slower:
+        _err(f"{len(cmp.slower)} cell(s) slower: " + ", ".join(c.key for c in cmp.slower))
+        return EXIT_NO
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from bench.report.markdown import run_summary
+    from bench.report.table import summary_table, targets_table
+    from bench.results.files import read_run
+
+    runs = [read_run(Path(r)) for r in args.runs]
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    for run in runs:
+        console.print(summary_table(run))
+        console.print(targets_table(run))
+    if args.md:
+        _write_md("\n".join(run_summary(r) for r in runs), args.md, step_summary=False)
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from bench.results.files import read_run
+    from bench.results.history import analyse
+    from bench.results.schema import to_json
+    from bench.results.store import open_store, redact
+
+    threshold = _threshold(args.threshold)
+    if args.action == "add" and not args.runs:
+        raise BenchError("history add: name at least one run directory or run.json")
+    if args.action == "show" and args.runs:
+        raise BenchError(f"history: unexpected arguments {args.runs}; to record runs use: bench history add RUN...")
+    runs = [read_run(Path(r)) for r in args.runs]  # read all first: a bad file writes nothing
+    store = open_store(args.db)
+    try:
+        if args.action == "add":
+            for run in runs:
+                added = store.add_run(run)
+                print(f"{run.run_id}: {'recorded' if added else 'already recorded'} in {redact(args.db or 'results/history.sqlite')}")
+            return EXIT_OK
+        rows = store.rows()
+    finally:
+        store.close()
+    if args.only:
+        rows = [r for r in rows if fnmatch.fnmatch(r.cell_key, args.only)]
+    reports = analyse(rows, args.metric, threshold)
+    if not reports:
+        print("history: no recorded cells" + (f" match --only {args.only!r}" if args.only else ""))
+        return EXIT_OK
+    if args.json:
+        print(json.dumps([to_json(r) for r in reports], indent=1))
+    else:
+        from bench.report.history import history_text
+
+        print(history_text(reports, threshold))
+    gate = [r for r in reports if r.latest_starts_regression]
+    if gate:
+        _err(f"the latest run starts a regression in {len(gate)} series: " + ", ".join(r.cell_key for r in gate))
+        return EXIT_NO
+    return EXIT_OK
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -157,7 +311,8 @@ def _cmd_self_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": _cmd_run, "env": _cmd_env, "self-check": _cmd_self_check}
+COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "report": _cmd_report, "history": _cmd_history,
+            "env": _cmd_env, "self-check": _cmd_self_check}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,22 +203,26 @@ def bootstrap_quantile(values: np.ndarray, q: float, confidence: float = 0.95,
     return _finish(stats, estimate, jack, confidence, s.size, method, f"{n_resamples} resamples, seed {seed}")
 
 
-def bootstrap_ratio(a: np.ndarray, b: np.ndarray, statistic: str = "mean", confidence: float = 0.95,
+def bootstrap_ratio(a: np.ndarray, b: np.ndarray, statistic: str | float = "mean", confidence: float = 0.95,
                     n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, Interval]:
-    """stat(a) / stat(b) and its percentile interval; a and b resampled independently."""
+    """stat(a) / stat(b) and its percentile interval; a and b resampled independently.
+
+    statistic: "mean", "median", or a quantile probability in (0, 1) (0.99 for p99).
+    """
     x = _check_values(a, "a", positive=True).astype(np.float64)
     y = _check_values(b, "b", positive=True).astype(np.float64)
     confidence, n_resamples = check_confidence(confidence), _check_resamples(n_resamples)
     if statistic == "mean":
         ra, rb = _boot.bootstrap_means(x, n_resamples, seed), _boot.bootstrap_means(y, n_resamples, seed + 1)
         est = x.mean() / y.mean()
-    elif statistic == "median":
+    elif statistic == "median" or (isinstance(statistic, float) and 0.0 < statistic < 1.0):
+        q = 0.5 if statistic == "median" else float(statistic)
         xs, ys = np.sort(x), np.sort(y)
-        ra = resample_quantiles(xs, 0.5, n_resamples, seed)
-        rb = resample_quantiles(ys, 0.5, n_resamples, seed + 1)
-        est = float(np.median(x) / np.median(y))
+        ra = resample_quantiles(xs, q, n_resamples, seed)
+        rb = resample_quantiles(ys, q, n_resamples, seed + 1)
+        est = float(np.quantile(xs, q) / np.quantile(ys, q))
     else:
-        raise ValueError(f"statistic {statistic!r}: allowed mean, median")
+        raise ValueError(f"statistic {statistic!r}: allowed mean, median, or a quantile in (0, 1)")
     lo, hi = _boot.percentile_interval(np.sort(ra / rb), confidence)
     return float(est), Interval(float(lo), float(hi), f"bootstrap percentile ratio of {statistic}s "
                                                       f"({n_resamples} resamples, seed {seed})")

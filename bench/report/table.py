@@ -69,3 +69,18 @@ def summary_table(run: Run) -> Table:
             table.add_row(c.benchmark, c.target.name, str(c.batch_size), c.scenario, c.status,
                           "-", "-", "-", "-", "-", c.reason[:60], "-", "-")
     return table
+
+
+def targets_table(run: Run) -> Table:
+    from bench.report.targets import rank_targets
+
+    table = Table(title="targets ranked by throughput · ★ Pareto front of throughput vs p99")
+    for col, justify in [("group", "left"), ("rank", "right"), ("target", "left"), ("samples/s", "right"),
+                         ("p99 ms", "right"), ("", "left")]:
+        table.add_column(col, justify=justify)
+    for r in rank_targets(run):
+        mark = "★" if r.pareto else ("outputs disagree" if r.disagrees else "")
+        tp, p99 = r.cell.metrics.throughput, r.cell.metrics.latency_ms.p99
+        table.add_row(r.group, str(r.rank), r.cell.target.name, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
+                      fmt_estimate(p99.value, p99.ci_low, p99.ci_high), mark)
+    return table

@@ -1,0 +1,209 @@
+"""`bench compare` and `bench report`: verdicts that neither cry wolf nor miss a real slowdown."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.report.targets import rank_targets
+from bench.results.compare import judge
+from bench.results.files import read_run
+from tests.helpers import FAST_STOP, run_cli, write_suite
+
+SPIN = '''
+import time
+import numpy as np
+
+
+class SpinBackend:
+    """A synthetic target of known service time: busy-waits delay_us per call (no sleeping)."""
+
+    def load(self, model, target):
+        self.delay_ns = int(dict(target.options.items)["delay_us"] * 1000)
+
+    def bind(self, feeds):
+        delay, clock = self.delay_ns, time.perf_counter_ns
+
+        def call():
+            end = clock() + delay
+            while clock() < end:
+                pass
+        return call
+
+    def outputs(self, feeds):
+        return [np.zeros(1)]
+
+    def context(self):
+        import contextlib
+        return contextlib.nullcontext()
+
+    def info(self):
+        return {"runtime": "spin"}
+'''
+
+
+def spin_suite(delay_us: int) -> str:
+    stop = FAST_STOP.replace("min_seconds = 0.05", "min_seconds = 0.3")
+    return textwrap.dedent(f"""
+        [suite]
+        name = "spin"
+
+        [targets.spin]
+        backend = "bench_spin:SpinBackend"
+        delay_us = {delay_us}
+
+        [[benchmark]]
+        name = "s"
+        model = "zoo:mlp"
+        model_args = {{ in_features = 4, width = 4, depth = 1, classes = 2 }}
+        batch_sizes = [1]
+        scenarios = ["single-stream", "offline"]
+        targets = ["spin"]
+        stop = {stop}
+    """)
+
+
+@pytest.fixture(scope="module")
+def spin_runs(tmp_path_factory):
+    """Three real runs of the synthetic target: A, A again, and B with a planted 10% delay."""
+    import sys
+
+    from bench import cli
+
+    tmp = tmp_path_factory.mktemp("spin")
+    (tmp / "bench_spin.py").write_text(textwrap.dedent(SPIN))
+    sys.path.insert(0, str(tmp))
+    runs = {}
+    try:
+        for name, delay in (("a", 300), ("a2", 300), ("b", 330)):
+            suite = write_suite(tmp, spin_suite(delay), f"{name}.toml")
+            assert cli.main(["run", str(suite), "--out", str(tmp / name)]) == 0
+            runs[name] = next((tmp / name).glob("*/run.json")).parent
+    finally:
+        sys.path.remove(str(tmp))
+    return runs
+
+
+def test_a_a_reads_unchanged(spin_runs, capsys):
+    code, out, err = run_cli(capsys, "compare", str(spin_runs["a"]), str(spin_runs["a2"]), "--json")
+    assert code == 0, err
+    cells = json.loads(out)["cells"]
+    assert len(cells) == 2 and all(c["verdict"] == "unchanged" for c in cells), cells
+
+
+def test_a_b_with_a_planted_10_percent_delay_reads_slower(spin_runs, capsys, tmp_path):
+    md = tmp_path / "cmp.md"
+    code, out, err = run_cli(capsys, "compare", str(spin_runs["a"]), str(spin_runs["b"]), "--md", str(md))
+    assert code == 1
+    assert "2 cell(s) slower" in err
+    assert "slower" in out and md.read_text().count("**slower**") == 2
+    code, out, _ = run_cli(capsys, "compare", str(spin_runs["a"]), str(spin_runs["b"]), "--json")
+    for c in json.loads(out)["cells"]:
+        assert c["verdict"] == "slower"
+        assert c["throughput"]["ci_high"] < 1 < c["p50"]["ci_low"]  # throughput down, latency up
+        assert c["p50"]["value"] == pytest.approx(1.10, abs=0.03)
+    # and the other way round it is faster, exit 0
+    code, out, _ = run_cli(capsys, "compare", str(spin_runs["b"]), str(spin_runs["a"]), "--json")
+    assert code == 0 and {c["verdict"] for c in json.loads(out)["cells"]} == {"faster"}
+
+
+def test_a_b_within_threshold_reads_unchanged(spin_runs, capsys):
+    # single-stream's headline is p50, robust to the preemption spikes of a shared machine; offline's
+    # is time per sample (1 / throughput), a mean, which such spikes can move by more than 15%.
+    code, out, _ = run_cli(capsys, "compare", str(spin_runs["a"]), str(spin_runs["b"]), "--threshold", "15", "--json")
+    single = [c for c in json.loads(out)["cells"] if c["key"].endswith("single-stream")]
+    assert single[0]["verdict"] == "unchanged" and "within ±15%" in single[0]["reason"]
+
+
+def test_mismatched_environments_are_not_comparable(spin_runs, capsys, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(spin_runs["b"], other)
+    doc = json.loads((other / "run.json").read_text())
+    doc["environment"]["cpu_model"] = "Some Other CPU @ 9.9GHz"
+    doc["environment"]["packages"]["onnxruntime"] = "0.0.1"
+    (other / "run.json").write_text(json.dumps(doc))
+    code, out, _ = run_cli(capsys, "compare", str(spin_runs["a"]), str(other), "--json")
+    cmp = json.loads(out)
+    assert code == 0
+    assert {c["verdict"] for c in cmp["cells"]} == {"not comparable"}
+    assert "cpu_model" in cmp["cells"][0]["reason"] and "packages.onnxruntime" in cmp["cells"][0]["reason"]
+    assert {d["field"] for d in cmp["env_differences"] if d["matters"]} >= {"cpu_model", "packages.onnxruntime"}
+    code, out, _ = run_cli(capsys, "compare", str(spin_runs["a"]), str(other), "--allow-env-diff", "--json")
+    assert code == 1 and {c["verdict"] for c in json.loads(out)["cells"]} == {"slower"}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda text: text[: len(text) // 3], "not JSON (truncated or corrupt?)"),
+    (lambda text: "not json at all", "not JSON"),
+    (lambda text: text.replace('"schema_version": 2', '"schema_version": 99', 1), "newer than this harness reads"),
+    (lambda text: text.replace('"name": "spin"', '"name": "other-suite"', 1), "differs from the base's 'spin'"),
+])
+def test_bad_result_files_exit_2(spin_runs, capsys, tmp_path, mutate, message):
+    bad = tmp_path / "run.json"
+    bad.write_text(mutate((spin_runs["b"] / "run.json").read_text()))
+    code, _, err = run_cli(capsys, "compare", str(spin_runs["a"]), str(bad))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_a_a_false_positive_rate_stays_under_alpha():
+    """Many synthetic A/A pairs from one distribution: the verdict is not 'unchanged' at most alpha of the time."""
+    rng = np.random.default_rng(11)
+    alpha, pairs = 0.05, 300
+    false_no_threshold = false_default = 0
+    for i in range(pairs):
+        a = rng.lognormal(13, 0.3, 400)
+        b = rng.lognormal(13, 0.3, 400)
+        false_no_threshold += judge(a, b, "p50", 0.0, alpha, seed=i)[0] != "unchanged"
+        false_default += judge(a, b, "p50", 0.05, alpha, seed=i)[0] != "unchanged"
+    # the test alone is calibrated (rate ~ alpha, within 3 standard errors); the 5% minimum effect
+    # only removes verdicts, so the default can only be lower
+    assert false_no_threshold / pairs <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / pairs)
+    assert false_default <= false_no_threshold and false_default / pairs <= alpha
+
+
+def test_judge_sees_a_10_percent_slowdown_and_speedup():
+    rng = np.random.default_rng(12)
+    a = rng.lognormal(13, 0.2, 2000)
+    assert judge(a, rng.lognormal(13, 0.2, 2000) * 1.10, "p50", 0.05, 0.05)[0] == "slower"
+    assert judge(a, rng.lognormal(13, 0.2, 2000) * 0.90, "time", 0.05, 0.05)[0] == "faster"
+    assert judge(a, rng.lognormal(13, 0.2, 2000) * 1.02, "p50", 0.05, 0.05)[0] == "unchanged"
+
+
+def test_targets_ranked_with_pareto_front_and_disagreement(tmp_path):
+    from dataclasses import replace
+
+    run = read_run(Path(__file__).parent / "data/run_v2.json")
+    ok = [c for c in run.cells if c.status == "ok"]
+    fast, slow = sorted(ok, key=lambda c: -c.metrics.throughput.value)
+    tail = replace(slow.metrics.latency_ms, p99=replace(slow.metrics.latency_ms.p99, value=0.001))
+    wrong = replace(fast, target=replace(fast.target, name="wrong"),
+                    agreement=replace(fast.agreement, verdict="fail"),
+                    metrics=replace(fast.metrics, throughput=replace(fast.metrics.throughput,
+                                                                     value=fast.metrics.throughput.value * 10)))
+    slow_low_tail = replace(slow, metrics=replace(slow.metrics, latency_ms=tail))
+    ranked = rank_targets(replace(run, cells=(fast, slow_low_tail, wrong)))
+    by_name = {r.cell.target.name: r for r in ranked}
+    assert [r.cell.target.name for r in sorted(ranked, key=lambda r: r.rank)] == ["wrong", fast.target.name, slow.target.name]
+    assert by_name["wrong"].disagrees and not by_name["wrong"].pareto  # a fast wrong answer is not a choice
+    assert by_name[fast.target.name].pareto and by_name[slow.target.name].pareto  # a trade-off: both on the front
+
+
+def test_report_and_run_markdown(spin_runs, capsys, tmp_path, monkeypatch):
+    md = tmp_path / "report.md"
+    code, out, _ = run_cli(capsys, "report", str(spin_runs["a"]), "--md", str(md))
+    assert code == 0 and "targets ranked by throughput" in out
+    assert "| `s/spin/b1/single-stream` | ok |" in md.read_text()
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    suite = write_suite(tmp_path, spin_suite(100).replace('"bench_spin:SpinBackend"', '"onnxruntime"').replace(
+        "delay_us = 100", ""))
+    code, _, _ = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"), "--md", str(tmp_path / "run.md"))
+    assert code == 0
+    assert (tmp_path / "run.md").read_text().startswith("## bench run")
+    assert "**pass**" in summary.read_text()
