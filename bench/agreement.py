@@ -2,7 +2,8 @@
 
 Metric, stated in every result: rel = max |out - ref| / max |ref| per output (the worst output
 counts), and abs = max |out - ref|. A target passes when rel <= the tolerance of its precision.
-NaN or infinity in an output, or a different number or shape of outputs, fails outright.
+NaN or infinity in an output, or a different number or shape of outputs, fails outright; when
+the reference's own outputs are not finite nothing can be checked (and the reference cell fails).
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def compare_outputs(out: list[np.ndarray], ref: list[np.ndarray], reference: str
 
     if len(out) != len(ref):
         return fail(f"{len(out)} outputs, the reference has {len(ref)}")
+    for i, r in enumerate(ref):
+        if not np.all(np.isfinite(r)):
+            return Agreement("unchecked", reference, tolerance=tolerance,
+                             reason=f"the reference's output {i} holds NaN or infinity")
     worst_abs = 0.0
     worst_rel = 0.0
     for i, (o, r) in enumerate(zip(out, ref)):
@@ -44,3 +49,11 @@ def compare_outputs(out: list[np.ndarray], ref: list[np.ndarray], reference: str
         return fail(f"relative error {rel_text} exceeds tolerance {tolerance:g}", worst_abs,
                     worst_rel if np.isfinite(worst_rel) else None)
     return Agreement("pass", reference, worst_abs, worst_rel, tolerance)
+
+
+def check_reference(out: list[np.ndarray], reference: str) -> Agreement:
+    """The reference cell's own verdict: its outputs must at least be finite."""
+    for i, o in enumerate(out):
+        if not np.all(np.isfinite(o)):
+            return Agreement("fail", reference, reason=f"the reference's output {i} holds NaN or infinity")
+    return Agreement("reference", reference, reason="this target is the reference")

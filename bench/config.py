@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
 import re
 import tomllib
 import types
@@ -181,7 +182,10 @@ def _coerce(ctx: _Ctx, tp: Any, value: Any, path: str) -> Any:
         inner = typing.get_args(tp)[0]
         return tuple(_coerce(ctx, inner, v, f"{path}[{i}]") for i, v in enumerate(value))
     if tp is float:
-        return float(ctx.expect(value, (int, float), path, "a number"))
+        number = float(ctx.expect(value, (int, float), path, "a number"))
+        if not math.isfinite(number):
+            raise ctx.fail(path, f"{value!r} is not allowed; expected a finite number")
+        return number
     return ctx.expect(value, (tp,), path, _type_name(tp))
 
 
@@ -216,6 +220,7 @@ def _parse_target(ctx: _Ctx, name: str, table: Any) -> TargetSpec:
         options_cls = BACKEND_OPTIONS[backend]
     elif _PLUGIN_RE.match(backend):
         options_cls = None  # a user backend given as module:Class; knobs passed through as-is
+        _check_plugin(ctx, backend, f"{path}.backend")
     else:
         ctx.choice(backend, list(BACKEND_OPTIONS), f"{path}.backend")
     device = ctx.expect(table.get("device", "cpu"), (str,), f"{path}.device", "a string")
@@ -234,6 +239,19 @@ def _parse_target(ctx: _Ctx, name: str, table: Any) -> TargetSpec:
     return TargetSpec(name, backend, device, precision, options)
 
 
+def _check_plugin(ctx: _Ctx, spec: str, path: str) -> None:
+    """A user backend must import here, or the run would fail in every worker instead."""
+    import importlib
+
+    module_name, _, cls_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module: ImportError or whatever its import raises
+        raise ctx.fail(path, f"{spec!r}: cannot import {module_name!r} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(getattr(module, cls_name, None), type):
+        raise ctx.fail(path, f"{spec!r}: {module_name!r} has no class {cls_name!r}")
+
+
 def _positive_int_list(ctx: _Ctx, value: Any, path: str) -> tuple[int, ...]:
     ctx.expect(value, (list,), path, "a non-empty list of integers >= 1")
     if not value:
@@ -248,9 +266,15 @@ def _positive_int_list(ctx: _Ctx, value: Any, path: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+MAX_SECONDS_LIMIT = 86_400.0  # one cell for a day at most: a larger value is a typo
+
+
 def _parse_stop(ctx: _Ctx, table: Any, path: str, quick: bool) -> StopSpec:
     ctx.expect(table, (dict,), path, "a table")
     stop = build_record(ctx, StopSpec, table, path)
+    for key in ("min_seconds", "max_seconds", "warmup_seconds"):
+        if getattr(stop, key) > MAX_SECONDS_LIMIT:
+            raise ctx.fail(f"{path}.{key}", f"{getattr(stop, key)!r} is not allowed; expected at most {MAX_SECONDS_LIMIT:g} s")
     for key in ("min_seconds", "max_seconds", "warmup_seconds"):
         if getattr(stop, key) < 0:
             raise ctx.fail(f"{path}.{key}", f"{getattr(stop, key)!r} is not allowed; expected a number >= 0")
@@ -327,7 +351,9 @@ def _parse_benchmark(
     ref_precision = targets[reference].precision
     if ref_precision != "fp32":
         raise ctx.fail(f"{path}.reference", f"{reference!r} runs {ref_precision}; the reference must be an fp32 target")
-    stop_table = {**defaults.get("stop", {}), **table.get("stop", {})}
+    default_stop = ctx.expect(defaults.get("stop", {}), (dict,), "defaults.stop", "a table")
+    own_stop = ctx.expect(table.get("stop", {}), (dict,), f"{path}.stop", "a table")
+    stop_table = {**default_stop, **own_stop}
     stop = _parse_stop(ctx, stop_table, f"{path}.stop", quick)
     slo = _parse_slo(ctx, table["slo"], f"{path}.slo") if "slo" in table else None
     model_args = ctx.expect(table.get("model_args", {}), (dict,), f"{path}.model_args", "a table")
@@ -337,11 +363,13 @@ def _parse_benchmark(
     for k, v in dims.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ctx.fail(f"{path}.dims.{k}", f"{v!r} is not allowed; expected an integer >= 1")
-    seed = ctx.expect(table.get("seed", defaults.get("seed", 0)), (int,), f"{path}.seed", "an integer")
+    seed = ctx.expect(table.get("seed", defaults.get("seed", 0)), (int,), f"{path}.seed", "an integer >= 0")
+    if seed < 0:
+        raise ctx.fail(f"{path}.seed", f"{seed!r} is not allowed; expected an integer >= 0")
     tolerance = table.get("tolerance")
     if tolerance is not None:
         tolerance = float(ctx.expect(tolerance, (int, float), f"{path}.tolerance", "a number > 0"))
-        if not tolerance > 0:
+        if not (tolerance > 0 and math.isfinite(tolerance)):
             raise ctx.fail(f"{path}.tolerance", f"{tolerance!r} is not allowed; expected a number > 0")
     trust_model = ctx.expect(table.get("trust_model", False), (bool,), f"{path}.trust_model", "true or false")
     return BenchmarkSpec(

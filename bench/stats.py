@@ -137,7 +137,7 @@ def min_samples_for_bound(q: float, confidence: float) -> int:
     q = _check_q(q)
     if q <= 0 or q >= 1:
         raise ValueError(f"quantile {q!r}: must be strictly between 0 and 1 for a bound")
-    return int(_os.min_samples_upper_bound(q, check_confidence(confidence)))
+    return int(_os.min_samples_upper_bound(q, check_confidence(confidence)))  # bisection: no hang near q = 1
 
 
 def percentile_interval(sorted_values: np.ndarray, q: float, confidence: float) -> Interval:
@@ -314,14 +314,33 @@ class Welford:
 def throughput_series(latencies_ns: np.ndarray, batch_size: int, window_ns: int) -> np.ndarray:
     """Samples/s in consecutive windows of measured time."""
     arr = _check_durations(latencies_ns, "latencies")
-    if window_ns <= 0 or batch_size <= 0:
-        raise ValueError("window_ns and batch_size must be > 0")
+    if int(window_ns) < 1 or int(batch_size) < 1:
+        raise ValueError("window_ns and batch_size must be integers >= 1")
     return _mom.window_throughput(arr, int(batch_size), int(window_ns))
 
 
+STEADY_FREE_CUT = 0.01  # a cut of at most 1% of the series stands on MSER-5 alone
+STEADY_ALPHA = 0.01
+
+
 def steady_state_cut(latencies_ns: np.ndarray) -> int:
-    """How many leading samples MSER-5 finds to be warm-up."""
-    return int(_steady.mser5_cut(_check_durations(latencies_ns, "latencies").astype(np.float64)))
+    """How many leading samples are warm-up: MSER-5, guarded against single spikes.
+
+    MSER-5 alone can cut right after one rare spike anywhere in the first half of a steady
+    series (the spike dominates the variance of what it keeps), dropping up to half of the
+    samples, and the spike with them. So a cut of more than 1% of the series stands only if the
+    dropped part is stochastically slower than the rest (Mann-Whitney, p < 0.01), as a real
+    warm-up is; otherwise nothing is cut. A slow first call (a cut of one batch) stands as is.
+    """
+    x = _check_durations(latencies_ns, "latencies")
+    cut = int(_steady.mser5_cut(x))
+    if cut == 0 or cut <= STEADY_FREE_CUT * x.size:
+        return cut
+    dropped, kept = x[:cut], x[cut:]
+    both = np.concatenate([dropped, kept])
+    u, p_two_sided = _tests.mann_whitney_u(both, np.argsort(both, kind="stable"), dropped.size)
+    slower = u > dropped.size * kept.size / 2  # U of the dropped part above its mean: it ranks higher
+    return cut if slower and p_two_sided / 2 < STEADY_ALPHA else 0
 
 
 # --- tests and change points -----------------------------------------------------------------

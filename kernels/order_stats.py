@@ -72,12 +72,20 @@ def quantile_upper_index(n, q, confidence):
 @numba.njit(cache=True)
 def min_samples_upper_bound(q, confidence):
     """Smallest n for which an upper bound (below the sample maximum) of the q-quantile exists."""
-    # P(Binomial(n, 1 - q) <= 1) = q^n + n (1 - q) q^(n - 1) is decreasing in n: search upward.
+    # P(Binomial(n, 1 - q) <= 1) = q^n + n (1 - q) q^(n - 1) decreases in n: double, then bisect
+    # (a linear search would take ~1e13 steps for q = 1 - 1e-12).
     target = 1.0 - confidence
     lq = math.log(q)
-    n = 2
-    while True:
-        tail = math.exp(n * lq) + n * (1.0 - q) * math.exp((n - 1) * lq)
-        if tail <= target:
-            return n
-        n += 1
+    hi = 2
+    while math.exp(hi * lq) * (1.0 + hi * (1.0 - q) / q) > target:
+        hi *= 2
+    lo = max(hi // 2, 2)
+    if math.exp(lo * lq) * (1.0 + lo * (1.0 - q) / q) <= target:
+        return lo
+    while hi - lo > 1:  # invariant: lo fails, hi passes
+        mid = (lo + hi) // 2
+        if math.exp(mid * lq) * (1.0 + mid * (1.0 - q) / q) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi

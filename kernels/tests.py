@@ -68,11 +68,17 @@ def _seg_cost(c1, c2, s, t):
 def pelt(x, penalty, min_size):
     """Start indices of segments after the first, for the L2 cost plus `penalty` per change."""
     n = x.shape[0]
+    # Centre first: raw sums of x^2 at a level of 1e9 lose the variance to rounding.
+    centre = 0.0
+    for i in range(n):
+        centre += x[i]
+    centre /= n
     c1 = np.zeros(n + 1, dtype=np.float64)
     c2 = np.zeros(n + 1, dtype=np.float64)
     for i in range(n):
-        c1[i + 1] = c1[i] + x[i]
-        c2[i + 1] = c2[i] + x[i] * x[i]
+        v = x[i] - centre
+        c1[i + 1] = c1[i] + v
+        c2[i + 1] = c2[i] + v * v
     f = np.empty(n + 1, dtype=np.float64)
     for i in range(n + 1):
         f[i] = np.inf

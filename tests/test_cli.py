@@ -114,3 +114,29 @@ def test_foreign_kernels_package_is_detected(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2
     assert_one_line(done.stderr, "is not this project's", "separate virtual environment")
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("max_seconds = 1", "max_seconds = inf", "stop.max_seconds: inf is not allowed; expected a finite number"),
+    ("max_seconds = 1", "max_seconds = nan", "expected a finite number"),
+    ("max_seconds = 1", "max_seconds = 1e300", "expected at most 86400 s"),
+    ("stop = {", 'slo = { p99_ms = nan }\nstop = {', "slo.p99_ms: nan is not allowed"),
+    ("stop = {", "tolerance = inf\nstop = {", "tolerance: inf is not allowed"),
+    ("stop = {", "seed = -1\nstop = {", "seed: -1 is not allowed; expected an integer >= 0"),
+    ('threads = 1', 'threads = 1\n[targets.plug]\nbackend = "nosuchmod_xyz:Cls"', "cannot import 'nosuchmod_xyz'"),
+    ("width = 32", "width = -3", "cannot build with model_args"),
+])
+def test_more_bad_values_exit_2_before_measuring(tmp_path, capsys, old, new, fragment):
+    text = tiny_suite(batch_sizes="[1]")
+    assert old in text
+    suite = write_suite(tmp_path, text.replace(old, new, 1))
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert_one_line(err, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_stop_that_is_not_a_table(tmp_path, capsys):
+    suite = write_suite(tmp_path, tiny_suite().replace("stop = {", "stop = 5\n_unused = {", 1).replace("_unused = {", "# {", 1))
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 2 and "stop: 5 is not allowed; expected a table" in err

@@ -334,3 +334,38 @@ def test_single_and_constant_samples_have_documented_results():
     assert stats.steady_state_cut(np.full(100, 7, dtype=np.int64)) == 0
     assert stats.change_points(np.full(50, 2.0)).tolist() == []
     assert stats.mann_whitney(np.ones(5), np.ones(5)) == (12.5, 1.0)
+
+
+# --- regressions found in review -------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_rare_spike_in_a_steady_series_cuts_nothing(seed):
+    rng = np.random.default_rng(seed)
+    x = 10_000 + rng.normal(0, 300, 100_000)
+    x[rng.integers(1000, 50_000)] = 4_000_000  # one 4 ms preemption somewhere in the first half
+    assert stats.steady_state_cut(x.astype(np.int64)) <= 1000  # MSER-5 alone cut up to half here
+
+
+def test_min_samples_near_one_does_not_hang():
+    n = stats.min_samples_for_bound(1 - 1e-9, 0.99)
+    q = 1 - 1e-9
+    tail = lambda m: q**m * (1 + m * (1 - q) / q)  # noqa: E731
+    assert tail(n) <= 0.01 < tail(n - 1)
+
+
+def test_change_points_at_a_large_level():
+    rng = np.random.default_rng(0)
+    x = 1e9 + np.concatenate([rng.normal(0, 1, 50), rng.normal(5, 1, 50)])
+    assert stats.change_points(x).tolist() == [50]
+
+
+def test_reference_outputs_that_are_not_finite():
+    from bench.agreement import check_reference, compare_outputs
+
+    ref = [np.array([1.0, np.inf])]
+    got = compare_outputs([np.array([1.0, 2.0])], ref, "ref", 1e-4)
+    assert got.verdict == "unchecked" and "reference's output 0" in got.reason
+    assert check_reference(ref, "ref").verdict == "fail"
+    assert check_reference([np.ones(2)], "ref").verdict == "reference"
+    with pytest.raises(ValueError):
+        stats.throughput_series(np.array([5, 6]), 1, 0.5)

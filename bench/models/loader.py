@@ -110,9 +110,13 @@ def build_torch(source: ModelRef):
             raise ModelError(f"model {source.ref!r}: no such zoo model{hint} (allowed: {', '.join(sorted(zoo.ZOO))})")
         try:
             args = zoo.resolve_args(name, dict(source.args))
-            return zoo.build(name, args, source.seed), None
         except (TypeError, ValueError) as exc:
             raise ModelError(f"model {source.ref!r}: {exc}") from None
+        try:
+            return zoo.build(name, args, source.seed), None
+        except Exception as exc:  # e.g. width = -3 or heads = 0: torch or arithmetic refuses the shape
+            raise ModelError(f"model {source.ref!r}: cannot build with model_args {dict(source.args)}: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     if source.kind == "factory":
         module_name, _, attr = source.ref.partition(":")
         try:

@@ -16,6 +16,7 @@ It re-evaluates only after the sample has grown by 10%, so its cost stays a smal
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,17 +55,9 @@ class FixedStop:
 _QUANTILE_OF = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
 
 
-_Z = {0.8: 1.2815515655446004, 0.9: 1.6448536269514722, 0.95: 1.959963984540054,
-      0.98: 2.3263478740408408, 0.99: 2.5758293035489004, 0.995: 2.807033768343811,
-      0.999: 3.2905267314918945}
-
-
 def _z(confidence: float) -> float:
-    """Two-sided normal quantile; confidences off the table use the nearest wider one."""
-    for c in sorted(_Z):
-        if c >= confidence - 1e-12:
-            return _Z[c]
-    return 3.8905918864131700  # 0.9999
+    """Two-sided normal quantile (the standard library's, so the worker needs no numba)."""
+    return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
 def running_precision(latencies_ns: np.ndarray, figures: tuple[str, ...], confidence: float) -> dict[str, float]:
@@ -118,7 +111,7 @@ class CIStop:
             return None
         self._checked_n = n
         self.last_precision = running_precision(np.concatenate(latencies_ns), s.ci_figures, s.confidence)
-        target = f"target ±{s.ci_rel_width:.1%} at {s.confidence:.0%} confidence"
+        target = f"target ±{s.ci_rel_width:.1%} at {s.confidence * 100:.4g}% confidence"
         if all(v <= s.ci_rel_width for v in self.last_precision.values()) and n >= s.min_iterations:
             return f"precision reached: {describe_precision(self.last_precision)} ({target})"
         if at_max:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench import stats
-from bench.agreement import compare_outputs, load_outputs
+from bench.agreement import check_reference, compare_outputs, load_outputs
 from bench.config import BenchmarkSpec, SuiteSpec, TargetSpec
 from bench.errors import UsageError
 from bench.measure.environment import cuda_available, fingerprint
@@ -150,7 +150,10 @@ class _CellBuilder:
         ref_name = p.benchmark.reference
         tolerance = p.benchmark.tolerance_for(p.target.precision)
         if p.target.name == ref_name:
-            return Agreement("reference", ref_name, reason="this target is the reference")
+            try:
+                return check_reference(load_outputs(self.outputs_path(p.benchmark.name, ref_name, p.batch_size)), ref_name)
+            except (OSError, ValueError) as exc:
+                return Agreement("unchecked", ref_name, reason=f"outputs unreadable: {exc}")
         ref_path = self.outputs_path(p.benchmark.name, ref_name, p.batch_size)
         if not ref_path.exists():
             return Agreement("unchecked", ref_name, tolerance=tolerance,
@@ -178,10 +181,10 @@ class _CellBuilder:
             agreement=self.agreement(p),
             warmup=Warmup(
                 iterations=int(out.warmup_latencies_ns.size) + cut,
-                seconds=out.warmup_seconds,
+                seconds=out.warmup_seconds + float(out.latencies_ns[:cut].sum()) / 1e9,
                 rule=f"fixed minimum of {p.benchmark.stop.warmup_iterations} iterations and "
-                     f"{p.benchmark.stop.warmup_seconds:g} s, then MSER-5 on the measured series "
-                     f"(dropped {cut} more)",
+                     f"{p.benchmark.stop.warmup_seconds:g} s, then MSER-5 on the measured series, a cut of "
+                     f"over 1% kept only if the dropped part is slower (Mann-Whitney p < 0.01): dropped {cut} more",
                 steady_state_cut=cut,
             ),
             duration_s=window_ns / 1e9,
@@ -257,6 +260,11 @@ def run_suite(
                 progress(Progress(p.index, len(cells), p, cell))
         except KeyboardInterrupt:
             interrupted = True
+        except BaseException:
+            # A bug or an unexpected error in the parent: keep what was measured, then let it surface.
+            run_dir.write_run(Run(**{**run.__dict__, "cells": tuple(done), "status": "interrupted",
+                                     "finished_at": utc_now_iso()}))
+            raise
     run = Run(**{**run.__dict__, "cells": tuple(done), "status": "interrupted" if interrupted else "complete",
                  "finished_at": utc_now_iso()})
     path = run_dir.write_run(run)
