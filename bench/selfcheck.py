@@ -19,19 +19,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class OverheadCheck:
-    bare_ns_per_call: float
-    harness_ns_per_call: float
+    bare_ns_per_call: float  # median over rounds
+    harness_ns_per_call: float  # median over rounds
     rounds: int
     calls_per_round: int
-
-    @property
-    def throughput_ratio(self) -> float:
-        """Harness throughput as a fraction of the bare loop's."""
-        return self.bare_ns_per_call / self.harness_ns_per_call
-
-    @property
-    def added_ns_per_call(self) -> float:
-        return self.harness_ns_per_call - self.bare_ns_per_call
+    throughput_ratio: float  # median over rounds of bare / harness time, each pair adjacent in time
+    added_ns_per_call: float  # median over rounds of harness - bare
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,10 @@ def tiny_onnx_model(path: Path) -> Path:
     return path
 
 
-def check_overhead(rounds: int = 11, seconds_per_round: float = 0.25) -> OverheadCheck:
+def check_overhead(rounds: int = 21, seconds_per_round: float = 0.15) -> OverheadCheck:
+    """Paired rounds: each round times the bare loop and the harness loop back to back, in
+    alternating order (ABBA), and the ratio is taken within the round, so the machine's slow
+    drift (frequency, other tenants) cancels instead of landing on one side."""
     from bench.backends.options import OrtOptions
     from bench.backends.ort import OrtBackend
     from bench.config import StopSpec, TargetSpec
@@ -92,15 +88,32 @@ def check_overhead(rounds: int = 11, seconds_per_round: float = 0.25) -> Overhea
             session.run(None, feeds)
         calls = max(1000, int(seconds_per_round * 1e9 / ((time.perf_counter_ns() - t0) / 2000)))
         bare, harness = [], []
-        for _ in range(rounds):
+
+        def bare_round() -> float:
             run = session.run
             t0 = time.perf_counter_ns()
             for _ in range(calls):
                 run(None, feeds)
-            bare.append((time.perf_counter_ns() - t0) / calls)
+            return (time.perf_counter_ns() - t0) / calls
+
+        def harness_round() -> float:
             result = measure(fn, stop, rule)
-            harness.append(result.window_ns / result.latencies_ns.size)
-        return OverheadCheck(statistics.median(bare), statistics.median(harness), rounds, calls)
+            return result.window_ns / result.latencies_ns.size
+
+        for r in range(rounds):
+            if r % 2 == 0:
+                b = bare_round()
+                h = harness_round()
+            else:
+                h = harness_round()
+                b = bare_round()
+            bare.append(b)
+            harness.append(h)
+        return OverheadCheck(
+            statistics.median(bare), statistics.median(harness), rounds, calls,
+            statistics.median(b / h for b, h in zip(bare, harness)),
+            statistics.median(h - b for b, h in zip(bare, harness)),
+        )
 
 
 def check_timer(reads: int = 100_000) -> TimerCheck:
