@@ -121,12 +121,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
              + "; ".join(f"{c.id}: {c.agreement.reason}" for c in result.disagreeing))
     if result.slo_failed:
         _err(f"SLO failed in {len(result.slo_failed)} cell(s): " + ", ".join(c.id for c in result.slo_failed))
+    for c in result.invalid:
+        _err(f"{c.id}: server run INVALID: " + "; ".join(c.server.validity))
     if result.interrupted:
         _err(f"interrupted: {len(result.run.cells)} completed cell(s) kept in {result.path}")
         return EXIT_INTERRUPTED
     if result.failed:
         return EXIT_CELL_FAILED
-    return EXIT_NO if result.disagreeing or result.slo_failed else EXIT_OK
+    return EXIT_NO if result.disagreeing or result.slo_failed or result.invalid else EXIT_OK
 
 
 def _write_md(text: str, path: str | None, step_summary: bool) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 from bench.backends.options import BACKEND_OPTIONS, PluginOptions, TargetOptions
 from bench.errors import ConfigError
 
-SCENARIOS = ("single-stream", "offline")
+SCENARIOS = ("single-stream", "offline", "server")
+DEFAULT_SCENARIOS = ("single-stream", "offline")
 PRECISIONS = ("fp32", "fp16", "bf16")
 # Relative tolerance of max|out - ref| / max|ref| per precision (DESIGN.md, "Pitfalls").
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
@@ -66,6 +67,24 @@ class SloSpec:
 
 
 @dataclass(frozen=True)
+class ServerSpec:
+    """Open-loop Poisson load (the server scenario); each request is one batch."""
+
+    qps: float = 0.0  # target arrival rate, requests/s
+    duration_s: float = 0.0  # 0: long enough for a p99 bound at 99% confidence (662 requests), within max_seconds
+    seed: int = 0
+
+    def validate(self) -> tuple[str, str] | None:
+        if not self.qps > 0:
+            return "qps", f"{self.qps!r} is not allowed; the target rate must be > 0 requests/s"
+        if self.duration_s < 0:
+            return "duration_s", f"{self.duration_s!r} is not allowed; expected seconds >= 0"
+        if self.seed < 0:
+            return "seed", f"{self.seed!r} is not allowed; expected an integer >= 0"
+        return None
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     name: str
     backend: str
@@ -102,6 +121,7 @@ class BenchmarkSpec:
     seed: int = 0
     tolerance: float | None = None  # overrides DEFAULT_TOLERANCE when set
     trust_model: bool = False  # allow model files that may unpickle objects (.pt2)
+    server: ServerSpec | None = None  # required by the server scenario
 
     def tolerance_for(self, precision: str) -> float:
         return self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE[precision]
@@ -321,7 +341,7 @@ def _parse_slo(ctx: _Ctx, table: Any, path: str) -> SloSpec:
 
 _BENCH_KEYS = (
     "name", "model", "batch_sizes", "scenarios", "targets", "reference", "stop", "slo",
-    "model_args", "dims", "seed", "tolerance", "trust_model",
+    "model_args", "dims", "seed", "tolerance", "trust_model", "server",
 )
 
 
@@ -338,7 +358,7 @@ def _parse_benchmark(
     path = f"benchmark[{i}] ({name})"
     model = ctx.expect(table["model"], (str,), f"{path}.model", "a model reference")
     batch_sizes = _positive_int_list(ctx, table["batch_sizes"], f"{path}.batch_sizes")
-    scenarios_raw = ctx.expect(table.get("scenarios", list(SCENARIOS)), (list,), f"{path}.scenarios", "a list")
+    scenarios_raw = ctx.expect(table.get("scenarios", list(DEFAULT_SCENARIOS)), (list,), f"{path}.scenarios", "a list")
     if not scenarios_raw:
         raise ctx.fail(f"{path}.scenarios", f"[] is not allowed (allowed: {', '.join(SCENARIOS)})")
     scenarios = tuple(ctx.choice(s, SCENARIOS, f"{path}.scenarios[{j}]") for j, s in enumerate(scenarios_raw))
@@ -372,7 +392,16 @@ def _parse_benchmark(
         if not (tolerance > 0 and math.isfinite(tolerance)):
             raise ctx.fail(f"{path}.tolerance", f"{tolerance!r} is not allowed; expected a number > 0")
     trust_model = ctx.expect(table.get("trust_model", False), (bool,), f"{path}.trust_model", "true or false")
+    server = None
+    if "server" in table:
+        ctx.expect(table["server"], (dict,), f"{path}.server", "a table")
+        if "qps" not in table["server"]:
+            raise ctx.fail(f"{path}.server", "missing key 'qps' (the target rate, requests/s)")
+        server = build_record(ctx, ServerSpec, table["server"], f"{path}.server")
+    if "server" in scenarios and server is None:
+        raise ctx.fail(path, "the server scenario needs server = { qps = RATE } (requests/s)")
     return BenchmarkSpec(
+        server=server,
         trust_model=trust_model,
         name=name,
         model=model,

@@ -57,3 +57,33 @@ def load_run_json(out_dir: Path) -> dict:
     runs = sorted(out_dir.glob("*/run.json"))
     assert len(runs) == 1, runs
     return json.loads(runs[0].read_text())
+
+
+# A synthetic target of known, deterministic service time: busy-waits delay_us per call (no sleeping).
+SPIN_PLUGIN = """
+import contextlib, time
+import numpy as np
+
+
+class Spin:
+    def load(self, model, target):
+        self.ns = int(dict(target.options.items)["delay_us"] * 1000)
+
+    def bind(self, feeds):
+        ns, clock = self.ns, time.perf_counter_ns
+
+        def call():
+            end = clock() + ns
+            while clock() < end:
+                pass
+        return call
+
+    def outputs(self, feeds):
+        return [np.zeros(1)]
+
+    def context(self):
+        return contextlib.nullcontext()
+
+    def info(self):
+        return {"runtime": "spin"}
+"""

@@ -11,39 +11,8 @@ import pytest
 from bench.report.targets import rank_targets
 from bench.results.compare import judge
 from bench.results.files import read_run
-from tests.helpers import FAST_STOP, run_cli, write_suite
-
-SPIN = '''
-import time
-import numpy as np
-
-
-class SpinBackend:
-    """A synthetic target of known service time: busy-waits delay_us per call (no sleeping)."""
-
-    def load(self, model, target):
-        self.delay_ns = int(dict(target.options.items)["delay_us"] * 1000)
-
-    def bind(self, feeds):
-        delay, clock = self.delay_ns, time.perf_counter_ns
-
-        def call():
-            end = clock() + delay
-            while clock() < end:
-                pass
-        return call
-
-    def outputs(self, feeds):
-        return [np.zeros(1)]
-
-    def context(self):
-        import contextlib
-        return contextlib.nullcontext()
-
-    def info(self):
-        return {"runtime": "spin"}
-'''
-
+from bench.results.schema import SCHEMA_VERSION
+from tests.helpers import FAST_STOP, SPIN_PLUGIN, run_cli, write_suite
 
 def spin_suite(delay_us: int) -> str:
     stop = FAST_STOP.replace("min_seconds = 0.05", "min_seconds = 0.3")
@@ -52,7 +21,7 @@ def spin_suite(delay_us: int) -> str:
         name = "spin"
 
         [targets.spin]
-        backend = "bench_spin:SpinBackend"
+        backend = "bench_spin:Spin"
         delay_us = {delay_us}
 
         [[benchmark]]
@@ -74,7 +43,7 @@ def spin_runs(tmp_path_factory):
     from bench import cli
 
     tmp = tmp_path_factory.mktemp("spin")
-    (tmp / "bench_spin.py").write_text(textwrap.dedent(SPIN))
+    (tmp / "bench_spin.py").write_text(SPIN_PLUGIN)
     sys.path.insert(0, str(tmp))
     runs = {}
     try:
@@ -140,7 +109,7 @@ def test_mismatched_environments_are_not_comparable(spin_runs, capsys, tmp_path)
 @pytest.mark.parametrize("mutate, message", [
     (lambda text: text[: len(text) // 3], "not JSON (truncated or corrupt?)"),
     (lambda text: "not json at all", "not JSON"),
-    (lambda text: text.replace('"schema_version": 2', '"schema_version": 99', 1), "newer than this harness reads"),
+    (lambda text: text.replace(f'"schema_version": {SCHEMA_VERSION}', '"schema_version": 99', 1), "newer than this harness reads"),
     (lambda text: text.replace('"name": "spin"', '"name": "other-suite"', 1), "differs from the base's 'spin'"),
 ])
 def test_bad_result_files_exit_2(spin_runs, capsys, tmp_path, mutate, message):
@@ -201,7 +170,7 @@ def test_report_and_run_markdown(spin_runs, capsys, tmp_path, monkeypatch):
     assert "| `s/spin/b1/single-stream` | ok |" in md.read_text()
     summary = tmp_path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    suite = write_suite(tmp_path, spin_suite(100).replace('"bench_spin:SpinBackend"', '"onnxruntime"').replace(
+    suite = write_suite(tmp_path, spin_suite(100).replace('"bench_spin:Spin"', '"onnxruntime"').replace(
         "delay_us = 100", ""))
     code, _, _ = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"), "--md", str(tmp_path / "run.md"))
     assert code == 0

@@ -12,7 +12,9 @@ from bench.results.files import RunDir, read_run
 from bench.results.schema import SCHEMA_VERSION, Run, from_json, json_schema, to_json
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v2.json"  # the current version, written by a real run
+SAMPLE = ROOT / "tests/data/run_v3.json"  # the current version, written by a real run
+SAMPLE_V2 = ROOT / "tests/data/run_v2.json"
+SCHEMA_V2_FILE = ROOT / "tests/data/run_v2.schema.json"
 SAMPLE_V1 = ROOT / "tests/data/run_v1.json"  # written by the harness at schema version 1
 SCHEMA_FILE = ROOT / "bench/results/run.schema.json"
 SCHEMA_V1_FILE = ROOT / "tests/data/run_v1.schema.json"
@@ -29,12 +31,24 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 2
+    assert run.schema_version == SCHEMA_VERSION == 3
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
     assert ok and all(c.metrics.throughput.ci_low is None and c.throughput_series is None for c in ok)
     assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
+
+
+def test_committed_v2_file_upgrades_to_the_current_version():
+    doc = json.loads(SAMPLE_V2.read_text())
+    assert doc["schema_version"] == 2
+    jsonschema.validate(doc, json.loads(SCHEMA_V2_FILE.read_text()))
+    run = read_run(SAMPLE_V2)
+    assert run.schema_version == SCHEMA_VERSION
+    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
+    assert all(c.server is None for c in run.cells)
+    assert [c.metrics.throughput.ci_low for c in run.cells if c.metrics] == [
+        c["metrics"]["throughput"]["ci_low"] for c in doc["cells"] if c["metrics"]]
 
 
 def test_committed_current_sample_validates_and_round_trips():
@@ -49,11 +63,14 @@ def test_committed_current_sample_validates_and_round_trips():
     assert statuses == {"ok", "failed", "skipped"}
     ok = [c for c in run.cells if c.status == "ok"]
     assert all(c.metrics.throughput.unit == "samples/s" for c in ok)
+    server = [c for c in ok if c.scenario == "server"]
+    assert server and server[0].server.valid and server[0].server.requests == server[0].metrics.latency_ms.n
     for c in ok:  # v2 fills the intervals
         tp = c.metrics.throughput
         assert tp.ci_low < tp.value < tp.ci_high and tp.confidence == 0.95
         assert c.metrics.latency_ms.p50.ci_low <= c.metrics.latency_ms.p50.value <= c.metrics.latency_ms.p50.ci_high
-        assert c.metrics.latency_ms.histogram is not None and c.throughput_series.values
+        assert c.metrics.latency_ms.histogram is not None
+        assert c.throughput_series.values if c.server is None else c.server.queue_depth.values
 
 
 def test_reader_refuses_newer_schema_with_the_fix(tmp_path):

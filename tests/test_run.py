@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from bench.results.files import read_run
+from bench.results.schema import SCHEMA_VERSION
 from tests.helpers import load_run_json, run_cli, tiny_suite, write_suite
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "bench/results/run.schema.json").read_text())
@@ -63,7 +64,7 @@ def test_run_end_to_end_writes_valid_comparable_results(tmp_path, capsys):
     doc = load_run_json(out)
     jsonschema.validate(doc, SCHEMA)
     run = read_run(next(out.glob("*/run.json")))
-    assert run.status == "complete" and run.schema_version == 2
+    assert run.status == "complete" and run.schema_version == SCHEMA_VERSION
     assert [c.id for c in run.cells] == [
         "m/ort/b1/single-stream", "m/ort/b1/offline", "m/ort/b4/single-stream", "m/ort/b4/offline",
         "m/torch/b1/single-stream", "m/torch/b1/offline", "m/torch/b4/single-stream", "m/torch/b4/offline",

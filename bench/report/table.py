@@ -63,7 +63,8 @@ def summary_table(run: Run) -> Table:
                 fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high),
                 str(lat.n),
                 f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-",
-                agree_text, slo_text, stop_word(c.stop_reason),
+                agree_text, slo_text,
+                stop_word(c.stop_reason) if c.server is None else ("valid" if c.server.valid else "INVALID"),
             )
         else:
             table.add_row(c.benchmark, c.target.name, str(c.batch_size), c.scenario, c.status,

@@ -15,7 +15,12 @@ def update_to_2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: update_to_2}
+def update_to_3(doc: dict[str, Any]) -> dict[str, Any]:
+    """v2 -> v3: `server` is new and optional, and v2 had no server scenario: version alone."""
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: update_to_2, 3: update_to_3}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

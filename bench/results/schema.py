@@ -9,6 +9,9 @@ committed file of the old version):
      throughput and latency; the histogram stores `first_bucket` and the counts from it;
      `throughput_series` per cell; `warmup.steady_state_cut`. A v1 file upgrades by its version
      alone (its histograms were always null; every new field has a default).
+  3  (2026-11) the server scenario: `server` per cell (target, offered and achieved rates,
+     validity and its reasons, the generator's issue error, queue depth over time). A v2 file
+     upgrades by its version alone (no v2 cell is a server cell).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 by `json_schema()`; a test keeps the two equal.
@@ -21,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CellStatus = Literal["ok", "failed", "skipped"]
 RunStatus = Literal["running", "complete", "interrupted"]
@@ -156,6 +159,20 @@ class TargetInfo:
 
 
 @dataclass(frozen=True)
+class ServerInfo:
+    """What the server scenario offered, what the target achieved, and whether the run counts."""
+
+    target_qps: float
+    offered_qps: float  # the Poisson schedule's own rate (n / last arrival): the target, give or take 1/sqrt(n)
+    achieved_qps: float  # completions / (last completion)
+    requests: int
+    valid: bool
+    validity: tuple[str, ...]  # why it is invalid; empty when valid
+    issue_error_p99_us: float | None  # the generator's lateness on requests that found the server idle
+    queue_depth: Series
+
+
+@dataclass(frozen=True)
 class Cell:
     id: str
     benchmark: str
@@ -179,6 +196,7 @@ class Cell:
     slo: Slo | None = None
     stderr_tail: str | None = None
     throughput_series: Series | None = None
+    server: ServerInfo | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ single-stream: one request (one batch) at a time, the next issued when the previ
                the headline figure is per-request latency.
 offline:       batches issued back to back for throughput; the headline figure is samples/s
                over the measured window (latency per batch is kept too).
-On a CPU backend both issue one batch at a time from one thread, so their loops are the same
-code; they differ in what is reported first, and in later issues in how the GPU is synchronised.
+server:        open-loop Poisson arrivals at a target rate (bench.scenarios.server); latency runs
+               from each request's scheduled arrival, so queueing is never hidden.
+On a CPU backend single-stream and offline both issue one batch at a time from one thread, so their
+loops are the same code; they differ in what is reported first, and in later issues in how the GPU
+is synchronised.
 """
-SCENARIOS = ("single-stream", "offline")
+SCENARIOS = ("single-stream", "offline", "server")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bench import backends
-from bench.config import StopSpec, TargetSpec
+from bench.config import ServerSpec, StopSpec, TargetSpec
 from bench.models.inputs import inputs_sha256, make_inputs
 from bench.models.loader import PreparedModel
 from bench.scenarios.loops import measure
@@ -33,6 +33,7 @@ class CellJob:
     stop: StopSpec
     seed: int
     outputs_path: str  # .npz the worker writes its outputs to, for the agreement check
+    server: ServerSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class CellOutcome:
     peak_rss_bytes: int
     backend_info: dict[str, Any]
     inputs_sha256: str
+    server: Any = None  # bench.scenarios.server.ServerRun for the server scenario
 
 
 def peak_rss_bytes() -> int:
@@ -76,6 +78,8 @@ def run_cell(job: CellJob) -> CellOutcome:
     load_seconds = time.perf_counter() - t0
     fn = backend.bind(feeds)
     # No numba here: the worker's memory is a reported figure; the parent finds the steady state.
+    if job.scenario == "server":
+        return _run_server_cell(job, backend, fn, feeds, t0, load_seconds)
     with backend.context():
         result = measure(fn, job.stop, rule_for(job.stop))
     return CellOutcome(
@@ -88,4 +92,36 @@ def run_cell(job: CellJob) -> CellOutcome:
         peak_rss_bytes=peak_rss_bytes(),
         backend_info=backend.info(),
         inputs_sha256=inputs_sha256(feeds),
+    )
+
+
+MIN_SERVER_REQUESTS = 662  # p99 bound at 99% confidence (bench.stats.min_samples_for_bound)
+
+
+def server_duration_s(spec: ServerSpec, stop: StopSpec) -> float:
+    if spec.duration_s > 0:
+        return spec.duration_s
+    return min(max(stop.min_seconds, 1.2 * MIN_SERVER_REQUESTS / spec.qps), stop.max_seconds)
+
+
+def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float, load_seconds: float) -> CellOutcome:
+    from bench.scenarios.loops import warm_up
+    from bench.scenarios.server import poisson_schedule, run_server
+
+    assert job.server is not None
+    schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
+    with backend.context():
+        warm = warm_up(fn, job.stop, time.perf_counter_ns)
+        served = run_server(fn, schedule)
+    return CellOutcome(
+        latencies_ns=served.latencies_ns,
+        window_ns=int(served.end_ns[-1]) if served.end_ns.size else 0,
+        warmup_latencies_ns=warm,
+        warmup_seconds=float(warm.sum()) / 1e9,
+        stop_reason=f"server schedule of {schedule.size} Poisson arrivals at {job.server.qps:g}/s served",
+        load_seconds=load_seconds,
+        peak_rss_bytes=peak_rss_bytes(),
+        backend_info=backend.info(),
+        inputs_sha256=inputs_sha256(feeds),
+        server=served,
     )

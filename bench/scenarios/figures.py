@@ -58,3 +58,44 @@ def cell_metrics(latencies_ns: np.ndarray, window_ns: int, batch_size: int, stop
     window = max(10_000_000, int(window_ns // SERIES_WINDOWS))
     series = Series(window / 1e9, tuple(float(v) for v in stats.throughput_series(latencies_ns, batch_size, window)))
     return Metrics(tp, latency), series
+
+
+def server_figures(run, batch_size: int, target_qps: float, confidence: float, slo_limits: dict[str, float],
+                   latency: Latency) -> tuple[Throughput, "ServerInfo"]:
+    """Throughput and validity of a server-scenario cell (run: bench.scenarios.server.ServerRun)."""
+    import math
+
+    from bench.results.schema import ServerInfo
+    from bench.scenarios.server import ISSUE_ERROR_LIMIT_NS
+
+    n = int(run.end_ns.size)
+    span_s = float(run.end_ns[-1]) / 1e9 if n else 0.0
+    achieved = run.achieved_qps()
+    offered = n / (float(run.scheduled_ns[-1]) / 1e9) if n and run.scheduled_ns[-1] > 0 else 0.0
+    z = stats.normal_quantile(0.5 + confidence / 2)
+    # Completions in the span are a count: its interval by the normal approximation to Poisson.
+    half = z * math.sqrt(n) / span_s if span_s > 0 else float("nan")
+    tp = Throughput(achieved * batch_size, (achieved - half) * batch_size, (achieved + half) * batch_size,
+                    method="completed requests x batch / span; Poisson count interval", confidence=confidence)
+    reasons = []
+    needed = stats.min_samples_for_bound(0.99, 0.99)
+    if n < needed:
+        reasons.append(f"only {n} requests: a p99 bound at 99% confidence needs {needed}")
+    if achieved < 0.99 * offered:
+        reasons.append(f"achieved {achieved:,.1f}/s is more than 1% below the offered {offered:,.1f}/s: "
+                       "the target cannot keep up with this rate")
+    errors = run.idle_issue_error_ns
+    issue_p99 = float(np.percentile(errors, 99)) if errors.size else None
+    if issue_p99 is not None and issue_p99 > ISSUE_ERROR_LIMIT_NS:
+        reasons.append(f"the generator ran late (issue error p99 {issue_p99 / 1e3:.0f} µs > "
+                       f"{ISSUE_ERROR_LIMIT_NS / 1e3:.0f} µs): the rate offered was lower than asked")
+    for key, limit in slo_limits.items():
+        value = getattr(latency, key.removesuffix("_ms")).value
+        if value > limit:
+            reasons.append(f"{key.removesuffix('_ms')} {value:.3g} ms is over the SLO of {limit:g} ms")
+    window = max(10_000_000, int(run.end_ns[-1] // SERIES_WINDOWS)) if n else 10_000_000
+    depth = run.queue_depth(window)
+    info = ServerInfo(target_qps, offered, achieved, n, not reasons, tuple(reasons),
+                      None if issue_p99 is None else issue_p99 / 1e3,
+                      Series(window / 1e9, tuple(float(d) for d in depth)))
+    return tp, info

@@ -20,11 +20,11 @@ from bench.measure.environment import cuda_available, fingerprint
 from bench.models.loader import ModelRef, PreparedModel, classify, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.schema import (
-    SCHEMA_VERSION, Agreement, Cell, Latency, Memory, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
+    SCHEMA_VERSION, Agreement, Cell, Latency, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
     TargetInfo, Warmup,
 )
 from bench.scenarios.cell import CellJob, CellOutcome
-from bench.scenarios.figures import cell_metrics
+from bench.scenarios.figures import cell_metrics, server_figures
 from bench.worker import WorkerFailure, run_in_worker
 
 LOAD_ALLOWANCE_S = 300.0  # time a worker may take to start, load and check outputs
@@ -63,6 +63,10 @@ class SuiteResult:
     @property
     def disagreeing(self) -> list[Cell]:
         return [c for c in self.run.cells if c.agreement is not None and c.agreement.verdict == "fail"]
+
+    @property
+    def invalid(self) -> list[Cell]:
+        return [c for c in self.run.cells if c.server is not None and not c.server.valid]
 
     @property
     def slo_failed(self) -> list[Cell]:
@@ -165,18 +169,28 @@ class _CellBuilder:
             return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
 
     def ok(self, p: PlannedCell, out: CellOutcome) -> Cell:
-        cut = stats.steady_state_cut(out.latencies_ns) if out.latencies_ns.size >= 20 else 0
+        # In the server scenario, early latencies are real queueing, not warm-up (that ran before).
+        server_cell = out.server is not None
+        cut = stats.steady_state_cut(out.latencies_ns) if out.latencies_ns.size >= 20 and not server_cell else 0
         kept = out.latencies_ns[cut:]
         # Calls within a chunk run back to back: the kept window is the sum of kept latencies.
         window_ns = out.window_ns if cut == 0 else int(kept.sum())
         metrics, series = cell_metrics(kept, window_ns, p.batch_size, p.benchmark.stop, p.benchmark.seed)
         latency = metrics.latency_ms
+        server_info = None
+        if server_cell:
+            slo = p.benchmark.slo.limits() if p.benchmark.slo else {}
+            tp, server_info = server_figures(out.server, p.batch_size, p.benchmark.server.qps,
+                                             p.benchmark.stop.confidence, slo, latency)
+            metrics = Metrics(tp, latency)
+            series = None
         samples = self.run_dir.write_samples(p.index, kept)
         info = out.backend_info
         cell = self.base(
             p, "ok",
             metrics=metrics,
             throughput_series=series,
+            server=server_info,
             memory=Memory(out.peak_rss_bytes, None),
             agreement=self.agreement(p),
             warmup=Warmup(
@@ -245,8 +259,11 @@ def run_suite(
                         index=p.index, cell_id=p.id, benchmark=p.benchmark.name, model=models[p.benchmark.name],
                         target=p.target, batch_size=p.batch_size, scenario=p.scenario, stop=p.benchmark.stop,
                         seed=p.benchmark.seed, outputs_path=str(builder.outputs_path(p.benchmark.name, p.target.name, p.batch_size)),
+                        server=p.benchmark.server,
                     )
-                    timeout = p.benchmark.stop.max_seconds + p.benchmark.stop.warmup_seconds + LOAD_ALLOWANCE_S
+                    busy = p.benchmark.server.duration_s if p.scenario == "server" and p.benchmark.server else 0.0
+                    timeout = (max(p.benchmark.stop.max_seconds, busy) * 2 + p.benchmark.stop.warmup_seconds
+                               + LOAD_ALLOWANCE_S)
                     stderr_path = Path(tmp) / f"worker-{p.index:04d}.stderr"
                     outcome = run_in_worker(job, stderr_path, timeout)
                     stderr_path.unlink(missing_ok=True)

@@ -1,0 +1,106 @@
+"""Server scenario: open-loop Poisson arrivals at a target rate, latency from the scheduled arrival.
+
+Arrivals are scheduled up front from a seeded exponential inter-arrival law (rate lambda). One
+thread both issues and serves, first come first served: when a request's scheduled time is in the
+future it waits for it (sleeping until ~200 µs before, then spinning), otherwise it starts at once.
+Every latency runs from the *scheduled* arrival to the end of the call, so a late issuer or a busy
+server cannot hide queueing (no coordinated omission: a request that waited in the queue carries
+its wait). For a single FIFO server this accounting is exact: it is the Lindley recursion.
+
+Issue error is measured only for requests that found the server idle (start - scheduled), which is
+the generator's own lateness; the run is invalid when its p99 exceeds ISSUE_ERROR_LIMIT_NS, since
+then the rate actually offered was lower than the one asked for.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.backends import BoundCall
+from bench.scenarios.loops import as_call
+
+ISSUE_ERROR_LIMIT_NS = 50_000  # 50 µs at p99
+SPIN_BELOW_NS = 200_000  # sleep until this close to the due time, then spin
+
+
+def poisson_schedule(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
+    """Arrival offsets (ns, int64, from 0) of a Poisson process of `rate_qps` over `duration_s`."""
+    if not rate_qps > 0:
+        raise ValueError(f"rate {rate_qps!r}: must be > 0 requests/s")
+    rng = np.random.default_rng(seed)
+    expected = rate_qps * duration_s
+    gaps = rng.exponential(1e9 / rate_qps, int(expected + 10 * np.sqrt(expected) + 10))
+    arrivals = np.cumsum(gaps)
+    return arrivals[arrivals <= duration_s * 1e9].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ServerRun:
+    scheduled_ns: np.ndarray  # arrival offsets asked for (from t0)
+    start_ns: np.ndarray  # when each call started (from t0)
+    end_ns: np.ndarray  # when each call ended (from t0)
+
+    @property
+    def latencies_ns(self) -> np.ndarray:
+        return self.end_ns - self.scheduled_ns
+
+    @property
+    def idle_issue_error_ns(self) -> np.ndarray:
+        """start - scheduled for the requests that found the server idle: the issuer's lateness."""
+        prev_end = np.concatenate([[np.iinfo(np.int64).min], self.end_ns[:-1]])
+        idle = prev_end <= self.scheduled_ns
+        return (self.start_ns - self.scheduled_ns)[idle]
+
+    def queue_depth(self, window_ns: int) -> np.ndarray:
+        """Requests arrived but not finished, sampled at the end of each window."""
+        if self.end_ns.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        times = np.arange(window_ns, int(self.end_ns[-1]) + window_ns, window_ns)
+        arrived = np.searchsorted(self.scheduled_ns, times, side="right")
+        done = np.searchsorted(np.sort(self.end_ns), times, side="right")
+        return (arrived - done).astype(np.int64)
+
+    def achieved_qps(self) -> float:
+        """Completed requests over the span from the first arrival to the last completion."""
+        span = float(self.end_ns[-1]) if self.end_ns.size else 0.0
+        return self.end_ns.size / (span / 1e9) if span > 0 else 0.0
+
+
+def run_server(call: BoundCall | Callable[[], Any], schedule_ns: np.ndarray,
+               clock: Callable[[], int] = time.perf_counter_ns,
+               sleep: Callable[[float], None] = time.sleep,
+               before_issue: Callable[[], None] | None = None) -> ServerRun:
+    """Serve every scheduled arrival once, FIFO. `before_issue` runs before each call (tests use
+    it to slow the issuer down: its delay must show up in the latencies)."""
+    fn, args = as_call(call)
+    n = schedule_ns.size
+    starts = np.empty(n, dtype=np.int64)
+    ends = np.empty(n, dtype=np.int64)
+    sched = schedule_ns.tolist()  # Python ints: no numpy scalar arithmetic inside the loop
+    t0 = clock() + 1_000_000  # start 1 ms from now, so the first arrival is not already late
+    for k in range(n):
+        due = t0 + sched[k]
+        now = clock()
+        if due - now > SPIN_BELOW_NS:
+            sleep((due - now - SPIN_BELOW_NS) / 1e9)
+        while clock() < due:
+            pass
+        if before_issue is not None:
+            before_issue()
+        start = clock()
+        fn(*args)
+        end = clock()
+        starts[k] = start - t0
+        ends[k] = end - t0
+    return ServerRun(schedule_ns.astype(np.int64), starts, ends)
+
+
+def md1_mean_latency_s(service_s: float, rate_qps: float) -> float:
+    """Mean sojourn time of an M/D/1 queue (Pollaczek-Khinchine): S + rho S / (2 (1 - rho))."""
+    rho = rate_qps * service_s
+    if rho >= 1:
+        raise ValueError(f"utilisation {rho:.2f} >= 1: the queue grows without bound")
+    return service_s + rho * service_s / (2 * (1 - rho))
