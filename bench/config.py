@@ -21,7 +21,7 @@ from typing import Any
 from bench.backends.options import BACKEND_OPTIONS, PluginOptions, TargetOptions
 from bench.errors import ConfigError
 
-SCENARIOS = ("single-stream", "offline", "server")
+SCENARIOS = ("single-stream", "offline", "server", "multi-stream")
 DEFAULT_SCENARIOS = ("single-stream", "offline")
 PRECISIONS = ("fp32", "fp16", "bf16")
 # Relative tolerance of max|out - ref| / max|ref| per precision (DESIGN.md, "Pitfalls").
@@ -122,6 +122,7 @@ class BenchmarkSpec:
     tolerance: float | None = None  # overrides DEFAULT_TOLERANCE when set
     trust_model: bool = False  # allow model files that may unpickle objects (.pt2)
     server: ServerSpec | None = None  # required by the server scenario
+    concurrency: tuple[int, ...] = ()  # client counts of the multi-stream sweep
 
     def tolerance_for(self, precision: str) -> float:
         return self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE[precision]
@@ -341,7 +342,7 @@ def _parse_slo(ctx: _Ctx, table: Any, path: str) -> SloSpec:
 
 _BENCH_KEYS = (
     "name", "model", "batch_sizes", "scenarios", "targets", "reference", "stop", "slo",
-    "model_args", "dims", "seed", "tolerance", "trust_model", "server",
+    "model_args", "dims", "seed", "tolerance", "trust_model", "server", "concurrency",
 )
 
 
@@ -400,7 +401,17 @@ def _parse_benchmark(
         server = build_record(ctx, ServerSpec, table["server"], f"{path}.server")
     if "server" in scenarios and server is None:
         raise ctx.fail(path, "the server scenario needs server = { qps = RATE } (requests/s)")
+    concurrency: tuple[int, ...] = ()
+    if "concurrency" in table:
+        raw = ctx.expect(table["concurrency"], (list,), f"{path}.concurrency", "a list of client counts >= 1")
+        for j, c in enumerate(raw):
+            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+                raise ctx.fail(f"{path}.concurrency[{j}]", f"{c!r} is not allowed; expected a client count >= 1")
+        concurrency = tuple(sorted(set(raw)))
+    if "multi-stream" in scenarios and not concurrency:
+        raise ctx.fail(path, "the multi-stream scenario needs concurrency = [1, 2, 4, ...] (client counts)")
     return BenchmarkSpec(
+        concurrency=concurrency,
         server=server,
         trust_model=trust_model,
         name=name,

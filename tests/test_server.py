@@ -136,3 +136,90 @@ def test_server_config_is_checked(change, message):
 def test_slo_without_a_percentile_is_refused():
     with pytest.raises(ConfigError, match="unknown key 'ms'"):
         parse_suite(tiny_suite(bench_extra="slo = { ms = 20 }"))
+
+
+# --- multi-stream: closed-loop clients on threads --------------------------------------------
+
+SLEEP_PLUGIN = '''
+import contextlib, time
+import numpy as np
+
+
+class Sleep:
+    """Waits delay_us per call with the GIL released, like a runtime computing in C."""
+
+    def load(self, model, target):
+        self.s = dict(target.options.items)["delay_us"] / 1e6
+
+    def bind(self, feeds):
+        return lambda: time.sleep(self.s)
+
+    def outputs(self, feeds):
+        return [np.zeros(1)]
+
+    def context(self):
+        return contextlib.nullcontext()
+
+    def info(self):
+        return {"runtime": "sleep"}
+'''
+
+
+def clients_suite(extra: str = "") -> str:
+    return textwrap.dedent(f"""
+        [targets.sleep]
+        backend = "bench_sleep_plugin:Sleep"
+        delay_us = 2000
+
+        [[benchmark]]
+        name = "ms"
+        model = "zoo:mlp"
+        model_args = {{ in_features = 4, width = 4, depth = 1, classes = 2 }}
+        batch_sizes = [2]
+        scenarios = ["multi-stream"]
+        concurrency = [4, 1]
+        targets = ["sleep"]
+        stop = {{ min_seconds = 0.6, max_seconds = 1, warmup_iterations = 2, warmup_seconds = 0.0 }}
+        {extra}
+    """)
+
+
+@pytest.fixture
+def sleep_plugin(tmp_path, monkeypatch):
+    (tmp_path / "bench_sleep_plugin.py").write_text(textwrap.dedent(SLEEP_PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_multi_stream_clients_scale_and_report_per_client(tmp_path, capsys, sleep_plugin):
+    suite = write_suite(tmp_path, clients_suite())
+    code, out, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    cells = {c["concurrency"]: c for c in load_run_json(tmp_path / "r")["cells"]}
+    assert [c["id"] for c in cells.values()] == ["ms/sleep/b2/multi-stream/c1", "ms/sleep/b2/multi-stream/c4"]
+    one, four = cells[1]["metrics"]["throughput"]["value"], cells[4]["metrics"]["throughput"]["value"]
+    assert one == pytest.approx(2 / 0.002, rel=0.25)  # batch 2 every ~2 ms
+    assert four / one == pytest.approx(4, rel=0.2)  # four clients, four times the samples/s
+    clients = cells[4]["clients"]
+    assert clients["concurrency"] == 4 and len(clients["throughput_per_client"]) == 4
+    assert sum(clients["throughput_per_client"]) == pytest.approx(four, rel=0.01)
+    assert "multi-stream c4" in out
+
+
+def test_concurrency_sweep_stops_when_the_slo_breaks(tmp_path, capsys, sleep_plugin):
+    suite = write_suite(tmp_path, clients_suite("slo = { p99_ms = 1 }").replace("[4, 1]", "[1, 2, 4]"))
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 1 and "SLO failed" in err
+    cells = load_run_json(tmp_path / "r")["cells"]
+    assert [c["status"] for c in cells] == ["ok", "skipped", "skipped"]
+    assert cells[1]["reason"] == "sweep stopped: the SLO broke at concurrency 1"
+
+
+@pytest.mark.parametrize("change, message", [
+    ("concurrency = [0]", "concurrency[0]: 0 is not allowed; expected a client count >= 1"),
+    ('concurrency = ["2"]', "concurrency[0]: '2' is not allowed"),
+    ("", "the multi-stream scenario needs concurrency = [1, 2, 4, ...]"),
+])
+def test_concurrency_config_is_checked(change, message):
+    with pytest.raises(ConfigError) as err:
+        parse_suite(tiny_suite(scenarios='["multi-stream"]', bench_extra=change), "s.toml")
+    assert message in str(err.value)

@@ -37,6 +37,10 @@ def stop_word(reason: str | None) -> str:
     return reason.split(" ", 1)[0]
 
 
+def _scenario(c: Cell) -> str:
+    return f"{c.scenario} c{c.concurrency}" if c.scenario == "multi-stream" else c.scenario
+
+
 def summary_table(run: Run) -> Table:
     confidence = next((c.metrics.latency_ms.confidence for c in run.cells if c.metrics), None)
     ci = f" · ± = {confidence:.0%} CI half-width" if confidence else ""
@@ -57,7 +61,7 @@ def summary_table(run: Run) -> Table:
             )
             slo_text = "-" if c.slo is None else ("pass" if c.slo.passed else "FAIL")
             table.add_row(
-                c.benchmark, c.target.name, str(c.batch_size), c.scenario, c.status,
+                c.benchmark, c.target.name, str(c.batch_size), _scenario(c), c.status,
                 fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
                 fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high),
                 fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high),
@@ -67,7 +71,7 @@ def summary_table(run: Run) -> Table:
                 stop_word(c.stop_reason) if c.server is None else ("valid" if c.server.valid else "INVALID"),
             )
         else:
-            table.add_row(c.benchmark, c.target.name, str(c.batch_size), c.scenario, c.status,
+            table.add_row(c.benchmark, c.target.name, str(c.batch_size), _scenario(c), c.status,
                           "-", "-", "-", "-", "-", c.reason[:60], "-", "-")
     return table
 

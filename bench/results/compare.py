@@ -69,7 +69,8 @@ class Comparison:
 
 
 def cell_key(c: Cell) -> str:
-    return f"{c.benchmark}|{c.model.sha256[:12]}|{c.target.name}|b{c.batch_size}|{c.scenario}"
+    key = f"{c.benchmark}|{c.model.sha256[:12]}|{c.target.name}|b{c.batch_size}|{c.scenario}"
+    return key + (f"|c{c.concurrency}" if c.scenario == "multi-stream" else "")
 
 
 # What decides whether figures from two machines or software stacks can be compared at all.

@@ -9,9 +9,10 @@ committed file of the old version):
      throughput and latency; the histogram stores `first_bucket` and the counts from it;
      `throughput_series` per cell; `warmup.steady_state_cut`. A v1 file upgrades by its version
      alone (its histograms were always null; every new field has a default).
-  3  (2026-11) the server scenario: `server` per cell (target, offered and achieved rates,
-     validity and its reasons, the generator's issue error, queue depth over time). A v2 file
-     upgrades by its version alone (no v2 cell is a server cell).
+  3  (2026-11) the server and multi-stream scenarios: `server` per cell (target, offered and
+     achieved rates, validity and its reasons, the generator's issue error, queue depth over
+     time); `concurrency` and `clients` (per-client figures). A v2 file upgrades by its version
+     alone (no v2 cell is a server or multi-stream cell; concurrency defaults to 1).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 by `json_schema()`; a test keeps the two equal.
@@ -173,6 +174,15 @@ class ServerInfo:
 
 
 @dataclass(frozen=True)
+class ClientsInfo:
+    """Multi-stream: per-client figures of N closed-loop clients."""
+
+    concurrency: int
+    throughput_per_client: tuple[float, ...]  # samples/s
+    p99_ms_per_client: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Cell:
     id: str
     benchmark: str
@@ -197,6 +207,8 @@ class Cell:
     stderr_tail: str | None = None
     throughput_series: Series | None = None
     server: ServerInfo | None = None
+    concurrency: int = 1
+    clients: ClientsInfo | None = None
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ offline:       batches issued back to back for throughput; the headline figure i
                over the measured window (latency per batch is kept too).
 server:        open-loop Poisson arrivals at a target rate (bench.scenarios.server); latency runs
                from each request's scheduled arrival, so queueing is never hidden.
+multi-stream:  N closed-loop clients on threads (bench.scenarios.multistream), one cell per client
+               count of the benchmark's `concurrency` sweep; the sweep stops once the SLO breaks.
 On a CPU backend single-stream and offline both issue one batch at a time from one thread, so their
 loops are the same code; they differ in what is reported first, and in later issues in how the GPU
 is synchronised.
 """
-SCENARIOS = ("single-stream", "offline", "server")
+SCENARIOS = ("single-stream", "offline", "server", "multi-stream")

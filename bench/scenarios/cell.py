@@ -34,6 +34,7 @@ class CellJob:
     seed: int
     outputs_path: str  # .npz the worker writes its outputs to, for the agreement check
     server: ServerSpec | None = None
+    concurrency: int = 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class CellOutcome:
     backend_info: dict[str, Any]
     inputs_sha256: str
     server: Any = None  # bench.scenarios.server.ServerRun for the server scenario
+    clients: tuple | None = None  # multi-stream: each client's latencies (ns)
 
 
 def peak_rss_bytes() -> int:
@@ -80,6 +82,8 @@ def run_cell(job: CellJob) -> CellOutcome:
     # No numba here: the worker's memory is a reported figure; the parent finds the steady state.
     if job.scenario == "server":
         return _run_server_cell(job, backend, fn, feeds, t0, load_seconds)
+    if job.scenario == "multi-stream":
+        return _run_clients_cell(job, backend, fn, feeds, load_seconds)
     with backend.context():
         result = measure(fn, job.stop, rule_for(job.stop))
     return CellOutcome(
@@ -124,4 +128,26 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
         backend_info=backend.info(),
         inputs_sha256=inputs_sha256(feeds),
         server=served,
+    )
+
+
+def _run_clients_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_seconds: float) -> CellOutcome:
+    from bench.scenarios.loops import warm_up
+    from bench.scenarios.multistream import run_clients
+
+    with backend.context():
+        warm = warm_up(fn, job.stop, time.perf_counter_ns)
+    duration = min(max(job.stop.min_seconds, 0.2), job.stop.max_seconds)
+    ran = run_clients(fn, job.concurrency, duration, backend.context)
+    return CellOutcome(
+        latencies_ns=np.concatenate(ran.latencies_ns),
+        window_ns=ran.window_ns,
+        warmup_latencies_ns=warm,
+        warmup_seconds=float(warm.sum()) / 1e9,
+        stop_reason=f"{job.concurrency} closed-loop clients for {duration:g} s (min_seconds, capped at max_seconds)",
+        load_seconds=load_seconds,
+        peak_rss_bytes=peak_rss_bytes(),
+        backend_info=backend.info(),
+        inputs_sha256=inputs_sha256(feeds),
+        clients=ran.latencies_ns,
     )

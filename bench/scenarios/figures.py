@@ -52,9 +52,11 @@ def cell_metrics(latencies_ns: np.ndarray, window_ns: int, batch_size: int, stop
         confidence=c,
     )
     value = summary.n * batch_size / (window_ns / 1e9)
-    # throughput = batch / mean latency (the window is the sum of the latencies)
-    tp = Throughput(value, batch_size / (mean_iv.high / 1e9), batch_size / (mean_iv.low / 1e9),
-                    method=f"batch / mean latency; mean by {mean_iv.method}", confidence=c)
+    # throughput = batch / mean latency (x clients): its relative interval is the mean's, inverted
+    mean_ns = summary.mean_ms * 1e6
+    tp = Throughput(value, value * mean_ns / mean_iv.high, value * mean_ns / mean_iv.low,
+                    method=f"samples / window; relative interval of the mean latency by {mean_iv.method}, inverted",
+                    confidence=c)
     window = max(10_000_000, int(window_ns // SERIES_WINDOWS))
     series = Series(window / 1e9, tuple(float(v) for v in stats.throughput_series(latencies_ns, batch_size, window)))
     return Metrics(tp, latency), series

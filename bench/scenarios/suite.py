@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from bench import stats
 from bench.agreement import check_reference, compare_outputs, load_outputs
 from bench.config import BenchmarkSpec, SuiteSpec, TargetSpec
@@ -20,7 +22,7 @@ from bench.measure.environment import cuda_available, fingerprint
 from bench.models.loader import ModelRef, PreparedModel, classify, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.schema import (
-    SCHEMA_VERSION, Agreement, Cell, Latency, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
+    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
     TargetInfo, Warmup,
 )
 from bench.scenarios.cell import CellJob, CellOutcome
@@ -38,6 +40,7 @@ class PlannedCell:
     target: TargetSpec
     batch_size: int
     scenario: str
+    concurrency: int = 1
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,11 @@ def plan(suite: SuiteSpec, only: str | None = None) -> list[PlannedCell]:
         for tname in order:
             for bs in bench.batch_sizes:
                 for scenario in bench.scenarios:
-                    cid = f"{bench.name}/{tname}/b{bs}/{scenario}"
-                    if only and not (fnmatch.fnmatch(cid, only) or fnmatch.fnmatch(bench.name, only)):
-                        continue
-                    cells.append(PlannedCell(len(cells), cid, bench, suite.targets[tname], bs, scenario))
+                    for conc in (bench.concurrency if scenario == "multi-stream" else (1,)):
+                        cid = f"{bench.name}/{tname}/b{bs}/{scenario}" + (f"/c{conc}" if scenario == "multi-stream" else "")
+                        if only and not (fnmatch.fnmatch(cid, only) or fnmatch.fnmatch(bench.name, only)):
+                            continue
+                        cells.append(PlannedCell(len(cells), cid, bench, suite.targets[tname], bs, scenario, conc))
     if not cells:
         raise UsageError(f"--only {only!r} matches no cell (cell ids look like BENCHMARK/TARGET/bN/SCENARIO)")
     return cells
@@ -145,6 +149,7 @@ class _CellBuilder:
             target=TargetInfo(**{k: v for k, v in p.target.to_dict().items()}),
             batch_size=p.batch_size,
             scenario=p.scenario,
+            concurrency=p.concurrency,
             status=status,
             reason=reason,
             **kw,
@@ -171,7 +176,9 @@ class _CellBuilder:
     def ok(self, p: PlannedCell, out: CellOutcome) -> Cell:
         # In the server scenario, early latencies are real queueing, not warm-up (that ran before).
         server_cell = out.server is not None
-        cut = stats.steady_state_cut(out.latencies_ns) if out.latencies_ns.size >= 20 and not server_cell else 0
+        # Multi-stream latencies interleave N clients: MSER's single-series view does not apply.
+        cut = (stats.steady_state_cut(out.latencies_ns)
+               if out.latencies_ns.size >= 20 and not server_cell and out.clients is None else 0)
         kept = out.latencies_ns[cut:]
         # Calls within a chunk run back to back: the kept window is the sum of kept latencies.
         window_ns = out.window_ns if cut == 0 else int(kept.sum())
@@ -184,6 +191,14 @@ class _CellBuilder:
                                              p.benchmark.stop.confidence, slo, latency)
             metrics = Metrics(tp, latency)
             series = None
+        clients_info = None
+        if out.clients is not None:
+            window_s = out.window_ns / 1e9
+            clients_info = ClientsInfo(
+                p.concurrency,
+                tuple(c.size * p.batch_size / window_s for c in out.clients),
+                tuple(float(np.percentile(c, 99)) / 1e6 if c.size else 0.0 for c in out.clients),
+            )
         samples = self.run_dir.write_samples(p.index, kept)
         info = out.backend_info
         cell = self.base(
@@ -191,6 +206,7 @@ class _CellBuilder:
             metrics=metrics,
             throughput_series=series,
             server=server_info,
+            clients=clients_info,
             memory=Memory(out.peak_rss_bytes, None),
             agreement=self.agreement(p),
             warmup=Warmup(
@@ -250,16 +266,20 @@ def run_suite(
     with tempfile.TemporaryDirectory(prefix="bench-outputs-") as tmp:
         builder = _CellBuilder(run_dir, models, Path(tmp))
         try:
+            slo_broke: dict[tuple[str, str, int], int] = {}  # multi-stream sweep: where the SLO broke
             for p in cells:
                 progress(Progress(p.index, len(cells), p, None))
+                sweep = (p.benchmark.name, p.target.name, p.batch_size)
                 if p.target.is_cuda and not cuda:
                     cell = builder.base(p, "skipped", "no CUDA device")
+                elif p.scenario == "multi-stream" and sweep in slo_broke and p.concurrency > slo_broke[sweep]:
+                    cell = builder.base(p, "skipped", f"sweep stopped: the SLO broke at concurrency {slo_broke[sweep]}")
                 else:
                     job = CellJob(
                         index=p.index, cell_id=p.id, benchmark=p.benchmark.name, model=models[p.benchmark.name],
                         target=p.target, batch_size=p.batch_size, scenario=p.scenario, stop=p.benchmark.stop,
                         seed=p.benchmark.seed, outputs_path=str(builder.outputs_path(p.benchmark.name, p.target.name, p.batch_size)),
-                        server=p.benchmark.server,
+                        server=p.benchmark.server, concurrency=p.concurrency,
                     )
                     busy = p.benchmark.server.duration_s if p.scenario == "server" and p.benchmark.server else 0.0
                     timeout = (max(p.benchmark.stop.max_seconds, busy) * 2 + p.benchmark.stop.warmup_seconds
@@ -271,6 +291,8 @@ def run_suite(
                         cell = builder.failed(p, outcome)
                     else:
                         cell = builder.ok(p, outcome)
+                        if p.scenario == "multi-stream" and cell.slo is not None and not cell.slo.passed:
+                            slo_broke[sweep] = min(slo_broke.get(sweep, p.concurrency), p.concurrency)
                 done.append(cell)
                 run = Run(**{**run.__dict__, "cells": tuple(done)})
                 run_dir.write_run(run)
