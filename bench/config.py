@@ -73,6 +73,9 @@ class ServerSpec:
     qps: float = 0.0  # target arrival rate, requests/s
     duration_s: float = 0.0  # 0: long enough for a p99 bound at 99% confidence (662 requests), within max_seconds
     seed: int = 0
+    search: bool = False  # find the highest rate meeting the SLO, starting from qps
+    resolution: float = 0.05  # search until bad / good rate - 1 <= resolution
+    max_probes: int = 12
 
     def validate(self) -> tuple[str, str] | None:
         if not self.qps > 0:
@@ -81,6 +84,10 @@ class ServerSpec:
             return "duration_s", f"{self.duration_s!r} is not allowed; expected seconds >= 0"
         if self.seed < 0:
             return "seed", f"{self.seed!r} is not allowed; expected an integer >= 0"
+        if not 0 < self.resolution < 1:
+            return "resolution", f"{self.resolution!r} is not allowed; expected a fraction between 0 and 1"
+        if self.max_probes < 2:
+            return "max_probes", f"{self.max_probes!r} is not allowed; expected an integer >= 2"
         return None
 
 
@@ -401,6 +408,8 @@ def _parse_benchmark(
         server = build_record(ctx, ServerSpec, table["server"], f"{path}.server")
     if "server" in scenarios and server is None:
         raise ctx.fail(path, "the server scenario needs server = { qps = RATE } (requests/s)")
+    if server is not None and server.search and "slo" not in table:
+        raise ctx.fail(f"{path}.server.search", "a peak search needs an SLO to meet, e.g. slo = { p99_ms = 20 }")
     concurrency: tuple[int, ...] = ()
     if "concurrency" in table:
         raw = ctx.expect(table["concurrency"], (list,), f"{path}.concurrency", "a list of client counts >= 1")

@@ -223,3 +223,45 @@ def test_concurrency_config_is_checked(change, message):
     with pytest.raises(ConfigError) as err:
         parse_suite(tiny_suite(scenarios='["multi-stream"]', bench_extra=change), "s.toml")
     assert message in str(err.value)
+
+
+# --- peak search -----------------------------------------------------------------------------
+
+from bench.scenarios.server import Probe, find_peak  # noqa: E402
+
+
+def test_find_peak_brackets_then_bisects_to_the_resolution():
+    tried = []
+
+    def try_rate(rate):  # a target that meets its SLO up to 1,000 requests/s
+        tried.append(rate)
+        return Probe(rate, rate, 1.0, 1.0 if rate <= 1000 else 50.0, 1000, rate <= 1000), f"run@{rate:.0f}"
+
+    peak, probes, run = find_peak(try_rate, 100.0, 0.05, 20)
+    assert tried[:5] == [100, 200, 400, 800, 1600]  # doubling until a bad rate brackets the peak
+    assert 1000 / 1.05 <= peak <= 1000 and run == f"run@{peak:.0f}"
+    assert len(probes) == len(tried) <= 20
+    # starting above the peak halves first
+    peak, probes, _ = find_peak(try_rate, 5000.0, 0.05, 20)
+    assert probes[0].good is False and 1000 / 1.05 <= peak <= 1000
+    # no rate good: None, and every probe is kept for the curve
+    peak, probes, run = find_peak(lambda r: (Probe(r, r, 1, 99, 10, False), None), 100.0, 0.05, 5)
+    assert peak is None and run is None and len(probes) == 5
+
+
+def test_peak_search_in_a_real_run_stores_the_curve(tmp_path, capsys, spin_plugin):
+    text = server_suite(1000, 200, "slo = { p99_ms = 5 }").replace(
+        "server = { qps = 200, duration_s = 1.5 }", "server = { qps = 200, duration_s = 0.8, search = true, resolution = 0.2, max_probes = 6 }")
+    suite = write_suite(tmp_path, text)
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    server = load_run_json(tmp_path / "r")["cells"][0]["server"]
+    curve = server["curve"]
+    assert 2 <= len(curve) <= 6 and any(p["good"] for p in curve)
+    assert server["max_qps"] == max(p["offered_qps"] for p in curve if p["good"])
+    assert 200 <= server["max_qps"] < 1000  # a 1 ms service time cannot take 1,000/s
+    assert "peak search:" in err
+
+
+def test_peak_search_needs_an_slo():
+    with pytest.raises(ConfigError, match="a peak search needs an SLO"):
+        parse_suite(tiny_suite(scenarios='["server"]', bench_extra="server = { qps = 10, search = true }"))

@@ -160,6 +160,18 @@ class TargetInfo:
 
 
 @dataclass(frozen=True)
+class LoadPoint:
+    """One offered rate of a peak search: the latency-against-load curve."""
+
+    offered_qps: float
+    achieved_qps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    good: bool  # kept up with the rate and met the SLO
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """What the server scenario offered, what the target achieved, and whether the run counts."""
 
@@ -171,6 +183,8 @@ class ServerInfo:
     validity: tuple[str, ...]  # why it is invalid; empty when valid
     issue_error_p99_us: float | None  # the generator's lateness on requests that found the server idle
     queue_depth: Series
+    max_qps: float | None = None  # peak search: the highest rate that met the SLO (None: none did)
+    curve: tuple[LoadPoint, ...] = ()  # peak search: every rate tried, in order
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class CellJob:
     outputs_path: str  # .npz the worker writes its outputs to, for the agreement check
     server: ServerSpec | None = None
     concurrency: int = 1
+    slo_limits: tuple[tuple[str, float], ...] = ()  # what the server peak search must meet
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class CellOutcome:
     inputs_sha256: str
     server: Any = None  # bench.scenarios.server.ServerRun for the server scenario
     clients: tuple | None = None  # multi-stream: each client's latencies (ns)
+    probes: tuple | None = None  # server peak search: every rate tried (bench.scenarios.server.Probe)
 
 
 def peak_rss_bytes() -> int:
@@ -113,21 +115,40 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
     from bench.scenarios.server import poisson_schedule, run_server
 
     assert job.server is not None
-    schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
+    probes = None
     with backend.context():
         warm = warm_up(fn, job.stop, time.perf_counter_ns)
-        served = run_server(fn, schedule)
+        if job.server.search:
+            from bench.scenarios.server import find_peak, probe_result
+
+            def try_rate(rate: float):
+                spec = ServerSpec(rate, job.server.duration_s, job.server.seed)
+                run = run_server(fn, poisson_schedule(rate, server_duration_s(spec, job.stop), job.server.seed))
+                return probe_result(run, dict(job.slo_limits)), run
+
+            peak, tried, served = find_peak(try_rate, job.server.qps, job.server.resolution, job.server.max_probes)
+            probes = tuple(tried)
+            if served is None:  # no rate met the SLO: report the lowest one tried
+                _, served = try_rate(min(p.offered_qps for p in tried) or job.server.qps)
+            schedule = served.scheduled_ns
+            reason = (f"peak search: {len(tried)} rates tried, highest meeting the SLO "
+                      + (f"{peak:,.1f}/s" if peak else "none"))
+        else:
+            schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
+            served = run_server(fn, schedule)
+            reason = f"server schedule of {schedule.size} Poisson arrivals at {job.server.qps:g}/s served"
     return CellOutcome(
         latencies_ns=served.latencies_ns,
         window_ns=int(served.end_ns[-1]) if served.end_ns.size else 0,
         warmup_latencies_ns=warm,
         warmup_seconds=float(warm.sum()) / 1e9,
-        stop_reason=f"server schedule of {schedule.size} Poisson arrivals at {job.server.qps:g}/s served",
+        stop_reason=reason,
         load_seconds=load_seconds,
         peak_rss_bytes=peak_rss_bytes(),
         backend_info=backend.info(),
         inputs_sha256=inputs_sha256(feeds),
         server=served,
+        probes=probes,
     )
 
 

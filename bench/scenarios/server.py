@@ -104,3 +104,57 @@ def md1_mean_latency_s(service_s: float, rate_qps: float) -> float:
     if rho >= 1:
         raise ValueError(f"utilisation {rho:.2f} >= 1: the queue grows without bound")
     return service_s + rho * service_s / (2 * (1 - rho))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One rate tried by the peak search."""
+
+    offered_qps: float
+    achieved_qps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    good: bool  # kept up with the rate and met the SLO
+
+
+def probe_result(run: ServerRun, limits_ms: dict[str, float]) -> Probe:
+    lat_ms = run.latencies_ns / 1e6
+    n = int(lat_ms.size)
+    offered = n / (float(run.scheduled_ns[-1]) / 1e9) if n and run.scheduled_ns[-1] > 0 else 0.0
+    achieved = run.achieved_qps()
+    q = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}
+    meets = all((float(np.mean(lat_ms)) if k == "mean_ms" else float(np.percentile(lat_ms, q[k.removesuffix("_ms")])))
+                <= v for k, v in limits_ms.items()) if n else False
+    errors = run.idle_issue_error_ns
+    issuer_ok = not errors.size or float(np.percentile(errors, 99)) <= ISSUE_ERROR_LIMIT_NS
+    return Probe(offered, achieved, float(np.percentile(lat_ms, 50)) if n else 0.0,
+                 float(np.percentile(lat_ms, 99)) if n else 0.0, n,
+                 bool(n and achieved >= 0.99 * offered and issuer_ok and meets))
+
+
+def find_peak(try_rate: Callable[[float], tuple[Probe, ServerRun]], start_qps: float, resolution: float,
+              max_probes: int) -> tuple[float | None, list[Probe], ServerRun | None]:
+    """The highest rate whose probe is good (MLPerf's FindPeakPerformance idea): double or halve
+    from start_qps until a good and a bad rate bracket the peak, then bisect (geometrically) until
+    bad / good - 1 <= resolution or max_probes are spent. Returns (peak, every probe, the peak's run)."""
+    probes: list[Probe] = []
+    good_rate, bad_rate, best_run = None, None, None
+    rate = start_qps
+    while len(probes) < max_probes:
+        probe, run = try_rate(rate)
+        probes.append(probe)
+        if probe.good:
+            good_rate, best_run = rate, run
+            if bad_rate is None:
+                rate *= 2
+                continue
+        else:
+            bad_rate = rate
+            if good_rate is None:
+                rate /= 2
+                continue
+        if bad_rate / good_rate - 1 <= resolution:
+            break
+        rate = (good_rate * bad_rate) ** 0.5
+    return good_rate, probes, best_run

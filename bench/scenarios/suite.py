@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,7 @@ from bench.measure.environment import cuda_available, fingerprint
 from bench.models.loader import ModelRef, PreparedModel, classify, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.schema import (
-    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
+    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadPoint, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
     TargetInfo, Warmup,
 )
 from bench.scenarios.cell import CellJob, CellOutcome
@@ -189,6 +189,10 @@ class _CellBuilder:
             slo = p.benchmark.slo.limits() if p.benchmark.slo else {}
             tp, server_info = server_figures(out.server, p.batch_size, p.benchmark.server.qps,
                                              p.benchmark.stop.confidence, slo, latency)
+            if out.probes is not None:
+                good = [q.offered_qps for q in out.probes if q.good]
+                server_info = replace(server_info, max_qps=max(good) if good else None,
+                                      curve=tuple(LoadPoint(**q.__dict__) for q in out.probes))
             metrics = Metrics(tp, latency)
             series = None
         clients_info = None
@@ -280,6 +284,7 @@ def run_suite(
                         target=p.target, batch_size=p.batch_size, scenario=p.scenario, stop=p.benchmark.stop,
                         seed=p.benchmark.seed, outputs_path=str(builder.outputs_path(p.benchmark.name, p.target.name, p.batch_size)),
                         server=p.benchmark.server, concurrency=p.concurrency,
+                        slo_limits=tuple(p.benchmark.slo.limits().items()) if p.benchmark.slo else (),
                     )
                     busy = p.benchmark.server.duration_s if p.scenario == "server" and p.benchmark.server else 0.0
                     timeout = (max(p.benchmark.stop.max_seconds, busy) * 2 + p.benchmark.stop.warmup_seconds
