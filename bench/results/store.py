@@ -182,6 +182,23 @@ class _SqlStore:
         self.conn.close()
 
 
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL (readers never block the writer). Switching needs a moment alone with the
+    file, and SQLite answers 'database is locked' at once rather than waiting when several
+    processes open a new store together: retry for a while."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class SQLiteStore(_SqlStore):
     placeholder = "?"
 
@@ -190,7 +207,7 @@ class SQLiteStore(_SqlStore):
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN ourselves; timeout: writers wait for the lock.
             conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{url}: cannot open the SQLite history: {exc}") from None
         super().__init__(conn, url)
