@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("self-check", help="harness overhead, timer resolution, kernel speed")
     sc.add_argument("--rounds", type=int, default=21, help="paired rounds of the two loops (default 21)")
     sc.add_argument("--checks", default="overhead,timer,kernels,bootstrap,jit",
-                    help="comma-separated subset of overhead,timer,kernels,bootstrap,jit (default: all)")
+                    help="comma-separated subset of overhead,timer,kernels,bootstrap,jit,loadgen,generator "
+                         "(default: the first five; loadgen and generator need mlcommons-loadgen)")
     sc.add_argument("--json", action="store_true", help="print the figures as JSON")
     return p
 
@@ -249,7 +250,8 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-SELF_CHECKS = ("overhead", "timer", "kernels", "bootstrap", "jit")
+SELF_CHECKS = ("overhead", "timer", "kernels", "bootstrap", "jit", "loadgen", "generator")
+DEFAULT_CHECKS = "overhead,timer,kernels,bootstrap,jit"
 
 
 def _cmd_self_check(args: argparse.Namespace) -> int:
@@ -308,8 +310,37 @@ def _cmd_self_check(args: argparse.Namespace) -> int:
             print("kernel JIT (every kernel, fresh process)")
             print(f"  compile into an empty cache {j.cold_s:.2f} s (target < 5 s: {'met' if j.cold_s < 5 else 'NOT met'}); "
                   f"load from the cache {j.warm_s:.2f} s")
+    if "loadgen" in checks or "generator" in checks:
+        from bench.scenarios import loadgen
+
+        if not loadgen.available():
+            raise BenchError("--checks loadgen/generator need MLPerf LoadGen: pip install mlcommons-loadgen")
+    if "loadgen" in checks:
+        lg = selfcheck.check_loadgen()
+        report["loadgen"] = {**lg.__dict__, "loadgen_server": lg.loadgen_server.__dict__,
+                             "loadgen_offline": lg.loadgen_offline.__dict__}
+        if not args.json:
+            s, o = lg.loadgen_server, lg.loadgen_offline
+            print(f"server scenario vs MLPerf LoadGen (synthetic target, {lg.service_us:g} µs deterministic service, "
+                  f"Poisson {lg.rate_qps:g}/s, rho = {lg.rate_qps * lg.service_us / 1e6:.2f}; M/D/1 mean {lg.md1_mean_ms:.3f} ms)")
+            print(f"  ours     achieved {lg.ours_server_qps:8.1f}/s   mean {lg.ours_server_mean_ms:.3f} ms   "
+                  f"p99 {lg.ours_server_p99_ms:.3f} ms")
+            print(f"  LoadGen  achieved {s.samples_per_s:8.1f}/s   mean {s.mean_ms:.3f} ms   p99 {s.p99_ms:.3f} ms   "
+                  f"({'VALID' if s.valid else 'INVALID'})")
+            print(f"  offline: ours back to back {lg.ours_offline_qps:,.1f}/s; LoadGen Offline {o.samples_per_s:,.1f}/s "
+                  f"({'VALID' if o.valid else 'INVALID'})")
+    if "generator" in checks:
+        g = selfcheck.check_generator()
+        report["generator"] = g.__dict__
+        if not args.json:
+            print(f"load generator limit (null backend; issue error p99 must stay under {g.limit_error_us:g} µs)")
+            for rate, err in zip(g.rates, g.issue_error_p99_us):
+                print(f"  {rate:>9,.0f}/s   issue error p99 {err:8.1f} µs   {'ok' if err <= g.limit_error_us else 'over'}")
+            best = f"{g.highest_sustained_qps:,.0f}/s" if g.highest_sustained_qps else "none of the rates tried"
+            lgn = f"{g.loadgen_null_offline_qps:,.0f}/s" if g.loadgen_null_offline_qps else "n/a"
+            print(f"  highest sustained: {best}; LoadGen with a null SUT (Offline): {lgn}")
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1, default=str))
     return EXIT_OK
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from bench.backends.options import BACKEND_OPTIONS, PluginOptions, TargetOptions
 from bench.errors import ConfigError
 
-SCENARIOS = ("single-stream", "offline", "server", "multi-stream")
+SCENARIOS = ("single-stream", "offline", "server", "multi-stream", "loadgen-server", "loadgen-offline")
 DEFAULT_SCENARIOS = ("single-stream", "offline")
 PRECISIONS = ("fp32", "fp16", "bf16")
 # Relative tolerance of max|out - ref| / max|ref| per precision (DESIGN.md, "Pitfalls").
@@ -406,8 +406,9 @@ def _parse_benchmark(
         if "qps" not in table["server"]:
             raise ctx.fail(f"{path}.server", "missing key 'qps' (the target rate, requests/s)")
         server = build_record(ctx, ServerSpec, table["server"], f"{path}.server")
-    if "server" in scenarios and server is None:
-        raise ctx.fail(path, "the server scenario needs server = { qps = RATE } (requests/s)")
+    for needs_rate in ("server", "loadgen-server"):
+        if needs_rate in scenarios and server is None:
+            raise ctx.fail(path, f"the {needs_rate} scenario needs server = {{ qps = RATE }} (requests/s)")
     if server is not None and server.search and "slo" not in table:
         raise ctx.fail(f"{path}.server.search", "a peak search needs an SLO to meet, e.g. slo = { p99_ms = 20 }")
     concurrency: tuple[int, ...] = ()

@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -223,3 +224,77 @@ def check_jit() -> JitCheck:
                 raise RuntimeError(f"kernel warm-up failed: {done.stderr.strip().splitlines()[-1:]}")
             times.append(float(done.stdout.strip().splitlines()[-1]))
     return JitCheck(times[0], times[1])
+
+
+@dataclass(frozen=True)
+class LoadGenCheck:
+    service_us: float
+    rate_qps: float
+    ours_server_qps: float
+    ours_server_p99_ms: float
+    ours_server_mean_ms: float
+    loadgen_server: Any
+    ours_offline_qps: float
+    loadgen_offline: Any
+    md1_mean_ms: float
+
+
+def _spin_call(service_ns: int):
+    clock = time.perf_counter_ns
+
+    def call() -> None:
+        end = clock() + service_ns
+        while clock() < end:
+            pass
+    return call
+
+
+def check_loadgen(service_us: float = 1000.0, rate_qps: float = 500.0, duration_s: float = 5.0) -> LoadGenCheck:
+    """One synthetic target of deterministic service time under our server scenario and LoadGen's,
+    and back to back (ours) against LoadGen's Offline."""
+    from bench.scenarios import loadgen
+    from bench.scenarios.server import md1_mean_latency_s, poisson_schedule, run_server
+
+    call = _spin_call(int(service_us * 1000))
+    ours = run_server(call, poisson_schedule(rate_qps, duration_s, seed=0))
+    lat_ms = ours.latencies_ns / 1e6
+    lg_server = loadgen.run_loadgen(call, "server", rate_qps, duration_s, latency_ms=50.0)
+    n = int(duration_s * 1e6 / service_us)
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        call()
+    ours_offline = n / ((time.perf_counter_ns() - t0) / 1e9)
+    lg_offline = loadgen.run_loadgen(call, "offline", ours_offline, duration_s)
+    return LoadGenCheck(service_us, rate_qps, ours.achieved_qps(), float(np.percentile(lat_ms, 99)),
+                        float(lat_ms.mean()), lg_server, ours_offline, lg_offline,
+                        md1_mean_latency_s(service_us / 1e6, rate_qps) * 1e3)
+
+
+@dataclass(frozen=True)
+class GeneratorCheck:
+    limit_error_us: float
+    rates: tuple[float, ...]
+    issue_error_p99_us: tuple[float, ...]
+    highest_sustained_qps: float | None
+    loadgen_null_offline_qps: float | None
+
+
+def check_generator(rates=(1_000, 10_000, 50_000, 100_000, 200_000, 400_000, 800_000), seconds: float = 0.5) -> GeneratorCheck:
+    """The highest Poisson rate our issuer sustains with a null backend while its issue error stays
+    under 50 µs at p99, beside LoadGen's Offline throughput with a null SUT (its own ceiling)."""
+    from bench.scenarios import loadgen
+    from bench.scenarios.server import ISSUE_ERROR_LIMIT_NS, poisson_schedule, run_server
+
+    p99s = []
+    best = None
+    for rate in rates:
+        run = run_server(lambda: None, poisson_schedule(rate, seconds, seed=1))
+        err = run.start_ns - run.scheduled_ns  # null backend: every start is the issuer's own lateness
+        p99 = float(np.percentile(err, 99))
+        p99s.append(p99 / 1e3)
+        if p99 <= ISSUE_ERROR_LIMIT_NS:
+            best = rate
+    lg_null = None
+    if loadgen.available():
+        lg_null = loadgen.run_loadgen(lambda: None, "offline", 1e6, seconds, min_queries=100_000).samples_per_s
+    return GeneratorCheck(ISSUE_ERROR_LIMIT_NS / 1e3, tuple(float(r) for r in rates), tuple(p99s), best, lg_null)

@@ -11,7 +11,7 @@ committed file of the old version):
      alone (its histograms were always null; every new field has a default).
   3  (2026-11) the server and multi-stream scenarios: `server` per cell (target, offered and
      achieved rates, validity and its reasons, the generator's issue error, queue depth over
-     time); `concurrency` and `clients` (per-client figures). A v2 file upgrades by its version
+     time); `concurrency` and `clients` (per-client figures); `loadgen`, what MLPerf LoadGen measured. A v2 file upgrades by its version
      alone (no v2 cell is a server or multi-stream cell; concurrency defaults to 1).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
@@ -197,6 +197,19 @@ class ClientsInfo:
 
 
 @dataclass(frozen=True)
+class LoadGenInfo:
+    """What MLPerf LoadGen itself measured and concluded (from its summary log)."""
+
+    scenario: str
+    valid: bool
+    samples_per_s: float
+    scheduled_per_s: float | None = None
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class Cell:
     id: str
     benchmark: str
@@ -223,6 +236,7 @@ class Cell:
     server: ServerInfo | None = None
     concurrency: int = 1
     clients: ClientsInfo | None = None
+    loadgen: LoadGenInfo | None = None
 
 
 @dataclass(frozen=True)

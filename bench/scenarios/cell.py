@@ -52,6 +52,7 @@ class CellOutcome:
     server: Any = None  # bench.scenarios.server.ServerRun for the server scenario
     clients: tuple | None = None  # multi-stream: each client's latencies (ns)
     probes: tuple | None = None  # server peak search: every rate tried (bench.scenarios.server.Probe)
+    loadgen: Any = None  # bench.scenarios.loadgen.LoadGenResult
 
 
 def peak_rss_bytes() -> int:
@@ -86,6 +87,8 @@ def run_cell(job: CellJob) -> CellOutcome:
         return _run_server_cell(job, backend, fn, feeds, t0, load_seconds)
     if job.scenario == "multi-stream":
         return _run_clients_cell(job, backend, fn, feeds, load_seconds)
+    if job.scenario.startswith("loadgen-"):
+        return _run_loadgen_cell(job, backend, fn, feeds, load_seconds)
     with backend.context():
         result = measure(fn, job.stop, rule_for(job.stop))
     return CellOutcome(
@@ -171,4 +174,41 @@ def _run_clients_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_sec
         backend_info=backend.info(),
         inputs_sha256=inputs_sha256(feeds),
         clients=ran.latencies_ns,
+    )
+
+
+def _run_loadgen_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_seconds: float) -> CellOutcome:
+    from dataclasses import replace
+
+    from bench.errors import CellFailure
+    from bench.scenarios import loadgen
+    from bench.scenarios.loops import warm_up
+
+    if not loadgen.available():
+        raise CellFailure("MLPerf LoadGen is not installed: pip install mlcommons-loadgen")
+    scenario = job.scenario.removeprefix("loadgen-")
+    with backend.context():
+        warm = warm_up(fn, job.stop, time.perf_counter_ns)
+        if scenario == "server":
+            assert job.server is not None
+            qps = job.server.qps
+            duration = server_duration_s(job.server, job.stop)
+        else:  # Offline: expect what the warm-up suggests; LoadGen sizes its one query from it
+            qps = 1e9 / max(float(np.median(warm)), 1.0)
+            duration = max(job.stop.min_seconds, 1.0)
+        limits = dict(job.slo_limits)
+        result = loadgen.run_loadgen(fn, scenario, qps, duration, latency_ms=limits.get("p99_ms", 100.0))
+    lat = result.latencies_ns
+    return CellOutcome(
+        latencies_ns=lat,
+        window_ns=int(lat.size / max(result.samples_per_s, 1e-9) * 1e9),
+        warmup_latencies_ns=warm,
+        warmup_seconds=float(warm.sum()) / 1e9,
+        stop_reason=f"MLPerf LoadGen {scenario} at {qps:,.1f}/s for at least {duration:g} s: "
+                    f"{'VALID' if result.valid else 'INVALID'}",
+        load_seconds=load_seconds,
+        peak_rss_bytes=peak_rss_bytes(),
+        backend_info=backend.info(),
+        inputs_sha256=inputs_sha256(feeds),
+        loadgen=replace(result, latencies_ns=None),
     )

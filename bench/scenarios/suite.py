@@ -22,7 +22,7 @@ from bench.measure.environment import cuda_available, fingerprint
 from bench.models.loader import ModelRef, PreparedModel, classify, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.schema import (
-    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadPoint, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
+    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadGenInfo, LoadPoint, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
     TargetInfo, Warmup,
 )
 from bench.scenarios.cell import CellJob, CellOutcome
@@ -114,8 +114,9 @@ def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedMo
     }
 
 
-def _check_slo(bench: BenchmarkSpec, latency: Latency) -> Slo | None:
-    if bench.slo is None:
+def _check_slo(bench: BenchmarkSpec, latency: Latency, scenario: str = "") -> Slo | None:
+    # LoadGen's Offline issues every sample in one query: its latencies are not per request.
+    if bench.slo is None or scenario == "loadgen-offline":
         return None
     checks = []
     for key, limit in bench.slo.limits().items():
@@ -177,8 +178,10 @@ class _CellBuilder:
         # In the server scenario, early latencies are real queueing, not warm-up (that ran before).
         server_cell = out.server is not None
         # Multi-stream latencies interleave N clients: MSER's single-series view does not apply.
+        # LoadGen cells keep every sample LoadGen counted, so the figures stay LoadGen's.
         cut = (stats.steady_state_cut(out.latencies_ns)
-               if out.latencies_ns.size >= 20 and not server_cell and out.clients is None else 0)
+               if out.latencies_ns.size >= 20 and not server_cell and out.clients is None and out.loadgen is None
+               else 0)
         kept = out.latencies_ns[cut:]
         # Calls within a chunk run back to back: the kept window is the sum of kept latencies.
         window_ns = out.window_ns if cut == 0 else int(kept.sum())
@@ -195,6 +198,10 @@ class _CellBuilder:
                                       curve=tuple(LoadPoint(**q.__dict__) for q in out.probes))
             metrics = Metrics(tp, latency)
             series = None
+        loadgen_info = None
+        if out.loadgen is not None:
+            r = out.loadgen
+            loadgen_info = LoadGenInfo(r.scenario, r.valid, r.samples_per_s, r.scheduled_per_s, r.mean_ms, r.p50_ms, r.p99_ms)
         clients_info = None
         if out.clients is not None:
             window_s = out.window_ns / 1e9
@@ -211,6 +218,7 @@ class _CellBuilder:
             throughput_series=series,
             server=server_info,
             clients=clients_info,
+            loadgen=loadgen_info,
             memory=Memory(out.peak_rss_bytes, None),
             agreement=self.agreement(p),
             warmup=Warmup(
@@ -226,7 +234,7 @@ class _CellBuilder:
             stop_reason=out.stop_reason,
             inputs_sha256=out.inputs_sha256,
             samples_file=samples,
-            slo=_check_slo(p.benchmark, latency),
+            slo=_check_slo(p.benchmark, latency, p.scenario),
         )
         providers = info.get("providers")
         target = TargetInfo(
@@ -286,7 +294,8 @@ def run_suite(
                         server=p.benchmark.server, concurrency=p.concurrency,
                         slo_limits=tuple(p.benchmark.slo.limits().items()) if p.benchmark.slo else (),
                     )
-                    busy = p.benchmark.server.duration_s if p.scenario == "server" and p.benchmark.server else 0.0
+                    busy = (p.benchmark.server.duration_s if p.scenario in ("server", "loadgen-server")
+                            and p.benchmark.server else 0.0)
                     timeout = (max(p.benchmark.stop.max_seconds, busy) * 2 + p.benchmark.stop.warmup_seconds
                                + LOAD_ALLOWANCE_S)
                     stderr_path = Path(tmp) / f"worker-{p.index:04d}.stderr"
