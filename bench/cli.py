@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="human reports from result files")
     rep.add_argument("runs", nargs="+", help="run directories or run.json files")
     rep.add_argument("--md", metavar="FILE", help="write a Markdown report")
+    rep.add_argument("--budget-ms", type=float, metavar="MS",
+                     help="latency budget (p99) for the best batch size / concurrency (default: the SLO's p99)")
 
     hist = sub.add_parser("history", help="cells over time with change points; exit 1 when the latest run regresses")
     hist.add_argument("action", nargs="?", choices=["show", "add"], default="show",
@@ -102,7 +104,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         # Not a terminal (CI logs, pipes): rich would assume 80 columns and cut every cell.
         width = None if sys.stdout.isatty() else 200
-        Console(highlight=False, width=width).print(summary_table(result.run))
+        from bench.report.sweeps import sweeps, sweeps_table
+
+        console = Console(highlight=False, width=width)
+        console.print(summary_table(result.run))
+        if sweeps(result.run):
+            console.print(sweeps_table(result.run))
     print(f"results: {result.path}", file=sys.stderr)
     _write_run_md(result.run, args.md)
     if args.record:
@@ -191,9 +198,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     runs = [read_run(Path(r)) for r in args.runs]
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    from bench.report.sweeps import sweeps_table
+
+    if args.budget_ms is not None and not args.budget_ms > 0:
+        raise BenchError(f"--budget-ms {args.budget_ms:g}: expected a number of ms > 0")
     for run in runs:
         console.print(summary_table(run))
         console.print(targets_table(run))
+        console.print(sweeps_table(run, args.budget_ms))
     if args.md:
         _write_md("\n".join(run_summary(r) for r in runs), args.md, step_summary=False)
     return EXIT_OK

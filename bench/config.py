@@ -73,6 +73,8 @@ class ServerSpec:
     qps: float = 0.0  # target arrival rate, requests/s
     duration_s: float = 0.0  # 0: long enough for a p99 bound at 99% confidence (662 requests), within max_seconds
     seed: int = 0
+    max_batch: int = 1  # dynamic batching: merge up to this many waiting requests into one call
+    max_wait_ms: float = 0.0  # dynamic batching: how long the oldest request may wait for company
     search: bool = False  # find the highest rate meeting the SLO, starting from qps
     resolution: float = 0.05  # search until bad / good rate - 1 <= resolution
     max_probes: int = 12
@@ -84,6 +86,10 @@ class ServerSpec:
             return "duration_s", f"{self.duration_s!r} is not allowed; expected seconds >= 0"
         if self.seed < 0:
             return "seed", f"{self.seed!r} is not allowed; expected an integer >= 0"
+        if self.max_batch < 1:
+            return "max_batch", f"{self.max_batch!r} is not allowed; expected an integer >= 1"
+        if self.max_wait_ms < 0:
+            return "max_wait_ms", f"{self.max_wait_ms!r} is not allowed; the batching wait must be >= 0 ms"
         if not 0 < self.resolution < 1:
             return "resolution", f"{self.resolution!r} is not allowed; expected a fraction between 0 and 1"
         if self.max_probes < 2:

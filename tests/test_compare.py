@@ -176,3 +176,25 @@ def test_report_and_run_markdown(spin_runs, capsys, tmp_path, monkeypatch):
     assert code == 0
     assert (tmp_path / "run.md").read_text().startswith("## bench run")
     assert "**pass**" in summary.read_text()
+
+
+def test_sweeps_pick_the_best_setting_within_the_budget():
+    from dataclasses import replace
+
+    from bench.report.sweeps import sweeps
+
+    run = read_run(Path(__file__).parent / "data/run_v3.json")
+    base = next(c for c in run.cells if c.status == "ok" and c.scenario == "single-stream")
+
+    def at(batch, tp, p99, p99_high):
+        lat = replace(base.metrics.latency_ms, p99=replace(base.metrics.latency_ms.p99, value=p99, ci_high=p99_high))
+        return replace(base, batch_size=batch, slo=None,
+                       metrics=replace(base.metrics, latency_ms=lat,
+                                       throughput=replace(base.metrics.throughput, value=tp)))
+
+    cells = (at(1, 100.0, 1.0, 1.1), at(8, 500.0, 4.0, 4.5), at(32, 900.0, 9.0, 10.5))
+    (sweep,) = sweeps(replace(run, cells=cells), budget_ms=10.0)
+    assert sweep.axis == "batch" and [p.setting for p in sweep.points] == [1, 8, 32]
+    assert sweep.best.setting == 8  # 32 meets 10 ms by its estimate, but not by its upper bound
+    (sweep,) = sweeps(replace(run, cells=cells), budget_ms=0.5)
+    assert sweep.best is None

@@ -34,6 +34,16 @@ def run_summary(run: Run) -> str:
         mark = "★" if r.pareto else ("outputs disagree" if r.disagrees else "")
         lines.append(f"| {r.group} | {r.rank} | {r.cell.target.name} | {r.cell.metrics.throughput.value:,.0f} | "
                      f"{r.cell.metrics.latency_ms.p99.value:.3g} | {mark} |")
+    from bench.report.sweeps import sweeps
+
+    found = sweeps(run)
+    if found:
+        lines += ["", "### Sweeps (best: highest throughput whose p99 upper bound fits the budget)", "",
+                  "| benchmark | target | scenario | axis | setting: samples/s @ p99 ms | best |", "|---|---|---|---|---|---|"]
+        for s in found:
+            curve = "; ".join(f"{p.setting}: {p.throughput:,.0f} @ {p.p99_ms:.3g}" for p in s.points)
+            best = "-" if s.best is None else f"{s.axis} {s.best.setting}"
+            lines.append(f"| {s.benchmark} | {s.target} | {s.scenario} | {s.axis} | {curve} | {best} |")
     return "\n".join(lines) + "\n"
 
 

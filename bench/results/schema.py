@@ -183,6 +183,7 @@ class ServerInfo:
     validity: tuple[str, ...]  # why it is invalid; empty when valid
     issue_error_p99_us: float | None  # the generator's lateness on requests that found the server idle
     queue_depth: Series
+    mean_batch: float = 1.0  # dynamic batching: requests per call on average
     max_qps: float | None = None  # peak search: the highest rate that met the SLO (None: none did)
     curve: tuple[LoadPoint, ...] = ()  # peak search: every rate tried, in order
 

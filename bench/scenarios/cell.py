@@ -125,7 +125,7 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
             from bench.scenarios.server import find_peak, probe_result
 
             def try_rate(rate: float):
-                spec = ServerSpec(rate, job.server.duration_s, job.server.seed)
+                spec = ServerSpec(rate, job.server.duration_s, job.server.seed)  # (the search runs unbatched)
                 run = run_server(fn, poisson_schedule(rate, server_duration_s(spec, job.stop), job.server.seed))
                 return probe_result(run, dict(job.slo_limits)), run
 
@@ -136,6 +136,16 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
             schedule = served.scheduled_ns
             reason = (f"peak search: {len(tried)} rates tried, highest meeting the SLO "
                       + (f"{peak:,.1f}/s" if peak else "none"))
+        elif job.server.max_batch > 1:
+            from bench.scenarios.server import run_batching_server
+
+            calls = [fn] + [backend.bind(make_inputs(job.model.inputs, job.batch_size * m, job.seed))
+                            for m in range(2, job.server.max_batch + 1)]
+            schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
+            served = run_batching_server(calls, schedule, int(job.server.max_wait_ms * 1e6))
+            reason = (f"server schedule of {schedule.size} Poisson arrivals at {job.server.qps:g}/s served with dynamic "
+                      f"batching (up to {job.server.max_batch}, wait {job.server.max_wait_ms:g} ms; mean batch "
+                      f"{served.mean_batch():.2f})")
         else:
             schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
             served = run_server(fn, schedule)

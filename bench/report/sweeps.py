@@ -1,0 +1,81 @@
+"""Sweeps read from a run: throughput and p99 against batch size and against concurrency, per
+target, and the best batch size / concurrency for a latency budget (reads results only).
+
+The budget is the benchmark's p99 SLO unless one is given; the best setting is the one with the
+highest throughput whose p99 is within it (the p99's upper confidence bound, when there is one,
+so a setting that only meets the budget by luck is not chosen).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from bench.results.schema import Cell, Run
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    setting: int  # batch size or concurrency
+    throughput: float
+    p99_ms: float
+    p99_high_ms: float
+
+
+@dataclass(frozen=True)
+class Sweep:
+    benchmark: str
+    target: str
+    scenario: str
+    axis: str  # "batch" or "concurrency"
+    points: tuple[SweepPoint, ...]
+    budget_ms: float | None
+    best: SweepPoint | None
+
+
+def _budget(run: Run, cell: Cell, override: float | None) -> float | None:
+    if override is not None:
+        return override
+    if cell.slo is not None:
+        p99 = [c.limit_ms for c in cell.slo.checks if c.metric == "p99_ms"]
+        return p99[0] if p99 else None
+    return None
+
+
+def sweeps(run: Run, budget_ms: float | None = None) -> list[Sweep]:
+    groups: dict[tuple[str, str, str, str], list[Cell]] = {}
+    for c in run.cells:
+        if c.status != "ok" or c.metrics is None:
+            continue
+        if c.scenario == "multi-stream":
+            key = (c.benchmark, c.target.name, f"{c.scenario} b{c.batch_size}", "concurrency")
+        else:
+            key = (c.benchmark, c.target.name, c.scenario, "batch")
+        groups.setdefault(key, []).append(c)
+    out = []
+    for (bench, target, scenario, axis), cells in groups.items():
+        if len(cells) < 2:
+            continue
+        points = []
+        for c in sorted(cells, key=lambda c: c.concurrency if axis == "concurrency" else c.batch_size):
+            p99 = c.metrics.latency_ms.p99
+            points.append(SweepPoint(c.concurrency if axis == "concurrency" else c.batch_size,
+                                     c.metrics.throughput.value, p99.value,
+                                     p99.ci_high if p99.ci_high is not None else p99.value))
+        budget = _budget(run, cells[0], budget_ms)
+        fitting = [p for p in points if budget is None or p.p99_high_ms <= budget]
+        best = max(fitting, key=lambda p: p.throughput) if fitting else None
+        out.append(Sweep(bench, target, scenario, axis, tuple(points), budget, best))
+    return out
+
+
+def sweeps_table(run: Run, budget_ms: float | None = None) -> Table:
+    table = Table(title="sweeps · best = highest throughput whose p99 (upper bound) fits the budget")
+    for col in ("benchmark", "target", "scenario", "axis", "setting: samples/s @ p99 ms", "budget", "best"):
+        table.add_column(col)
+    for s in sweeps(run, budget_ms):
+        curve = "  ".join(f"{p.setting}: {p.throughput:,.0f} @ {p.p99_ms:.3g}" for p in s.points)
+        best = "-" if s.best is None else f"{s.axis} {s.best.setting}"
+        table.add_row(s.benchmark, s.target, s.scenario, s.axis, curve,
+                      "-" if s.budget_ms is None else f"{s.budget_ms:g} ms", best if s.points else "-")
+    return table
