@@ -279,7 +279,7 @@ class GeneratorCheck:
     loadgen_null_offline_qps: float | None
 
 
-def check_generator(rates=(1_000, 10_000, 50_000, 100_000, 200_000, 400_000, 800_000), seconds: float = 0.5) -> GeneratorCheck:
+def check_generator(rates=(1_000, 10_000, 100_000, 400_000, 800_000, 1_600_000, 3_200_000), seconds: float = 0.5) -> GeneratorCheck:
     """The highest Poisson rate our issuer sustains with a null backend while its issue error stays
     under 50 µs at p99, beside LoadGen's Offline throughput with a null SUT (its own ceiling)."""
     from bench.scenarios import loadgen
