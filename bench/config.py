@@ -66,6 +66,10 @@ class SloSpec:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+MAX_BATCHING = 1024  # inputs are built for every batch from 1 to max_batch up front
+MAX_CONCURRENCY = 256  # client threads
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """Open-loop Poisson load (the server scenario); each request is one batch."""
@@ -82,12 +86,14 @@ class ServerSpec:
     def validate(self) -> tuple[str, str] | None:
         if not self.qps > 0:
             return "qps", f"{self.qps!r} is not allowed; the target rate must be > 0 requests/s"
-        if self.duration_s < 0:
-            return "duration_s", f"{self.duration_s!r} is not allowed; expected seconds >= 0"
+        if self.qps > 1e8:
+            return "qps", f"{self.qps!r} is not allowed; at most 1e8 requests/s"
+        if self.duration_s != 0 and not 0.1 <= self.duration_s <= 86_400:
+            return "duration_s", f"{self.duration_s!r} is not allowed; expected 0 (automatic) or 0.1 to 86400 seconds"
         if self.seed < 0:
             return "seed", f"{self.seed!r} is not allowed; expected an integer >= 0"
-        if self.max_batch < 1:
-            return "max_batch", f"{self.max_batch!r} is not allowed; expected an integer >= 1"
+        if not 1 <= self.max_batch <= MAX_BATCHING:
+            return "max_batch", f"{self.max_batch!r} is not allowed; expected an integer from 1 to {MAX_BATCHING}"
         if self.max_wait_ms < 0:
             return "max_wait_ms", f"{self.max_wait_ms!r} is not allowed; the batching wait must be >= 0 ms"
         if not 0 < self.resolution < 1:
@@ -421,8 +427,9 @@ def _parse_benchmark(
     if "concurrency" in table:
         raw = ctx.expect(table["concurrency"], (list,), f"{path}.concurrency", "a list of client counts >= 1")
         for j, c in enumerate(raw):
-            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-                raise ctx.fail(f"{path}.concurrency[{j}]", f"{c!r} is not allowed; expected a client count >= 1")
+            if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_CONCURRENCY:
+                raise ctx.fail(f"{path}.concurrency[{j}]",
+                               f"{c!r} is not allowed; expected a client count from 1 to {MAX_CONCURRENCY}")
         concurrency = tuple(sorted(set(raw)))
     if "multi-stream" in scenarios and not concurrency:
         raise ctx.fail(path, "the multi-stream scenario needs concurrency = [1, 2, 4, ...] (client counts)")

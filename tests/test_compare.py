@@ -198,3 +198,23 @@ def test_sweeps_pick_the_best_setting_within_the_budget():
     assert sweep.best.setting == 8  # 32 meets 10 ms by its estimate, but not by its upper bound
     (sweep,) = sweeps(replace(run, cells=cells), budget_ms=0.5)
     assert sweep.best is None
+
+
+def test_server_cells_compare_by_capacity_and_bad_samples_are_not_comparable(tmp_path, capsys):
+    import shutil
+
+    sample = Path(__file__).parent / "data/run_v3.json"
+    for name in ("base", "new"):
+        (tmp_path / name / "samples").mkdir(parents=True)
+        shutil.copy(sample, tmp_path / name / "run.json")
+    code, out, _ = run_cli(capsys, "compare", str(tmp_path / "base"), str(tmp_path / "new"), "--json")
+    cells = {c["key"].split("|")[4]: c for c in json.loads(out)["cells"] if "|ort-cpu|" in c["key"]}
+    assert cells["server"]["verdict"] == "not comparable" and "autocorrelated" in cells["server"]["reason"]
+    assert cells["single-stream"]["verdict"] == "not comparable" and "missing, empty or corrupt" in cells["single-stream"]["reason"]
+    # empty or zero-latency sample files are refused the same way, not a traceback
+    doc = json.loads(sample.read_text())
+    ok = next(c for c in doc["cells"] if c["scenario"] == "single-stream" and c["status"] == "ok")
+    np.save(tmp_path / "base" / ok["samples_file"], np.array([], dtype=np.int64))
+    np.save(tmp_path / "new" / ok["samples_file"], np.array([5, 0, 7], dtype=np.int64))
+    code, out, _ = run_cli(capsys, "compare", str(tmp_path / "base"), str(tmp_path / "new"), "--json")
+    assert code == 0 and all(c["verdict"] == "not comparable" for c in json.loads(out)["cells"])

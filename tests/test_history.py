@@ -184,3 +184,27 @@ def test_history_add_refuses_bad_files_and_writes_nothing(tmp_path, capsys):
     assert code == 2 and "not JSON" in err
     code, _, err = run_cli(capsys, "history", "add", "--db", str(db))
     assert code == 2 and "name at least one run" in err
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("--db=postgresql://nightly:Top5ecret@10.0.0.1/h", "Top5ecret"),
+    ("postgresql://nightly@127.0.0.1:1/h?sslmode=off&password=s3cretQ", "s3cretQ"),
+    ("postgresql://nightly:Sup3rSecret@[::1/h", "Sup3rSecret"),
+])
+def test_redact_catches_passwords_anywhere(text, secret):
+    assert secret not in redact(text) and "***" in redact(text)
+
+
+def test_odd_urls_never_echo_their_password(capsys):
+    for url in ("postgresql://nightly@127.0.0.1:1/h?password=s3cretQ", "postgresql://nightly:Sup3rSecret@[::1/h"):
+        code, _, err = run_cli(capsys, "history", "--db", url)
+        assert code == 2 and "s3cretQ" not in err and "Sup3rSecret" not in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_run_still_running_is_not_recorded(tmp_path, capsys):
+    run = replace(nightly(0, 1000.0), status="running")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text(json.dumps(to_json(run)))
+    code, _, err = run_cli(capsys, "history", "add", str(tmp_path / "r"), "--db", str(tmp_path / "h.sqlite"))
+    assert code == 2 and "is still running" in err

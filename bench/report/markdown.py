@@ -12,9 +12,14 @@ def run_summary(run: Run) -> str:
     failed = [c for c in run.cells if c.status == "failed"]
     slo_failed = [c for c in run.cells if c.slo is not None and not c.slo.passed]
     disagree = [c for c in run.cells if c.agreement is not None and c.agreement.verdict == "fail"]
-    verdict = "FAIL" if failed or slo_failed or disagree else "pass"
+    invalid = [c for c in run.cells if c.server is not None and not c.server.valid]
+    verdict = "FAIL" if failed or slo_failed or disagree or invalid else "pass"
     lines += [f"**{verdict}**: {len(run.cells)} cells, {len(failed)} failed, {len(slo_failed)} SLO failures, "
-              f"{len(disagree)} disagree with their reference.", ""]
+              f"{len(disagree)} disagree with their reference, {len(invalid)} invalid server runs.", ""]
+    for c in invalid:
+        lines += [f"- `{c.id}` INVALID: " + "; ".join(c.server.validity)]
+    if invalid:
+        lines.append("")
     lines += ["| cell | status | samples/s | p50 ms | p99 ms | SLO | agreement |",
               "|---|---|---:|---:|---:|---|---|"]
     for c in run.cells:

@@ -175,7 +175,7 @@ class LoadPoint:
 class ServerInfo:
     """What the server scenario offered, what the target achieved, and whether the run counts."""
 
-    target_qps: float
+    target_qps: float  # the nominal rate of the served schedule (a peak search: the peak found)
     offered_qps: float  # the Poisson schedule's own rate (n / last arrival): the target, give or take 1/sqrt(n)
     achieved_qps: float  # completions / (last completion)
     requests: int

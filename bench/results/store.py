@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from bench.errors import BenchError
 from bench.results.schema import Run, to_json
@@ -29,23 +29,26 @@ class StoreError(BenchError):
     """The history store cannot be opened or written (exit 2); the message holds no password."""
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+_USERINFO = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Text with every password in it replaced by ***: user:PASSWORD@ in any URL, anywhere in the
+    text (an argv word like --db=postgresql://u:pw@h counts), and password=... parameters."""
+    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 def _scrub(text: str, url: str) -> str:
+    """An error message with the URL's password removed, however the driver quoted it."""
+    text = redact(text)
     try:
         password = urlsplit(url).password
     except ValueError:
         password = None
+    if not password:
+        m = re.search(r"://[^:/@\s]*:([^@\s]+)@", url) or re.search(r"password=([^&\s]+)", url, re.IGNORECASE)
+        password = m.group(1) if m else None
     return text.replace(password, "***") if password else text
 
 
@@ -150,6 +153,8 @@ class _SqlStore:
         self.conn.commit()
 
     def add_run(self, run: Run) -> bool:
+        if run.status == "running":
+            raise StoreError(f"run {run.run_id} is still running (its run.json is partial); record it once it completes")
         cur = self.conn.cursor()
         try:
             self._begin(cur)

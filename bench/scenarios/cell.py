@@ -52,6 +52,7 @@ class CellOutcome:
     server: Any = None  # bench.scenarios.server.ServerRun for the server scenario
     clients: tuple | None = None  # multi-stream: each client's latencies (ns)
     probes: tuple | None = None  # server peak search: every rate tried (bench.scenarios.server.Probe)
+    rate_qps: float | None = None  # the nominal rate of the served schedule (the peak, for a search)
     loadgen: Any = None  # bench.scenarios.loadgen.LoadGenResult
 
 
@@ -118,6 +119,8 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
     from bench.scenarios.server import poisson_schedule, run_server
 
     assert job.server is not None
+    from bench.errors import CellFailure
+
     probes = None
     with backend.context():
         warm = warm_up(fn, job.stop, time.perf_counter_ns)
@@ -131,12 +134,15 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
 
             peak, tried, served = find_peak(try_rate, job.server.qps, job.server.resolution, job.server.max_probes)
             probes = tuple(tried)
+            rate = peak
             if served is None:  # no rate met the SLO: report the lowest one tried
-                _, served = try_rate(min(p.offered_qps for p in tried) or job.server.qps)
+                rate = min(p.offered_qps for p in tried) or job.server.qps
+                _, served = try_rate(rate)
             schedule = served.scheduled_ns
             reason = (f"peak search: {len(tried)} rates tried, highest meeting the SLO "
                       + (f"{peak:,.1f}/s" if peak else "none"))
         elif job.server.max_batch > 1:
+            rate = job.server.qps
             from bench.scenarios.server import run_batching_server
 
             calls = [fn] + [backend.bind(make_inputs(job.model.inputs, job.batch_size * m, job.seed))
@@ -147,9 +153,12 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
                       f"batching (up to {job.server.max_batch}, wait {job.server.max_wait_ms:g} ms; mean batch "
                       f"{served.mean_batch():.2f})")
         else:
+            rate = job.server.qps
             schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
             served = run_server(fn, schedule)
             reason = f"server schedule of {schedule.size} Poisson arrivals at {job.server.qps:g}/s served"
+    if served.end_ns.size == 0:
+        raise CellFailure(f"no Poisson arrival fell within the run at {rate:g}/s: raise duration_s or qps")
     return CellOutcome(
         latencies_ns=served.latencies_ns,
         window_ns=int(served.end_ns[-1]) if served.end_ns.size else 0,
@@ -162,6 +171,7 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
         inputs_sha256=inputs_sha256(feeds),
         server=served,
         probes=probes,
+        rate_qps=rate,
     )
 
 

@@ -46,6 +46,7 @@ class ServerRun:
     start_ns: np.ndarray  # when each request's call started (from t0)
     end_ns: np.ndarray  # when each request's call ended (from t0)
     batch_sizes: np.ndarray | None = None  # dynamic batching: requests merged into each call
+    issue_errors_ns: np.ndarray | None = None  # dynamic batching: the issuer's own lateness, measured directly
 
     def mean_batch(self) -> float:
         return float(self.batch_sizes.mean()) if self.batch_sizes is not None and self.batch_sizes.size else 1.0
@@ -56,7 +57,11 @@ class ServerRun:
 
     @property
     def idle_issue_error_ns(self) -> np.ndarray:
-        """start - scheduled for the requests that found the server idle: the issuer's lateness."""
+        """start - scheduled for the requests that found the server idle: the issuer's lateness.
+        (With dynamic batching a batch starts late on purpose, so the issuer's lateness is taken
+        where it noticed each batch's first arrival instead.)"""
+        if self.issue_errors_ns is not None:
+            return self.issue_errors_ns
         prev_end = np.concatenate([[np.iinfo(np.int64).min], self.end_ns[:-1]])
         idle = prev_end <= self.scheduled_ns
         return (self.start_ns - self.scheduled_ns)[idle]
@@ -128,9 +133,14 @@ def run_batching_server(calls: list, schedule_ns: np.ndarray, max_wait_ns: int,
         while clock() < due:
             pass
 
+    errors: list[int] = []
     k = 0
     while k < n:
-        wait_until(t0 + sched[k])
+        due0 = t0 + sched[k]
+        idle = clock() < due0
+        wait_until(due0)
+        if idle:  # the server was free: how late did the issuer notice the arrival?
+            errors.append(clock() - due0)
         deadline = t0 + sched[k] + max_wait_ns
         m = 1
         while m < max_batch and k + m < n:
@@ -154,7 +164,8 @@ def run_batching_server(calls: list, schedule_ns: np.ndarray, max_wait_ns: int,
         ends[k:k + m] = end - t0
         sizes.append(m)
         k += m
-    return ServerRun(schedule_ns.astype(np.int64), starts, ends, np.asarray(sizes, dtype=np.int64))
+    return ServerRun(schedule_ns.astype(np.int64), starts, ends, np.asarray(sizes, dtype=np.int64),
+                     np.asarray(errors, dtype=np.int64))
 
 
 def md1_mean_latency_s(service_s: float, rate_qps: float) -> float:
@@ -198,7 +209,9 @@ def find_peak(try_rate: Callable[[float], tuple[Probe, ServerRun]], start_qps: f
     from start_qps until a good and a bad rate bracket the peak, then bisect (geometrically) until
     bad / good - 1 <= resolution or max_probes are spent. Returns (peak, every probe, the peak's run)."""
     probes: list[Probe] = []
-    good_rate, bad_rate, best_run = None, None, None
+    good_rate: float | None = None
+    bad_rate: float | None = None
+    best_run = None
     rate = start_qps
     while len(probes) < max_probes:
         probe, run = try_rate(rate)

@@ -190,11 +190,11 @@ class _CellBuilder:
         server_info = None
         if server_cell:
             slo = p.benchmark.slo.limits() if p.benchmark.slo else {}
-            tp, server_info = server_figures(out.server, p.batch_size, p.benchmark.server.qps,
+            tp, server_info = server_figures(out.server, p.batch_size, out.rate_qps or p.benchmark.server.qps,
                                              p.benchmark.stop.confidence, slo, latency)
             if out.probes is not None:
-                good = [q.offered_qps for q in out.probes if q.good]
-                server_info = replace(server_info, max_qps=max(good) if good else None,
+                peak = out.rate_qps if any(q.good for q in out.probes) else None
+                server_info = replace(server_info, max_qps=peak,
                                       curve=tuple(LoadPoint(**q.__dict__) for q in out.probes))
             metrics = Metrics(tp, latency)
             series = None
@@ -204,6 +204,7 @@ class _CellBuilder:
             loadgen_info = LoadGenInfo(r.scenario, r.valid, r.samples_per_s, r.scheduled_per_s, r.mean_ms, r.p50_ms, r.p99_ms)
         clients_info = None
         if out.clients is not None:
+            series = None  # clients run side by side: one series over their concatenation would be wrong
             window_s = out.window_ns / 1e9
             clients_info = ClientsInfo(
                 p.concurrency,
