@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.backends import BoundCall
+from bench.results.schema import LoadPoint
 from bench.scenarios.loops import as_call
 
 ISSUE_ERROR_LIMIT_NS = 50_000  # 50 µs at p99
@@ -176,16 +177,8 @@ def md1_mean_latency_s(service_s: float, rate_qps: float) -> float:
     return service_s + rho * service_s / (2 * (1 - rho))
 
 
-@dataclass(frozen=True)
-class Probe:
-    """One rate tried by the peak search."""
-
-    offered_qps: float
-    achieved_qps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    good: bool  # kept up with the rate and met the SLO
+# One rate tried by the peak search is recorded as it will be stored.
+Probe = LoadPoint
 
 
 def probe_result(run: ServerRun, limits_ms: dict[str, float]) -> Probe:

@@ -22,7 +22,7 @@ from bench.measure.environment import cuda_available, fingerprint
 from bench.models.loader import ModelRef, PreparedModel, classify, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.schema import (
-    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadGenInfo, LoadPoint, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
+    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadGenInfo, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
     TargetInfo, Warmup,
 )
 from bench.scenarios.cell import CellJob, CellOutcome
@@ -195,7 +195,7 @@ class _CellBuilder:
             if out.probes is not None:
                 peak = out.rate_qps if any(q.good for q in out.probes) else None
                 server_info = replace(server_info, max_qps=peak,
-                                      curve=tuple(LoadPoint(**q.__dict__) for q in out.probes))
+                                      curve=tuple(out.probes))
             metrics = Metrics(tp, latency)
             series = None
         loadgen_info = None
