@@ -59,16 +59,28 @@ def load_run_json(out_dir: Path) -> dict:
     return json.loads(runs[0].read_text())
 
 
-# A synthetic target of known, deterministic service time: busy-waits delay_us per call (no sleeping).
+# Synthetic targets of known service time, read from the knob delay_us: Spin busy-waits (holds the
+# GIL, deterministic), Sleep sleeps (releases the GIL, like a runtime computing in C).
 SPIN_PLUGIN = """
 import contextlib, time
 import numpy as np
 
 
-class Spin:
+class _Synthetic:
     def load(self, model, target):
         self.ns = int(dict(target.options.items)["delay_us"] * 1000)
 
+    def outputs(self, feeds):
+        return [np.zeros(1)]
+
+    def context(self):
+        return contextlib.nullcontext()
+
+    def info(self):
+        return {"runtime": type(self).__name__.lower()}
+
+
+class Spin(_Synthetic):
     def bind(self, feeds):
         ns, clock = self.ns, time.perf_counter_ns
 
@@ -78,12 +90,9 @@ class Spin:
                 pass
         return call
 
-    def outputs(self, feeds):
-        return [np.zeros(1)]
 
-    def context(self):
-        return contextlib.nullcontext()
-
-    def info(self):
-        return {"runtime": "spin"}
+class Sleep(_Synthetic):
+    def bind(self, feeds):
+        seconds = self.ns / 1e9
+        return lambda: time.sleep(seconds)
 """

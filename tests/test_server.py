@@ -145,31 +145,6 @@ def test_slo_without_a_percentile_is_refused():
 
 # --- multi-stream: closed-loop clients on threads --------------------------------------------
 
-SLEEP_PLUGIN = '''
-import contextlib, time
-import numpy as np
-
-
-class Sleep:
-    """Waits delay_us per call with the GIL released, like a runtime computing in C."""
-
-    def load(self, model, target):
-        self.s = dict(target.options.items)["delay_us"] / 1e6
-
-    def bind(self, feeds):
-        return lambda: time.sleep(self.s)
-
-    def outputs(self, feeds):
-        return [np.zeros(1)]
-
-    def context(self):
-        return contextlib.nullcontext()
-
-    def info(self):
-        return {"runtime": "sleep"}
-'''
-
-
 def clients_suite(extra: str = "") -> str:
     return textwrap.dedent(f"""
         [targets.sleep]
@@ -191,7 +166,7 @@ def clients_suite(extra: str = "") -> str:
 
 @pytest.fixture
 def sleep_plugin(tmp_path, monkeypatch):
-    (tmp_path / "bench_sleep_plugin.py").write_text(textwrap.dedent(SLEEP_PLUGIN))
+    (tmp_path / "bench_sleep_plugin.py").write_text(SPIN_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
 
 
