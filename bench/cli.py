@@ -124,6 +124,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if result.failed:
         _err(f"{len(result.failed)} cell(s) failed: " + "; ".join(f"{c.id}: {c.reason}" for c in result.failed))
+        from bench.report.sweeps import sweeps
+
+        for s in sweeps(result.run):
+            if s.memory_limit:
+                _err(f"{s.benchmark}/{s.target} {s.scenario}: {s.memory_limit}")
     if result.disagreeing:
         _err(f"outputs disagree with the reference in {len(result.disagreeing)} cell(s): "
              + "; ".join(f"{c.id}: {c.agreement.reason}" for c in result.disagreeing))

@@ -14,6 +14,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Any, Callable
+
+from bench.backends.cuda_device import is_out_of_memory, out_of_memory_reason
 from bench.errors import BenchError, CellFailure
 from bench.scenarios.cell import CellJob, CellOutcome, run_cell
 
@@ -26,20 +29,26 @@ class WorkerFailure:
     stderr_tail: str
 
 
-def _child(job: CellJob, conn, stderr_path: str) -> None:
+def _child(task: Callable[[Any], Any], job: Any, conn, stderr_path: str) -> None:
     # Ctrl-C reaches the whole process group; the parent decides and kills us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # CUDA numbers devices fastest-first by default, NVML by PCI bus: make cuda:N and NVML's
+    # device N the same GPU (the telemetry and the fingerprint name the device that ran).
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 2)  # native libraries write to fd 2 directly; catch that too
+    batch = getattr(job, "batch_size", None)
     try:
-        outcome = run_cell(job)
+        outcome = task(job)
         conn.send(("ok", outcome))
-    except (CellFailure, BenchError) as exc:
-        conn.send(("failed", str(exc), ""))
-    except MemoryError:
-        conn.send(("failed", f"out of memory at batch {job.batch_size}", traceback.format_exc()))
-    except BaseException as exc:  # anything else is a bug or a runtime error: report, do not hang
-        conn.send(("failed", f"{type(exc).__name__}: {exc}".strip(), traceback.format_exc()))
+    except BaseException as exc:  # a failure of any kind is reported, never left to hang the parent
+        if batch is not None and is_out_of_memory(exc):
+            # torch.OutOfMemoryError, ORT's allocation failures, MemoryError: one reason a sweep reads
+            conn.send(("failed", out_of_memory_reason(exc, batch), traceback.format_exc()))
+        elif isinstance(exc, (CellFailure, BenchError)):
+            conn.send(("failed", str(exc), ""))
+        else:  # a bug or a runtime error: its traceback goes with it
+            conn.send(("failed", f"{type(exc).__name__}: {exc}".strip(), traceback.format_exc()))
     finally:
         conn.close()
 
@@ -63,9 +72,16 @@ def _death_reason(code: int | None) -> str:
 
 
 def run_in_worker(job: CellJob, stderr_path: Path, timeout_s: float) -> CellOutcome | WorkerFailure:
+    return run_task_in_worker(run_cell, job, stderr_path, timeout_s, f"bench-cell-{job.index}")
+
+
+def run_task_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeout_s: float,
+                       name: str = "bench-worker") -> Any:
+    """task(job) in a spawned child: its return value, or a WorkerFailure. `task` must be a
+    module-level function (spawn pickles it by name)."""
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(job, send, str(stderr_path)), name=f"bench-cell-{job.index}")
+    proc = ctx.Process(target=_child, args=(task, job, send, str(stderr_path)), name=name)
     proc.start()
     send.close()
     try:

@@ -51,7 +51,7 @@ def test_quick_shrinks_stop_times():
         ('batch_sizes = [1, 4]', 'batch_sizes = [1, "8"]', "batch_sizes[1]: '8' is not allowed"),
         ('intra_op_threads = 1', 'intra_op_threads = -1', "targets.ort.intra_op_threads: -1 is not allowed"),
         ('intra_op_threads = 1', 'intra_op_threads = "two"', "targets.ort.intra_op_threads: 'two' is not allowed; expected an integer"),
-        ('backend = "torch"', 'backend = "torch"\nmode = "jit"', "targets.torch.mode: 'jit' is not allowed (allowed: eager)"),
+        ('backend = "torch"', 'backend = "torch"\nmode = "jit"', "targets.torch.mode: 'jit' is not allowed (allowed: eager, compile, cudagraph)"),
         ('backend = "torch"', 'backend = "torch"\nprecision = "fp8"', "targets.torch.precision: 'fp8' is not allowed"),
         ('backend = "torch"', 'backend = "torch"\ndevice = "tpu"', "targets.torch.device: 'tpu' is not allowed"),
         ('min_seconds = 0.05', 'min_seconds = 5', "max_seconds: 1.0 is not allowed; must be >= min_seconds (5.0)"),

@@ -12,7 +12,9 @@ from bench.results.files import RunDir, read_run
 from bench.results.schema import SCHEMA_VERSION, Run, from_json, json_schema, to_json
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v3.json"  # the current version, written by a real run
+SAMPLE = ROOT / "tests/data/run_v4.json"  # the current version, written by a real run
+SAMPLE_V3 = ROOT / "tests/data/run_v3.json"  # written by the harness at schema version 3
+SCHEMA_V3_FILE = ROOT / "tests/data/run_v3.schema.json"
 SAMPLE_V2 = ROOT / "tests/data/run_v2.json"
 SCHEMA_V2_FILE = ROOT / "tests/data/run_v2.schema.json"
 SAMPLE_V1 = ROOT / "tests/data/run_v1.json"  # written by the harness at schema version 1
@@ -31,7 +33,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 3
+    assert run.schema_version == SCHEMA_VERSION == 4
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
@@ -49,6 +51,17 @@ def test_committed_v2_file_upgrades_to_the_current_version():
     assert all(c.server is None for c in run.cells)
     assert [c.metrics.throughput.ci_low for c in run.cells if c.metrics] == [
         c["metrics"]["throughput"]["ci_low"] for c in doc["cells"] if c["metrics"]]
+
+
+def test_committed_v3_file_upgrades_to_the_current_version():
+    doc = json.loads(SAMPLE_V3.read_text())
+    assert doc["schema_version"] == 3
+    jsonschema.validate(doc, json.loads(SCHEMA_V3_FILE.read_text()))
+    run = read_run(SAMPLE_V3)
+    assert run.schema_version == SCHEMA_VERSION
+    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
+    assert all(c.gpu is None and c.roofline is None and c.compile_s is None for c in run.cells)
+    assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
 
 
 def test_committed_current_sample_validates_and_round_trips():

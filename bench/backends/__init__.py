@@ -17,7 +17,7 @@ from bench.errors import CellFailure
 # name -> "module:Class"; imported lazily so a worker loads only the runtime it uses.
 REGISTRY: dict[str, str] = {
     "onnxruntime": "bench.backends.ort:OrtBackend",
-    "torch": "bench.backends.torch_eager:TorchBackend",
+    "torch": "bench.backends.torch_backend:TorchBackend",
 }
 
 
@@ -26,6 +26,14 @@ class BoundCall(NamedTuple):
 
     fn: Callable[..., Any]
     args: tuple = ()
+
+
+class DeviceEvents(NamedTuple):
+    """What a GPU backend gives the scenario to time device work with events on its stream:
+    a factory of timing events (record(), elapsed_time(other) in ms) and a device synchronize."""
+
+    new_event: Callable[[], Any]
+    synchronize: Callable[[], None]
 
 
 class Backend(Protocol):
@@ -43,7 +51,16 @@ class Backend(Protocol):
         """Entered once around warm-up and measurement (e.g. torch.inference_mode)."""
 
     def info(self) -> dict[str, Any]:
-        """What actually ran: providers, runtime version, threads."""
+        """What actually ran: providers, runtime version, threads; compile_s / capture_s where
+        the backend had one-off costs."""
+
+
+# Optional methods of a GPU backend, found with getattr so CPU and user backends need none:
+#   timing_boundary(scenario) -> "end_to_end" | "device" | "device_resident"
+#   events() -> DeviceEvents | None        when the boundary is "device"
+#   synchronize() -> None                  waits for the device's queued work
+#   gpu_memory() -> (bytes, source) | None the framework allocator's peak
+#   cuda_index() -> int | None             the CUDA ordinal, for NVML telemetry
 
 
 def create(name: str) -> Backend:

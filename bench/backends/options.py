@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
-TORCH_MODES = ("eager",)
+TORCH_MODES = ("eager", "compile", "cudagraph")
+# torch.compile's own mode names (torch/_inductor/list_mode_options).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Where a CUDA target's inputs live: "device" (already there; timed with CUDA events) or "host"
+# (copied in and out on every call, host timer: the end-to-end figure a client sees).
+IO_PLACES = ("device", "host")
 # Provider names onnxruntime knows (its get_all_providers()), kept here so validating a config
 # needs no onnxruntime import; a name not in this list is a typo, not a missing install.
 KNOWN_PROVIDERS = (
@@ -44,6 +49,12 @@ class OrtOptions:
     inter_op_threads: int = 0
     graph_optimization_level: str = "all"
     allow_spinning: bool = True  # ORT's default; recorded because it changes latency and CPU use
+    # Bind inputs and outputs on the device once (run_with_iobinding), or feed host arrays through
+    # session.run (on cuda the end-to-end mode: copies in and out included). None: true on cuda.
+    io_binding: bool | None = None
+    # ORT falls back from a provider it cannot use (TensorRT -> CUDA) with only a log line: that
+    # fails the cell unless the target allows it, and the providers that ran are recorded.
+    allow_fallback: bool = False
 
     def validate(self) -> tuple[str, str] | None:
         for i, p in enumerate(self.providers):
@@ -64,12 +75,20 @@ class OrtOptions:
             return self.providers
         return ("CUDAExecutionProvider",) if device.startswith("cuda") else ("CPUExecutionProvider",)
 
+    def uses_io_binding(self, device: str) -> bool:
+        return device.startswith("cuda") if self.io_binding is None else self.io_binding
+
     def check_target(self, device: str, precision: str) -> tuple[str, str] | None:
-        if precision != "fp32":
-            return "precision", f"{precision!r} is not supported yet on onnxruntime targets (allowed: fp32)"
+        cuda = device.startswith("cuda")
+        if precision == "bf16":
+            # ORT's CUDA provider has bf16 kernels for few ops and no converter ships for it.
+            return "precision", "'bf16' is not supported on onnxruntime targets (allowed: fp32, fp16)"
         gpu = [p for p in self.resolved_providers(device) if p in GPU_PROVIDERS]
-        if gpu and not device.startswith("cuda"):
+        if gpu and not cuda:
             return "device", f"{device!r} does not fit provider {gpu[0]}; set device = \"cuda\""
+        if cuda and not gpu:
+            return "providers", (f"device {device!r} needs a GPU provider first in the list "
+                                 f"(allowed: {', '.join(GPU_PROVIDERS)})")
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,13 +101,29 @@ class TorchOptions:
     threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
     interop_threads: int = 0
     inference_mode: bool = True
+    compile_mode: str = "default"  # mode = "compile": torch.compile(mode=...)
+    channels_last: bool = False  # 4-D inputs and the module in channels_last (NHWC) memory format
+    io: str = "device"  # cuda only: see IO_PLACES
 
     def validate(self) -> tuple[str, str] | None:
-        if self.mode not in TORCH_MODES:
-            return "mode", f"{self.mode!r} is not allowed (allowed: {', '.join(TORCH_MODES)})"
+        for key, allowed in (("mode", TORCH_MODES), ("compile_mode", COMPILE_MODES), ("io", IO_PLACES)):
+            value = getattr(self, key)
+            if value not in allowed:
+                import difflib
+
+                close = difflib.get_close_matches(value, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                return key, f"{value!r} is not allowed{hint} (allowed: {', '.join(allowed)})"
+        if self.compile_mode != "default" and self.mode != "compile":
+            return "compile_mode", f"applies to mode = \"compile\" only (this target's mode is {self.mode!r})"
         return _nonneg(self, "threads", "interop_threads")
 
     def check_target(self, device: str, precision: str) -> tuple[str, str] | None:
+        cuda = device.startswith("cuda")
+        if self.mode == "cudagraph" and not cuda:
+            return "mode", "'cudagraph' captures CUDA graphs; set device = \"cuda\" (allowed on cpu: eager, compile)"
+        if self.io == "host" and not cuda:
+            return "io", "'host' copies inputs to a GPU on every call; it applies to cuda targets only"
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,18 @@
-"""ONNX Runtime backend: providers, intra/inter-op threads, graph optimisation level, spinning.
+"""ONNX Runtime backend: providers, intra/inter-op threads, graph optimisation level, spinning,
+and on CUDA, IOBinding.
 
-ORT falls back silently when a requested provider cannot be used (one log line at most), so
-after creating the session we compare `get_providers()` with what was asked and fail the cell.
+ORT falls back silently when a requested provider cannot be used (one log line at most; seen:
+TensorRT -> CUDA), so after creating the session we compare `get_providers()` with what was
+asked and fail the cell, unless the target sets allow_fallback; the providers that ran are
+recorded either way.
+
+With io_binding (the default on cuda), inputs are copied to the device once, outputs are bound to
+device buffers allocated by a first run and reused, and the measured call is
+run_with_iobinding: nothing crosses PCIe in the loop. ORT's run waits for its stream before it
+returns (run option disable_synchronize_execution_providers is left off), so a host timer around
+it leaves out no unfinished GPU work; that boundary is "device_resident". Without io_binding the
+call is session.run on host arrays: copies in and out included, the "end_to_end" boundary.
+fp16 targets run the fp16 model the parent converted (PreparedModel.onnx_fp16_path) on fp16 inputs.
 """
 from __future__ import annotations
 
@@ -11,8 +22,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from bench.errors import CellFailure
 from bench.backends import BoundCall
+from bench.backends.cuda_device import check_index, device_index
+from bench.errors import CellFailure
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -22,10 +34,26 @@ _OPT_LEVELS = {
 }
 
 
+def _provider_options(provider: str, target: Any) -> dict[str, str]:
+    if provider == "CUDAExecutionProvider":
+        return {"device_id": str(device_index(target.device))}
+    if provider in ("TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider"):
+        opts = {"device_id": str(device_index(target.device))}
+        if target.precision == "fp16" and provider == "TensorrtExecutionProvider":
+            opts["trt_fp16_enable"] = "True"
+        return opts
+    return {}
+
+
 class OrtBackend:
     def __init__(self) -> None:
         self.session: ort.InferenceSession | None = None
         self._info: dict[str, Any] = {}
+        self._device = "cpu"
+        self._device_id = 0
+        self._io_binding = False
+        self._fp16 = False
+        self._bound: list[Any] = []
 
     def load(self, model: Any, target: Any) -> None:
         opts = target.options
@@ -36,9 +64,14 @@ class OrtBackend:
             raise CellFailure(
                 f"provider {missing[0]} is not installed in this onnxruntime build "
                 f"(available: {', '.join(available)})"
+                + ("; for CUDA install onnxruntime-gpu in place of onnxruntime" if target.is_cuda else "")
             )
-        if model.onnx_path is None:
-            raise CellFailure(f"model {model.source.ref!r} has no ONNX form for onnxruntime")
+        if target.is_cuda:
+            self._count_devices_or_fail(target.device)
+        path = model.onnx_fp16_path if target.precision == "fp16" else model.onnx_path
+        if path is None:
+            raise CellFailure(f"model {model.source.ref!r} has no {target.precision} ONNX form for onnxruntime")
+        self._fp16 = target.precision == "fp16"
         so = ort.SessionOptions()
         so.intra_op_num_threads = opts.intra_op_threads
         so.inter_op_num_threads = opts.inter_op_threads
@@ -47,41 +80,79 @@ class OrtBackend:
         spin = "1" if opts.allow_spinning else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
         so.add_session_config_entry("session.inter_op.allow_spinning", spin)
-        provider_options = []
-        for p in requested:
-            if p == "CUDAExecutionProvider" and ":" in target.device:
-                provider_options.append({"device_id": target.device.split(":")[1]})
-            else:
-                provider_options.append({})
+        provider_options = [_provider_options(p, target) for p in requested]
         try:
-            self.session = ort.InferenceSession(model.onnx_path, so, providers=requested, provider_options=provider_options)
+            self.session = ort.InferenceSession(path, so, providers=requested, provider_options=provider_options)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types for a model it cannot load
             raise CellFailure(f"onnxruntime cannot load the model: {type(exc).__name__}: {exc}") from None
         active = self.session.get_providers()
         not_active = [p for p in requested if p not in active]
-        if not_active:
+        if not_active and not opts.allow_fallback:
             raise CellFailure(
                 f"requested provider {not_active[0]} is not active (ran: {', '.join(active)}); "
-                "onnxruntime fell back silently"
+                "onnxruntime fell back silently (set allow_fallback = true to accept that)"
             )
+        self._device = "cuda" if target.is_cuda else "cpu"
+        self._device_id = device_index(target.device) if target.is_cuda else 0
+        self._io_binding = opts.uses_io_binding(target.device)
         self._info = {
             "providers": active,
+            "fell_back_from": not_active or None,
             "runtime": f"onnxruntime {ort.__version__}",
             "intra_op_threads": opts.intra_op_threads,
             "inter_op_threads": opts.inter_op_threads,
             "allow_spinning": opts.allow_spinning,
+            "io_binding": self._io_binding,
+            "model_precision": "fp16 (converted from fp32, fp16 inputs and outputs)" if self._fp16 else "fp32",
         }
+
+    @staticmethod
+    def _count_devices_or_fail(device: str) -> None:
+        from bench.measure.nvml import visible_device_count
+
+        count, note = visible_device_count()
+        if count == 0:
+            raise CellFailure(f"no CUDA device ({note})" if note else "no CUDA device")
+        check_index(device, count)
+
+    def _feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._fp16:
+            return feeds
+        return {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in feeds.items()}
 
     def bind(self, feeds: dict[str, np.ndarray]) -> BoundCall:
         assert self.session is not None
-        return BoundCall(self.session.run, (None, feeds))
+        feeds = self._feeds(feeds)
+        if not self._io_binding:
+            return BoundCall(self.session.run, (None, feeds))
+        binding = self.session.io_binding()
+        values = []
+        for name, arr in feeds.items():
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), self._device, self._device_id)
+            binding.bind_ortvalue_input(name, value)
+            values.append(value)
+        for out in self.session.get_outputs():
+            binding.bind_output(out.name, self._device, self._device_id)
+        # A first run allocates the outputs on the device; binding those buffers keeps every
+        # later run from allocating (the loop measures inference, not the arena).
+        self.session.run_with_iobinding(binding)
+        for out, value in zip(self.session.get_outputs(), binding.get_outputs()):
+            binding.bind_ortvalue_output(out.name, value)
+        self._bound.append((binding, values))  # device buffers live as long as the backend
+        return BoundCall(self.session.run_with_iobinding, (binding,))
 
     def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         assert self.session is not None
-        return [np.asarray(o, dtype=np.float64) for o in self.session.run(None, feeds)]
+        return [np.asarray(o, dtype=np.float64) for o in self.session.run(None, self._feeds(feeds))]
 
     def context(self):
         return contextlib.nullcontext()
+
+    def timing_boundary(self, scenario: str) -> str:
+        return "device_resident" if self._io_binding and self._device == "cuda" else "end_to_end"
+
+    def cuda_index(self) -> int | None:
+        return self._device_id if self._device == "cuda" else None
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import psutil
 
+from bench.measure.nvml import load_nvml, nvml_errors
 from bench.results.schema import Environment, GpuInfo
 
 PACKAGES = ("bench-harness", "numpy", "numba", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript",
             "torch", "psutil", "nvidia-ml-py")
 ALLOWED_ENV_VARS = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-    "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING",
+    "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_LAUNCH_BLOCKING",
     "ORT_DISABLE_ALL", "PYTORCH_CUDA_ALLOC_CONF", "CI",
 )
 
@@ -71,37 +72,70 @@ def _git(args: list[str]) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def gpus() -> tuple[tuple[GpuInfo, ...], str]:
-    """GPUs seen by NVML, and a note saying why there are none when there are none."""
+def _nvml_or_none(errors, fn, *args):
+    """fn(*args), or None where the device or driver does not answer (NotSupported on older
+    GPUs, MIG, vGPU; FunctionNotFound on older drivers)."""
     try:
-        import pynvml
-    except ImportError:
-        return (), "nvidia-ml-py is not installed"
+        return fn(*args)
+    except errors:
+        return None
+
+
+def _enabled(value, on: int) -> str | None:
+    return None if value is None else ("enabled" if value == on else "disabled")
+
+
+def _gpu_info(nvml, errors, index: int, driver: str, cuda: str) -> GpuInfo:
+    h = nvml.nvmlDeviceGetHandleByIndex(index)
+
+    def ask(fn, *args):
+        return _nvml_or_none(errors, fn, h, *args)
+
+    limit_mw = ask(nvml.nvmlDeviceGetEnforcedPowerLimit)
+    cc = ask(nvml.nvmlDeviceGetCudaComputeCapability)
+    mig = ask(nvml.nvmlDeviceGetMigMode)  # [current, pending]: a pending mode needs a GPU reset
+    ecc = ask(nvml.nvmlDeviceGetEccMode)  # [current, pending]: likewise, after a reboot
+    return GpuInfo(
+        name=str(nvml.nvmlDeviceGetName(h)),
+        uuid=str(nvml.nvmlDeviceGetUUID(h)),
+        driver=driver,
+        memory_total_bytes=int(nvml.nvmlDeviceGetMemoryInfo(h).total),
+        power_limit_w=None if limit_mw is None else limit_mw / 1000,
+        cuda=cuda,
+        index=index,
+        compute_capability=None if cc is None else f"{cc[0]}.{cc[1]}",
+        sm_clock_max_mhz=ask(nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_SM),
+        memory_clock_max_mhz=ask(nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_MEM),
+        sm_clock_app_mhz=ask(nvml.nvmlDeviceGetApplicationsClock, nvml.NVML_CLOCK_SM),
+        mig_mode=_enabled(None if mig is None else mig[0], nvml.NVML_DEVICE_MIG_ENABLE),
+        ecc_mode=_enabled(None if ecc is None else ecc[0], nvml.NVML_FEATURE_ENABLED),
+        persistence_mode=_enabled(ask(nvml.nvmlDeviceGetPersistenceMode), nvml.NVML_FEATURE_ENABLED),
+    )
+
+
+def gpus(nvml=None) -> tuple[tuple[GpuInfo, ...], str]:
+    """GPUs seen by NVML, and a note saying why there are none when there are none.
+
+    `nvml` is the pynvml module unless given (the tests pass a fake). A figure the device does
+    not report (NotSupported) is null; NVML that cannot start gives no GPUs and says why.
+    """
+    nvml, why = load_nvml(nvml)
+    if nvml is None:
+        return (), why
+    errors = nvml_errors(nvml)
     try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:  # NVMLError_LibraryNotFound on machines without a driver
+        nvml.nvmlInit()
+    except errors as exc:  # NVMLError_LibraryNotFound on machines without a driver
         return (), f"NVML unavailable: {exc}"
     try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
-        found = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            try:
-                limit_w = pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
-            except pynvml.NVMLError:
-                limit_w = None
-            found.append(GpuInfo(
-                name=str(pynvml.nvmlDeviceGetName(h)),
-                uuid=str(pynvml.nvmlDeviceGetUUID(h)),
-                driver=str(driver),
-                memory_total_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
-                power_limit_w=limit_w,
-                cuda=f"{cuda // 1000}.{cuda % 1000 // 10}",
-            ))
-        return tuple(found), "" if found else "NVML found no GPU"
+        driver = str(nvml.nvmlSystemGetDriverVersion())
+        cuda = nvml.nvmlSystemGetCudaDriverVersion_v2()
+        cuda_text = f"{cuda // 1000}.{cuda % 1000 // 10}"
+        found = tuple(_gpu_info(nvml, errors, i, driver, cuda_text)
+                      for i in range(nvml.nvmlDeviceGetCount()))
+        return found, "" if found else "NVML found no GPU"
     finally:
-        pynvml.nvmlShutdown()
+        nvml.nvmlShutdown()
 
 
 def fingerprint() -> Environment:

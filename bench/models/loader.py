@@ -30,6 +30,7 @@ from bench.models.inputs import InputSpec
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool"}
 EXPORT_OPSET = 18
+FP16_FORMAT = 1  # bump when the fp16 conversion's settings change
 CACHE_FORMAT = 1  # bump when the export settings change, so stale cached files are not reused
 
 
@@ -59,6 +60,9 @@ class PreparedModel:
     sha256: str
     inputs: tuple[InputSpec, ...]
     onnx_path: str | None  # None when no onnxruntime target needs it
+    onnx_fp16_path: str | None = None  # the fp16 conversion, when an fp16 onnxruntime target needs it
+    flops_per_sample: float | None = None  # multiply-add = 2; None where it could not be counted
+    flops_source: str = ""  # how it was counted, or why not
 
 
 def classify(ref: str) -> str:
@@ -214,7 +218,7 @@ def _export_onnx(module, specs: tuple[InputSpec, ...], path: Path) -> None:
     os.replace(tmp, path)  # atomic: a concurrent run sees the whole file or none
 
 
-def _prepare_torch_model(source: ModelRef, need_onnx: bool) -> PreparedModel:
+def _prepare_torch_model(source: ModelRef, need_onnx: bool):
     module, example = build_torch(source)
     specs = _torch_input_specs(source, module, example)
     sha = _torch_hash(source, module)
@@ -230,7 +234,7 @@ def _prepare_torch_model(source: ModelRef, need_onnx: bool) -> PreparedModel:
             except Exception as exc:  # exporter failures are about the user's model
                 raise ModelError(f"model {source.ref!r}: ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         onnx_path = str(path)
-    return PreparedModel(source, sha, specs, onnx_path)
+    return PreparedModel(source, sha, specs, onnx_path), module
 
 
 # --- ONNX files ------------------------------------------------------------------------------
@@ -283,8 +287,62 @@ def onnx_input_specs(path: Path, ref: str, dims: dict[str, int]) -> tuple[InputS
     return tuple(specs)
 
 
-def prepare(source: ModelRef, need_onnx: bool, need_torch: bool) -> PreparedModel:
+def fp16_onnx(path: str, sha256: str, ref: str) -> str:
+    """The fp16 form of an fp32 ONNX model, converted once and cached by content.
+
+    onnxruntime's own converter (onnxruntime.transformers.float16): weights and activations in
+    fp16, inputs and outputs too (keep_io_types=False), so an fp16 target is fed fp16 arrays
+    as torch's fp16 targets are; ops without fp16 kernels are left to ORT's cast insertion.
+    """
+    import onnx
+    import onnxruntime
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    key = hashlib.sha256(f"{sha256}|{onnxruntime.__version__}|fp16|{FP16_FORMAT}".encode()).hexdigest()[:24]
+    out = cache_dir() / f"{Path(path).stem}-fp16-{key}.onnx"
+    if out.exists():
+        return str(out)
+    try:
+        model16 = convert_float_to_float16(onnx.load(path), keep_io_types=False)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        onnx.save(model16, str(tmp))
+        os.replace(tmp, out)
+    except Exception as exc:  # the converter's failures are about the user's graph
+        raise ModelError(f"model {ref!r}: fp16 conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    return str(out)
+
+
+def _count_flops(prepared: PreparedModel, module=None) -> PreparedModel:
+    """FLOPs per sample for the roofline: torch's counter on the module, else the ONNX graph."""
+    from dataclasses import replace
+
+    from bench.measure import flops
+
+    batch = 2  # not 1, so nothing specialises on a batch of one
+    if module is not None:
+        import torch
+
+        from bench.models.inputs import make_inputs
+
+        feeds = make_inputs(prepared.inputs, batch, 0)
+        try:
+            count = flops.torch_flops_per_sample(module, tuple(torch.from_numpy(v) for v in feeds.values()), batch)
+        except Exception as exc:  # a module FlopCounterMode cannot trace: no roofline, not a failure
+            return replace(prepared, flops_source=f"not counted: torch FlopCounterMode raised {type(exc).__name__}")
+        return replace(prepared, flops_per_sample=count, flops_source=flops.TORCH_FLOPS_SOURCE)
+    if prepared.onnx_path is None:
+        return prepared
+    try:
+        count, source = flops.count_onnx_flops(prepared.onnx_path, prepared.inputs, batch)
+    except flops.UncountableGraph as exc:  # better no roofline than a wrong one
+        return replace(prepared, flops_source=f"not counted: {exc}")
+    return replace(prepared, flops_per_sample=count, flops_source=source)
+
+
+def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool = False) -> PreparedModel:
     """Resolve, load-check and (when needed) export a model once, in the parent process."""
+    from dataclasses import replace
+
     if source.kind == "onnx":
         path = Path(source.ref)
         if need_torch:
@@ -292,9 +350,14 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool) -> PreparedMode
         if not path.is_file():
             raise ModelError(f"model {source.ref!r}: no such file")
         specs = onnx_input_specs(path, source.ref, dict(source.dims))
-        return PreparedModel(source, _sha256_file(path), specs, str(path.resolve()))
-    prepared = _prepare_torch_model(source, need_onnx)
-    if source.kind == "pt2":
-        # The program file is the identity a user can check; keep the weights hash out.
-        prepared = PreparedModel(source, _sha256_file(Path(source.ref)), prepared.inputs, prepared.onnx_path)
+        prepared = _count_flops(PreparedModel(source, _sha256_file(path), specs, str(path.resolve())))
+    else:
+        prepared, module = _prepare_torch_model(source, need_onnx or need_fp16)
+        if source.kind == "pt2":
+            # The program file is the identity a user can check; keep the weights hash out.
+            prepared = replace(prepared, sha256=_sha256_file(Path(source.ref)))
+        prepared = _count_flops(prepared, module)
+    if need_fp16:
+        assert prepared.onnx_path is not None
+        prepared = replace(prepared, onnx_fp16_path=fp16_onnx(prepared.onnx_path, prepared.sha256, source.ref))
     return prepared

@@ -75,14 +75,21 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet-style CNN. `blocks` per stage; `width` is the first stage's channels, doubled per stage.
 
-    bottleneck=True with blocks="3,4,6,3", width=256 and image=224 is ResNet-50's shape.
+    bottleneck=True with blocks="3,4,6,3", width=256 and image=224 is ResNet-50's shape, its
+    ImageNet stem included (7x7 stride-2 convolution and a stride-2 max-pool: 4.1 G multiply-adds
+    per 224x224 image, as torchvision's resnet50). The basic-block form keeps a CIFAR-style stem
+    (3x3, stride 1) for small images.
     """
 
     def __init__(self, width: int = 16, blocks: str = "1,1,1", image: int = 32, classes: int = 10,
                  bottleneck: bool = False):
         super().__init__()
         stem = max(width // 4, 16) if bottleneck else width
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU())
+        if bottleneck:
+            self.stem = nn.Sequential(nn.Conv2d(3, stem, 7, 2, 3, bias=False), nn.BatchNorm2d(stem), nn.ReLU(),
+                                      nn.MaxPool2d(3, 2, 1))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU())
         stages: list[nn.Module] = []
         c_in = stem
         for s, n in enumerate(int(b) for b in str(blocks).split(",")):

@@ -31,6 +31,16 @@ class Sweep:
     points: tuple[SweepPoint, ...]
     budget_ms: float | None
     best: SweepPoint | None
+    out_of_memory_at: int | None = None  # the smallest batch that failed out of memory
+
+    @property
+    def memory_limit(self) -> str:
+        """'out of memory at batch N; largest batch that fit: M', or '' when nothing ran out."""
+        if self.out_of_memory_at is None:
+            return ""
+        fit = [p.setting for p in self.points if p.setting < self.out_of_memory_at]
+        return (f"out of memory at batch {self.out_of_memory_at}; largest batch that fit: "
+                + (str(max(fit)) if fit else "none"))
 
 
 def _budget(run: Run, cell: Cell, override: float | None) -> float | None:
@@ -44,7 +54,13 @@ def _budget(run: Run, cell: Cell, override: float | None) -> float | None:
 
 def sweeps(run: Run, budget_ms: float | None = None) -> list[Sweep]:
     groups: dict[tuple[str, str, str, str], list[Cell]] = {}
+    oom: dict[tuple[str, str, str, str], int] = {}
     for c in run.cells:
+        if c.status == "failed" and c.reason.startswith("out of memory at batch") and c.scenario != "multi-stream":
+            key = (c.benchmark, c.target.name, c.scenario, "batch")
+            oom[key] = min(oom.get(key, c.batch_size), c.batch_size)
+            groups.setdefault(key, [])
+            continue
         if c.status != "ok" or c.metrics is None:
             continue
         if c.scenario == "multi-stream":
@@ -53,8 +69,9 @@ def sweeps(run: Run, budget_ms: float | None = None) -> list[Sweep]:
             key = (c.benchmark, c.target.name, c.scenario, "batch")
         groups.setdefault(key, []).append(c)
     out = []
-    for (bench, target, scenario, axis), cells in groups.items():
-        if len(cells) < 2:
+    for key, cells in groups.items():
+        bench, target, scenario, axis = key
+        if len(cells) < 2 and key not in oom:
             continue
         points = []
         for c in sorted(cells, key=lambda c: c.concurrency if axis == "concurrency" else c.batch_size):
@@ -62,20 +79,24 @@ def sweeps(run: Run, budget_ms: float | None = None) -> list[Sweep]:
             points.append(SweepPoint(c.concurrency if axis == "concurrency" else c.batch_size,
                                      c.metrics.throughput.value, p99.value,
                                      p99.ci_high if p99.ci_high is not None else p99.value))
-        budget = _budget(run, cells[0], budget_ms)
+        budget = _budget(run, cells[0], budget_ms) if cells else budget_ms
         fitting = [p for p in points if budget is None or p.p99_high_ms <= budget]
         best = max(fitting, key=lambda p: p.throughput) if fitting else None
-        out.append(Sweep(bench, target, scenario, axis, tuple(points), budget, best))
+        out.append(Sweep(bench, target, scenario, axis, tuple(points), budget, best, oom.get(key)))
     return out
 
 
 def sweeps_table(run: Run, budget_ms: float | None = None) -> Table:
     table = Table(title="sweeps · best = highest throughput whose p99 (upper bound) fits the budget")
-    for col in ("benchmark", "target", "scenario", "axis", "setting: samples/s @ p99 ms", "budget", "best"):
+    found = sweeps(run, budget_ms)
+    limits = any(s.memory_limit for s in found)
+    for col in ("benchmark", "target", "scenario", "axis", "setting: samples/s @ p99 ms", "budget", "best") + (
+            ("memory limit",) if limits else ()):
         table.add_column(col)
-    for s in sweeps(run, budget_ms):
+    for s in found:
         curve = "  ".join(f"{p.setting}: {p.throughput:,.0f} @ {p.p99_ms:.3g}" for p in s.points)
         best = "-" if s.best is None else f"{s.axis} {s.best.setting}"
         table.add_row(s.benchmark, s.target, s.scenario, s.axis, curve,
-                      "-" if s.budget_ms is None else f"{s.budget_ms:g} ms", best if s.points else "-")
+                      "-" if s.budget_ms is None else f"{s.budget_ms:g} ms", best if s.points else "-",
+                      *((s.memory_limit or "-",) if limits else ()))
     return table

@@ -20,7 +20,13 @@ def update_to_3(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: update_to_2, 3: update_to_3}
+def update_to_4(doc: dict[str, Any]) -> dict[str, Any]:
+    """v3 -> v4: `gpu` becomes a typed record, but v3 always wrote null there (no GPU targets);
+    every other new field is optional: version alone."""
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: update_to_2, 3: update_to_3, 4: update_to_4}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

@@ -13,6 +13,11 @@ committed file of the old version):
      achieved rates, validity and its reasons, the generator's issue error, queue depth over
      time); `concurrency` and `clients` (per-client figures); `loadgen`, what MLPerf LoadGen measured. A v2 file upgrades by its version
      alone (no v2 cell is a server or multi-stream cell; concurrency defaults to 1).
+  4  (2026-11) GPU targets: `gpu` per cell is a typed NVML telemetry record (was an untyped
+     object, always null); `roofline` (FLOPs per sample, achieved FLOP/s, fraction of the device's
+     measured peak); `compile_s` and `capture_s` apart from `load_s`; `memory.gpu_peak_source`;
+     the timing boundary `device_resident`; GPU fingerprints add index, compute capability, clocks,
+     MIG and ECC modes. A v3 file upgrades by its version alone (its `gpu` was always null).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 by `json_schema()`; a test keeps the two equal.
@@ -25,12 +30,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 CellStatus = Literal["ok", "failed", "skipped"]
 RunStatus = Literal["running", "complete", "interrupted"]
 Verdict = Literal["pass", "fail", "reference", "unchecked"]
-TimingBoundary = Literal["end_to_end", "device"]
+# end_to_end: host timer around the call, host inputs copied in and outputs copied out, the call
+#   returning only after the GPU finished. device: CUDA events on the stream the work runs on,
+#   inputs and outputs resident on the device. device_resident: inputs and outputs resident on the
+#   device, host timer around a call that returns only after the GPU finished (ONNX Runtime's
+#   synchronous run_with_iobinding: its stream is not ours to put events on).
+TimingBoundary = Literal["end_to_end", "device", "device_resident"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,53 @@ class Metrics:
 class Memory:
     peak_rss_bytes: int
     gpu_peak_bytes: int | None = None
+    # torch.cuda.max_memory_allocated (the caching allocator's tensors), or NVML's per-process
+    # used memory (ONNX Runtime's arena and the CUDA context included): which one, in words.
+    gpu_peak_source: str = ""
+
+
+@dataclass(frozen=True)
+class GpuTelemetry:
+    """NVML, sampled by a thread during the measured window (bench/measure/nvml.py).
+
+    Figures are null where the device or driver does not report them. `energy_j` is the delta of
+    NVML's total-energy counter over the window; the counter updates coarsely, so a window under
+    ENERGY_MIN_WINDOW_S gives no energy figure, and `notes` says why.
+    """
+
+    device_index: int
+    uuid: str
+    samples: int
+    interval_ms: float
+    window_s: float
+    utilization_mean_pct: float | None = None
+    utilization_max_pct: float | None = None
+    memory_used_max_bytes: int | None = None  # the whole device, every process
+    process_memory_max_bytes: int | None = None  # this worker alone, as NVML accounts it
+    sm_clock_mean_mhz: float | None = None
+    sm_clock_min_mhz: float | None = None
+    sm_clock_max_mhz: float | None = None
+    power_mean_w: float | None = None
+    power_max_w: float | None = None
+    energy_j: float | None = None
+    energy_per_sample_j: float | None = None
+    temperature_max_c: float | None = None
+    throttle_reasons: tuple[str, ...] = ()  # every clock-event reason seen, by NVML name
+    throttled: bool = False  # a reason that lowers clocks (power cap, thermal, HW slowdown) was seen
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Where a cell sits against what its device can do."""
+
+    flops_per_sample: float  # multiply-add = 2 FLOPs
+    flops_source: str  # "torch FlopCounterMode" or "onnx graph (MatMul, Gemm, Conv, ...)"
+    achieved_flops_per_s: float  # flops_per_sample * throughput
+    peak_flops_per_s: float | None = None  # the probe's GEMM rate at the cell's precision
+    fraction_of_peak: float | None = None
+    peak_copy_bytes_per_s: float | None = None  # the probe's device-to-device copy rate
+    peak_source: str = ""  # what probe, when, cached where; or why there is no peak
 
 
 @dataclass(frozen=True)
@@ -223,11 +280,14 @@ class Cell:
     timing_boundary: TimingBoundary = "end_to_end"
     metrics: Metrics | None = None
     memory: Memory | None = None
-    gpu: dict[str, Any] | None = None
+    gpu: GpuTelemetry | None = None
     agreement: Agreement | None = None
     warmup: Warmup | None = None
     duration_s: float | None = None
     load_s: float | None = None
+    compile_s: float | None = None  # torch.compile: the first calls, which compile
+    capture_s: float | None = None  # cudagraph: side-stream warm-up and capture
+    roofline: Roofline | None = None
     stop_reason: str | None = None
     inputs_sha256: str | None = None
     samples_file: str | None = None
@@ -254,7 +314,15 @@ class GpuInfo:
     driver: str
     memory_total_bytes: int
     power_limit_w: float | None = None
-    cuda: str | None = None
+    cuda: str | None = None  # the CUDA version the driver supports
+    index: int | None = None  # NVML index (PCI bus order)
+    compute_capability: str | None = None
+    sm_clock_max_mhz: int | None = None
+    memory_clock_max_mhz: int | None = None
+    sm_clock_app_mhz: int | None = None  # application clock, when set
+    mig_mode: str | None = None  # "enabled" | "disabled" | None where not supported
+    ecc_mode: str | None = None
+    persistence_mode: str | None = None
 
 
 @dataclass(frozen=True)

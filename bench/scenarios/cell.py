@@ -17,7 +17,7 @@ from bench import backends
 from bench.config import ServerSpec, StopSpec, TargetSpec
 from bench.models.inputs import inputs_sha256, make_inputs
 from bench.models.loader import PreparedModel
-from bench.scenarios.loops import measure
+from bench.scenarios.loops import Window, measure, synchronized
 from bench.scenarios.stopping import rule_for
 
 
@@ -54,6 +54,10 @@ class CellOutcome:
     probes: tuple | None = None  # server peak search: every rate tried (bench.scenarios.server.Probe)
     rate_qps: float | None = None  # the nominal rate of the served schedule (the peak, for a search)
     loadgen: Any = None  # bench.scenarios.loadgen.LoadGenResult
+    timing_boundary: str = "end_to_end"
+    gpu: Any = None  # bench.results.schema.GpuTelemetry, NVML over the measured window
+    gpu_telemetry_note: str = ""  # why there is no telemetry on a GPU cell
+    gpu_peak: tuple[int, str] | None = None  # (bytes, where the figure comes from)
 
 
 def peak_rss_bytes() -> int:
@@ -83,15 +87,35 @@ def run_cell(job: CellJob) -> CellOutcome:
     np.savez(job.outputs_path, *outputs)
     load_seconds = time.perf_counter() - t0
     fn = backend.bind(feeds)
+    boundary = getattr(backend, "timing_boundary", lambda _: "end_to_end")(job.scenario)
+    if job.scenario != "offline":
+        fn = completing(backend, fn, boundary)
+    sampler = _gpu_sampler(backend)
+    try:
+        outcome = _run_scenario(job, backend, fn, feeds, t0, load_seconds, boundary, sampler)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    return _with_gpu_figures(outcome, job, backend, boundary, sampler)
+
+
+def _run_scenario(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float, load_seconds: float,
+                  boundary: str, sampler: Any) -> CellOutcome:
     # No numba here: the worker's memory is a reported figure; the parent finds the steady state.
-    if job.scenario == "server":
-        return _run_server_cell(job, backend, fn, feeds, t0, load_seconds)
-    if job.scenario == "multi-stream":
-        return _run_clients_cell(job, backend, fn, feeds, load_seconds)
-    if job.scenario.startswith("loadgen-"):
-        return _run_loadgen_cell(job, backend, fn, feeds, load_seconds)
+    marks = Window(sampler.mark_start, sampler.mark_end) if sampler is not None else Window()
+    if job.scenario != "single-stream" and job.scenario != "offline":
+        marks.start()
+        try:
+            if job.scenario == "server":
+                return _run_server_cell(job, backend, fn, feeds, t0, load_seconds)
+            if job.scenario == "multi-stream":
+                return _run_clients_cell(job, backend, fn, feeds, load_seconds)
+            return _run_loadgen_cell(job, backend, fn, feeds, load_seconds)
+        finally:
+            marks.end()
+    events = backend.events() if boundary == "device" else None
     with backend.context():
-        result = measure(fn, job.stop, rule_for(job.stop))
+        result = measure(fn, job.stop, rule_for(job.stop), events=events, window_marks=marks)
     return CellOutcome(
         latencies_ns=result.latencies_ns,
         window_ns=result.window_ns,
@@ -103,6 +127,49 @@ def run_cell(job: CellJob) -> CellOutcome:
         backend_info=backend.info(),
         inputs_sha256=inputs_sha256(feeds),
     )
+
+
+def completing(backend: Any, fn: Any, boundary: str) -> Any:
+    """The call, waiting for the device where it would otherwise return early.
+
+    Every scenario but offline issues a request after the previous one completed, or times each
+    request on the host: there a call must include the device's work. (end_to_end calls copy
+    their outputs back, which waits already.)
+    """
+    synchronize = getattr(backend, "synchronize", None)
+    if synchronize is None or boundary == "end_to_end":
+        return fn
+    return synchronized(fn, synchronize)
+
+
+def _gpu_sampler(backend: Any) -> Any:
+    """An NVML sampler on the backend's GPU, started; None on CPU targets."""
+    index = getattr(backend, "cuda_index", lambda: None)()
+    if index is None:
+        return None
+    from bench.measure.nvml import NvmlSampler
+
+    # The worker sets CUDA_DEVICE_ORDER=PCI_BUS_ID, so cuda:N (through CUDA_VISIBLE_DEVICES) is
+    # NVML's device N. A sampler that cannot start says why and the cell runs without telemetry.
+    sampler = NvmlSampler.for_cuda_device(index)
+    sampler.start()
+    return sampler
+
+
+def _with_gpu_figures(out: CellOutcome, job: CellJob, backend: Any, boundary: str, sampler: Any) -> CellOutcome:
+    from dataclasses import replace
+
+    telemetry = None
+    note = ""
+    if sampler is not None:
+        telemetry = sampler.telemetry(int(out.latencies_ns.size) * job.batch_size)
+        note = "" if telemetry is not None else getattr(sampler, "reason", "NVML telemetry unavailable")
+    peak = getattr(backend, "gpu_memory", lambda: None)()
+    if peak is None and telemetry is not None and telemetry.process_memory_max_bytes is not None:
+        peak = (telemetry.process_memory_max_bytes,
+                "NVML per-process used memory (the runtime's arena and the CUDA context included)")
+    return replace(out, timing_boundary=boundary, gpu=telemetry, gpu_telemetry_note=note, gpu_peak=peak,
+                   backend_info=backend.info())
 
 
 MIN_SERVER_REQUESTS = 662  # p99 bound at 99% confidence (bench.stats.min_samples_for_bound)
@@ -145,8 +212,9 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
             rate = job.server.qps
             from bench.scenarios.server import run_batching_server
 
-            calls = [fn] + [backend.bind(make_inputs(job.model.inputs, job.batch_size * m, job.seed))
-                            for m in range(2, job.server.max_batch + 1)]
+            boundary = getattr(backend, "timing_boundary", lambda _: "end_to_end")(job.scenario)
+            calls = [fn] + [completing(backend, backend.bind(make_inputs(job.model.inputs, job.batch_size * m, job.seed)),
+                                       boundary) for m in range(2, job.server.max_batch + 1)]
             schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
             served = run_batching_server(calls, schedule, int(job.server.max_wait_ms * 1e6))
             reason = (f"server schedule of {schedule.size} Poisson arrivals at {job.server.qps:g}/s served with dynamic "

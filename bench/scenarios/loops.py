@@ -6,6 +6,11 @@ costs k + 1 clock reads. A backend binds its call as (function, args) and the lo
 `function(a, b)` with the arguments in locals, exactly as a hand-written loop would: a
 functools.partial costs ~50-100 ns more per call, 1-2% of a 4 µs ONNX Runtime call.
 `bench self-check` measures this loop against a bare one.
+
+On a GPU with inputs on the device, the stamps are CUDA events (bench.measure.cuda_events) and
+the same loop runs: the calls are queued back to back, the events record when the GPU passed
+each, and the chunk is converted after one synchronize. Warm-up waits for each call, so the
+chunk size is set from what the GPU takes, not from how fast the host queues work.
 """
 from __future__ import annotations
 
@@ -16,8 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends import BoundCall
+from bench.backends import BoundCall, DeviceEvents
 from bench.config import StopSpec
+from bench.measure.cuda_events import MAX_EVENT_CHUNK, EventClock
 from bench.scenarios.stopping import StopRule
 
 Clock = Callable[[], int]
@@ -89,27 +95,61 @@ def warm_up(call: BoundCall | Callable[[], Any], spec: StopSpec, clock: Clock) -
     return np.diff(np.asarray(stamps, dtype=np.int64))
 
 
+def synchronized(call: BoundCall | Callable[[], Any], synchronize: Callable[[], None]) -> BoundCall:
+    """The call, then a wait for the device: what a request that must complete costs."""
+    fn, args = as_call(call)
+
+    def call_and_wait() -> None:
+        fn(*args)
+        synchronize()
+
+    return BoundCall(call_and_wait, ())
+
+
+@dataclass(frozen=True)
+class Window:
+    """Called just before the first and just after the last measured chunk (e.g. telemetry marks)."""
+
+    start: Callable[[], None] = lambda: None
+    end: Callable[[], None] = lambda: None
+
+
 def measure(
-    fn: BoundCall | Callable[[], Any], spec: StopSpec, rule: StopRule, clock: Clock = time.perf_counter_ns
+    fn: BoundCall | Callable[[], Any], spec: StopSpec, rule: StopRule, clock: Clock = time.perf_counter_ns,
+    events: DeviceEvents | None = None, window_marks: Window = Window(),
 ) -> LoopResult:
-    """Warm up for the fixed minimum, then measure until `rule` stops."""
-    warm = warm_up(fn, spec, clock)
+    """Warm up for the fixed minimum, then measure until `rule` stops.
+
+    With `events`, each call's time is the device's (CUDA events) and warm-up waits for the
+    device after every call.
+    """
+    warm = warm_up(fn if events is None else synchronized(fn, events.synchronize), spec, clock)
+    max_chunk = MAX_CHUNK if events is None else MAX_EVENT_CHUNK
+    event_clock = EventClock(events) if events is not None else None
     per_call = float(np.median(warm[-min(warm.size, 20):])) if warm.size else 0.0
-    chunk = int(min(MAX_CHUNK, max(1, CHUNK_TARGET_NS // max(per_call, 1.0))))
+    chunk = int(min(max_chunk, max(1, CHUNK_TARGET_NS // max(per_call, 1.0))))
     chunks: list[np.ndarray] = []
     window = 0
+    window_marks.start()
     while True:
-        stamps = [0] * (chunk + 1)  # allocated between chunks, never inside the timed loop
-        timed_chunk(fn, stamps, clock)
-        window += stamps[-1] - stamps[0]
-        chunks.append(np.diff(np.asarray(stamps, dtype=np.int64)))
+        if event_clock is None:
+            stamps = [0] * (chunk + 1)  # allocated between chunks, never inside the timed loop
+            timed_chunk(fn, stamps, clock)
+            latencies = np.diff(np.asarray(stamps, dtype=np.int64))
+        else:
+            stamps = [None] * (chunk + 1)
+            timed_chunk(fn, stamps, event_clock.clock_for(chunk))
+            latencies = event_clock.latencies_ns(stamps)
+        window += int(latencies.sum())
+        chunks.append(latencies)
         reason = rule.check(window, chunks)
         if reason is not None:
             break
         # Near max_seconds, shrink the chunk so the window does not overshoot it by much.
         left_ns = spec.max_seconds * 1e9 - window
         per_call = max(window / sum(c.size for c in chunks), 1.0)
-        chunk = int(min(MAX_CHUNK, max(1, min(CHUNK_TARGET_NS, left_ns) // per_call)))
+        chunk = int(min(max_chunk, max(1, min(CHUNK_TARGET_NS, left_ns) // per_call)))
+    window_marks.end()
     return LoopResult(
         latencies_ns=np.concatenate(chunks),
         window_ns=int(window),

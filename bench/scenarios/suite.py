@@ -18,15 +18,17 @@ from bench import stats
 from bench.agreement import check_reference, compare_outputs, load_outputs
 from bench.config import BenchmarkSpec, SuiteSpec, TargetSpec
 from bench.errors import UsageError
-from bench.measure.environment import cuda_available, fingerprint
+from bench.measure.environment import fingerprint
 from bench.models.loader import ModelRef, PreparedModel, classify, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.schema import (
-    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadGenInfo, Memory, Metrics, ModelInfo, Run, Slo, SloCheck, SuiteInfo,
-    TargetInfo, Warmup,
+    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadGenInfo, Memory, Metrics, ModelInfo, Roofline, Run, Slo,
+    SloCheck, SuiteInfo, TargetInfo, Warmup,
 )
 from bench.scenarios.cell import CellJob, CellOutcome
 from bench.scenarios.figures import cell_metrics, server_figures
+from bench.measure.nvml import visible_device_count
+from bench.scenarios.probe import PeakProbes
 from bench.worker import WorkerFailure, run_in_worker
 
 LOAD_ALLOWANCE_S = 300.0  # time a worker may take to start, load and check outputs
@@ -100,18 +102,38 @@ def model_ref(bench: BenchmarkSpec) -> ModelRef:
 
 def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedModel]:
     """Each benchmark's model, prepared once in this process (raises ModelError on bad input)."""
-    needs: dict[str, tuple[BenchmarkSpec, bool, bool]] = {}
+    needs: dict[str, tuple[BenchmarkSpec, bool, bool, bool]] = {}
     for c in cells:
         if c.target.is_cuda and not cuda:
             continue
-        bench, onnx, torch_ = needs.get(c.benchmark.name, (c.benchmark, False, False))
+        bench, onnx, torch_, fp16 = needs.get(c.benchmark.name, (c.benchmark, False, False, False))
         onnx |= c.target.backend != "torch"  # onnxruntime and user backends get the ONNX form
         torch_ |= c.target.backend == "torch"
-        needs[c.benchmark.name] = (bench, onnx, torch_)
+        fp16 |= c.target.backend == "onnxruntime" and c.target.precision == "fp16"
+        needs[c.benchmark.name] = (bench, onnx, torch_, fp16)
     return {
-        name: prepare(model_ref(bench), need_onnx=onnx, need_torch=torch_)
-        for name, (bench, onnx, torch_) in needs.items()
+        name: prepare(model_ref(bench), need_onnx=onnx, need_torch=torch_, need_fp16=fp16)
+        for name, (bench, onnx, torch_, fp16) in needs.items()
     }
+
+
+def roofline(model: PreparedModel | None, throughput: float, precision: str, peaks) -> Roofline | None:
+    """FLOPs per sample x throughput, against the device's probed peak at this precision."""
+    if model is None or model.flops_per_sample is None:
+        return None
+    achieved = model.flops_per_sample * throughput
+    if peaks is None or isinstance(peaks, str):
+        return Roofline(model.flops_per_sample, model.flops_source, achieved,
+                        peak_source=peaks or "no peak: not a GPU target")
+    peak = peaks.flops_for(precision)
+    return Roofline(
+        model.flops_per_sample, model.flops_source, achieved,
+        peak_flops_per_s=peak,
+        fraction_of_peak=achieved / peak if peak else None,
+        peak_copy_bytes_per_s=peaks.copy_bytes_per_s,
+        peak_source=f"{peaks.probe} on {peaks.device_name}, measured {peaks.measured_at}"
+                    + ("" if peak else f"; no {precision} GEMM peak on this device"),
+    )
 
 
 def _check_slo(bench: BenchmarkSpec, latency: Latency, scenario: str = "") -> Slo | None:
@@ -128,10 +150,12 @@ def _check_slo(bench: BenchmarkSpec, latency: Latency, scenario: str = "") -> Sl
 class _CellBuilder:
     """Turns a planned cell and what its worker returned into a Cell record."""
 
-    def __init__(self, run_dir: RunDir, models: dict[str, PreparedModel], outputs_dir: Path):
+    def __init__(self, run_dir: RunDir, models: dict[str, PreparedModel], outputs_dir: Path,
+                 peaks: PeakProbes | None = None):
         self.run_dir = run_dir
         self.models = models
         self.outputs_dir = outputs_dir
+        self.peaks = peaks
         self._output_names: dict[tuple[str, str, int], str] = {}
 
     def outputs_path(self, benchmark: str, target: str, batch_size: int) -> Path:
@@ -220,7 +244,14 @@ class _CellBuilder:
             server=server_info,
             clients=clients_info,
             loadgen=loadgen_info,
-            memory=Memory(out.peak_rss_bytes, None),
+            memory=Memory(out.peak_rss_bytes, out.gpu_peak[0] if out.gpu_peak else None,
+                          out.gpu_peak[1] if out.gpu_peak else ""),
+            gpu=out.gpu,
+            timing_boundary=out.timing_boundary,
+            compile_s=info.get("compile_s"),
+            capture_s=info.get("capture_s"),
+            roofline=roofline(self.models.get(p.benchmark.name), metrics.throughput.value, p.target.precision,
+                              self.peaks.get(p.target.device) if self.peaks and p.target.is_cuda else None),
             agreement=self.agreement(p),
             warmup=Warmup(
                 iterations=int(out.warmup_latencies_ns.size) + cut,
@@ -237,6 +268,8 @@ class _CellBuilder:
             samples_file=samples,
             slo=_check_slo(p.benchmark, latency, p.scenario),
         )
+        if out.gpu is None and out.gpu_telemetry_note:
+            cell = replace(cell, reason=f"no GPU telemetry: {out.gpu_telemetry_note}")
         providers = info.get("providers")
         target = TargetInfo(
             **{**cell.target.__dict__, "providers": tuple(providers) if providers else None,
@@ -246,6 +279,21 @@ class _CellBuilder:
 
     def failed(self, p: PlannedCell, failure: WorkerFailure) -> Cell:
         return self.base(p, "failed", failure.reason, stderr_tail=failure.stderr_tail or None)
+
+
+def _device_problem(target: TargetSpec, count: int, note: str) -> str | None:
+    """Why this machine cannot run a cuda target at all, before a worker is spawned."""
+    from bench.backends.cuda_device import check_index
+    from bench.errors import CellFailure
+
+    try:
+        check_index(target.device, count)
+    except CellFailure as exc:
+        reason = str(exc)
+        if count == 0 and note:
+            reason += f" ({note})"
+        return f"target {target.name!r}: {reason}" if count else reason
+    return None
 
 
 def run_suite(
@@ -259,7 +307,8 @@ def run_suite(
 
     cells = plan(suite, only)
     stats.warm_kernels()  # compile (or load) every kernel once here, so workers only load the cache
-    cuda = cuda_available() if any(c.target.is_cuda for c in cells) else False
+    gpu_count, gpu_note = visible_device_count() if any(c.target.is_cuda for c in cells) else (0, "")
+    cuda = gpu_count > 0
     models = prepare_models(cells, cuda)
     run_dir = RunDir(out_root, new_run_id())
     run = Run(
@@ -277,17 +326,27 @@ def run_suite(
     done: list[Cell] = []
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="bench-outputs-") as tmp:
-        builder = _CellBuilder(run_dir, models, Path(tmp))
+        peaks = PeakProbes(Path(tmp), LOAD_ALLOWANCE_S)
+        builder = _CellBuilder(run_dir, models, Path(tmp), peaks)
         try:
             slo_broke: dict[tuple[str, str, int], int] = {}  # multi-stream sweep: where the SLO broke
+            oom_at: dict[tuple[str, str, str], int] = {}  # batch sweep: the smallest batch out of memory
             for p in cells:
                 progress(Progress(p.index, len(cells), p, None))
                 sweep = (p.benchmark.name, p.target.name, p.batch_size)
+                batch_sweep = (p.benchmark.name, p.target.name, p.scenario)
+                device_problem = _device_problem(p.target, gpu_count, gpu_note) if p.target.is_cuda else None
                 if p.target.is_cuda and not cuda:
-                    cell = builder.base(p, "skipped", "no CUDA device")
+                    cell = builder.base(p, "skipped", device_problem or "no CUDA device")
+                elif device_problem:
+                    cell = builder.base(p, "failed", device_problem)
+                elif batch_sweep in oom_at and p.batch_size > oom_at[batch_sweep]:
+                    cell = builder.base(p, "skipped", f"sweep stopped: out of memory at batch {oom_at[batch_sweep]}")
                 elif p.scenario == "multi-stream" and sweep in slo_broke and p.concurrency > slo_broke[sweep]:
                     cell = builder.base(p, "skipped", f"sweep stopped: the SLO broke at concurrency {slo_broke[sweep]}")
                 else:
+                    if p.target.is_cuda:
+                        peaks.ensure(p.target.device)
                     job = CellJob(
                         index=p.index, cell_id=p.id, benchmark=p.benchmark.name, model=models[p.benchmark.name],
                         target=p.target, batch_size=p.batch_size, scenario=p.scenario, stop=p.benchmark.stop,
@@ -304,6 +363,8 @@ def run_suite(
                     stderr_path.unlink(missing_ok=True)
                     if isinstance(outcome, WorkerFailure):
                         cell = builder.failed(p, outcome)
+                        if outcome.reason.startswith("out of memory at batch"):
+                            oom_at[batch_sweep] = min(oom_at.get(batch_sweep, p.batch_size), p.batch_size)
                     else:
                         cell = builder.ok(p, outcome)
                         if p.scenario == "multi-stream" and cell.slo is not None and not cell.slo.passed:

@@ -1,0 +1,139 @@
+"""PyTorch backend on CPU and CUDA: modes eager, compile and cudagraph (bench.backends.torch_modes).
+
+Precision is applied by casting the module and its floating-point inputs to the dtype (not
+autocast), so every op runs in that precision; outputs are cast back to float64 for agreement.
+channels_last converts the module and every 4-D input to NHWC memory format, as CNNs on tensor
+cores prefer. On CUDA the inputs stay on the device (io = "device": timed with CUDA events by the
+scenario) or are copied in and out on every call (io = "host": the end-to-end figure).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.backends import BoundCall, DeviceEvents
+from bench.backends.cuda_device import check_index, check_precision
+from bench.backends.torch_modes import Runner, host_round_trip, make_runner
+from bench.errors import CellFailure
+from bench.models.loader import build_torch
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchBackend:
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+        self.dtype = torch.float32
+        self.device = torch.device("cpu")
+        self.channels_last = False
+        self.io = "device"
+        self._inference_mode = True
+        self._info: dict[str, Any] = {}
+
+    def load(self, model: Any, target: Any) -> None:
+        opts = target.options
+        if target.is_cuda:
+            if not torch.cuda.is_available():
+                raise CellFailure("no CUDA device (torch.cuda.is_available() is False: "
+                                  f"torch {torch.__version__} built for CUDA {torch.version.cuda})")
+            check_index(target.device, torch.cuda.device_count())
+            self.device = torch.device(target.device)
+            torch.cuda.set_device(self.device)
+            check_precision(target.precision, torch.cuda.get_device_capability(self.device),
+                            torch.cuda.get_device_name(self.device))
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        if opts.interop_threads:
+            try:
+                torch.set_num_interop_threads(opts.interop_threads)
+            except RuntimeError as exc:  # only settable before any inter-op work
+                raise CellFailure(f"cannot set interop_threads: {exc}") from None
+        self.dtype = _DTYPES[target.precision]
+        self.channels_last = opts.channels_last
+        self.io = opts.io if target.is_cuda else "device"
+        self._inference_mode = opts.inference_mode
+        module, _ = build_torch(model.source)
+        module = module.to(self.device, self.dtype).eval()
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        self.runner = make_runner(opts.mode, module, self.device, self.context, opts.compile_mode)
+        self._info = {
+            "providers": None,
+            "runtime": f"torch {torch.__version__}" + (f" (CUDA {torch.version.cuda})" if target.is_cuda else ""),
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "inference_mode": opts.inference_mode,
+            "mode": opts.mode,
+            "precision_by": "cast (module and floating-point inputs), not autocast",
+            "setup_s": time.perf_counter() - t0,
+        }
+        if target.is_cuda:
+            self._info["device_name"] = torch.cuda.get_device_name(self.device)
+
+    def _tensors(self, feeds: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
+        out = []
+        for arr in feeds.values():
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+            if t.is_floating_point():
+                t = t.to(self.dtype)
+            t = t.to(device)
+            if self.channels_last and t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            out.append(t)
+        return tuple(out)
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> BoundCall:
+        assert self.runner is not None
+        if self.io == "host":
+            return host_round_trip(self.runner, self._tensors(feeds, torch.device("cpu")))
+        return self.runner.call(self._tensors(feeds, self.device))
+
+    def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        assert self.runner is not None
+        out = self.runner.run(self._tensors(feeds, self.device))
+        return [t.to(torch.float64).cpu().numpy() for t in out]
+
+    def context(self):
+        return torch.inference_mode() if self._inference_mode else contextlib.nullcontext()
+
+    def timing_boundary(self, scenario: str) -> str:
+        if self.device.type != "cuda" or self.io == "host":
+            return "end_to_end"
+        # Events bracket calls that run back to back; the other scenarios time each request on
+        # the host and wait for it (synchronize), inputs still on the device.
+        return "device" if scenario in ("single-stream", "offline") else "device_resident"
+
+    def events(self) -> DeviceEvents | None:
+        if self.device.type != "cuda" or self.io == "host":
+            return None
+        device = self.device
+        return DeviceEvents(lambda: torch.cuda.Event(enable_timing=True),
+                            lambda: torch.cuda.synchronize(device))
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def gpu_memory(self) -> tuple[int, str] | None:
+        if self.device.type != "cuda":
+            return None
+        return (int(torch.cuda.max_memory_allocated(self.device)),
+                "torch.cuda.max_memory_allocated (tensors in the caching allocator; the CUDA context excluded)")
+
+    def cuda_index(self) -> int | None:
+        return self.device.index if self.device.type == "cuda" else None
+
+    def info(self) -> dict[str, Any]:
+        assert self.runner is not None or not self._info
+        info = dict(self._info)
+        if self.runner is not None:
+            info["compile_s"] = self.runner.compile_s
+            info["capture_s"] = self.runner.capture_s
+        return info

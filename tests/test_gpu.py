@@ -1,0 +1,471 @@
+"""GPU targets, tested without a GPU: device timing through fake events, device checks, OOM
+sweeps, torch modes and ONNX Runtime IOBinding / fp16 on the CPU, and a run whose GPU backend is
+a plugin. The tests that need a real CUDA device are marked `gpu` and skipped here."""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from bench import backends
+from bench.agreement import compare_outputs
+from bench.backends import BoundCall, DeviceEvents
+from bench.backends.cuda_device import check_index, check_precision, is_out_of_memory, out_of_memory_reason
+from bench.backends.options import OrtOptions, TorchOptions
+from bench.config import StopSpec, TargetSpec, parse_suite
+from bench.errors import CellFailure, ConfigError
+from bench.measure.cuda_events import EventClock
+from bench.models.inputs import make_inputs
+from bench.models.loader import ModelRef, prepare
+from bench.scenarios.loops import Window, measure, synchronized
+from bench.scenarios.stopping import rule_for
+from tests.helpers import FAST_STOP, TINY_MLP, load_run_json, run_cli, tiny_suite, write_suite
+
+TINY = (("classes", 4), ("depth", 1), ("in_features", 8), ("width", 16))
+CUDA = torch.cuda.is_available()
+
+
+class FakeDevice:
+    """A device clock the fake events read: each call queued on the 'GPU' takes `call_ns`."""
+
+    def __init__(self, call_ns: int):
+        self.call_ns = call_ns
+        self.now_ns = 0
+        self.synced = 0
+        self.pending = 0  # events recorded since the last synchronize
+
+    def new_event(self):
+        device = self
+
+        class Event:
+            def record(self):
+                self.t_ns = device.now_ns
+                device.pending += 1
+
+            def elapsed_time(self, other):
+                assert device.pending == 0, "an event was read before the device was synchronized"
+                return (other.t_ns - self.t_ns) / 1e6  # ms, as torch.cuda.Event gives
+
+        return Event()
+
+    def synchronize(self):
+        self.synced += 1
+        self.pending = 0
+
+    def launch(self):  # the measured call: queue one call's work
+        self.now_ns += self.call_ns
+
+    def events(self) -> DeviceEvents:
+        return DeviceEvents(self.new_event, self.synchronize)
+
+
+def test_event_clock_reads_device_time_after_one_synchronize_per_chunk():
+    dev = FakeDevice(call_ns=250_000)
+    clock = EventClock(dev.events())
+    stamps = [None] * 4
+    tick = clock.clock_for(3)
+    stamps[0] = tick()
+    for i in range(1, 4):
+        dev.launch()
+        stamps[i] = tick()
+    assert dev.synced == 0
+    np.testing.assert_array_equal(clock.latencies_ns(stamps), [250_000] * 3)
+    assert dev.synced == 1
+    # The pool is reused chunk to chunk, not grown per call.
+    clock.clock_for(2)
+    assert len(clock._pool) == 4
+
+
+def test_measure_with_events_times_the_device_not_the_host():
+    dev = FakeDevice(call_ns=1_000_000)  # the GPU takes 1 ms; the host call returns at once
+    spec = StopSpec(min_seconds=0.05, max_seconds=0.05, min_iterations=10, warmup_iterations=3, warmup_seconds=0.0,
+                    ci_figures=())
+    marks = []
+    result = measure(BoundCall(dev.launch), spec, rule_for(spec), events=dev.events(),
+                     window_marks=Window(lambda: marks.append("start"), lambda: marks.append("end")))
+    assert set(result.latencies_ns.tolist()) == {1_000_000}
+    assert result.window_ns == result.latencies_ns.size * 1_000_000 >= 50_000_000
+    assert result.stop_reason.startswith("min_seconds")  # judged on device time
+    # warm-up waited for the device after every call; each chunk waited once before reading events
+    assert dev.synced >= result.warmup_latencies_ns.size + 1
+    assert marks == ["start", "end"]
+
+
+def test_synchronized_waits_after_every_call():
+    order = []
+    call = synchronized(BoundCall(order.append, ("call",)), lambda: order.append("sync"))
+    call.fn(*call.args)
+    call.fn(*call.args)
+    assert order == ["call", "sync", "call", "sync"]
+
+
+def test_device_checks_name_what_exists_and_what_is_allowed():
+    with pytest.raises(CellFailure, match=r"^no CUDA device$"):
+        check_index("cuda", 0)
+    with pytest.raises(CellFailure, match=r"device 'cuda:3' does not exist: this machine shows 1 CUDA device \(allowed: cuda:0\)"):
+        check_index("cuda:3", 1)
+    with pytest.raises(CellFailure, match=r"\(allowed: cuda:0 \.\. cuda:1\)"):
+        check_index("cuda:2", 2)
+    check_index("cuda:1", 2)
+    with pytest.raises(CellFailure, match=r"bf16 is not supported on Tesla V100-SXM2-16GB \(compute capability 7.0; "
+                                          r"bf16 needs 8.0 or newer\): use fp16 or fp32"):
+        check_precision("bf16", (7, 0), "Tesla V100-SXM2-16GB")
+    check_precision("bf16", (8, 0), "NVIDIA A100")
+    check_precision("fp16", (7, 0), "Tesla V100-SXM2-16GB")
+
+
+def test_out_of_memory_is_recognised_across_runtimes():
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
+    assert is_out_of_memory(RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned "
+                                         "while running Conv node. Failed to allocate memory for requested buffer"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("device lost"))
+    reason = out_of_memory_reason(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore"), 512)
+    assert reason == "out of memory at batch 512: CUDA out of memory. Tried to allocate 2 GiB"
+
+
+# --- config ------------------------------------------------------------------------------------
+
+GPU_TARGETS = """
+[targets.t-eager]
+backend = "torch"
+device = "cuda"
+precision = "fp16"
+channels_last = true
+
+[targets.t-graph]
+backend = "torch"
+device = "cuda:0"
+mode = "cudagraph"
+precision = "bf16"
+
+[targets.t-compile]
+backend = "torch"
+device = "cuda"
+mode = "compile"
+compile_mode = "max-autotune"
+io = "host"
+
+[targets.o-cuda]
+backend = "onnxruntime"
+device = "cuda"
+precision = "fp16"
+providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+allow_fallback = true
+"""
+
+
+def test_gpu_targets_parse_with_their_knobs():
+    suite = parse_suite(tiny_suite(targets='["ort", "t-eager", "t-graph", "t-compile", "o-cuda"]',
+                                   extra_targets=GPU_TARGETS))
+    t = suite.targets
+    assert t["t-eager"].options.channels_last and t["t-eager"].precision == "fp16" and t["t-eager"].is_cuda
+    assert t["t-graph"].options.mode == "cudagraph"
+    assert t["t-compile"].options.compile_mode == "max-autotune" and t["t-compile"].options.io == "host"
+    assert t["o-cuda"].options.allow_fallback and t["o-cuda"].options.uses_io_binding("cuda")
+    assert not t["ort"].options.uses_io_binding("cpu")
+
+
+@pytest.mark.parametrize("target, expected", [
+    ('backend = "torch"\nmode = "cudagraph"', "targets.x.mode: 'cudagraph' captures CUDA graphs; set device = \"cuda\""),
+    ('backend = "torch"\nio = "host"', "targets.x.io: 'host' copies inputs to a GPU on every call; it applies to cuda"),
+    ('backend = "torch"\ndevice = "cuda"\nio = "pinned"', "targets.x.io: 'pinned' is not allowed (allowed: device, host)"),
+    ('backend = "torch"\ncompile_mode = "max-autotune"', 'targets.x.compile_mode: applies to mode = "compile" only'),
+    ('backend = "torch"\nmode = "compile"\ncompile_mode = "fast"', "targets.x.compile_mode: 'fast' is not allowed"),
+    ('backend = "onnxruntime"\ndevice = "cuda"\nprecision = "bf16"', "targets.x.precision: 'bf16' is not supported on onnxruntime"),
+    ('backend = "onnxruntime"\ndevice = "cuda"\nproviders = ["CPUExecutionProvider"]',
+     "targets.x.providers: device 'cuda' needs a GPU provider first"),
+    ('backend = "torch"\ndevice = "gpu0"', "targets.x.device: 'gpu0' is not allowed (allowed: cpu, cuda, cuda:N)"),
+    ('backend = "onnxruntime"\nallow_fallback = "yes"', "targets.x.allow_fallback: 'yes' is not allowed; expected true or false"),
+])
+def test_bad_gpu_target_knobs(target, expected):
+    text = tiny_suite(targets='["ort", "x"]', extra_targets=f"[targets.x]\n{target}\n")
+    with pytest.raises(ConfigError) as err:
+        parse_suite(text, "gpu.toml")
+    assert str(err.value).startswith("gpu.toml: ") and expected in str(err.value)
+
+
+# --- torch modes and ORT IOBinding / fp16, on the CPU ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return prepare(ModelRef("zoo:mlp", "zoo", TINY, seed=0), need_onnx=True, need_torch=True, need_fp16=True)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    args = (("blocks", "1"), ("width", 8), ("image", 16), ("classes", 4))
+    return prepare(ModelRef("zoo:resnet-mini", "zoo", args, seed=0), need_onnx=False, need_torch=True)
+
+
+def _target(backend, options, precision="fp32", device="cpu"):
+    return TargetSpec("t", backend, device, precision, options)
+
+
+def test_channels_last_runs_nhwc_and_agrees(cnn):
+    feeds = make_inputs(cnn.inputs, 3, 0)
+    plain = backends.create("torch")
+    plain.load(cnn, _target("torch", TorchOptions(threads=1)))
+    nhwc = backends.create("torch")
+    nhwc.load(cnn, _target("torch", TorchOptions(threads=1, channels_last=True)))
+    fn, args = nhwc.bind(feeds)
+    assert args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()
+    agreement = compare_outputs(nhwc.outputs(feeds), plain.outputs(feeds), "plain", 1e-4)
+    assert agreement.verdict == "pass"
+    assert nhwc.timing_boundary("offline") == "end_to_end" and nhwc.events() is None and nhwc.gpu_memory() is None
+
+
+def test_torch_compile_on_cpu_measures_compile_time_apart(mlp):
+    feeds = make_inputs(mlp.inputs, 2, 0)
+    eager = backends.create("torch")
+    eager.load(mlp, _target("torch", TorchOptions(threads=1)))
+    compiled = backends.create("torch")
+    compiled.load(mlp, _target("torch", TorchOptions(threads=1, mode="compile")))
+    assert compiled.info()["compile_s"] is None  # nothing compiled until a shape is seen
+    fn, args = compiled.bind(feeds)
+    info = compiled.info()
+    assert info["mode"] == "compile" and info["compile_s"] > 0 and info["capture_s"] is None
+    with compiled.context():
+        out = fn(*args)
+    assert compare_outputs([out.double().numpy()], eager.outputs(feeds), "eager", 1e-4).verdict == "pass"
+    fn(*args)
+    assert compiled.info()["compile_s"] == info["compile_s"]  # the same shape does not compile again
+
+
+def test_ort_io_binding_reuses_bound_buffers(mlp):
+    feeds = make_inputs(mlp.inputs, 4, 0)
+    backend = backends.create("onnxruntime")
+    backend.load(mlp, _target("onnxruntime", OrtOptions(intra_op_threads=1, io_binding=True)))
+    fn, args = backend.bind(feeds)
+    assert fn == backend.session.run_with_iobinding
+    (binding,) = args
+    before = [v.data_ptr() for v in binding.get_outputs()]
+    fn(binding)
+    after = binding.get_outputs()
+    assert [v.data_ptr() for v in after] == before  # outputs written in place, nothing allocated
+    np.testing.assert_allclose(after[0].numpy(), backend.outputs(feeds)[0], rtol=1e-6)
+    assert backend.info()["io_binding"] is True and backend.timing_boundary("offline") == "end_to_end"
+
+
+def test_ort_fp16_target_runs_the_converted_model(mlp):
+    import onnx
+
+    model16 = onnx.load(mlp.onnx_fp16_path)
+    assert model16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert all(i.data_type != onnx.TensorProto.FLOAT for i in model16.graph.initializer)
+    feeds = make_inputs(mlp.inputs, 4, 0)
+    ref = backends.create("onnxruntime")
+    ref.load(mlp, _target("onnxruntime", OrtOptions(intra_op_threads=1)))
+    half = backends.create("onnxruntime")
+    half.load(mlp, _target("onnxruntime", OrtOptions(intra_op_threads=1), precision="fp16"))
+    fn, (names, fed) = half.bind(feeds)
+    assert fed["x"].dtype == np.float16
+    agreement = compare_outputs(half.outputs(feeds), ref.outputs(feeds), "ort", 1e-2)
+    assert agreement.verdict == "pass" and agreement.max_rel_error > 1e-6  # really ran in fp16
+    assert half.info()["model_precision"].startswith("fp16")
+
+
+def test_ort_allowed_fallback_runs_and_records_it(mlp, monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["XnnpackExecutionProvider", "CPUExecutionProvider"])
+    backend = backends.create("onnxruntime")
+    backend.load(mlp, _target("onnxruntime", OrtOptions(providers=("XnnpackExecutionProvider", "CPUExecutionProvider"),
+                                                        allow_fallback=True)))
+    info = backend.info()
+    assert info["providers"] == ["CPUExecutionProvider"] and info["fell_back_from"] == ["XnnpackExecutionProvider"]
+
+
+def test_cuda_torch_target_without_cuda_fails_with_the_reason(mlp):
+    backend = backends.create("torch")
+    with pytest.raises(CellFailure, match=r"no CUDA device \(torch.cuda.is_available\(\) is False"):
+        backend.load(mlp, _target("torch", TorchOptions(), device="cuda"))
+
+
+# --- whole runs: a GPU-shaped plugin backend, OOM sweeps, device indices --------------------------
+
+PLUGINS = '''
+import contextlib
+import numpy as np
+import torch
+from bench.backends import DeviceEvents
+
+
+class FakeGpu:
+    """Behaves as a GPU backend does: device timing through events (each call 0.25 ms of
+    'device' time, whatever the host takes), an allocator peak, compile and capture times."""
+
+    def load(self, model, target):
+        self.t_ns = 0
+
+    def bind(self, feeds):
+        return lambda: None
+
+    def outputs(self, feeds):
+        return [np.zeros((next(iter(feeds.values())).shape[0], 4))]  # the mlp's shape; tolerance is lax
+
+    def context(self):
+        return contextlib.nullcontext()
+
+    def info(self):
+        return {"runtime": "fake-gpu", "compile_s": 1.5, "capture_s": 0.25}
+
+    def timing_boundary(self, scenario):
+        return "device"
+
+    def events(self):
+        backend = self
+
+        class Event:
+            def record(self):
+                backend.t_ns += 250_000
+                self.t_ns = backend.t_ns
+
+            def elapsed_time(self, other):
+                return (other.t_ns - self.t_ns) / 1e6
+
+        return DeviceEvents(Event, self.synchronize)
+
+    def synchronize(self):
+        pass
+
+    def gpu_memory(self):
+        return 123456, "fake allocator"
+
+    def cuda_index(self):
+        return None
+
+
+class OomAbove2(FakeGpu):
+    def bind(self, feeds):
+        batch = next(iter(feeds.values())).shape[0]
+        if batch > 2:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {batch} GiB")
+        return super().bind(feeds)
+'''
+
+
+@pytest.fixture
+def gpu_plugins(tmp_path, monkeypatch):
+    (tmp_path / "bench_gpu_plugins.py").write_text(textwrap.dedent(PLUGINS))
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
+
+
+def _plugin_suite(cls: str, batch_sizes: str, scenarios: str = '["single-stream", "offline"]') -> str:
+    return f"""
+        [suite]
+        name = "gpu-shaped"
+
+        [targets.torch]
+        backend = "torch"
+        threads = 1
+
+        [targets.fake]
+        backend = "bench_gpu_plugins:{cls}"
+
+        [[benchmark]]
+        name = "m"
+        model = "zoo:mlp"
+        model_args = {TINY_MLP}
+        batch_sizes = {batch_sizes}
+        scenarios = {scenarios}
+        targets = ["torch", "fake"]
+        tolerance = 1e9
+        stop = {FAST_STOP}
+    """
+
+
+def test_device_timed_cells_report_device_time_boundary_memory_and_setup(tmp_path, capsys, gpu_plugins):
+    suite = write_suite(tmp_path, _plugin_suite("FakeGpu", "[2]"))
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    cells = {(c["target"]["name"], c["scenario"]): c for c in load_run_json(tmp_path / "r")["cells"]}
+    for scenario in ("single-stream", "offline"):
+        cell = cells[("fake", scenario)]
+        assert cell["timing_boundary"] == "device"
+        lat = cell["metrics"]["latency_ms"]
+        assert lat["p50"]["value"] == lat["max"]["value"] == 0.25  # the events' time, not the host's
+        assert cell["metrics"]["throughput"]["value"] == pytest.approx(2 / 0.25e-3)
+        assert cell["memory"]["gpu_peak_bytes"] == 123456 and cell["memory"]["gpu_peak_source"] == "fake allocator"
+        assert cell["compile_s"] == 1.5 and cell["capture_s"] == 0.25
+        # FLOPs per sample from torch's counter; no peak for a cpu device
+        roof = cell["roofline"]
+        assert roof["flops_per_sample"] == 2 * (16 * 32 + 32 * 32 + 32 * 4)
+        assert roof["achieved_flops_per_s"] == pytest.approx(roof["flops_per_sample"] * 8000)
+        assert roof["fraction_of_peak"] is None and roof["peak_source"].startswith("no peak")
+    assert cells[("torch", "offline")]["timing_boundary"] == "end_to_end"
+    assert cells[("torch", "offline")]["gpu"] is None and cells[("torch", "offline")]["memory"]["gpu_peak_bytes"] is None
+
+
+def test_out_of_memory_fails_its_cell_stops_the_sweep_and_names_the_largest_batch(tmp_path, capsys, gpu_plugins):
+    suite = write_suite(tmp_path, _plugin_suite("OomAbove2", "[1, 2, 4, 8]", '["offline"]'))
+    code, out, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 3, err
+    cells = {c["id"]: c for c in load_run_json(tmp_path / "r")["cells"]}
+    assert cells["m/fake/b1/offline"]["status"] == cells["m/fake/b2/offline"]["status"] == "ok"
+    b4 = cells["m/fake/b4/offline"]
+    assert b4["status"] == "failed" and b4["reason"] == "out of memory at batch 4: CUDA out of memory. Tried to allocate 4 GiB"
+    assert cells["m/fake/b8/offline"]["status"] == "skipped"
+    assert cells["m/fake/b8/offline"]["reason"] == "sweep stopped: out of memory at batch 4"
+    assert all(cells[f"m/torch/b{b}/offline"]["status"] == "ok" for b in (1, 2, 4, 8))  # the others complete
+    assert "m/fake offline: out of memory at batch 4; largest batch that fit: 2" in err
+
+
+def test_device_index_that_does_not_exist_fails_its_cell(tmp_path, capsys, monkeypatch):
+    from bench.scenarios import suite as suite_mod
+
+    monkeypatch.setattr(suite_mod, "visible_device_count", lambda: (1, ""))  # a one-GPU machine
+    extra = '\n[targets.gpu3]\nbackend = "torch"\ndevice = "cuda:3"\n'
+    suite = write_suite(tmp_path, tiny_suite(targets='["torch", "gpu3"]', extra_targets=extra, batch_sizes="[1]"))
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 3, err
+    cells = {c["target"]["name"]: c for c in load_run_json(tmp_path / "r")["cells"]}
+    assert cells["torch"]["status"] == "ok"
+    assert cells["gpu3"]["status"] == "failed"
+    assert cells["gpu3"]["reason"] == ("target 'gpu3': device 'cuda:3' does not exist: this machine shows 1 CUDA "
+                                       "device (allowed: cuda:0)")
+
+
+# --- on a real GPU (skipped here) -----------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_real_gpu_modes_agree_and_time_on_the_device(tmp_path, capsys):
+    targets = """
+        [targets.cuda-eager]
+        backend = "torch"
+        device = "cuda"
+        precision = "fp16"
+        channels_last = true
+
+        [targets.cuda-graph]
+        backend = "torch"
+        device = "cuda"
+        mode = "cudagraph"
+        precision = "fp16"
+        channels_last = true
+
+        [targets.cuda-host]
+        backend = "torch"
+        device = "cuda"
+        io = "host"
+    """
+    body = tiny_suite(model="zoo:resnet-mini", targets='["torch", "cuda-eager", "cuda-graph", "cuda-host"]',
+                      extra_targets=textwrap.dedent(targets), batch_sizes="[1, 8]",
+                      scenarios='["single-stream", "offline"]')
+    suite = write_suite(tmp_path, body)
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    cells = load_run_json(tmp_path / "r")["cells"]
+    for c in cells:
+        if c["target"]["device"].startswith("cuda"):
+            assert c["status"] == "ok" and c["agreement"]["verdict"] == "pass", c["reason"]
+            assert c["memory"]["gpu_peak_bytes"] > 0
+            assert c["timing_boundary"] == ("end_to_end" if c["target"]["name"] == "cuda-host" else "device")
+            assert c["roofline"]["fraction_of_peak"] > 0
+    graph = [c for c in cells if c["target"]["name"] == "cuda-graph"]
+    assert all(c["capture_s"] > 0 for c in graph)
