@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("self-check", help="harness overhead, timer resolution, kernel speed")
     sc.add_argument("--rounds", type=int, default=21, help="paired rounds of the two loops (default 21)")
     sc.add_argument("--checks", default="overhead,timer,kernels,bootstrap,jit",
-                    help="comma-separated subset of overhead,timer,kernels,bootstrap,jit,loadgen,generator "
-                         "(default: the first five; loadgen and generator need mlcommons-loadgen)")
+                    help="comma-separated subset of overhead,timer,kernels,bootstrap,jit,loadgen,generator,fidelity "
+                         "(default: the first five; loadgen and generator need mlcommons-loadgen; fidelity, the "
+                         "CUDA-graph harness against a hand loop on ResNet-50-like fp16, needs a CUDA device)")
     sc.add_argument("--json", action="store_true", help="print the figures as JSON")
     return p
 
@@ -106,8 +107,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         width = None if sys.stdout.isatty() else 200
         from bench.report.sweeps import sweeps, sweeps_table
 
+        from bench.report.gpu import gpu_table
+
         console = Console(highlight=False, width=width)
         console.print(summary_table(result.run))
+        gpu = gpu_table(result.run)
+        if gpu is not None:
+            console.print(gpu)
         if sweeps(result.run):
             console.print(sweeps_table(result.run))
     print(f"results: {result.path}", file=sys.stderr)
@@ -136,6 +142,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _err(f"SLO failed in {len(result.slo_failed)} cell(s): " + ", ".join(c.id for c in result.slo_failed))
     for c in result.invalid:
         _err(f"{c.id}: server run INVALID: " + "; ".join(c.server.validity))
+    for c in result.run.cells:
+        if c.gpu is not None and c.gpu.throttled:
+            _err(f"{c.id}: GPU clocks throttled during the measured window ({', '.join(c.gpu.throttle_reasons)}): "
+                 "its figures are not the device's steady best")
     if result.interrupted:
         _err(f"interrupted: {len(result.run.cells)} completed cell(s) kept in {result.path}")
         return EXIT_INTERRUPTED
@@ -207,8 +217,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     if args.budget_ms is not None and not args.budget_ms > 0:
         raise BenchError(f"--budget-ms {args.budget_ms:g}: expected a number of ms > 0")
+    from bench.report.gpu import gpu_table
+
     for run in runs:
         console.print(summary_table(run))
+        gpu = gpu_table(run)
+        if gpu is not None:
+            console.print(gpu)
         console.print(targets_table(run))
         console.print(sweeps_table(run, args.budget_ms))
     if args.md:
@@ -267,7 +282,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-SELF_CHECKS = ("overhead", "timer", "kernels", "bootstrap", "jit", "loadgen", "generator")
+SELF_CHECKS = ("overhead", "timer", "kernels", "bootstrap", "jit", "loadgen", "generator", "fidelity")
 DEFAULT_CHECKS = "overhead,timer,kernels,bootstrap,jit"
 
 
@@ -356,6 +371,19 @@ def _cmd_self_check(args: argparse.Namespace) -> int:
             best = f"{g.highest_sustained_qps:,.0f}/s" if g.highest_sustained_qps else "none of the rates tried"
             lgn = f"{g.loadgen_null_offline_qps:,.0f}/s" if g.loadgen_null_offline_qps else "n/a"
             print(f"  highest sustained: {best}; LoadGen with a null SUT (Offline): {lgn}")
+    if "fidelity" in checks:
+        f = selfcheck.check_fidelity()
+        report["fidelity"] = {**f.__dict__, "points": [p.__dict__ for p in f.points]}
+        if not args.json:
+            print(f"GPU fidelity: harness vs a hand-written loop ({f.model}, {f.mode}, {f.precision}"
+                  f"{', channels_last' if f.channels_last else ''}, {f.device}; medians of paired rounds)")
+            if f.note:
+                print(f"  {f.note}")
+            for p in f.points:
+                goal = 0.98 if p.batch_size >= 256 else 0.95
+                print(f"  batch {p.batch_size:>4}: hand loop {p.hand_ms_per_batch:8.3f} ms   harness "
+                      f"{p.harness_ms_per_batch:8.3f} ms   harness/hand throughput {p.ratio:7.2%}   "
+                      f"(target >= {goal:.0%}: {'met' if p.ratio >= goal else 'NOT met'})")
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     return EXIT_OK

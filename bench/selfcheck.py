@@ -303,3 +303,116 @@ def check_generator(rates=(1_000, 10_000, 100_000, 400_000, 800_000, 1_600_000, 
     if loadgen.available():
         lg_null = loadgen.run_loadgen(lambda: None, "offline", 1e6, seconds, min_queries=100_000).samples_per_s
     return GeneratorCheck(ISSUE_ERROR_LIMIT_NS / 1e3, tuple(float(r) for r in rates), tuple(p99s), best, lg_null)
+
+
+@dataclass(frozen=True)
+class FidelityPoint:
+    batch_size: int
+    hand_ms_per_batch: float  # median over rounds
+    harness_ms_per_batch: float  # median over rounds
+    ratio: float  # median over rounds of hand / harness time: the harness's share of the hand loop's throughput
+    rounds: int
+
+
+@dataclass(frozen=True)
+class FidelityCheck:
+    model: str
+    device: str
+    mode: str
+    precision: str
+    channels_last: bool
+    points: tuple[FidelityPoint, ...]
+    note: str = ""
+
+
+def _hand_loop(module, inputs: tuple, mode: str, device: str):
+    """The loop a careful engineer writes by hand, sharing nothing with the harness but the module:
+    for a CUDA graph, torch's documented recipe (side-stream warm-up, capture, replay)."""
+    import torch
+
+    if mode != "cudagraph":
+        return lambda: module(*inputs)
+    static = tuple(t.clone() for t in inputs)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            module(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        module(*static)
+    return graph.replay
+
+
+def check_fidelity(model: str = "zoo:resnet50-like", device: str = "cuda", mode: str = "cudagraph",
+                   precision: str = "fp16", channels_last: bool = True, batch_sizes: tuple[int, ...] = (1, 256),
+                   rounds: int = 7, seconds_per_round: float = 0.5,
+                   model_args: tuple = ()) -> FidelityCheck:
+    """Harness throughput against a hand-written loop over the same module, in one process.
+
+    Each round times the hand loop (n back-to-back calls, then one synchronize, host clock) and
+    the harness's offline loop (bench.scenarios.loops.measure through the torch backend: CUDA
+    events, one synchronize per chunk) back to back, in alternating order; the ratio is taken
+    within each round and its median reported, so drift of clocks and tenants cancels.
+    """
+    import torch
+
+    from bench.backends.options import TorchOptions
+    from bench.backends.torch_backend import TorchBackend
+    from bench.config import StopSpec, TargetSpec
+    from bench.models.inputs import make_inputs
+    from bench.models.loader import ModelRef, PreparedModel, _torch_input_specs, build_torch, classify
+
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        return FidelityCheck(model, device, mode, precision, channels_last, (), note="skipped: no CUDA device")
+    ref = ModelRef(model, classify(model), model_args)
+    module, example = build_torch(ref)
+    prepared = PreparedModel(ref, "", _torch_input_specs(ref, module, example), None)
+    del module
+    target = TargetSpec("fidelity", "torch", device, precision,
+                        TorchOptions(mode=mode, channels_last=channels_last, threads=0 if cuda else 1))
+    backend = TorchBackend()
+    backend.load(prepared, target)
+    events = backend.events()
+    stop = StopSpec(min_seconds=seconds_per_round, max_seconds=seconds_per_round * 2, min_iterations=1,
+                    warmup_iterations=3, warmup_seconds=0.0, ci_figures=())
+    from bench.scenarios.loops import measure
+    from bench.scenarios.stopping import FixedStop
+
+    points = []
+    for batch in batch_sizes:
+        feeds = make_inputs(prepared.inputs, batch, 0)
+        fn = backend.bind(feeds)  # captures (or compiles) this shape now
+        inputs = backend._tensors(feeds, backend.device)
+        with backend.context():
+            hand = _hand_loop(backend.runner.module, inputs, mode, device)
+            backend.synchronize()
+            t0 = time.perf_counter_ns()
+            for _ in range(3):
+                hand()
+            backend.synchronize()
+            per_call_ns = max((time.perf_counter_ns() - t0) / 3, 1.0)
+            calls = max(3, int(seconds_per_round * 1e9 / per_call_ns))
+
+            def hand_round() -> float:
+                backend.synchronize()
+                start = time.perf_counter_ns()
+                for _ in range(calls):
+                    hand()
+                backend.synchronize()
+                return (time.perf_counter_ns() - start) / calls
+
+            def harness_round() -> float:
+                result = measure(fn, stop, FixedStop.from_spec(stop), events=events)
+                return result.window_ns / result.latencies_ns.size
+
+            hand_ns, harness_ns = [], []
+            for r in range(rounds):
+                pair = (hand_round(), harness_round()) if r % 2 == 0 else tuple(reversed((harness_round(), hand_round())))
+                hand_ns.append(pair[0])
+                harness_ns.append(pair[1])
+        points.append(FidelityPoint(batch, statistics.median(hand_ns) / 1e6, statistics.median(harness_ns) / 1e6,
+                                    statistics.median(h / m for h, m in zip(hand_ns, harness_ns)), rounds))
+    return FidelityCheck(model, device, mode, precision, channels_last, tuple(points))

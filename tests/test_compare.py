@@ -218,3 +218,18 @@ def test_server_cells_compare_by_capacity_and_bad_samples_are_not_comparable(tmp
     np.save(tmp_path / "new" / ok["samples_file"], np.array([5, 0, 7], dtype=np.int64))
     code, out, _ = run_cli(capsys, "compare", str(tmp_path / "base"), str(tmp_path / "new"), "--json")
     assert code == 0 and all(c["verdict"] == "not comparable" for c in json.loads(out)["cells"])
+
+
+def test_cells_timed_at_different_boundaries_are_not_comparable(spin_runs, capsys, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(spin_runs["a2"], other)
+    doc = json.loads((other / "run.json").read_text())
+    for cell in doc["cells"]:
+        cell["timing_boundary"] = "device"  # e.g. the target moved from io = "host" to io = "device"
+    (other / "run.json").write_text(json.dumps(doc))
+    code, out, _ = run_cli(capsys, "compare", str(spin_runs["a"]), str(other), "--json")
+    cells = json.loads(out)["cells"]
+    assert code == 0 and {c["verdict"] for c in cells} == {"not comparable"}
+    assert cells[0]["reason"].startswith("timing boundaries differ: base end_to_end, new device")

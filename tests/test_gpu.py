@@ -469,3 +469,24 @@ def test_real_gpu_modes_agree_and_time_on_the_device(tmp_path, capsys):
             assert c["roofline"]["fraction_of_peak"] > 0
     graph = [c for c in cells if c["target"]["name"] == "cuda-graph"]
     assert all(c["capture_s"] > 0 for c in graph)
+
+
+def test_fidelity_check_compares_harness_and_hand_loop_on_one_module():
+    from bench.selfcheck import check_fidelity
+
+    # The CPU form of the GPU check (eager, tiny model): the same code path, real figures.
+    f = check_fidelity(model="zoo:mlp", device="cpu", mode="eager", precision="fp32", channels_last=False,
+                       batch_sizes=(1, 8), rounds=3, seconds_per_round=0.05, model_args=TINY)
+    assert [p.batch_size for p in f.points] == [1, 8] and not f.note
+    for p in f.points:
+        assert p.hand_ms_per_batch > 0 and p.harness_ms_per_batch > 0 and 0 < p.ratio < 10 and p.rounds == 3
+
+
+def test_fidelity_self_check_without_cuda_says_skipped(capsys):
+    import json
+
+    code, out, _ = run_cli(capsys, "self-check", "--checks", "fidelity", "--json")
+    assert code == 0
+    report = json.loads(out)["fidelity"]
+    assert report["note"] == "skipped: no CUDA device" and report["points"] == []
+    assert report["model"] == "zoo:resnet50-like" and report["mode"] == "cudagraph" and report["precision"] == "fp16"

@@ -9,7 +9,6 @@ scenario) or are copied in and out on every call (io = "host": the end-to-end fi
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 
 import numpy as np
@@ -62,7 +61,6 @@ class TorchBackend:
             module = module.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        t0 = time.perf_counter()
         self.runner = make_runner(opts.mode, module, self.device, self.context, opts.compile_mode)
         self._info = {
             "providers": None,
@@ -72,8 +70,10 @@ class TorchBackend:
             "inference_mode": opts.inference_mode,
             "mode": opts.mode,
             "precision_by": "cast (module and floating-point inputs), not autocast",
-            "setup_s": time.perf_counter() - t0,
+            "channels_last": self.channels_last,
         }
+        if opts.mode == "compile":
+            self._info["compile_mode"] = opts.compile_mode
         if target.is_cuda:
             self._info["device_name"] = torch.cuda.get_device_name(self.device)
 

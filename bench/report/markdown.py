@@ -39,8 +39,10 @@ def run_summary(run: Run) -> str:
         mark = "★" if r.pareto else ("outputs disagree" if r.disagrees else "")
         lines.append(f"| {r.group} | {r.rank} | {r.cell.target.name} | {r.cell.metrics.throughput.value:,.0f} | "
                      f"{r.cell.metrics.latency_ms.p99.value:.3g} | {mark} |")
+    from bench.report.gpu import gpu_markdown
     from bench.report.sweeps import sweeps
 
+    lines += gpu_markdown(run)
     found = sweeps(run)
     if found:
         lines += ["", "### Sweeps (best: highest throughput whose p99 upper bound fits the budget)", "",

@@ -51,7 +51,12 @@ def summary_table(run: Run) -> Table:
         ("n", "right"), ("peak RSS MiB", "right"), ("agreement", "left"), ("SLO", "left"), ("stop", "left"),
     ]:
         table.add_column(col, justify=justify)
+    skipped: dict[tuple[str, str], list[Cell]] = {}
     for c in run.cells:
+        if c.status == "skipped":
+            # One row per target and reason: a GPU-less machine skips many GPU cells alike.
+            skipped.setdefault((c.target.name, c.reason), []).append(c)
+            continue
         if c.status == "ok" and c.metrics is not None:
             tp = c.metrics.throughput
             lat = c.metrics.latency_ms
@@ -72,7 +77,12 @@ def summary_table(run: Run) -> Table:
             )
         else:
             table.add_row(c.benchmark, c.target.name, str(c.batch_size), _scenario(c), c.status,
-                          "-", "-", "-", "-", "-", c.reason[:60], "-", "-")
+                          "-", "-", "-", "-", "-", c.reason[:90], "-", "-")
+    by_reason: dict[str, list[str]] = {}
+    for (target, reason), cells in skipped.items():
+        by_reason.setdefault(reason, []).append(f"{target} ×{len(cells)}" if len(cells) > 1 else cells[0].id)
+    if by_reason:
+        table.caption = "; ".join(f"skipped {', '.join(names)}: {reason}" for reason, names in by_reason.items())
     return table
 
 

@@ -89,6 +89,8 @@ def environment_differences(a: Environment, b: Environment) -> list[EnvDifferenc
     diff("gpus", [g.name for g in a.gpus], [g.name for g in b.gpus], True)
     diff("gpu_driver", sorted({g.driver for g in a.gpus}), sorted({g.driver for g in b.gpus}), True)
     diff("gpu_power_limit_w", [g.power_limit_w for g in a.gpus], [g.power_limit_w for g in b.gpus], True)
+    diff("gpu_cuda", sorted({str(g.cuda) for g in a.gpus}), sorted({str(g.cuda) for g in b.gpus}), True)
+    diff("gpu_mig_mode", [g.mig_mode for g in a.gpus], [g.mig_mode for g in b.gpus], True)
     diff("python", a.python, b.python, True)
     for pkg in _PACKAGES_THAT_MATTER:
         diff(f"packages.{pkg}", a.packages.get(pkg), b.packages.get(pkg), True)
@@ -177,6 +179,10 @@ def compare_runs(base_path: Path, new_path: Path, threshold: float = 0.05, alpha
             continue
         if b.status != "ok" or n.status != "ok":
             out.append(CellComparison(key, "not comparable", f"status: base {b.status}, new {n.status}"))
+            continue
+        if b.timing_boundary != n.timing_boundary:
+            out.append(CellComparison(key, "not comparable", f"timing boundaries differ: base {b.timing_boundary}, "
+                                      f"new {n.timing_boundary} (one includes work the other leaves out)"))
             continue
         if blocking and not allow_env_diff:
             out.append(CellComparison(key, "not comparable", "environments differ in "

@@ -16,8 +16,8 @@ committed file of the old version):
   4  (2026-11) GPU targets: `gpu` per cell is a typed NVML telemetry record (was an untyped
      object, always null); `roofline` (FLOPs per sample, achieved FLOP/s, fraction of the device's
      measured peak); `compile_s` and `capture_s` apart from `load_s`; `memory.gpu_peak_source`;
-     the timing boundary `device_resident`; GPU fingerprints add index, compute capability, clocks,
-     MIG and ECC modes. A v3 file upgrades by its version alone (its `gpu` was always null).
+     the timing boundary `device_resident`; `target.details` (what the backend ran with); GPU
+     fingerprints add index, compute capability, clocks, MIG and ECC modes. A v3 file upgrades by its version alone (its `gpu` was always null).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 by `json_schema()`; a test keeps the two equal.
@@ -214,6 +214,9 @@ class TargetInfo:
     knobs: dict[str, Any]
     providers: tuple[str, ...] | None = None  # what actually ran (onnxruntime)
     runtime: str | None = None
+    # What the backend reports it ran with beyond the knobs: threads in effect, torch mode and how
+    # precision was applied, IOBinding, the providers ORT fell back from, the GPU's name.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

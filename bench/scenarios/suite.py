@@ -271,9 +271,11 @@ class _CellBuilder:
         if out.gpu is None and out.gpu_telemetry_note:
             cell = replace(cell, reason=f"no GPU telemetry: {out.gpu_telemetry_note}")
         providers = info.get("providers")
+        details = {k: v for k, v in info.items() if k not in ("providers", "runtime", "compile_s", "capture_s")
+                   and isinstance(v, (str, int, float, bool, list, type(None)))}
         target = TargetInfo(
             **{**cell.target.__dict__, "providers": tuple(providers) if providers else None,
-               "runtime": info.get("runtime")}
+               "runtime": info.get("runtime"), "details": details}
         )
         return Cell(**{**cell.__dict__, "target": target})
 
