@@ -131,6 +131,7 @@ class OrtBackend:
             value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), self._device, self._device_id)
             binding.bind_ortvalue_input(name, value)
             values.append(value)
+        binding.synchronize_inputs()  # the copies to the device are done before any timed run
         for out in self.session.get_outputs():
             binding.bind_output(out.name, self._device, self._device_id)
         # A first run allocates the outputs on the device; binding those buffers keeps every

@@ -103,7 +103,10 @@ class GraphRunner(Runner):
         static_in = tuple(t.clone() for t in inputs)
         self.synchronize()
         t0 = time.perf_counter()
-        with self.context():
+        # no_grad, not inference_mode: tensors made under inference_mode (the static outputs,
+        # the graph's RNG state) cannot be updated in place outside it later (pytorch#166792);
+        # replay itself runs no autograd, so the measured call is the same either way.
+        with torch.no_grad():
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
