@@ -332,16 +332,17 @@ def _hand_loop(module, inputs: tuple, mode: str, device: str):
 
     if mode != "cudagraph":
         return lambda: module(*inputs)
-    static = tuple(t.clone() for t in inputs)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
+    with torch.inference_mode(False), torch.no_grad():
+        static = tuple(t.clone() for t in inputs)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                module(*static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
             module(*static)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        module(*static)
     return graph.replay
 
 

@@ -105,8 +105,9 @@ class GraphRunner(Runner):
         t0 = time.perf_counter()
         # no_grad, not inference_mode: tensors made under inference_mode (the static outputs,
         # the graph's RNG state) cannot be updated in place outside it later (pytorch#166792);
-        # replay itself runs no autograd, so the measured call is the same either way.
-        with torch.no_grad():
+        # replay itself runs no autograd, so the measured call is the same either way. (Capture
+        # may be asked for inside the target's inference_mode context: leave it explicitly.)
+        with torch.inference_mode(False), torch.no_grad():
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
