@@ -433,6 +433,14 @@ def _parse_benchmark(
         concurrency = tuple(sorted(set(raw)))
     if "multi-stream" in scenarios and not concurrency:
         raise ctx.fail(path, "the multi-stream scenario needs concurrency = [1, 2, 4, ...] (client counts)")
+    if "multi-stream" in scenarios and max(concurrency) > 1:
+        for j, t in enumerate(names):
+            if getattr(targets[t].options, "mode", None) == "cudagraph":
+                # Concurrent replays of one CUDA graph must be serialized by the caller (CUDA's
+                # graph thread-safety rule), and one graph per shape is shared by all clients.
+                raise ctx.fail(f"{path}.targets[{j}]",
+                               f"{t!r} replays one CUDA graph, which clients on threads cannot share; run the "
+                               "multi-stream scenario with concurrency = [1] or on an eager or compile target")
     return BenchmarkSpec(
         concurrency=concurrency,
         server=server,

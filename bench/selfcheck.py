@@ -352,8 +352,8 @@ def check_fidelity(model: str = "zoo:resnet50-like", device: str = "cuda", mode:
                    model_args: tuple = ()) -> FidelityCheck:
     """Harness throughput against a hand-written loop over the same module, in one process.
 
-    Each round times the hand loop (n back-to-back calls, then one synchronize, host clock) and
-    the harness's offline loop (bench.scenarios.loops.measure through the torch backend: CUDA
+    Each round times the hand loop (n back-to-back calls between two CUDA events; the host clock
+    on a CPU) and the harness's offline loop (bench.scenarios.loops.measure through the torch backend: CUDA
     events, one synchronize per chunk) back to back, in alternating order; the ratio is taken
     within each round and its median reported, so drift of clocks and tenants cancels.
     """
@@ -398,12 +398,20 @@ def check_fidelity(model: str = "zoo:resnet50-like", device: str = "cuda", mode:
             calls = max(3, int(seconds_per_round * 1e9 / per_call_ns))
 
             def hand_round() -> float:
+                # The same clock as the harness's: CUDA events on the GPU, around the whole loop.
                 backend.synchronize()
-                start = time.perf_counter_ns()
+                if events is None:
+                    start = time.perf_counter_ns()
+                    for _ in range(calls):
+                        hand()
+                    return (time.perf_counter_ns() - start) / calls
+                first, last = events.new_event(), events.new_event()
+                first.record()
                 for _ in range(calls):
                     hand()
-                backend.synchronize()
-                return (time.perf_counter_ns() - start) / calls
+                last.record()
+                events.synchronize()
+                return first.elapsed_time(last) * 1e6 / calls
 
             def harness_round() -> float:
                 result = measure(fn, stop, FixedStop.from_spec(stop), events=events)

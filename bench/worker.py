@@ -32,9 +32,10 @@ class WorkerFailure:
 def _child(task: Callable[[Any], Any], job: Any, conn, stderr_path: str) -> None:
     # Ctrl-C reaches the whole process group; the parent decides and kills us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # CUDA numbers devices fastest-first by default, NVML by PCI bus: make cuda:N and NVML's
-    # device N the same GPU (the telemetry and the fingerprint name the device that ran).
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    # CUDA numbers devices fastest-first by default, NVML (and nvidia-smi) by PCI bus: the
+    # harness defines cuda:N as PCI order, so cuda:N and NVML's device N are the same GPU and the
+    # telemetry and fingerprint name the device that ran.
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 2)  # native libraries write to fd 2 directly; catch that too
     batch = getattr(job, "batch_size", None)

@@ -66,13 +66,14 @@ def test_event_clock_reads_device_time_after_one_synchronize_per_chunk():
     clock = EventClock(dev.events())
     stamps = [None] * 4
     tick = clock.clock_for(3)
+    assert dev.synced == 1  # new events were recorded once (CUDA creates them then), outside any chunk
     stamps[0] = tick()
     for i in range(1, 4):
         dev.launch()
         stamps[i] = tick()
-    assert dev.synced == 0
+    assert dev.synced == 1  # nothing in the chunk waits for the device
     np.testing.assert_array_equal(clock.latencies_ns(stamps), [250_000] * 3)
-    assert dev.synced == 1
+    assert dev.synced == 2
     # The pool is reused chunk to chunk, not grown per call.
     clock.clock_for(2)
     assert len(clock._pool) == 4
@@ -91,6 +92,18 @@ def test_measure_with_events_times_the_device_not_the_host():
     # warm-up waited for the device after every call; each chunk waited once before reading events
     assert dev.synced >= result.warmup_latencies_ns.size + 1
     assert marks == ["start", "end"]
+
+
+def test_single_stream_on_the_device_times_each_call_by_its_own_event_pair():
+    dev = FakeDevice(call_ns=400_000)
+    spec = StopSpec(min_seconds=0.02, max_seconds=0.02, min_iterations=5, warmup_iterations=2, warmup_seconds=0.0,
+                    ci_figures=())
+    before = dev.synced
+    result = measure(BoundCall(dev.launch), spec, rule_for(spec), events=dev.events(), wait_each_call=True)
+    # each call between its own start and end: the device's 0.4 ms, not the host's wait after it
+    assert set(result.latencies_ns.tolist()) == {400_000}
+    # warm-up waits after each call, the timed loop after each call too, plus one per chunk to read
+    assert dev.synced - before >= result.warmup_latencies_ns.size + result.latencies_ns.size
 
 
 def test_synchronized_waits_after_every_call():
@@ -122,6 +135,13 @@ def test_out_of_memory_is_recognised_across_runtimes():
                                          "while running Conv node. Failed to allocate memory for requested buffer"))
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(RuntimeError("device lost"))
+    try:  # re-raised as something else (e.g. leaving a graph capture): the chain is read
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        except torch.OutOfMemoryError as inner:
+            raise RuntimeError("capture failed") from inner
+    except RuntimeError as outer:
+        assert is_out_of_memory(outer)
     reason = out_of_memory_reason(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore"), 512)
     assert reason == "out of memory at batch 512: CUDA out of memory. Tried to allocate 2 GiB"
 
@@ -185,6 +205,15 @@ def test_bad_gpu_target_knobs(target, expected):
     with pytest.raises(ConfigError) as err:
         parse_suite(text, "gpu.toml")
     assert str(err.value).startswith("gpu.toml: ") and expected in str(err.value)
+
+
+def test_cudagraph_target_cannot_serve_concurrent_clients():
+    extra = '[targets.g]\nbackend = "torch"\ndevice = "cuda"\nmode = "cudagraph"\n'
+    text = tiny_suite(targets='["torch", "g"]', extra_targets=extra, scenarios='["multi-stream"]',
+                      bench_extra="concurrency = [1, 4]")
+    with pytest.raises(ConfigError, match=r"benchmark\[0\] \(m\)\.targets\[1\]: 'g' replays one CUDA graph"):
+        parse_suite(text)
+    parse_suite(text.replace("concurrency = [1, 4]", "concurrency = [1]"))
 
 
 # --- torch modes and ORT IOBinding / fp16, on the CPU ---------------------------------------------
@@ -490,3 +519,14 @@ def test_fidelity_self_check_without_cuda_says_skipped(capsys):
     report = json.loads(out)["fidelity"]
     assert report["note"] == "skipped: no CUDA device" and report["points"] == []
     assert report["model"] == "zoo:resnet50-like" and report["mode"] == "cudagraph" and report["precision"] == "fp16"
+
+
+def test_multi_stream_clients_get_their_own_io_binding(tmp_path, capsys):
+    extra = '[targets.bound]\nbackend = "onnxruntime"\nintra_op_threads = 1\nio_binding = true\n'
+    body = tiny_suite(targets='["ort", "bound"]', extra_targets=extra, scenarios='["multi-stream"]',
+                      bench_extra="concurrency = [3]", batch_sizes="[2]")
+    code, _, err = run_cli(capsys, "run", str(write_suite(tmp_path, body)), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    cell = {c["target"]["name"]: c for c in load_run_json(tmp_path / "r")["cells"]}["bound"]
+    assert cell["status"] == "ok" and cell["target"]["details"]["io_binding"] is True
+    assert len(cell["clients"]["throughput_per_client"]) == 3 and min(cell["clients"]["throughput_per_client"]) > 0

@@ -46,9 +46,15 @@ def check_precision(precision: str, capability: tuple[int, int], name: str) -> N
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    if type(exc).__name__ in ("OutOfMemoryError", "MemoryError"):
-        return True
-    return bool(_OOM_PATTERNS.search(str(exc)))
+    """Also looks down the exception chain: a graph capture or a runtime may re-raise an
+    allocation failure as something else."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if type(exc).__name__ in ("OutOfMemoryError", "MemoryError") or _OOM_PATTERNS.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def out_of_memory_reason(exc: BaseException, batch_size: int) -> str:

@@ -36,7 +36,10 @@ _OPT_LEVELS = {
 
 def _provider_options(provider: str, target: Any) -> dict[str, str]:
     if provider == "CUDAExecutionProvider":
-        return {"device_id": str(device_index(target.device))}
+        opts = {"device_id": str(device_index(target.device))}
+        if target.precision == "fp32":
+            opts["use_tf32"] = "0"  # fp32 means fp32 (the CUDA provider defaults to TF32 on Ampere+)
+        return opts
     if provider in ("TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider"):
         opts = {"device_id": str(device_index(target.device))}
         if target.precision == "fp16" and provider == "TensorrtExecutionProvider":

@@ -8,14 +8,13 @@ scenario) or are copied in and out on every call (io = "host": the end-to-end fi
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
 import torch
 
 from bench.backends import BoundCall, DeviceEvents
-from bench.backends.cuda_device import check_index, check_precision
+from bench.backends.cuda_device import check_index, check_precision, device_index
 from bench.backends.torch_modes import Runner, host_round_trip, make_runner
 from bench.errors import CellFailure
 from bench.models.loader import build_torch
@@ -40,7 +39,7 @@ class TorchBackend:
                 raise CellFailure("no CUDA device (torch.cuda.is_available() is False: "
                                   f"torch {torch.__version__} built for CUDA {torch.version.cuda})")
             check_index(target.device, torch.cuda.device_count())
-            self.device = torch.device(target.device)
+            self.device = torch.device("cuda", device_index(target.device))  # "cuda" alone means cuda:0
             torch.cuda.set_device(self.device)
             check_precision(target.precision, torch.cuda.get_device_capability(self.device),
                             torch.cuda.get_device_name(self.device))
@@ -55,8 +54,13 @@ class TorchBackend:
         self.channels_last = opts.channels_last
         self.io = opts.io if target.is_cuda else "device"
         self._inference_mode = opts.inference_mode
+        if target.is_cuda and target.precision == "fp32":
+            # fp32 means fp32: cuDNN would run fp32 convolutions in TF32 by default (matmuls
+            # default to strict fp32), and the roofline's fp32 peak is a strict-fp32 GEMM.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         module, _ = build_torch(model.source)
-        module = module.to(self.device, self.dtype).eval()
+        module = module.to(self.device, self.dtype).eval().requires_grad_(False)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
@@ -76,6 +80,7 @@ class TorchBackend:
             self._info["compile_mode"] = opts.compile_mode
         if target.is_cuda:
             self._info["device_name"] = torch.cuda.get_device_name(self.device)
+            self._info["tf32"] = bool(torch.backends.cudnn.allow_tf32) if target.precision == "fp32" else None
 
     def _tensors(self, feeds: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
         out = []
@@ -101,7 +106,9 @@ class TorchBackend:
         return [t.to(torch.float64).cpu().numpy() for t in out]
 
     def context(self):
-        return torch.inference_mode() if self._inference_mode else contextlib.nullcontext()
+        # inference_mode = false still runs without autograd (no_grad), only without the
+        # inference-tensor restrictions.
+        return torch.inference_mode() if self._inference_mode else torch.no_grad()
 
     def timing_boundary(self, scenario: str) -> str:
         if self.device.type != "cuda" or self.io == "host":
@@ -124,8 +131,10 @@ class TorchBackend:
     def gpu_memory(self) -> tuple[int, str] | None:
         if self.device.type != "cuda":
             return None
+        reserved = int(torch.cuda.max_memory_reserved(self.device))
         return (int(torch.cuda.max_memory_allocated(self.device)),
-                "torch.cuda.max_memory_allocated (tensors in the caching allocator; the CUDA context excluded)")
+                "torch.cuda.max_memory_allocated since load: tensors, warm-up, compile or capture included; "
+                f"the caching allocator reserved up to {reserved / 2**20:,.0f} MiB; the CUDA context excluded")
 
     def cuda_index(self) -> int | None:
         return self.device.index if self.device.type == "cuda" else None

@@ -70,6 +70,11 @@ class CompileRunner(Runner):
 
     def __init__(self, module, device, context, compile_mode: str):
         super().__init__(module, device, context)
+        # One graph per batch size: dynamo's default limit (8) would silently run the ninth
+        # shape eagerly (the server's dynamic batching binds up to max_batch shapes).
+        import torch._dynamo
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.compiled = torch.compile(module, mode=compile_mode, dynamic=False)
         self.compile_mode = compile_mode
         self._seen: set[tuple] = set()
@@ -100,7 +105,6 @@ class GraphRunner(Runner):
         self._graphs: dict[tuple, tuple[Any, tuple[torch.Tensor, ...], list[torch.Tensor]]] = {}
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]):
-        static_in = tuple(t.clone() for t in inputs)
         self.synchronize()
         t0 = time.perf_counter()
         # no_grad, not inference_mode: tensors made under inference_mode (the static outputs,
@@ -108,6 +112,7 @@ class GraphRunner(Runner):
         # replay itself runs no autograd, so the measured call is the same either way. (Capture
         # may be asked for inside the target's inference_mode context: leave it explicitly.)
         with torch.inference_mode(False), torch.no_grad():
+            static_in = tuple(t.clone() for t in inputs)
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):

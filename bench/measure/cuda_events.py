@@ -25,8 +25,7 @@ class EventClock:
 
     def clock_for(self, k: int) -> Callable[[], Any]:
         """A clock for a chunk of k calls: k + 1 reads, each recording the next pooled event."""
-        while len(self._pool) < k + 1:
-            self._pool.append(self._events.new_event())
+        self._grow(k + 1)
         take = iter(self._pool[: k + 1]).__next__
 
         def clock() -> Any:
@@ -35,6 +34,26 @@ class EventClock:
             return event
 
         return clock
+
+    def _grow(self, n: int) -> None:
+        if len(self._pool) >= n:
+            return
+        fresh = [self._events.new_event() for _ in range(n - len(self._pool))]
+        # A CUDA event is created on its first record(): do that here, not in a timed chunk.
+        for event in fresh:
+            event.record()
+        self._events.synchronize()
+        self._pool.extend(fresh)
+
+    def pairs_for(self, k: int) -> tuple[list[Any], list[Any]]:
+        """k (start, end) event pairs, for calls timed one at a time (single-stream)."""
+        self._grow(2 * k)
+        return self._pool[0 : 2 * k : 2], self._pool[1 : 2 * k : 2]
+
+    def pair_latencies_ns(self, starts: list[Any], ends: list[Any]) -> np.ndarray:
+        self._events.synchronize()
+        ms = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+        return np.rint(np.asarray(ms, dtype=np.float64) * 1e6).astype(np.int64)
 
     def latencies_ns(self, stamps: list[Any]) -> np.ndarray:
         """Wait for the device, then each call's time between its two events, in ns."""

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+CUDA_WARMUP_S = 0.3
 _WARMUP_RUNS = 3  # lets GPU clocks ramp and cuBLAS (or oneDNN) pick its kernel before anything is timed
 
 
@@ -148,10 +149,18 @@ def _interval_ns(fn: Callable[[], None], clock_ns: Callable[[], int]) -> int:
 
 
 def _best_cuda_s(fn: Callable[[], None], repeats: int, device) -> float:
+    import time
+
     import torch
 
-    for _ in range(_WARMUP_RUNS):
+    # Warm up for at least CUDA_WARMUP_S as well as _WARMUP_RUNS calls: a few fp16 GEMMs take
+    # milliseconds, too short for the GPU's clocks to leave idle.
+    deadline = time.perf_counter() + CUDA_WARMUP_S
+    runs = 0
+    while runs < _WARMUP_RUNS or time.perf_counter() < deadline:
         fn()
+        torch.cuda.synchronize(device)
+        runs += 1
     pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
     for start, end in pairs:
         start.record()

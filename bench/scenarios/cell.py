@@ -58,6 +58,7 @@ class CellOutcome:
     gpu: Any = None  # bench.results.schema.GpuTelemetry, NVML over the measured window
     gpu_telemetry_note: str = ""  # why there is no telemetry on a GPU cell
     gpu_peak: tuple[int, str] | None = None  # (bytes, where the figure comes from)
+    window_calls: int | None = None  # calls inside the telemetry window, where not latencies_ns.size
 
 
 def peak_rss_bytes() -> int:
@@ -88,8 +89,8 @@ def run_cell(job: CellJob) -> CellOutcome:
     load_seconds = time.perf_counter() - t0
     fn = backend.bind(feeds)
     boundary = getattr(backend, "timing_boundary", lambda _: "end_to_end")(job.scenario)
-    if job.scenario != "offline":
-        fn = completing(backend, fn, boundary)
+    if job.scenario != "offline" and not (job.scenario == "single-stream" and boundary == "device"):
+        fn = completing(backend, fn, boundary)  # (device single-stream waits in its own loop)
     sampler = _gpu_sampler(backend)
     try:
         outcome = _run_scenario(job, backend, fn, feeds, t0, load_seconds, boundary, sampler)
@@ -102,20 +103,18 @@ def run_cell(job: CellJob) -> CellOutcome:
 def _run_scenario(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float, load_seconds: float,
                   boundary: str, sampler: Any) -> CellOutcome:
     # No numba here: the worker's memory is a reported figure; the parent finds the steady state.
+    # The telemetry window is the measured part alone: each scenario marks it after warm-up.
     marks = Window(sampler.mark_start, sampler.mark_end) if sampler is not None else Window()
-    if job.scenario != "single-stream" and job.scenario != "offline":
-        marks.start()
-        try:
-            if job.scenario == "server":
-                return _run_server_cell(job, backend, fn, feeds, t0, load_seconds)
-            if job.scenario == "multi-stream":
-                return _run_clients_cell(job, backend, fn, feeds, load_seconds)
-            return _run_loadgen_cell(job, backend, fn, feeds, load_seconds)
-        finally:
-            marks.end()
+    if job.scenario == "server":
+        return _run_server_cell(job, backend, fn, feeds, t0, load_seconds, boundary, marks)
+    if job.scenario == "multi-stream":
+        return _run_clients_cell(job, backend, fn, feeds, load_seconds, boundary, marks)
+    if job.scenario.startswith("loadgen-"):
+        return _run_loadgen_cell(job, backend, fn, feeds, load_seconds, marks)
     events = backend.events() if boundary == "device" else None
     with backend.context():
-        result = measure(fn, job.stop, rule_for(job.stop), events=events, window_marks=marks)
+        result = measure(fn, job.stop, rule_for(job.stop), events=events, window_marks=marks,
+                         wait_each_call=job.scenario == "single-stream")
     return CellOutcome(
         latencies_ns=result.latencies_ns,
         window_ns=result.window_ns,
@@ -162,7 +161,8 @@ def _with_gpu_figures(out: CellOutcome, job: CellJob, backend: Any, boundary: st
     telemetry = None
     note = ""
     if sampler is not None:
-        telemetry = sampler.telemetry(int(out.latencies_ns.size) * job.batch_size)
+        calls = out.window_calls if out.window_calls is not None else int(out.latencies_ns.size)
+        telemetry = sampler.telemetry(calls * job.batch_size)
         note = "" if telemetry is not None else getattr(sampler, "reason", "NVML telemetry unavailable")
     peak = getattr(backend, "gpu_memory", lambda: None)()
     if peak is None and telemetry is not None and telemetry.process_memory_max_bytes is not None:
@@ -181,7 +181,8 @@ def server_duration_s(spec: ServerSpec, stop: StopSpec) -> float:
     return min(max(stop.min_seconds, 1.2 * MIN_SERVER_REQUESTS / spec.qps), stop.max_seconds)
 
 
-def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float, load_seconds: float) -> CellOutcome:
+def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float, load_seconds: float,
+                     boundary: str, marks: Window) -> CellOutcome:
     from bench.scenarios.loops import warm_up
     from bench.scenarios.server import poisson_schedule, run_server
 
@@ -189,6 +190,7 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
     from bench.errors import CellFailure
 
     probes = None
+    window_calls = None
     with backend.context():
         warm = warm_up(fn, job.stop, time.perf_counter_ns)
         if job.server.search:
@@ -199,12 +201,16 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
                 run = run_server(fn, poisson_schedule(rate, server_duration_s(spec, job.stop), job.server.seed))
                 return probe_result(run, dict(job.slo_limits)), run
 
+            marks.start()  # every probe is measured load: the telemetry window spans the search
             peak, tried, served = find_peak(try_rate, job.server.qps, job.server.resolution, job.server.max_probes)
             probes = tuple(tried)
             rate = peak
+            window_calls = sum(p.requests for p in tried)
             if served is None:  # no rate met the SLO: report the lowest one tried
                 rate = min(p.offered_qps for p in tried) or job.server.qps
                 _, served = try_rate(rate)
+                window_calls += int(served.end_ns.size)
+            marks.end()
             schedule = served.scheduled_ns
             reason = (f"peak search: {len(tried)} rates tried, highest meeting the SLO "
                       + (f"{peak:,.1f}/s" if peak else "none"))
@@ -212,18 +218,21 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
             rate = job.server.qps
             from bench.scenarios.server import run_batching_server
 
-            boundary = getattr(backend, "timing_boundary", lambda _: "end_to_end")(job.scenario)
             calls = [fn] + [completing(backend, backend.bind(make_inputs(job.model.inputs, job.batch_size * m, job.seed)),
                                        boundary) for m in range(2, job.server.max_batch + 1)]
             schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
+            marks.start()
             served = run_batching_server(calls, schedule, int(job.server.max_wait_ms * 1e6))
+            marks.end()
             reason = (f"server schedule of {schedule.size} Poisson arrivals at {job.server.qps:g}/s served with dynamic "
                       f"batching (up to {job.server.max_batch}, wait {job.server.max_wait_ms:g} ms; mean batch "
                       f"{served.mean_batch():.2f})")
         else:
             rate = job.server.qps
             schedule = poisson_schedule(job.server.qps, server_duration_s(job.server, job.stop), job.server.seed)
+            marks.start()
             served = run_server(fn, schedule)
+            marks.end()
             reason = f"server schedule of {schedule.size} Poisson arrivals at {job.server.qps:g}/s served"
     if served.end_ns.size == 0:
         raise CellFailure(f"no Poisson arrival fell within the run at {rate:g}/s: raise duration_s or qps")
@@ -240,17 +249,22 @@ def _run_server_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, t0: float
         server=served,
         probes=probes,
         rate_qps=rate,
+        window_calls=window_calls,
     )
 
 
-def _run_clients_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_seconds: float) -> CellOutcome:
+def _run_clients_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_seconds: float, boundary: str,
+                      marks: Window) -> CellOutcome:
     from bench.scenarios.loops import warm_up
     from bench.scenarios.multistream import run_clients
 
     with backend.context():
         warm = warm_up(fn, job.stop, time.perf_counter_ns)
     duration = min(max(job.stop.min_seconds, 0.2), job.stop.max_seconds)
-    ran = run_clients(fn, job.concurrency, duration, backend.context)
+    # Each client its own bound call (its own input buffers and, for ONNX Runtime, its own
+    # IOBinding: one binding shared by threads would have them write the same outputs).
+    calls = [fn] + [completing(backend, backend.bind(feeds), boundary) for _ in range(job.concurrency - 1)]
+    ran = run_clients(calls, job.concurrency, duration, backend.context, window_marks=marks)
     return CellOutcome(
         latencies_ns=np.concatenate(ran.latencies_ns),
         window_ns=ran.window_ns,
@@ -265,7 +279,8 @@ def _run_clients_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_sec
     )
 
 
-def _run_loadgen_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_seconds: float) -> CellOutcome:
+def _run_loadgen_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_seconds: float,
+                      marks: Window) -> CellOutcome:
     from dataclasses import replace
 
     from bench.errors import CellFailure
@@ -285,7 +300,8 @@ def _run_loadgen_cell(job: CellJob, backend: Any, fn: Any, feeds: dict, load_sec
             qps = 1e9 / max(float(np.median(warm)), 1.0)
             duration = max(job.stop.min_seconds, 1.0)
         limits = dict(job.slo_limits)
-        result = loadgen.run_loadgen(fn, scenario, qps, duration, latency_ms=limits.get("p99_ms", 100.0))
+        result = loadgen.run_loadgen(fn, scenario, qps, duration, latency_ms=limits.get("p99_ms", 100.0),
+                                     context=backend.context, window_marks=marks)
     lat = result.latencies_ns
     return CellOutcome(
         latencies_ns=lat,

@@ -11,15 +11,16 @@ read lower than LoadGen's own (measured from its schedule). The cell keeps both;
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from bench.scenarios.loops import as_call
+from bench.scenarios.loops import Window, as_call
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,12 @@ def parse_summary(text: str, scenario: str) -> LoadGenResult:
 
 
 def run_loadgen(call: Any, scenario: str, qps: float, duration_s: float, latency_ms: float = 100.0,
-                min_queries: int = 100) -> LoadGenResult:
-    """Run `call` under LoadGen's "server" or "offline" scenario at `qps` for at least `duration_s`."""
+                min_queries: int = 100, context: Callable[[], Any] = contextlib.nullcontext,
+                window_marks: Any = None) -> LoadGenResult:
+    """Run `call` under LoadGen's "server" or "offline" scenario at `qps` for at least `duration_s`.
+
+    The SUT serves on its own thread, inside `context` (torch.inference_mode is per thread),
+    after a few warm-up calls there (per-thread state is built before LoadGen starts)."""
     import mlperf_loadgen as lg
 
     import time
@@ -77,19 +82,34 @@ def run_loadgen(call: Any, scenario: str, qps: float, duration_s: float, latency
     work: queue.Queue = queue.Queue()
     latencies: list[int] = []
 
+    ready = threading.Event()
+    failed: list[BaseException] = []
+
     def serve() -> None:
-        while True:
-            item = work.get()
-            if item is None:
+        with context():
+            try:
+                for _ in range(3):
+                    fn(*args)
+            except BaseException as exc:  # raised on the caller's thread below
+                failed.append(exc)
                 return
-            issued, batch = item
-            for sample in batch:
-                fn(*args)
-                latencies.append(clock() - issued)
-                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
+            finally:
+                ready.set()
+            while True:
+                item = work.get()
+                if item is None:
+                    return
+                issued, batch = item
+                for sample in batch:
+                    fn(*args)
+                    latencies.append(clock() - issued)
+                    lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
 
     server = threading.Thread(target=serve, name="bench-loadgen-sut", daemon=True)
     server.start()
+    ready.wait()
+    if failed:
+        raise failed[0]
     sut = lg.ConstructSUT(lambda samples: work.put((clock(), list(samples))), lambda: None)
     qsl = lg.ConstructQSL(1024, 1024, lambda s: None, lambda s: None)
     settings = lg.TestSettings()
@@ -110,8 +130,11 @@ def run_loadgen(call: Any, scenario: str, qps: float, duration_s: float, latency
         log.log_output.outdir = out
         log.log_output.copy_summary_to_stdout = False
         log.enable_trace = False
+        marks = window_marks if window_marks is not None else Window()
         try:
+            marks.start()
             lg.StartTestWithLogSettings(sut, qsl, settings, log)
+            marks.end()
         finally:
             work.put(None)
             server.join(60)

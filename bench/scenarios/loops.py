@@ -114,17 +114,32 @@ class Window:
     end: Callable[[], None] = lambda: None
 
 
+def paired_chunk(call: BoundCall | Callable[[], Any], starts: list[Any], ends: list[Any],
+                 synchronize: Callable[[], None]) -> None:
+    """One call at a time, each between its own start and end event, waiting for the device
+    after each: a request issued when the previous one completed (single-stream on a GPU).
+    The wait falls outside the events, so the device time excludes the host's wake-up."""
+    fn, args = as_call(call)
+    for start, end in zip(starts, ends):
+        start.record()
+        fn(*args)
+        end.record()
+        synchronize()
+
+
 def measure(
     fn: BoundCall | Callable[[], Any], spec: StopSpec, rule: StopRule, clock: Clock = time.perf_counter_ns,
-    events: DeviceEvents | None = None, window_marks: Window = Window(),
+    events: DeviceEvents | None = None, window_marks: Window = Window(), wait_each_call: bool = False,
 ) -> LoopResult:
     """Warm up for the fixed minimum, then measure until `rule` stops.
 
     With `events`, each call's time is the device's (CUDA events) and warm-up waits for the
-    device after every call.
+    device after every call. With `wait_each_call` too, calls are timed one at a time by an
+    event pair each and the device is waited for after each (single-stream); without it they
+    are queued back to back (offline).
     """
     warm = warm_up(fn if events is None else synchronized(fn, events.synchronize), spec, clock)
-    max_chunk = MAX_CHUNK if events is None else MAX_EVENT_CHUNK
+    max_chunk = MAX_CHUNK if events is None else MAX_EVENT_CHUNK // (2 if wait_each_call else 1)
     event_clock = EventClock(events) if events is not None else None
     per_call = float(np.median(warm[-min(warm.size, 20):])) if warm.size else 0.0
     chunk = int(min(max_chunk, max(1, CHUNK_TARGET_NS // max(per_call, 1.0))))
@@ -136,6 +151,10 @@ def measure(
             stamps = [0] * (chunk + 1)  # allocated between chunks, never inside the timed loop
             timed_chunk(fn, stamps, clock)
             latencies = np.diff(np.asarray(stamps, dtype=np.int64))
+        elif wait_each_call:
+            starts, ends = event_clock.pairs_for(chunk)
+            paired_chunk(fn, starts, ends, events.synchronize)
+            latencies = event_clock.pair_latencies_ns(starts, ends)
         else:
             stamps = [None] * (chunk + 1)
             timed_chunk(fn, stamps, event_clock.clock_for(chunk))

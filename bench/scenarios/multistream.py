@@ -15,7 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.scenarios.loops import as_call
+from bench.scenarios.loops import Window, as_call
+
+CLIENT_WARMUP_CALLS = 3  # per client, before the barrier: per-thread state (e.g. torch.compile's
+# CUDA-graph trees, one per thread) is built outside the window
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,13 @@ class ClientsRun:
 
 
 def run_clients(call: Any, n_clients: int, duration_s: float, context: Callable[[], Any],
-                clock: Callable[[], int] = time.perf_counter_ns) -> ClientsRun:
+                clock: Callable[[], int] = time.perf_counter_ns, window_marks: Window = Window()) -> ClientsRun:
+    """`call` is one bound call shared by every client, or a list of one per client."""
     if n_clients < 1:
         raise ValueError(f"concurrency {n_clients!r}: must be >= 1")
-    fn, args = as_call(call)
+    calls = list(call) if isinstance(call, list) else [call] * n_clients
+    if len(calls) != n_clients:
+        raise ValueError(f"{len(calls)} calls for {n_clients} clients")
     stop = threading.Event()
     barrier = threading.Barrier(n_clients + 1)
     stamps: list[list[int]] = [[] for _ in range(n_clients)]
@@ -37,8 +43,11 @@ def run_clients(call: Any, n_clients: int, duration_s: float, context: Callable[
     def client(k: int) -> None:
         mine = stamps[k]
         append = mine.append
+        fn, args = as_call(calls[k])
         try:
             with context():
+                for _ in range(CLIENT_WARMUP_CALLS):
+                    fn(*args)
                 barrier.wait()
                 append(clock())
                 while not stop.is_set():
@@ -56,11 +65,13 @@ def run_clients(call: Any, n_clients: int, duration_s: float, context: Callable[
         barrier.wait()
     except threading.BrokenBarrierError:
         pass
+    window_marks.start()
     start = clock()
     time.sleep(duration_s)
     stop.set()
     for t in threads:
         t.join()
+    window_marks.end()
     if errors:
         raise errors[0]
     per_client = tuple(np.diff(np.asarray(s, dtype=np.int64)) for s in stamps)
