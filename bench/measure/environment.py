@@ -26,7 +26,7 @@ ALLOWED_ENV_VARS = (
 )
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -148,7 +148,7 @@ def fingerprint() -> Environment:
         os=_os_name(),
         kernel=uname.release,
         machine=uname.machine,
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         cpu_cores_physical=psutil.cpu_count(logical=False),
         cpu_cores_logical=psutil.cpu_count(logical=True),
         cpu_governor=_governor(),

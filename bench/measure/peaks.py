@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import time
 from dataclasses import dataclass, fields
@@ -104,13 +103,9 @@ def _is_rate(value: Any) -> bool:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+    from bench.measure.environment import cpu_model
+
+    return cpu_model() or "cpu"
 
 
 def _cuda_identity(device: str) -> tuple[str, str]:
