@@ -530,3 +530,33 @@ def test_multi_stream_clients_get_their_own_io_binding(tmp_path, capsys):
     cell = {c["target"]["name"]: c for c in load_run_json(tmp_path / "r")["cells"]}["bound"]
     assert cell["status"] == "ok" and cell["target"]["details"]["io_binding"] is True
     assert len(cell["clients"]["throughput_per_client"]) == 3 and min(cell["clients"]["throughput_per_client"]) > 0
+
+
+def test_gpu_report_shows_boundary_telemetry_throttling_and_fraction_of_peak():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from bench.report.gpu import gpu_markdown, gpu_table
+    from bench.results.files import read_run
+    from bench.results.schema import GpuTelemetry, Memory, Roofline
+
+    run = read_run(Path(__file__).parent / "data/run_v4.json")
+    assert gpu_table(run) is None and gpu_markdown(run) == []  # a CPU-only run has no GPU section
+    cell = next(c for c in run.cells if c.status == "ok")
+    gpu = GpuTelemetry(device_index=0, uuid="GPU-x", samples=30, interval_ms=100, window_s=3.0,
+                       utilization_mean_pct=97.0, sm_clock_min_mhz=1410, sm_clock_max_mhz=1980, power_mean_w=612.0,
+                       energy_j=1836.0, energy_per_sample_j=0.0125, throttle_reasons=("SwPowerCap",), throttled=True)
+    gpu_cell = replace(cell, target=replace(cell.target, device="cuda:0"), timing_boundary="device", gpu=gpu,
+                       memory=Memory(1 << 30, 3 << 30, "torch.cuda.max_memory_allocated"), capture_s=0.25,
+                       roofline=Roofline(8.2e9, "torch", 4.1e14, 8.0e14, 0.5125))
+    run = replace(run, cells=(gpu_cell,))
+    console = Console(width=250, record=True)
+    console.print(gpu_table(run))
+    text = console.export_text()
+    for expected in ("device", "0.250", "3,072", "97", "1410-1980", "612", "0.0125", "THROTTLED: SwPowerCap", "410",
+                     "51.2%"):
+        assert expected in text, expected
+    md = "\n".join(gpu_markdown(run))
+    assert "| `" + gpu_cell.id + "` | device |" in md and "51.2%" in md
