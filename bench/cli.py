@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def _err(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr)
 
@@ -305,9 +309,9 @@ def _cmd_self_check(args: argparse.Namespace) -> int:
             print(f"  bare session.run loop      {o.bare_ns_per_call:9.0f} ns/call")
             print(f"  harness single-stream loop {o.harness_ns_per_call:9.0f} ns/call")
             print(f"  harness/bare throughput    {o.throughput_ratio:9.2%}   "
-                  f"(target >= 98%: {'met' if o.throughput_ratio >= 0.98 else 'NOT met'})")
+                  f"(target >= 98%: {_met(o.throughput_ratio >= 0.98)})")
             print(f"  added per call             {o.added_ns_per_call:9.0f} ns      "
-                  f"(target <= 1000 ns: {'met' if o.added_ns_per_call <= 1000 else 'NOT met'})")
+                  f"(target <= 1000 ns: {_met(o.added_ns_per_call <= 1000)})")
     if "timer" in checks:
         t = selfcheck.check_timer()
         report["timer"] = t.__dict__
@@ -334,13 +338,13 @@ def _cmd_self_check(args: argparse.Namespace) -> int:
             else:
                 print(f"  scipy {b.scipy_s * 1e3:8.1f} ms   mean [{b.scipy_mean_ci[0]:.1f}, {b.scipy_mean_ci[1]:.1f}]   "
                       f"p99 [{b.scipy_p99_ci[0]:.1f}, {b.scipy_p99_ci[1]:.1f}]")
-                print(f"  speed-up {b.speedup:.1f}x   (target >= 10x: {'met' if b.speedup >= 10 else 'NOT met'})")
+                print(f"  speed-up {b.speedup:.1f}x   (target >= 10x: {_met(b.speedup >= 10)})")
     if "jit" in checks:
         j = selfcheck.check_jit()
         report["jit"] = j.__dict__
         if not args.json:
             print("kernel JIT (every kernel, fresh process)")
-            print(f"  compile into an empty cache {j.cold_s:.2f} s (target < 5 s: {'met' if j.cold_s < 5 else 'NOT met'}); "
+            print(f"  compile into an empty cache {j.cold_s:.2f} s (target < 5 s: {_met(j.cold_s < 5)}); "
                   f"load from the cache {j.warm_s:.2f} s")
     if "loadgen" in checks or "generator" in checks:
         from bench.scenarios import loadgen
@@ -383,7 +387,7 @@ def _cmd_self_check(args: argparse.Namespace) -> int:
                 goal = 0.98 if p.batch_size >= 256 else 0.95
                 print(f"  batch {p.batch_size:>4}: hand loop {p.hand_ms_per_batch:8.3f} ms   harness "
                       f"{p.harness_ms_per_batch:8.3f} ms   harness/hand throughput {p.ratio:7.2%}   "
-                      f"(target >= {goal:.0%}: {'met' if p.ratio >= goal else 'NOT met'})")
+                      f"(target >= {goal:.0%}: {_met(p.ratio >= goal)})")
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     return EXIT_OK

@@ -363,15 +363,12 @@ def check_fidelity(model: str = "zoo:resnet50-like", device: str = "cuda", mode:
     from bench.backends.torch_backend import TorchBackend
     from bench.config import StopSpec, TargetSpec
     from bench.models.inputs import make_inputs
-    from bench.models.loader import ModelRef, PreparedModel, _torch_input_specs, build_torch, classify
+    from bench.models.loader import ModelRef, classify, prepare
 
     cuda = device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         return FidelityCheck(model, device, mode, precision, channels_last, (), note="skipped: no CUDA device")
-    ref = ModelRef(model, classify(model), model_args)
-    module, example = build_torch(ref)
-    prepared = PreparedModel(ref, "", _torch_input_specs(ref, module, example), None)
-    del module
+    prepared = prepare(ModelRef(model, classify(model), model_args), need_onnx=False, need_torch=True)
     target = TargetSpec("fidelity", "torch", device, precision,
                         TorchOptions(mode=mode, channels_last=channels_last, threads=0 if cuda else 1))
     backend = TorchBackend()

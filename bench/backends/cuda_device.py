@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from bench.errors import CellFailure
+from bench.results.schema import OUT_OF_MEMORY
 
 # bf16 arithmetic needs Ampere (sm_80) or newer; fp16 runs on anything CUDA 12+ supports.
 BF16_MIN_CAPABILITY = (8, 0)
@@ -59,4 +60,4 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def out_of_memory_reason(exc: BaseException, batch_size: int) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"out of memory at batch {batch_size}: {first[:200]}"
+    return f"{OUT_OF_MEMORY} {batch_size}: {first[:200]}"

@@ -34,6 +34,22 @@ class TargetOptions(Protocol):
     def check_target(self, device: str, precision: str) -> tuple[str, str] | None: ...
 
 
+def _did_you_mean(value: str, allowed: tuple[str, ...]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(value, allowed, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _choice(obj: Any, *keys_allowed: tuple[str, tuple[str, ...]]) -> tuple[str, str] | None:
+    """(key, message) for the first knob whose value is not among its allowed ones."""
+    for key, allowed in keys_allowed:
+        value = getattr(obj, key)
+        if value not in allowed:
+            return key, f"{value!r} is not allowed{_did_you_mean(value, allowed)} (allowed: {', '.join(allowed)})"
+    return None
+
+
 def _nonneg(obj: Any, *keys: str) -> tuple[str, str] | None:
     for key in keys:
         value = getattr(obj, key)
@@ -59,16 +75,10 @@ class OrtOptions:
     def validate(self) -> tuple[str, str] | None:
         for i, p in enumerate(self.providers):
             if p not in KNOWN_PROVIDERS:
-                import difflib
-
-                close = difflib.get_close_matches(p, KNOWN_PROVIDERS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                return f"providers[{i}]", f"{p!r} is not an onnxruntime execution provider{hint}"
-        if self.graph_optimization_level not in GRAPH_OPT_LEVELS:
-            return "graph_optimization_level", (
-                f"{self.graph_optimization_level!r} is not allowed (allowed: {', '.join(GRAPH_OPT_LEVELS)})"
-            )
-        return _nonneg(self, "intra_op_threads", "inter_op_threads")
+                return f"providers[{i}]", (f"{p!r} is not an onnxruntime execution provider"
+                                           f"{_did_you_mean(p, KNOWN_PROVIDERS)}")
+        return (_choice(self, ("graph_optimization_level", GRAPH_OPT_LEVELS))
+                or _nonneg(self, "intra_op_threads", "inter_op_threads"))
 
     def resolved_providers(self, device: str) -> tuple[str, ...]:
         if self.providers:
@@ -106,14 +116,9 @@ class TorchOptions:
     io: str = "device"  # cuda only: see IO_PLACES
 
     def validate(self) -> tuple[str, str] | None:
-        for key, allowed in (("mode", TORCH_MODES), ("compile_mode", COMPILE_MODES), ("io", IO_PLACES)):
-            value = getattr(self, key)
-            if value not in allowed:
-                import difflib
-
-                close = difflib.get_close_matches(value, allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                return key, f"{value!r} is not allowed{hint} (allowed: {', '.join(allowed)})"
+        problem = _choice(self, ("mode", TORCH_MODES), ("compile_mode", COMPILE_MODES), ("io", IO_PLACES))
+        if problem:
+            return problem
         if self.compile_mode != "default" and self.mode != "compile":
             return "compile_mode", f"applies to mode = \"compile\" only (this target's mode is {self.mode!r})"
         return _nonneg(self, "threads", "interop_threads")

@@ -120,13 +120,11 @@ class TorchBackend:
     def events(self) -> DeviceEvents | None:
         if self.device.type != "cuda" or self.io == "host":
             return None
-        device = self.device
-        return DeviceEvents(lambda: torch.cuda.Event(enable_timing=True),
-                            lambda: torch.cuda.synchronize(device))
+        return DeviceEvents(lambda: torch.cuda.Event(enable_timing=True), self.synchronize)
 
     def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        assert self.runner is not None
+        self.runner.synchronize()
 
     def gpu_memory(self) -> tuple[int, str] | None:
         if self.device.type != "cuda":

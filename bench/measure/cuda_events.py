@@ -52,11 +52,13 @@ class EventClock:
 
     def pair_latencies_ns(self, starts: list[Any], ends: list[Any]) -> np.ndarray:
         self._events.synchronize()
-        ms = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-        return np.rint(np.asarray(ms, dtype=np.float64) * 1e6).astype(np.int64)
+        return _ms_to_ns([s.elapsed_time(e) for s, e in zip(starts, ends)])
 
     def latencies_ns(self, stamps: list[Any]) -> np.ndarray:
         """Wait for the device, then each call's time between its two events, in ns."""
         self._events.synchronize()
-        ms = [stamps[i].elapsed_time(stamps[i + 1]) for i in range(len(stamps) - 1)]
-        return np.rint(np.asarray(ms, dtype=np.float64) * 1e6).astype(np.int64)
+        return _ms_to_ns([stamps[i].elapsed_time(stamps[i + 1]) for i in range(len(stamps) - 1)])
+
+
+def _ms_to_ns(ms: list[float]) -> np.ndarray:
+    return np.rint(np.asarray(ms, dtype=np.float64) * 1e6).astype(np.int64)

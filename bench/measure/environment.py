@@ -161,10 +161,3 @@ def fingerprint() -> Environment:
         harness_dirty=None if status is None else bool(status),
         env_vars={k: os.environ[k] for k in ALLOWED_ENV_VARS if k in os.environ},
     )
-
-
-def cuda_available() -> bool:
-    """Whether a CUDA device is usable, asked without initialising CUDA in this process."""
-    gpu_list, _ = gpus()
-    return bool(gpu_list)
-

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from bench.results.schema import Cell, Run
+from bench.results.schema import OUT_OF_MEMORY, Cell, Run
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Sweep:
         if self.out_of_memory_at is None:
             return ""
         fit = [p.setting for p in self.points if p.setting < self.out_of_memory_at]
-        return (f"out of memory at batch {self.out_of_memory_at}; largest batch that fit: "
+        return (f"{OUT_OF_MEMORY} {self.out_of_memory_at}; largest batch that fit: "
                 + (str(max(fit)) if fit else "none"))
 
 
@@ -56,7 +56,7 @@ def sweeps(run: Run, budget_ms: float | None = None) -> list[Sweep]:
     groups: dict[tuple[str, str, str, str], list[Cell]] = {}
     oom: dict[tuple[str, str, str, str], int] = {}
     for c in run.cells:
-        if c.status == "failed" and c.reason.startswith("out of memory at batch") and c.scenario != "multi-stream":
+        if c.status == "failed" and c.reason.startswith(OUT_OF_MEMORY) and c.scenario != "multi-stream":
             key = (c.benchmark, c.target.name, c.scenario, "batch")
             oom[key] = min(oom.get(key, c.batch_size), c.batch_size)
             groups.setdefault(key, [])

@@ -33,6 +33,9 @@ from typing import Any, Literal
 SCHEMA_VERSION = 4
 
 CellStatus = Literal["ok", "failed", "skipped"]
+# How a cell that ran out of memory starts its reason ("out of memory at batch N: ..."): the
+# runner writes it, the sweep planner and the reports read it.
+OUT_OF_MEMORY = "out of memory at batch"
 RunStatus = Literal["running", "complete", "interrupted"]
 Verdict = Literal["pass", "fail", "reference", "unchecked"]
 # end_to_end: host timer around the call, host inputs copied in and outputs copied out, the call

@@ -22,12 +22,12 @@ from bench.measure.environment import fingerprint
 from bench.models.loader import ModelRef, PreparedModel, classify, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.schema import (
-    SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadGenInfo, Memory, Metrics, ModelInfo, Roofline, Run, Slo,
+    OUT_OF_MEMORY, SCHEMA_VERSION, Agreement, Cell, ClientsInfo, Latency, LoadGenInfo, Memory, Metrics, ModelInfo, Roofline, Run, Slo,
     SloCheck, SuiteInfo, TargetInfo, Warmup,
 )
+from bench.measure.nvml import visible_device_count
 from bench.scenarios.cell import CellJob, CellOutcome
 from bench.scenarios.figures import cell_metrics, server_figures
-from bench.measure.nvml import visible_device_count
 from bench.scenarios.probe import PeakProbes
 from bench.worker import WorkerFailure, run_in_worker
 
@@ -328,7 +328,7 @@ def run_suite(
     done: list[Cell] = []
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="bench-outputs-") as tmp:
-        peaks = PeakProbes(Path(tmp), LOAD_ALLOWANCE_S)
+        peaks = PeakProbes(Path(tmp))
         builder = _CellBuilder(run_dir, models, Path(tmp), peaks)
         try:
             slo_broke: dict[tuple[str, str, int], int] = {}  # multi-stream sweep: where the SLO broke
@@ -343,7 +343,7 @@ def run_suite(
                 elif device_problem:
                     cell = builder.base(p, "failed", device_problem)
                 elif batch_sweep in oom_at and p.batch_size > oom_at[batch_sweep]:
-                    cell = builder.base(p, "skipped", f"sweep stopped: out of memory at batch {oom_at[batch_sweep]}")
+                    cell = builder.base(p, "skipped", f"sweep stopped: {OUT_OF_MEMORY} {oom_at[batch_sweep]}")
                 elif p.scenario == "multi-stream" and sweep in slo_broke and p.concurrency > slo_broke[sweep]:
                     cell = builder.base(p, "skipped", f"sweep stopped: the SLO broke at concurrency {slo_broke[sweep]}")
                 else:
@@ -365,7 +365,7 @@ def run_suite(
                     stderr_path.unlink(missing_ok=True)
                     if isinstance(outcome, WorkerFailure):
                         cell = builder.failed(p, outcome)
-                        if outcome.reason.startswith("out of memory at batch"):
+                        if outcome.reason.startswith(OUT_OF_MEMORY):
                             oom_at[batch_sweep] = min(oom_at.get(batch_sweep, p.batch_size), p.batch_size)
                     else:
                         cell = builder.ok(p, outcome)
