@@ -312,6 +312,18 @@ class FidelityPoint:
     harness_ms_per_batch: float  # median over rounds
     ratio: float  # median over rounds of hand / harness time: the harness's share of the hand loop's throughput
     rounds: int
+    hand_ns_rounds: tuple[float, ...] = ()  # ns per call of the hand loop, round by round
+    harness_ns_rounds: tuple[float, ...] = ()  # ns per call of the harness, round by round (paired with the above)
+
+
+def fidelity_point(batch_size: int, hand_ns: list[float], harness_ns: list[float]) -> FidelityPoint:
+    """The figures of one batch size from its paired rounds (ns per call): medians of each loop's
+    times, and the median of the within-round ratios hand / harness (not the ratio of medians)."""
+    if len(hand_ns) != len(harness_ns) or not hand_ns:
+        raise ValueError(f"paired rounds expected: {len(hand_ns)} hand, {len(harness_ns)} harness")
+    return FidelityPoint(batch_size, statistics.median(hand_ns) / 1e6, statistics.median(harness_ns) / 1e6,
+                         statistics.median(h / m for h, m in zip(hand_ns, harness_ns)), len(hand_ns),
+                         tuple(float(v) for v in hand_ns), tuple(float(v) for v in harness_ns))
 
 
 @dataclass(frozen=True)
@@ -419,6 +431,5 @@ def check_fidelity(model: str = "zoo:resnet50-like", device: str = "cuda", mode:
                 pair = (hand_round(), harness_round()) if r % 2 == 0 else tuple(reversed((harness_round(), hand_round())))
                 hand_ns.append(pair[0])
                 harness_ns.append(pair[1])
-        points.append(FidelityPoint(batch, statistics.median(hand_ns) / 1e6, statistics.median(harness_ns) / 1e6,
-                                    statistics.median(h / m for h, m in zip(hand_ns, harness_ns)), rounds))
+        points.append(fidelity_point(batch, hand_ns, harness_ns))
     return FidelityCheck(model, device, mode, precision, channels_last, tuple(points))

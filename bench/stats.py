@@ -311,11 +311,23 @@ class Welford:
         return float(self.state[2] / (self.state[0] - 1))
 
 
+MAX_SERIES_WINDOWS = 1_000_000  # 8 MB of figures; the harness's windows (>= 10 ms) give ~20 a cell
+
+
 def throughput_series(latencies_ns: np.ndarray, batch_size: int, window_ns: int) -> np.ndarray:
-    """Samples/s in consecutive windows of measured time."""
+    """Samples/s in consecutive windows of measured time.
+
+    Refuses (ValueError) a window so narrow that the series would have more than
+    MAX_SERIES_WINDOWS windows: the array is allocated up front, one float per window.
+    """
     arr = _check_durations(latencies_ns, "latencies")
     if int(window_ns) < 1 or int(batch_size) < 1:
         raise ValueError("window_ns and batch_size must be integers >= 1")
+    total_ns = float(arr.sum())
+    windows = total_ns // int(window_ns)
+    if windows > MAX_SERIES_WINDOWS:
+        raise ValueError(f"window_ns {int(window_ns)}: {total_ns:.0f} ns of latencies would make {windows:.0f} "
+                         f"windows, more than the {MAX_SERIES_WINDOWS:,} allowed; use a wider window")
     return _mom.window_throughput(arr, int(batch_size), int(window_ns))
 
 

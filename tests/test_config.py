@@ -7,7 +7,7 @@ import pytest
 
 from bench.config import load_suite, parse_suite
 from bench.errors import ConfigError
-from tests.helpers import run_cli, tiny_suite, write_suite
+from tests.helpers import FAST_STOP, run_cli, tiny_suite, write_suite
 
 
 def test_tiny_suite_parses_into_frozen_specs():
@@ -27,10 +27,29 @@ def test_default_suite_parses():
     assert {t.backend for t in suite.targets.values()} == {"onnxruntime", "torch"}
 
 
+LONG_STOP = ("{ min_seconds = 30, max_seconds = 600, min_iterations = 50, warmup_iterations = 40, "
+             "warmup_seconds = 3, ci_figures = [] }")
+SHORT_STOP = ("{ min_seconds = 0.5, max_seconds = 4, min_iterations = 3, warmup_iterations = 1, "
+              "warmup_seconds = 0.01, ci_figures = [] }")
+
+
 def test_quick_shrinks_stop_times():
-    normal = parse_suite(tiny_suite()).benchmarks[0].stop
-    quick = parse_suite(tiny_suite(), quick=True).benchmarks[0].stop
-    assert quick.max_seconds <= min(normal.max_seconds, 1.0)
+    from bench.config import StopSpec
+
+    text = tiny_suite().replace(FAST_STOP, LONG_STOP)
+    assert LONG_STOP in text
+    normal = parse_suite(text).benchmarks[0].stop
+    assert (normal.min_seconds, normal.max_seconds, normal.min_iterations, normal.warmup_iterations,
+            normal.warmup_seconds) == (30.0, 600.0, 50, 40, 3.0)
+    quick = parse_suite(text, quick=True).benchmarks[0].stop
+    # a tenth of the times, capped: min_seconds at 0.2 s, max_seconds at 1 s, warm-up at 2 calls and 0.05 s
+    assert quick == StopSpec(min_seconds=0.2, max_seconds=1.0, min_iterations=5, warmup_iterations=2,
+                             warmup_seconds=0.05, ci_rel_width=normal.ci_rel_width, confidence=normal.confidence,
+                             ci_figures=())
+    # below the caps, a tenth; values already under a cap stay as they are
+    short = parse_suite(tiny_suite().replace(FAST_STOP, SHORT_STOP), quick=True).benchmarks[0].stop
+    assert (short.min_seconds, short.max_seconds, short.min_iterations, short.warmup_iterations,
+            short.warmup_seconds) == (0.05, 0.4, 3, 1, 0.01)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ sweeps, torch modes and ONNX Runtime IOBinding / fp16 on the CPU, and a run whos
 a plugin. The tests that need a real CUDA device are marked `gpu` and skipped here."""
 from __future__ import annotations
 
+import math
 import textwrap
 
 import numpy as np
@@ -308,6 +309,8 @@ def test_ort_allowed_fallback_runs_and_records_it(mlp, monkeypatch):
     assert info["providers"] == ["CPUExecutionProvider"] and info["fell_back_from"] == ["XnnpackExecutionProvider"]
 
 
+@pytest.mark.skipif(CUDA, reason="needs a machine without CUDA: with a device torch.cuda.is_available() is True "
+                                  "and the target loads")
 def test_cuda_torch_target_without_cuda_fails_with_the_reason(mlp):
     backend = backends.create("torch")
     with pytest.raises(CellFailure, match=r"no CUDA device \(torch.cuda.is_available\(\) is False"):
@@ -501,16 +504,44 @@ def test_real_gpu_modes_agree_and_time_on_the_device(tmp_path, capsys):
 
 
 def test_fidelity_check_compares_harness_and_hand_loop_on_one_module():
+    import statistics
+
     from bench.selfcheck import check_fidelity
 
-    # The CPU form of the GPU check (eager, tiny model): the same code path, real figures.
+    # The CPU form of the GPU check (eager, tiny model): the same code path, real figures. Their
+    # size is the machine's business; what is checked is that each figure is the median it claims.
     f = check_fidelity(model="zoo:mlp", device="cpu", mode="eager", precision="fp32", channels_last=False,
                        batch_sizes=(1, 8), rounds=3, seconds_per_round=0.05, model_args=TINY)
     assert [p.batch_size for p in f.points] == [1, 8] and not f.note
     for p in f.points:
-        assert p.hand_ms_per_batch > 0 and p.harness_ms_per_batch > 0 and 0 < p.ratio < 10 and p.rounds == 3
+        assert p.rounds == 3 and len(p.hand_ns_rounds) == 3 and len(p.harness_ns_rounds) == 3
+        assert all(math.isfinite(t) and t > 0 for t in p.hand_ns_rounds + p.harness_ns_rounds)
+        assert p.hand_ms_per_batch == statistics.median(p.hand_ns_rounds) / 1e6
+        assert p.harness_ms_per_batch == statistics.median(p.harness_ns_rounds) / 1e6
+        assert p.ratio == statistics.median(h / m for h, m in zip(p.hand_ns_rounds, p.harness_ns_rounds))
 
 
+def test_fidelity_ratio_is_the_median_of_paired_ratios_not_a_ratio_of_medians():
+    from bench.selfcheck import fidelity_point
+
+    # Round by round (ns per call): the harness 10% slower than the hand loop in every round.
+    hand, harness = [100.0, 200.0, 400.0], [110.0, 220.0, 440.0]
+    # The same harness times paired with other rounds: each loop's median is unchanged (so is the
+    # ratio of medians, 200/220), but the within-round ratios are 100/440, 200/110 and 400/220.
+    harness_drifted = [440.0, 110.0, 220.0]
+    p = fidelity_point(256, hand, harness)
+    assert (p.batch_size, p.rounds, p.hand_ns_rounds, p.harness_ns_rounds) == (256, 3, (100.0, 200.0, 400.0),
+                                                                                (110.0, 220.0, 440.0))
+    assert p.hand_ms_per_batch == 200.0 / 1e6 and p.harness_ms_per_batch == 220.0 / 1e6
+    assert p.ratio == 100.0 / 110.0
+    q = fidelity_point(256, hand, harness_drifted)
+    assert q.hand_ms_per_batch == 200.0 / 1e6 and q.harness_ms_per_batch == 220.0 / 1e6  # the same medians
+    assert q.ratio == 200.0 / 110.0 != 200.0 / 220.0  # the median of the paired ratios
+    with pytest.raises(ValueError, match="paired rounds expected: 3 hand, 2 harness"):
+        fidelity_point(1, hand, harness[:2])
+
+
+@pytest.mark.skipif(CUDA, reason="needs a machine without CUDA: with a device the fidelity check runs")
 def test_fidelity_self_check_without_cuda_says_skipped(capsys):
     import json
 

@@ -133,6 +133,10 @@ def test_history_gate_fails_when_the_latest_run_starts_a_regression(tmp_path, ca
     code, _, _ = run_cli(capsys, "history", "--db", db)
     assert code == 0
     code, out, err = run_cli(capsys, "history", "add", str(tmp_path / runs[-1].run_id), "--db", db)
+    assert code == 0, err
+    assert out.strip() == f"{runs[-1].run_id}: recorded in {db}"
+    code, out, err = run_cli(capsys, "history", "add", str(tmp_path / runs[-1].run_id), "--db", db)
+    assert code == 0 and out.strip() == f"{runs[-1].run_id}: already recorded in {db}"  # adding twice is no error
     code, out, err = run_cli(capsys, "history", "--db", db)
     assert code == 1
     assert "the latest run starts a regression" in err and "the latest run starts this regression" in out

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import time
 import warnings
 from datetime import datetime
 
@@ -283,17 +285,44 @@ def _stepping_clock(intervals_ns):
     return lambda: next(it)
 
 
-def test_measure_peaks_on_cpu_gives_positive_finite_figures():
-    peaks = measure_peaks("cpu", gemm_n=128, copy_bytes=1 << 20, repeats=3)
-    fp32 = peaks.flops_for("fp32")
-    assert fp32 is not None and math.isfinite(fp32) and fp32 > 1e6  # even an old core beats 1 MFLOP/s
-    for precision, rate in peaks.flops_per_s:
-        assert precision in ("fp32", "fp16", "bf16") and math.isfinite(rate) and rate > 0
-    assert 1e7 < peaks.copy_bytes_per_s < 1e14  # 10 MB/s .. 100 TB/s
+class RecordingClock:
+    """The real perf_counter_ns, keeping every reading: the probe's arithmetic can then be redone exactly."""
+
+    def __init__(self):
+        self.stamps: list[int] = []
+
+    def __call__(self) -> int:
+        now = time.perf_counter_ns()
+        self.stamps.append(now)
+        return now
+
+    def intervals(self) -> list[int]:
+        return [b - a for a, b in zip(self.stamps[::2], self.stamps[1::2])]
+
+
+def test_measure_peaks_on_cpu_gives_figures_from_its_own_timings():
+    n, copy_bytes, repeats = 128, 1 << 20, 3
+    clock = RecordingClock()
+    peaks = measure_peaks("cpu", gemm_n=n, copy_bytes=copy_bytes, repeats=repeats, clock_ns=clock)
+    ran = [p for p, _ in peaks.flops_per_s]
+    skipped = [p for p in ("fp32", "fp16", "bf16") if p not in ran]
+    assert ran[0] == "fp32" and ran == [p for p in ("fp32", "fp16", "bf16") if p in ran]  # in order, fp32 always
+    probe = ("GEMM 128^3 per precision, best of 3; copy 1 MiB (read + write), best of 3; TF32 off for fp32; "
+             "timed with perf_counter_ns")
+    assert peaks.probe == probe + (f"; not supported here: {', '.join(skipped)}" if skipped else "")
+    # repeats timed intervals per precision that ran, then the copy's; nothing else reads the clock
+    intervals = clock.intervals()
+    assert len(clock.stamps) == 2 * repeats * (len(ran) + 1) and all(i > 0 for i in intervals)
+    for k, (precision, rate) in enumerate(peaks.flops_per_s):
+        best_s = min(intervals[k * repeats:(k + 1) * repeats]) / 1e9
+        assert rate == 2 * n**3 / best_s, precision  # 2 n^3 FLOPs over the best interval
+        assert math.isfinite(rate) and rate > 0
+    assert peaks.copy_bytes_per_s == 2 * copy_bytes / (min(intervals[-repeats:]) / 1e9)  # read + write
+    assert peaks.flops_for("fp32") == peaks.flops_per_s[0][1]
     assert peaks.device == "cpu" and peaks.uuid == "" and peaks.device_name
     assert peaks.torch_version == torch.__version__
     assert datetime.fromisoformat(peaks.measured_at).utcoffset().total_seconds() == 0
-    assert "GEMM 128^3" in peaks.probe and "best of 3" in peaks.probe and "TF32 off" in peaks.probe
+    assert DevicePeaks.from_json_dict(json.loads(json.dumps(peaks.to_json_dict()))) == peaks  # a valid cache record
 
 
 def test_measure_peaks_uses_2n3_over_the_best_interval():
@@ -345,9 +374,18 @@ def test_peaks_json_round_trip_and_validation():
     data = json.loads(json.dumps(peaks.to_json_dict()))
     assert DevicePeaks.from_json_dict(data) == peaks
     assert peaks.flops_for("bf16") == 8e12 and peaks.flops_for("fp16") is None
-    for broken in ({**data, "copy_bytes_per_s": -1.0}, {**data, "flops_per_s": {"fp32": float("inf")}},
-                   {k: v for k, v in data.items() if k != "probe"}, {**data, "uuid": 3}, [data]):
-        with pytest.raises(ValueError):
+    for broken, message in (
+        ({**data, "copy_bytes_per_s": -1.0}, "copy_bytes_per_s is not a positive finite rate"),
+        ({**data, "copy_bytes_per_s": True}, "copy_bytes_per_s is not a positive finite rate"),
+        ({**data, "flops_per_s": {"fp32": float("inf")}}, "flops_per_s is not a map of precision to a positive finite rate"),
+        ({**data, "flops_per_s": [["fp32", 1e12]]}, "flops_per_s is not a map of precision to a positive finite rate"),
+        ({k: v for k, v in data.items() if k != "probe"}, "keys ['copy_bytes_per_s', 'device', 'device_name', "
+         "'flops_per_s', 'measured_at', 'torch_version', 'uuid'] differ from"),
+        ({**data, "extra": 1}, "keys ['copy_bytes_per_s', 'device', 'device_name', 'extra',"),
+        ({**data, "uuid": 3}, "uuid is not a string"),
+        ([data], "expected an object, got list"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
             DevicePeaks.from_json_dict(broken)
 
 

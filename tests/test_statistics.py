@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -192,15 +193,37 @@ def test_welford_matches_numpy_and_merges(x, split):
     assert m.variance == pytest.approx(x.var(ddof=1), rel=1e-7, abs=1e-6)
 
 
+MAX_TEST_WINDOWS = 10_000
+
+
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.int64, st.integers(1, 300), elements=st.integers(1, 10**6)), st.integers(1, 10**7))
 def test_window_throughput_matches_numpy(lat, window):
     ends = np.cumsum(lat)
+    # A window no narrower than the span / MAX_TEST_WINDOWS: a 1 ns window over 3e8 ns of latencies
+    # would be 3e8 windows (seconds and gigabytes per example) and test nothing more.
+    window = max(window, -(-int(ends[-1]) // MAX_TEST_WINDOWS))
+    assert ends[-1] // window <= MAX_TEST_WINDOWS
     n_windows = max(int(ends[-1] // window), 1)
     idx = (ends - 1) // window
     counts = np.bincount(idx[idx < n_windows], minlength=n_windows)[:n_windows] * 3
     span = window if ends[-1] >= window else ends[-1]
     np.testing.assert_allclose(stats.throughput_series(lat, 3, window), counts / (span / 1e9))
+
+
+def test_window_throughput_refuses_too_many_windows():
+    lat = np.full(1000, 1_000_000, dtype=np.int64)  # 1e9 ns of measured time
+    limit = stats.MAX_SERIES_WINDOWS
+    assert limit == 1_000_000
+    at_limit = stats.throughput_series(lat, 1, 1_000_000_000 // limit)  # exactly the limit: allowed
+    # one call completes every 1000th 1 µs window: 1 sample per µs there, nothing elsewhere
+    assert at_limit.size == limit and np.flatnonzero(at_limit).tolist() == list(range(999, limit, 1000))
+    assert set(at_limit[999::1000].tolist()) == {1e6}
+    with pytest.raises(ValueError, match=re.escape("window_ns 999: 1000000000 ns of latencies would make 1001001 "
+                                                   "windows, more than the 1,000,000 allowed; use a wider window")):
+        stats.throughput_series(lat, 1, 999)
+    with pytest.raises(ValueError, match="more than the 1,000,000 allowed"):
+        stats.throughput_series(np.array([300_000_000], dtype=np.int64), 1, 1)  # hypothesis's old worst case
 
 
 # --- steady state ----------------------------------------------------------------------------
@@ -302,28 +325,29 @@ def test_change_points_found_exactly_in_step_signals(seed):
 
 # --- bad input through bench.stats -----------------------------------------------------------
 
-@pytest.mark.parametrize("call", [
-    lambda: stats.bootstrap_mean(np.array([])),
-    lambda: stats.bootstrap_mean(np.array([1.0, np.nan])),
-    lambda: stats.bootstrap_quantile(np.array([1.0, np.inf]), 0.5),
-    lambda: stats.bootstrap_mean(np.ones(10), confidence=1.0),
-    lambda: stats.bootstrap_mean(np.ones(10), confidence=0.0),
-    lambda: stats.percentile_interval(np.ones(10), 0.5, 1.5),
-    lambda: stats.percentile_interval(np.ones(10), 1.5, 0.95),
-    lambda: stats.min_samples_for_bound(1.0, 0.99),
-    lambda: stats.throughput_series(np.array([1, 0, 2]), 1, 10),
-    lambda: stats.throughput_series(np.array([-1, 2]), 1, 10),
-    lambda: stats.steady_state_cut(np.array([], dtype=np.int64)),
-    lambda: stats.change_points(np.array([1.0, np.nan, 2.0])),
-    lambda: stats.change_points(np.ones(10), penalty=0.0),
-    lambda: stats.mann_whitney(np.array([]), np.array([1.0])),
-    lambda: stats.bootstrap_ratio(np.array([1.0]), np.array([0.0])),
-    lambda: stats.LatencyHistogram(rel_error=0.0),
-    lambda: stats.LatencyHistogram().quantiles([0.5]),
-    lambda: stats.Welford().variance,
+@pytest.mark.parametrize("call, message", [
+    (lambda: stats.bootstrap_mean(np.array([])), "values: no samples"),
+    (lambda: stats.bootstrap_mean(np.array([1.0, np.nan])), "values: contains NaN or infinity"),
+    (lambda: stats.bootstrap_quantile(np.array([1.0, np.inf]), 0.5), "values: contains NaN or infinity"),
+    (lambda: stats.bootstrap_mean(np.ones(10), confidence=1.0), "confidence 1.0: must be strictly between 0 and 1"),
+    (lambda: stats.bootstrap_mean(np.ones(10), confidence=0.0), "confidence 0.0: must be strictly between 0 and 1"),
+    (lambda: stats.percentile_interval(np.ones(10), 0.5, 1.5), "confidence 1.5: must be strictly between 0 and 1"),
+    (lambda: stats.percentile_interval(np.ones(10), 1.5, 0.95), "quantile 1.5: must be in [0, 1]"),
+    (lambda: stats.min_samples_for_bound(1.0, 0.99), "quantile 1.0: must be strictly between 0 and 1 for a bound"),
+    (lambda: stats.throughput_series(np.array([1, 0, 2]), 1, 10), "latencies: durations must be > 0, got 0"),
+    (lambda: stats.throughput_series(np.array([-1, 2]), 1, 10), "latencies: durations must be > 0, got -1"),
+    (lambda: stats.throughput_series(np.array([5, 6]), 0, 10), "window_ns and batch_size must be integers >= 1"),
+    (lambda: stats.steady_state_cut(np.array([], dtype=np.int64)), "latencies: no samples"),
+    (lambda: stats.change_points(np.array([1.0, np.nan, 2.0])), "series: contains NaN or infinity"),
+    (lambda: stats.change_points(np.ones(10), penalty=0.0), "penalty 0.0: must be a finite number > 0"),
+    (lambda: stats.mann_whitney(np.array([]), np.array([1.0])), "a: no samples"),
+    (lambda: stats.bootstrap_ratio(np.array([1.0]), np.array([0.0])), "b: durations must be > 0, got 0.0"),
+    (lambda: stats.LatencyHistogram(rel_error=0.0), "rel_error 0.0: must be in (0, 0.5)"),
+    (lambda: stats.LatencyHistogram().quantiles([0.5]), "histogram: no samples"),
+    (lambda: stats.Welford().variance, "variance needs at least 2 samples"),
 ])
-def test_bad_input_is_a_clear_value_error(call):
-    with pytest.raises(ValueError):
+def test_bad_input_is_a_clear_value_error(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         call()
 
 
@@ -367,5 +391,5 @@ def test_reference_outputs_that_are_not_finite():
     assert got.verdict == "unchecked" and "reference's output 0" in got.reason
     assert check_reference(ref, "ref").verdict == "fail"
     assert check_reference([np.ones(2)], "ref").verdict == "reference"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape("window_ns and batch_size must be integers >= 1")):
         stats.throughput_series(np.array([5, 6]), 1, 0.5)
