@@ -1,0 +1,36 @@
+"""Typed wrappers over kernels/: the only caller of the numba kernels (public API re-exported here).
+
+Validates what the kernels assume (non-empty, finite, positive durations, confidence in (0, 1))
+so bad input gives a clear ValueError instead of a numba crash, a hang or a silent NaN.
+Methods and citations are in each kernel module's docstring.
+"""
+from __future__ import annotations
+
+import kernels
+from bench.errors import ForeignPackageError
+
+if getattr(kernels, "__bench_kernels__", None) != 1:
+    raise ForeignPackageError(
+        f"the 'kernels' package at {getattr(kernels, '__file__', '?')} is not this project's "
+        "(another PyPI package named 'kernels' is installed in this environment); "
+        "use a separate virtual environment for the bench harness"
+    )
+
+from bench.stats.bootstrap import (  # noqa: E402
+    BCA_MIN_N, DEFAULT_RESAMPLES, bootstrap_mean, bootstrap_quantile, bootstrap_ratio, resample_quantiles,
+)
+from bench.stats.changes import STEADY_ALPHA, STEADY_FREE_CUT, change_points, mann_whitney, noise_sigma, steady_state_cut  # noqa: E402
+from bench.stats.checks import Interval, LatencySummary, check_confidence, normal_quantile  # noqa: E402
+from bench.stats.streams import MAX_SERIES_WINDOWS, LatencyHistogram, Welford, throughput_series  # noqa: E402
+from bench.stats.summary import (  # noqa: E402
+    PERCENTILES, latency_summary, min_samples_for_bound, percentile_interval, percentile_upper_bound, quantiles,
+)
+from bench.stats.warm import kernels_cached, warm_kernels  # noqa: E402
+
+__all__ = [
+    "BCA_MIN_N", "DEFAULT_RESAMPLES", "PERCENTILES", "STEADY_ALPHA", "STEADY_FREE_CUT", "Interval", "LatencyHistogram",
+    "LatencySummary", "MAX_SERIES_WINDOWS", "Welford", "bootstrap_mean", "bootstrap_quantile", "bootstrap_ratio", "change_points",
+    "check_confidence", "kernels_cached", "latency_summary", "mann_whitney", "min_samples_for_bound",
+    "noise_sigma", "normal_quantile", "percentile_interval", "percentile_upper_bound", "quantiles",
+    "resample_quantiles", "steady_state_cut", "throughput_series", "warm_kernels",
+]
