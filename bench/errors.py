@@ -34,7 +34,16 @@ class UsageError(BenchError):
 
 
 class CellFailure(Exception):
-    """Raised inside a worker when one cell cannot run; becomes a failed cell, not an exit."""
+    """Raised inside a worker when one cell cannot run; becomes a failed cell, not an exit.
+
+    `kind` is the cell's failure kind (bench.results.records.FailureKind): by default
+    "unsupported", the target cannot run here as configured (a missing provider, device index,
+    precision or library).
+    """
+
+    def __init__(self, message: str, kind: str = "unsupported"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class ForeignPackageError(BenchError, ImportError):

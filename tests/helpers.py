@@ -62,22 +62,20 @@ def load_run_json(out_dir: Path) -> dict:
 # Synthetic targets of known service time, read from the knob delay_us: Spin busy-waits (holds the
 # GIL, deterministic), Sleep sleeps (releases the GIL, like a runtime computing in C).
 SPIN_PLUGIN = """
-import contextlib, time
+import time
 import numpy as np
+from bench.backends import Backend, BackendInfo
 
 
-class _Synthetic:
+class _Synthetic(Backend):
     def load(self, model, target):
         self.ns = int(dict(target.options.items)["delay_us"] * 1000)
 
     def outputs(self, feeds):
         return [np.zeros(1)]
 
-    def context(self):
-        return contextlib.nullcontext()
-
     def info(self):
-        return {"runtime": type(self).__name__.lower()}
+        return BackendInfo(runtime=type(self).__name__.lower())
 
 
 class Spin(_Synthetic):

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.report.targets import rank_targets
-from bench.results.compare import judge
+from bench.analysis.ranking import rank_targets
+from bench.analysis.compare import judge
 from bench.results.files import read_run
-from bench.results.schema import SCHEMA_VERSION
+from bench.results.records import SCHEMA_VERSION
 from tests.helpers import FAST_STOP, SPIN_PLUGIN, run_cli, write_suite
 
 def spin_suite(delay_us: int) -> str:
@@ -194,7 +194,10 @@ def test_report_and_run_markdown(spin_runs, capsys, tmp_path, monkeypatch):
     md = tmp_path / "report.md"
     code, out, _ = run_cli(capsys, "report", str(spin_runs["a"]), "--md", str(md))
     assert code == 0 and "targets ranked by throughput" in out
-    assert "| `s/spin/b1/single-stream` | ok |" in md.read_text()
+    text = md.read_text()
+    # the terminal's row model, rendered as Markdown: the same columns, the same figures
+    assert "| benchmark | target | batch | scenario | status | samples/s |" in text
+    assert "| s | spin | 1 | single-stream | ok |" in text and "### targets ranked by throughput" in text
     summary = tmp_path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     suite = write_suite(tmp_path, spin_suite(100).replace('"bench_spin:Spin"', '"onnxruntime"').replace(
@@ -208,7 +211,7 @@ def test_report_and_run_markdown(spin_runs, capsys, tmp_path, monkeypatch):
 def test_sweeps_pick_the_best_setting_within_the_budget():
     from dataclasses import replace
 
-    from bench.report.sweeps import sweeps
+    from bench.analysis.sweeps import sweeps
 
     run = read_run(Path(__file__).parent / "data/run_v3.json")
     base = next(c for c in run.cells if c.status == "ok" and c.scenario == "single-stream")

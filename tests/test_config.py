@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from bench.config import load_suite, parse_suite
+from bench.config.suite import load_suite, parse_suite
 from bench.errors import ConfigError
 from tests.helpers import FAST_STOP, run_cli, tiny_suite, write_suite
 
@@ -34,7 +34,7 @@ SHORT_STOP = ("{ min_seconds = 0.5, max_seconds = 4, min_iterations = 3, warmup_
 
 
 def test_quick_shrinks_stop_times():
-    from bench.config import StopSpec
+    from bench.config.records import StopSpec
 
     text = tiny_suite().replace(FAST_STOP, LONG_STOP)
     assert LONG_STOP in text

@@ -11,16 +11,18 @@ import pytest
 import torch
 
 from bench import backends
-from bench.agreement import compare_outputs
+from bench.analysis.agreement import compare_outputs
 from bench.backends import BoundCall, DeviceEvents
-from bench.backends.cuda_device import check_index, check_precision, is_out_of_memory, out_of_memory_reason
+from bench.backends.devices import check_index, check_precision, is_out_of_memory, out_of_memory_reason
 from bench.backends.options import OrtOptions, TorchOptions
-from bench.config import StopSpec, TargetSpec, parse_suite
+from bench.config.records import StopSpec, TargetSpec
+from bench.config.suite import parse_suite
 from bench.errors import CellFailure, ConfigError
-from bench.measure.cuda_events import EventClock
+from bench.measure.timing import EventClock, synchronized
 from bench.models.inputs import make_inputs
 from bench.models.loader import ModelRef, prepare
-from bench.scenarios.loops import Window, measure, synchronized
+from bench.scenarios.base import timing_boundary
+from bench.scenarios.loops import Window, measure
 from bench.scenarios.stopping import rule_for
 from tests.helpers import FAST_STOP, TINY_MLP, load_run_json, run_cli, tiny_suite, write_suite
 
@@ -245,24 +247,94 @@ def test_channels_last_runs_nhwc_and_agrees(cnn):
     assert args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()
     agreement = compare_outputs(nhwc.outputs(feeds), plain.outputs(feeds), "plain", 1e-4)
     assert agreement.verdict == "pass"
-    assert nhwc.timing_boundary("offline") == "end_to_end" and nhwc.events() is None and nhwc.gpu_memory() is None
+    assert timing_boundary(nhwc, device_timed=True) == "end_to_end"
+    assert nhwc.events() is None and nhwc.gpu_memory() is None and not nhwc.resident_on_device()
 
 
-def test_torch_compile_on_cpu_measures_compile_time_apart(mlp):
+def _session(backend, model, batch: int = 2, clock=None):
+    from bench.config.records import BenchmarkSpec
+    from bench.results.records import CellKey
+    from bench.scenarios.base import Session
+
+    bench = BenchmarkSpec("m", "zoo:mlp", (batch,), ("offline",), ("t",), "t", StopSpec())
+    kw = {} if clock is None else {"clock": clock}
+    session = Session(bench, CellKey("m", "", "t", batch, "offline"), _target("torch", TorchOptions()), model.inputs,
+                      backend, device_timed=True, **kw)
+    session.start(lambda outputs: None)
+    return session
+
+
+def test_torch_compile_on_cpu_compiles_in_bind_which_the_scenario_times_apart(mlp):
     feeds = make_inputs(mlp.inputs, 2, 0)
     eager = backends.create("torch")
     eager.load(mlp, _target("torch", TorchOptions(threads=1)))
     compiled = backends.create("torch")
     compiled.load(mlp, _target("torch", TorchOptions(threads=1, mode="compile")))
-    assert compiled.info()["compile_s"] is None  # nothing compiled until a shape is seen
-    fn, args = compiled.bind(feeds)
-    info = compiled.info()
-    assert info["mode"] == "compile" and info["compile_s"] > 0 and info["capture_s"] is None
+    assert compiled.setup_cost() == "compile" and eager.setup_cost() is None
+    assert not compiled.runner._seen  # nothing compiled until a shape is seen
+    session = _session(compiled, mlp)  # binds the cell's call: compiles this shape
+    assert set(session.setup_s) == {"compile"} and session.setup_s["compile"] > 0
+    assert compiled.info().details["mode"] == "compile" and len(compiled.runner._seen) == 1
+    fn, args = session.call
     with compiled.context():
         out = fn(*args)
     assert compare_outputs([out.double().numpy()], eager.outputs(feeds), "eager", 1e-4).verdict == "pass"
     fn(*args)
-    assert compiled.info()["compile_s"] == info["compile_s"]  # the same shape does not compile again
+    session.bind(feeds)
+    assert len(compiled.runner._seen) == 1  # the same shape does not compile again
+
+
+class _SetupBackend:
+    """A backend whose first outputs take 0.5 s, bind 1.5 s and its device work 0.25 s more, on a
+    fake clock; work queued before setup (0.1 s) is waited for before the clock starts."""
+
+    def __init__(self, cost):
+        self.now = 0.0
+        self.cost = cost
+        self.waits = 0
+        self.queued = 0.1
+
+    def outputs(self, feeds):
+        self.now += 0.5
+        return []
+
+    def bind(self, feeds):
+        self.now += 1.5
+        self.queued = 0.25
+        return lambda: None
+
+    def wait(self):
+        self.waits += 1
+        self.now += self.queued
+        self.queued = 0.0
+
+    def device_wait(self):
+        return self.wait
+
+    def setup_cost(self):
+        return self.cost
+
+    def events(self):
+        return None
+
+    def resident_on_device(self):
+        return True
+
+
+@pytest.mark.parametrize("cost", ["compile", "capture", None])
+def test_the_scenario_times_the_first_call_on_a_shape_as_the_backends_setup_cost(mlp, cost):
+    backend = _SetupBackend(cost)
+    session = _session(backend, mlp, clock=lambda: backend.now)
+    assert session.boundary == "device_resident" and backend.waits == 2  # before and after the setup
+    # outputs, then bind, then the device finishing: not the 0.1 s queued before
+    assert session.setup_s == ({} if cost is None else {cost: 2.25})
+    session.bind(session.inputs(4))
+    assert session.setup_s == ({} if cost is None else {cost: pytest.approx(4.0)})  # another shape adds its own
+    session.bind(session.feeds)
+    assert session.setup_s == ({} if cost is None else {cost: pytest.approx(4.0)})  # the same shape again adds none
+    waits = backend.waits
+    session.call.fn()
+    assert backend.waits == waits + 1  # device_resident: the call itself waits for the device too
 
 
 def test_ort_io_binding_reuses_bound_buffers(mlp):
@@ -277,7 +349,7 @@ def test_ort_io_binding_reuses_bound_buffers(mlp):
     after = binding.get_outputs()
     assert [v.data_ptr() for v in after] == before  # outputs written in place, nothing allocated
     np.testing.assert_allclose(after[0].numpy(), backend.outputs(feeds)[0], rtol=1e-6)
-    assert backend.info()["io_binding"] is True and backend.timing_boundary("offline") == "end_to_end"
+    assert backend.info().details["io_binding"] is True and timing_boundary(backend, device_timed=True) == "end_to_end"
 
 
 def test_ort_fp16_target_runs_the_converted_model(mlp):
@@ -295,7 +367,7 @@ def test_ort_fp16_target_runs_the_converted_model(mlp):
     assert fed["x"].dtype == np.float16
     agreement = compare_outputs(half.outputs(feeds), ref.outputs(feeds), "ort", 1e-2)
     assert agreement.verdict == "pass" and agreement.max_rel_error > 1e-6  # really ran in fp16
-    assert half.info()["model_precision"].startswith("fp16")
+    assert half.info().details["model_precision"].startswith("fp16")
 
 
 def test_ort_allowed_fallback_runs_and_records_it(mlp, monkeypatch):
@@ -306,7 +378,7 @@ def test_ort_allowed_fallback_runs_and_records_it(mlp, monkeypatch):
     backend.load(mlp, _target("onnxruntime", OrtOptions(providers=("XnnpackExecutionProvider", "CPUExecutionProvider"),
                                                         allow_fallback=True)))
     info = backend.info()
-    assert info["providers"] == ["CPUExecutionProvider"] and info["fell_back_from"] == ["XnnpackExecutionProvider"]
+    assert info.providers == ("CPUExecutionProvider",) and info.details["fell_back_from"] == ["XnnpackExecutionProvider"]
 
 
 @pytest.mark.skipif(CUDA, reason="needs a machine without CUDA: with a device torch.cuda.is_available() is True "
@@ -320,18 +392,19 @@ def test_cuda_torch_target_without_cuda_fails_with_the_reason(mlp):
 # --- whole runs: a GPU-shaped plugin backend, OOM sweeps, device indices --------------------------
 
 PLUGINS = '''
-import contextlib
 import numpy as np
 import torch
-from bench.backends import DeviceEvents
+from bench.backends import Backend, BackendInfo, DeviceEvents
 
 
-class FakeGpu:
-    """Behaves as a GPU backend does: device timing through events (each call 0.25 ms of
-    'device' time, whatever the host takes), an allocator peak, compile and capture times."""
+class FakeGpu(Backend):
+    """Behaves as a GPU backend does: inputs resident on the device, timing through events (each
+    call 0.25 ms of 'device' time, whatever the host takes), a device wait, an allocator peak, and
+    a one-off cost of binding (a graph capture)."""
 
     def load(self, model, target):
         self.t_ns = 0
+        self.waits = 0
 
     def bind(self, feeds):
         return lambda: None
@@ -339,14 +412,14 @@ class FakeGpu:
     def outputs(self, feeds):
         return [np.zeros((next(iter(feeds.values())).shape[0], 4))]  # the mlp's shape; tolerance is lax
 
-    def context(self):
-        return contextlib.nullcontext()
-
     def info(self):
-        return {"runtime": "fake-gpu", "compile_s": 1.5, "capture_s": 0.25}
+        return BackendInfo(runtime="fake-gpu", details={"mode": "fake"})
 
-    def timing_boundary(self, scenario):
-        return "device"
+    def setup_cost(self):
+        return "capture"
+
+    def resident_on_device(self):
+        return True
 
     def events(self):
         backend = self
@@ -362,13 +435,13 @@ class FakeGpu:
         return DeviceEvents(Event, self.synchronize)
 
     def synchronize(self):
-        pass
+        self.waits += 1
+
+    def device_wait(self):
+        return self.synchronize
 
     def gpu_memory(self):
         return 123456, "fake allocator"
-
-    def cuda_index(self):
-        return None
 
 
 class OomAbove2(FakeGpu):
@@ -422,7 +495,9 @@ def test_device_timed_cells_report_device_time_boundary_memory_and_setup(tmp_pat
         assert lat["p50"]["value"] == lat["max"]["value"] == 0.25  # the events' time, not the host's
         assert cell["metrics"]["throughput"]["value"] == pytest.approx(2 / 0.25e-3)
         assert cell["memory"]["gpu_peak_bytes"] == 123456 and cell["memory"]["gpu_peak_source"] == "fake allocator"
-        assert cell["compile_s"] == 1.5 and cell["capture_s"] == 0.25
+        # bind's time (the fake-clock test above checks the arithmetic), apart from steady state
+        assert cell["compile_s"] is None and 0 <= cell["capture_s"] <= cell["load_s"]
+        assert cell["target"]["runtime"] == "fake-gpu" and cell["target"]["details"] == {"mode": "fake"}
         # FLOPs per sample from torch's counter; no peak for a cpu device
         roof = cell["roofline"]
         assert roof["flops_per_sample"] == 2 * (16 * 32 + 32 * 32 + 32 * 4)
@@ -447,7 +522,7 @@ def test_out_of_memory_fails_its_cell_stops_the_sweep_and_names_the_largest_batc
 
 
 def test_device_index_that_does_not_exist_fails_its_cell(tmp_path, capsys, monkeypatch):
-    from bench.scenarios import suite as suite_mod
+    from bench.runner import suite as suite_mod
 
     monkeypatch.setattr(suite_mod, "visible_device_count", lambda: (1, ""))  # a one-GPU machine
     extra = '\n[targets.gpu3]\nbackend = "torch"\ndevice = "cuda:3"\n'
@@ -506,7 +581,7 @@ def test_real_gpu_modes_agree_and_time_on_the_device(tmp_path, capsys):
 def test_fidelity_check_compares_harness_and_hand_loop_on_one_module():
     import statistics
 
-    from bench.selfcheck import check_fidelity
+    from bench.selfcheck.fidelity import check_fidelity
 
     # The CPU form of the GPU check (eager, tiny model): the same code path, real figures. Their
     # size is the machine's business; what is checked is that each figure is the median it claims.
@@ -522,7 +597,7 @@ def test_fidelity_check_compares_harness_and_hand_loop_on_one_module():
 
 
 def test_fidelity_ratio_is_the_median_of_paired_ratios_not_a_ratio_of_medians():
-    from bench.selfcheck import fidelity_point
+    from bench.selfcheck.fidelity import fidelity_point
 
     # Round by round (ns per call): the harness 10% slower than the hand loop in every round.
     hand, harness = [100.0, 200.0, 400.0], [110.0, 220.0, 440.0]
@@ -569,12 +644,13 @@ def test_gpu_report_shows_boundary_telemetry_throttling_and_fraction_of_peak():
 
     from rich.console import Console
 
-    from bench.report.gpu import gpu_markdown, gpu_table
+    from bench.report import markdown, terminal
+    from bench.report.run_tables import gpu_table
     from bench.results.files import read_run
-    from bench.results.schema import GpuTelemetry, Memory, Roofline
+    from bench.results.records import GpuTelemetry, Memory, Roofline
 
     run = read_run(Path(__file__).parent / "data/run_v4.json")
-    assert gpu_table(run) is None and gpu_markdown(run) == []  # a CPU-only run has no GPU section
+    assert gpu_table(run) is None and "### GPU" not in markdown.run_summary(run)  # a CPU-only run has none
     cell = next(c for c in run.cells if c.status == "ok")
     gpu = GpuTelemetry(device_index=0, uuid="GPU-x", samples=30, interval_ms=100, window_s=3.0,
                        utilization_mean_pct=97.0, sm_clock_min_mhz=1410, sm_clock_max_mhz=1980, power_mean_w=612.0,
@@ -584,10 +660,84 @@ def test_gpu_report_shows_boundary_telemetry_throttling_and_fraction_of_peak():
                        roofline=Roofline(8.2e9, "torch", 4.1e14, 8.0e14, 0.5125))
     run = replace(run, cells=(gpu_cell,))
     console = Console(width=250, record=True)
-    console.print(gpu_table(run))
+    console.print(terminal.render(gpu_table(run)))
     text = console.export_text()
     for expected in ("device", "0.250", "3,072", "97", "1410-1980", "612", "0.0125", "THROTTLED: SwPowerCap", "410",
                      "51.2%"):
         assert expected in text, expected
-    md = "\n".join(gpu_markdown(run))
-    assert "| `" + gpu_cell.id + "` | device |" in md and "51.2%" in md
+    md = markdown.run_summary(run)
+    assert "### GPU" in md and "| `" + gpu_cell.id + "` | device |" in md and "51.2%" in md
+    assert "**THROTTLED: SwPowerCap**" in md  # the same row model, its emphasis rendered in Markdown
+
+
+# --- failure kinds and what a backend reports, in the worker (in this process) ---------------
+
+
+WRAPPING = """
+from bench.backends import Backend, BackendInfo
+from bench.errors import CellFailure
+import numpy as np
+
+
+class WrappedOom(Backend):
+    # ONNX Runtime's loader wraps every session error in a CellFailure, allocation failures too
+    def load(self, model, target):
+        raise CellFailure("onnxruntime cannot load the model: Fail: [ONNXRuntimeError] : 1 : FAIL : "
+                          "Failed to allocate memory for requested buffer of size 1073741824")
+
+    def bind(self, feeds):
+        return lambda: None
+
+    def outputs(self, feeds):
+        return [np.zeros(1)]
+
+
+class NumpyDetails(WrappedOom):
+    def load(self, model, target):
+        pass
+
+    def info(self):
+        return BackendInfo(runtime="np", details={"threads": np.int64(4), "ok": True, "shape": (2, 3),
+                                                  "obj": object(), "mixed": [1, object()]})
+"""
+
+
+@pytest.fixture
+def unit_job(tmp_path, monkeypatch):
+    from bench.config.suite import parse_suite
+    from bench.runner.plan import plan
+    from bench.runner.unit import UnitJob
+
+    (tmp_path / "bench_wrapping.py").write_text(WRAPPING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def job(cls: str, model):
+        extra = f'[targets.x]\nbackend = "bench_wrapping:{cls}"\n'
+        suite = parse_suite(tiny_suite(targets='["x"]', extra_targets=extra, batch_sizes="[8]"))
+        (cell,) = plan(suite)
+        return UnitJob(cell.key, 0, suite.benchmarks[0], cell.target, model, str(tmp_path / "out.npz"))
+
+    return job
+
+
+def test_an_allocation_failure_inside_a_cell_failure_is_out_of_memory(unit_job, mlp):
+    from bench.runner.unit import run_unit
+
+    with pytest.raises(CellFailure) as failure:
+        run_unit(unit_job("WrappedOom", mlp))
+    assert failure.value.kind == "out_of_memory"
+    assert str(failure.value).startswith("out of memory at batch 8: onnxruntime cannot load the model")
+
+
+def test_backend_details_keep_only_what_run_json_can_hold(unit_job, mlp):
+    from bench.runner.assemble import json_details
+    from bench.runner.unit import run_unit
+
+    import json
+
+    out = run_unit(unit_job("NumpyDetails", mlp))
+    with pytest.raises(TypeError):
+        json.dumps(out.info.details)  # as reported: run.json could not be written
+    details = json_details(out.info.details)
+    assert details == {"threads": 4, "ok": True, "shape": [2, 3]} and type(details["threads"]) is int
+    assert json.loads(json.dumps(details)) == details

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from bench.results.files import read_run
-from bench.results.history import analyse
-from bench.results.schema import Run, to_json
-from bench.results.store import StoreError, open_store, redact
+from bench.analysis.history import analyse
+from bench.results.records import Run
+from bench.codec import to_json
+from bench.results.stores import StoreError, open_store, redact
 from tests.helpers import run_cli
 
 TEMPLATE = Path(__file__).parent / "data/run_v2.json"

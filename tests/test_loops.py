@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.config import StopSpec
+from bench.config.records import StopSpec
 from bench.scenarios.loops import measure, timed_chunk
 from bench.scenarios.stopping import FixedStop
 

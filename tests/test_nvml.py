@@ -1,4 +1,4 @@
-"""NVML telemetry (bench/measure/nvml.py) and the GPU fingerprint (environment.gpus), without a GPU.
+"""NVML telemetry (bench/measure/nvml_sampler.py, nvml_devices.py) and the GPU fingerprint (environment.gpus), without a GPU.
 
 A FakeNvml stands in for the pynvml module: readings scripted over a fake clock, an energy
 counter that advances with that clock in coarse steps (as the real one does), queries that
@@ -16,16 +16,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.measure import environment
-from bench.measure.nvml import (
-    CLOCK_EVENT_REASON_BITS,
-    ENERGY_MIN_WINDOW_S,
-    NvmlSampler,
-    normalize_uuid,
-    nvml_index_for_cuda,
-    reason_names,
-    visible_device_count,
-)
-from bench.results.schema import GpuInfo, GpuTelemetry, from_json, to_json
+from bench.measure.nvml_devices import CLOCK_EVENT_REASON_BITS, reason_names
+from bench.measure.nvml_sampler import ENERGY_MIN_WINDOW_S, NvmlSampler
+from bench.measure.nvml_devices import normalize_uuid, nvml_index_for_cuda, visible_device_count
+from bench.results.records import GpuInfo, GpuTelemetry
+from bench.codec import from_json, to_json
 
 PID = 4242
 UUIDS = ("GPU-aaaaaaaa-1111-2222-3333-444444444444", "GPU-bbbbbbbb-5555-6666-7777-888888888888",

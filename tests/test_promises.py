@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.results.store import open_store
+from bench.results.stores import open_store
 from tests.helpers import FAST_STOP, load_run_json, run_cli, tiny_suite, write_suite
 from tests.test_history import nightly
 
@@ -375,7 +375,7 @@ def server_run(n: int = 1000, gap_us: float = 1000.0, issue_us: float = 10.0, se
                last_extra_us: float = 0.0):
     """A hand-made FIFO server run: request k scheduled at (k + 1) * gap, started issue_us late (or
     when the server frees up), served in service_us; the last one finishing last_extra_us later."""
-    from bench.scenarios.server import ServerRun
+    from bench.scenarios.open_loop import ServerRun
 
     scheduled = np.arange(1, n + 1, dtype=np.int64) * int(gap_us * 1000)
     start = np.empty(n, dtype=np.int64)
@@ -389,10 +389,11 @@ def server_run(n: int = 1000, gap_us: float = 1000.0, issue_us: float = 10.0, se
 
 
 def server_validity(run, slo: dict[str, float] | None = None):
-    from bench.config import StopSpec
-    from bench.scenarios.figures import cell_metrics, server_figures
+    from bench.config.records import StopSpec
+    from bench.analysis.figures import cell_metrics
+    from bench.scenarios.server import server_figures
 
-    metrics, _ = cell_metrics(run.latencies_ns, int(run.end_ns[-1]), 1, StopSpec(), seed=0)
+    metrics, _ = cell_metrics(run.latencies_ns, int(run.end_ns[-1]), 1, StopSpec().confidence, seed=0)
     _, info = server_figures(run, 1, 1000.0, 0.95, slo or {}, metrics.latency_ms)
     return info
 

@@ -9,10 +9,14 @@ import pytest
 
 from bench.errors import ResultFileError, UsageError
 from bench.results.files import RunDir, read_run
-from bench.results.schema import SCHEMA_VERSION, Run, from_json, json_schema, to_json
+from bench.results.records import SCHEMA_VERSION, Run
+from bench.codec import from_json, to_json
+from bench.results.schema import run_schema
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v4.json"  # the current version, written by a real run
+SAMPLE = ROOT / "tests/data/run_v5.json"  # the current version, written by a real run
+SAMPLE_V4 = ROOT / "tests/data/run_v4.json"  # written by the harness at schema version 4
+SCHEMA_V4_FILE = ROOT / "tests/data/run_v4.schema.json"
 SAMPLE_V3 = ROOT / "tests/data/run_v3.json"  # written by the harness at schema version 3
 SCHEMA_V3_FILE = ROOT / "tests/data/run_v3.schema.json"
 SAMPLE_V2 = ROOT / "tests/data/run_v2.json"
@@ -23,8 +27,8 @@ SCHEMA_V1_FILE = ROOT / "tests/data/run_v1.schema.json"
 
 
 def test_committed_schema_matches_the_records():
-    assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), (
-        "regenerate bench/results/run.schema.json from bench.results.schema.json_schema()"
+    assert json.loads(SCHEMA_FILE.read_text()) == run_schema(), (
+        "regenerate bench/results/run.schema.json from bench.results.schema.run_schema()"
     )
 
 
@@ -33,7 +37,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 4
+    assert run.schema_version == SCHEMA_VERSION == 5
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
@@ -64,6 +68,58 @@ def test_committed_v3_file_upgrades_to_the_current_version():
     assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
 
 
+def test_committed_v4_file_upgrades_with_failure_kinds_and_concurrency_axis():
+    doc = json.loads(SAMPLE_V4.read_text())
+    assert doc["schema_version"] == 4
+    jsonschema.validate(doc, json.loads(SCHEMA_V4_FILE.read_text()))
+    run = read_run(SAMPLE_V4)
+    assert run.schema_version == SCHEMA_VERSION
+    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
+    by_id = {c.id: c for c in run.cells}
+    # v4's failed cell is a provider this onnxruntime lacks, with no traceback: unsupported
+    assert by_id["mlp/dnnl/b4/single-stream"].failure_kind == "unsupported"
+    assert all(c.failure_kind is None for c in run.cells if c.status != "failed")
+    # no v4 cell here is multi-stream: none has a concurrency axis, and their keys say so
+    assert all(c.concurrency is None for c in run.cells)
+    assert by_id["mlp-server/ort-cpu/b1/server"].key.id == "mlp-server/ort-cpu/b1/server"
+
+
+@pytest.mark.parametrize("reason, tail, kind", [
+    ("out of memory at batch 64: CUDA out of memory. Tried to allocate 2 GiB", "Traceback ...", "out_of_memory"),
+    ("timed out after 320 s", "", "timeout"),
+    ("worker killed by SIGSEGV", "native library says: about to crash", "crash"),
+    ("worker exited with code 1 without a result", "", "crash"),
+    ("RuntimeError: device lost", "Traceback (most recent call last): ...", "error"),
+    ("target 'gpu3': device 'cuda:3' does not exist: this machine shows 1 CUDA device (allowed: cuda:0)", "", "unsupported"),
+])
+def test_update_to_5_reads_the_failure_kind_from_v4_reasons(tmp_path, reason, tail, kind):
+    doc = json.loads(SAMPLE_V4.read_text())
+    failed = next(c for c in doc["cells"] if c["status"] == "failed")
+    failed.update(reason=reason, stderr_tail=tail)
+    multi = json.loads(json.dumps(next(c for c in doc["cells"] if c["status"] == "ok")))
+    multi.update(id=multi["id"].replace("single-stream", "multi-stream") + "/c4", scenario="multi-stream", concurrency=4)
+    doc["cells"].append(multi)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(doc))
+    run = read_run(path)
+    assert next(c for c in run.cells if c.status == "failed").failure_kind == kind
+    upgraded = run.cells[-1]
+    assert upgraded.concurrency == 4 and upgraded.key.id == multi["id"]  # the v4 multi-stream id, kept
+
+
+def test_cell_key_names_a_cell_within_and_across_runs():
+    from bench.results.records import CellKey
+
+    plain = CellKey("bert", "0123456789abcdef", "ort-cpu", 8, "offline")
+    clients = CellKey("bert", "0123456789abcdef", "ort-cpu", 8, "multi-stream", 4)
+    assert plain.id == "bert/ort-cpu/b8/offline" and clients.id == "bert/ort-cpu/b8/multi-stream/c4"
+    assert plain.stable_id == "bert|0123456789ab|ort-cpu|b8|offline"
+    assert clients.stable_id == "bert|0123456789ab|ort-cpu|b8|multi-stream|c4"
+    assert len({plain, clients, CellKey("bert", "0123456789abcdef", "ort-cpu", 8, "offline")}) == 2  # hashable
+    cells = read_run(SAMPLE).cells
+    assert all(c.key.id == c.id for c in cells)  # every cell id in a run is its key's
+
+
 def test_committed_current_sample_validates_and_round_trips():
     doc = json.loads(SAMPLE.read_text())
     assert doc["schema_version"] == SCHEMA_VERSION
@@ -84,7 +140,12 @@ def test_committed_current_sample_validates_and_round_trips():
         assert tp.ci_low < tp.value < tp.ci_high and tp.confidence == 0.95
         assert c.metrics.latency_ms.p50.ci_low <= c.metrics.latency_ms.p50.value <= c.metrics.latency_ms.p50.ci_high
         assert c.metrics.latency_ms.histogram is not None
-        assert c.throughput_series.values if c.server is None else c.server.queue_depth.values
+        if c.server is not None:
+            assert c.server.queue_depth.values and c.throughput_series is None
+        elif c.clients is not None:  # clients side by side: no one series over them all
+            assert len(c.clients.throughput_per_client) == c.concurrency and c.throughput_series is None
+        else:
+            assert c.throughput_series.values
 
 
 def test_reader_refuses_newer_schema_with_the_fix(tmp_path):
@@ -123,7 +184,7 @@ def test_wrong_types_name_the_key(tmp_path):
     doc["cells"][0]["batch_size"] = "four"
     path = tmp_path / "run.json"
     path.write_text(json.dumps(doc))
-    with pytest.raises(ResultFileError, match=r"run.cells\[0\].batch_size: expected int"):
+    with pytest.raises(ResultFileError, match=r"run.cells\[0\].batch_size: 'four' is not allowed; expected an integer"):
         read_run(path)
 
 

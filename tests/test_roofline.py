@@ -16,9 +16,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from bench.measure.flops import (
-    ONNX_FLOPS_SOURCE, UncountableGraph, count_onnx_flops, onnx_flops_per_sample, torch_flops_per_sample,
-)
+from bench.models.flops import ONNX_FLOPS_SOURCE, UncountableGraph, count_onnx_flops, onnx_flops_per_sample, torch_flops_per_sample
 from bench.measure.peaks import DevicePeaks, cached_peaks, measure_peaks, peaks_cache_path
 from bench.models.inputs import InputSpec, make_inputs
 from bench.models.loader import ModelRef, build_torch, prepare
@@ -193,7 +191,7 @@ def test_onnx_count_is_none_when_a_counted_shape_is_unknown(tmp_path, caplog):
         helper.make_node("MatMul", ["f", "ft"], ["y"]),
     ]
     path = _save(tmp_path, nodes, [_vi("x", "N", 3)], [_vi("y", 2, 2)])
-    with caplog.at_level(logging.INFO, logger="bench.measure.flops"):
+    with caplog.at_level(logging.INFO, logger="bench.models.flops"):
         assert onnx_flops_per_sample(path, (InputSpec("x", (3,)),), BATCH) is None
     assert "could not be inferred" in caplog.text
 
@@ -375,15 +373,15 @@ def test_peaks_json_round_trip_and_validation():
     assert DevicePeaks.from_json_dict(data) == peaks
     assert peaks.flops_for("bf16") == 8e12 and peaks.flops_for("fp16") is None
     for broken, message in (
-        ({**data, "copy_bytes_per_s": -1.0}, "copy_bytes_per_s is not a positive finite rate"),
-        ({**data, "copy_bytes_per_s": True}, "copy_bytes_per_s is not a positive finite rate"),
-        ({**data, "flops_per_s": {"fp32": float("inf")}}, "flops_per_s is not a map of precision to a positive finite rate"),
-        ({**data, "flops_per_s": [["fp32", 1e12]]}, "flops_per_s is not a map of precision to a positive finite rate"),
-        ({k: v for k, v in data.items() if k != "probe"}, "keys ['copy_bytes_per_s', 'device', 'device_name', "
-         "'flops_per_s', 'measured_at', 'torch_version', 'uuid'] differ from"),
-        ({**data, "extra": 1}, "keys ['copy_bytes_per_s', 'device', 'device_name', 'extra',"),
-        ({**data, "uuid": 3}, "uuid is not a string"),
-        ([data], "expected an object, got list"),
+        ({**data, "copy_bytes_per_s": -1.0}, "peaks.copy_bytes_per_s: not a positive finite rate"),
+        ({**data, "copy_bytes_per_s": True}, "peaks.copy_bytes_per_s: True is not allowed; expected a number"),
+        ({**data, "flops_per_s": [["fp32", float("inf")]]}, "peaks.flops_per_s[0][1]: inf is not allowed; expected a finite number"),
+        ({**data, "flops_per_s": [["fp32", -1e12]]}, "peaks.flops_per_s: not a list of (precision, positive finite FLOP/s)"),
+        ({**data, "flops_per_s": {"fp32": 1e12}}, "peaks.flops_per_s: {'fp32': 1000000000000.0} is not allowed"),
+        ({k: v for k, v in data.items() if k != "probe"}, "peaks: missing key 'probe'"),
+        ({**data, "extra": 1}, "peaks.extra: unknown key 'extra'"),
+        ({**data, "uuid": 3}, "peaks.uuid: 3 is not allowed; expected a string"),
+        ([data], "is not allowed; expected a table"),
     ):
         with pytest.raises(ValueError, match=re.escape(message)):
             DevicePeaks.from_json_dict(broken)
@@ -396,7 +394,7 @@ def test_cached_peaks_measures_once_then_loads(tmp_path):
     assert measure.calls == ["cuda:0"]
     assert first == second
     path = peaks_cache_path("cuda:0", "GPU-aaaa", tmp_path)
-    assert path.name == f"peaks-GPU-aaaa-{torch.__version__.replace('+', '_')}.json"
+    assert path.name == f"peaks-v2-GPU-aaaa-{torch.__version__.replace('+', '_')}.json"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import psutil
 import pytest
 
-from bench.measure.nvml import visible_device_count
+from bench.measure.nvml_devices import visible_device_count
 from bench.results.files import read_run
-from bench.results.schema import SCHEMA_VERSION
+from bench.results.records import SCHEMA_VERSION
 from tests.helpers import load_run_json, run_cli, tiny_suite, write_suite
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "bench/results/run.schema.json").read_text())
@@ -25,8 +25,8 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "bench/results/run.schema.json"
 PLUGINS = '''
 import ctypes, os, sys
 from bench.backends.options import TorchOptions
-from bench.backends.torch_backend import TorchBackend
-from bench.config import TargetSpec
+from bench.backends.torch.backend import TorchBackend
+from bench.config.records import TargetSpec
 
 
 class WrongBackend(TorchBackend):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench.scenarios import server as server_module
-from bench.scenarios.server import ISSUE_ERROR_LIMIT_NS, md1_mean_latency_s, poisson_schedule, probe_result, run_server
+from bench.scenarios import open_loop as server_module
+from bench.scenarios.open_loop import ISSUE_ERROR_LIMIT_NS, md1_mean_latency_s, poisson_schedule, probe_result, run_server
 
 
 class VirtualClock:
@@ -128,7 +128,7 @@ def test_a_slowed_issuer_still_shows_the_queueing_delay(exact_sleep):
 import json  # noqa: E402
 import textwrap  # noqa: E402
 
-from bench.config import parse_suite  # noqa: E402
+from bench.config.suite import parse_suite  # noqa: E402
 from bench.errors import ConfigError  # noqa: E402
 from tests.helpers import SPIN_PLUGIN, load_run_json, run_cli, tiny_suite, write_suite  # noqa: E402
 
@@ -222,7 +222,7 @@ def test_a_rate_the_target_cannot_sustain_is_marked_invalid(tmp_path, capsys, sp
 def test_server_config_is_checked(change, message):
     text = tiny_suite(scenarios='["server"]', bench_extra=change)
     if message is None:
-        assert parse_suite(text).benchmarks[0].server.qps == 1.0
+        assert parse_suite(text).benchmarks[0].table("server").qps == 1.0
         return
     with pytest.raises(ConfigError) as err:
         parse_suite(text, "s.toml")
@@ -294,7 +294,7 @@ def test_concurrency_config_is_checked(change, message):
 
 # --- peak search -----------------------------------------------------------------------------
 
-from bench.scenarios.server import Probe, find_peak  # noqa: E402
+from bench.scenarios.open_loop import Probe, find_peak  # noqa: E402
 
 
 def test_find_peak_brackets_then_bisects_to_the_resolution():
@@ -342,15 +342,17 @@ def test_peak_search_in_a_real_run_stores_the_curve(tmp_path, capsys, sleep_plug
     assert "peak search:" in err
 
 
-def test_peak_search_needs_an_slo():
-    with pytest.raises(ConfigError, match="a peak search needs an SLO"):
-        parse_suite(tiny_suite(scenarios='["server"]', bench_extra="server = { qps = 10, search = true }"))
+@pytest.mark.parametrize("scenarios", ['["server"]', '["loadgen-server"]', '["single-stream"]'])
+def test_peak_search_needs_an_slo(scenarios):
+    # the table is checked wherever it is given, whichever of its scenarios the benchmark runs
+    with pytest.raises(ConfigError, match=r"server.search: a peak search needs an SLO"):
+        parse_suite(tiny_suite(scenarios=scenarios, bench_extra="server = { qps = 10, search = true }"))
 
 
 # --- MLPerf LoadGen adapter ------------------------------------------------------------------
 
 def test_loadgen_summary_is_parsed():
-    from bench.scenarios.loadgen import parse_summary
+    from bench.scenarios.loadgen_sut import parse_summary
 
     text = ("Completed samples per second    : 491.36\\nResult is : VALID\\n"
             "Scheduled samples per second : 495.51\\nMean latency (ns)               : 1657382\\n"
@@ -393,7 +395,7 @@ def test_a_target_under_loadgen_server_and_offline(tmp_path, capsys, sleep_plugi
 # --- dynamic batching ------------------------------------------------------------------------
 
 def test_dynamic_batching_sustains_a_rate_one_call_at_a_time_cannot(exact_sleep):
-    from bench.scenarios.server import run_batching_server
+    from bench.scenarios.open_loop import run_batching_server
 
     service_ns, max_wait_ns, max_batch = 1_000_000, 500_000, 4
     sched = poisson_schedule(1500.0, 10.0, seed=5)  # rho = 1.5 unbatched

@@ -384,7 +384,7 @@ def test_change_points_at_a_large_level():
 
 
 def test_reference_outputs_that_are_not_finite():
-    from bench.agreement import check_reference, compare_outputs
+    from bench.analysis.agreement import check_reference, compare_outputs
 
     ref = [np.array([1.0, np.inf])]
     got = compare_outputs([np.array([1.0, 2.0])], ref, "ref", 1e-4)

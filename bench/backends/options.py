@@ -1,13 +1,17 @@
 """Typed knobs of each backend, declared apart from the backends so config imports no runtime.
 
-Each record is frozen; `validate` returns (key, message) for a bad value, `check_target`
-returns (key, message) when the knobs do not fit the target's device or precision.
+Each record is frozen and read from a [targets.NAME] table by the codec; `validate` returns
+(key, message) for a bad value, `check_target` (key, message) when the knobs do not fit the
+target's device or precision, and `model_form` names the prepared form of the model the backend
+loads (so the runner prepares only what the suite's targets need).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
+
+from bench.codec import did_you_mean
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 TORCH_MODES = ("eager", "compile", "cudagraph")
@@ -29,24 +33,12 @@ KNOWN_PROVIDERS = (
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider")
 
 
-class TargetOptions(Protocol):
-    def to_dict(self) -> dict[str, Any]: ...
-    def check_target(self, device: str, precision: str) -> tuple[str, str] | None: ...
-
-
-def _did_you_mean(value: str, allowed: tuple[str, ...]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(value, allowed, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _choice(obj: Any, *keys_allowed: tuple[str, tuple[str, ...]]) -> tuple[str, str] | None:
     """(key, message) for the first knob whose value is not among its allowed ones."""
     for key, allowed in keys_allowed:
         value = getattr(obj, key)
         if value not in allowed:
-            return key, f"{value!r} is not allowed{_did_you_mean(value, allowed)} (allowed: {', '.join(allowed)})"
+            return key, f"{value!r} is not allowed{did_you_mean(value, allowed)} (allowed: {', '.join(allowed)})"
     return None
 
 
@@ -76,7 +68,7 @@ class OrtOptions:
         for i, p in enumerate(self.providers):
             if p not in KNOWN_PROVIDERS:
                 return f"providers[{i}]", (f"{p!r} is not an onnxruntime execution provider"
-                                           f"{_did_you_mean(p, KNOWN_PROVIDERS)}")
+                                           f"{did_you_mean(p, KNOWN_PROVIDERS)}")
         return (_choice(self, ("graph_optimization_level", GRAPH_OPT_LEVELS))
                 or _nonneg(self, "intra_op_threads", "inter_op_threads"))
 
@@ -100,6 +92,13 @@ class OrtOptions:
             return "providers", (f"device {device!r} needs a GPU provider first in the list "
                                  f"(allowed: {', '.join(GPU_PROVIDERS)})")
         return None
+
+    def serial_only(self) -> str | None:
+        return None
+
+    def model_form(self, precision: str) -> str:
+        # fp16 runs an fp16 model converted from the fp32 export (bench.models.loader.fp16_onnx)
+        return "onnx-fp16" if precision == "fp16" else "onnx"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,21 +130,37 @@ class TorchOptions:
             return "io", "'host' copies inputs to a GPU on every call; it applies to cuda targets only"
         return None
 
+    def serial_only(self) -> str | None:
+        if self.mode == "cudagraph":
+            # Concurrent replays of one CUDA graph must be serialized by the caller (CUDA's graph
+            # thread-safety rule), and one graph per shape would be shared by all clients.
+            return "replays one CUDA graph, which clients on threads cannot share (use an eager or compile target)"
+        return None
+
+    def model_form(self, precision: str) -> str:
+        return "torch"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
 class PluginOptions:
-    """Knobs of a user backend named as module:Class, passed through unvalidated."""
+    """Knobs of a user backend named as module:Class, passed through unvalidated; the model form
+    is the class's `model_form` (bench.backends.base.Backend: "onnx" unless it says otherwise)."""
 
     items: tuple[tuple[str, Any], ...] = ()
+    form: str = "onnx"
 
     def check_target(self, device: str, precision: str) -> tuple[str, str] | None:
         return None
 
+    def serial_only(self) -> str | None:
+        return None
+
+    def model_form(self, precision: str) -> str:
+        return self.form
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self.items)
 
-
-BACKEND_OPTIONS: dict[str, type] = {"onnxruntime": OrtOptions, "torch": TorchOptions}

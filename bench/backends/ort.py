@@ -16,15 +16,15 @@ fp16 targets run the fp16 model the parent converted (PreparedModel.onnx_fp16_pa
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from bench.backends import BoundCall
-from bench.backends.cuda_device import check_index, device_index
+from bench.backends.base import Backend, BackendInfo
+from bench.backends.devices import check_index, device_index
 from bench.errors import CellFailure
+from bench.measure.timing import BoundCall
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -48,10 +48,10 @@ def _provider_options(provider: str, target: Any) -> dict[str, str]:
     return {}
 
 
-class OrtBackend:
+class OrtBackend(Backend):
     def __init__(self) -> None:
         self.session: ort.InferenceSession | None = None
-        self._info: dict[str, Any] = {}
+        self._info = BackendInfo()
         self._device = "cpu"
         self._device_id = 0
         self._io_binding = False
@@ -98,20 +98,22 @@ class OrtBackend:
         self._device = "cuda" if target.is_cuda else "cpu"
         self._device_id = device_index(target.device) if target.is_cuda else 0
         self._io_binding = opts.uses_io_binding(target.device)
-        self._info = {
-            "providers": active,
-            "fell_back_from": not_active or None,
-            "runtime": f"onnxruntime {ort.__version__}",
-            "intra_op_threads": opts.intra_op_threads,
-            "inter_op_threads": opts.inter_op_threads,
-            "allow_spinning": opts.allow_spinning,
-            "io_binding": self._io_binding,
-            "model_precision": "fp16 (converted from fp32, fp16 inputs and outputs)" if self._fp16 else "fp32",
-        }
+        self._info = BackendInfo(
+            runtime=f"onnxruntime {ort.__version__}",
+            providers=tuple(active),
+            details={
+                "fell_back_from": not_active or None,
+                "intra_op_threads": opts.intra_op_threads,
+                "inter_op_threads": opts.inter_op_threads,
+                "allow_spinning": opts.allow_spinning,
+                "io_binding": self._io_binding,
+                "model_precision": "fp16 (converted from fp32, fp16 inputs and outputs)" if self._fp16 else "fp32",
+            },
+        )
 
     @staticmethod
     def _count_devices_or_fail(device: str) -> None:
-        from bench.measure.nvml import visible_device_count
+        from bench.measure.nvml_devices import visible_device_count
 
         count, note = visible_device_count()
         if count == 0:
@@ -149,14 +151,13 @@ class OrtBackend:
         assert self.session is not None
         return [np.asarray(o, dtype=np.float64) for o in self.session.run(None, self._feeds(feeds))]
 
-    def context(self):
-        return contextlib.nullcontext()
-
-    def timing_boundary(self, scenario: str) -> str:
-        return "device_resident" if self._io_binding and self._device == "cuda" else "end_to_end"
+    def resident_on_device(self) -> bool:
+        # run_with_iobinding waits for ORT's stream before it returns (device_wait stays None):
+        # a host timer around it is the device_resident boundary.
+        return self._io_binding and self._device == "cuda"
 
     def cuda_index(self) -> int | None:
         return self._device_id if self._device == "cuda" else None
 
-    def info(self) -> dict[str, Any]:
-        return dict(self._info)
+    def info(self) -> BackendInfo:
+        return self._info

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.measure.nvml import load_nvml, nvml_errors
-from bench.results.schema import Environment, GpuInfo
+from bench.measure.nvml_devices import load_nvml, nvml_errors
+from bench.results.records import Environment, GpuInfo
 
 PACKAGES = ("bench-harness", "numpy", "numba", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript",
             "torch", "psutil", "nvidia-ml-py")

@@ -29,14 +29,19 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from bench.codec import from_json, to_json
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# The cache file's format, in its name: a harness reading another format re-probes instead of
+# overwriting a file another version of the harness keeps (2: the codec's JSON form of DevicePeaks).
+CACHE_FORMAT = 2
 CUDA_WARMUP_S = 0.3
 _WARMUP_RUNS = 3  # lets GPU clocks ramp and cuBLAS (or oneDNN) pick its kernel before anything is timed
 
@@ -58,41 +63,21 @@ class DevicePeaks:
         """The GEMM rate at `precision` ("fp32", "fp16", "bf16"), or None when it was not probed."""
         return dict(self.flops_per_s).get(precision)
 
+    def validate(self) -> tuple[str, str] | None:
+        if not all(_is_rate(v) for _, v in self.flops_per_s):
+            return "flops_per_s", "not a list of (precision, positive finite FLOP/s)"
+        if not _is_rate(self.copy_bytes_per_s):
+            return "copy_bytes_per_s", "not a positive finite rate"
+        return None
+
     def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "device_name": self.device_name,
-            "uuid": self.uuid,
-            "torch_version": self.torch_version,
-            "flops_per_s": {p: v for p, v in self.flops_per_s},
-            "copy_bytes_per_s": self.copy_bytes_per_s,
-            "probe": self.probe,
-            "measured_at": self.measured_at,
-        }
+        return to_json(self)
 
     @classmethod
     def from_json_dict(cls, data: Any) -> DevicePeaks:
-        """The inverse of to_json_dict; ValueError on anything malformed (a cache is re-probed then)."""
-        if not isinstance(data, dict):
-            raise ValueError(f"expected an object, got {type(data).__name__}")
-        expected = {f.name for f in fields(cls)}
-        if set(data) != expected:
-            raise ValueError(f"keys {sorted(data)} differ from {sorted(expected)}")
-        for key in ("device", "device_name", "uuid", "torch_version", "probe", "measured_at"):
-            if not isinstance(data[key], str):
-                raise ValueError(f"{key} is not a string")
-        rates = data["flops_per_s"]
-        if not isinstance(rates, dict) or not all(isinstance(p, str) and _is_rate(v) for p, v in rates.items()):
-            raise ValueError("flops_per_s is not a map of precision to a positive finite rate")
-        if not _is_rate(data["copy_bytes_per_s"]):
-            raise ValueError("copy_bytes_per_s is not a positive finite rate")
-        return cls(
-            device=data["device"], device_name=data["device_name"], uuid=data["uuid"],
-            torch_version=data["torch_version"],
-            flops_per_s=tuple((p, float(v)) for p, v in rates.items()),
-            copy_bytes_per_s=float(data["copy_bytes_per_s"]),
-            probe=data["probe"], measured_at=data["measured_at"],
-        )
+        """The inverse of to_json_dict; ValueError (bench.codec.DecodeError) on anything malformed,
+        and a cache file that raises it is probed again."""
+        return from_json(cls, data, "peaks")
 
 
 def _is_rate(value: Any) -> bool:
@@ -291,7 +276,7 @@ def peaks_cache_path(device: str, uuid: str, cache_root: Path) -> Path:
     import torch
 
     key = uuid or device_name(device)
-    return Path(cache_root) / f"peaks-{_safe(key)}-{_safe(torch.__version__)}.json"
+    return Path(cache_root) / f"peaks-v{CACHE_FORMAT}-{_safe(key)}-{_safe(torch.__version__)}.json"
 
 
 def cached_peaks(

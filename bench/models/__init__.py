@@ -1,0 +1,1 @@
+"""Models: the zoo, references resolved and exported (loader), seeded inputs, and FLOPs per sample."""

@@ -316,7 +316,7 @@ def _count_flops(prepared: PreparedModel, module=None) -> PreparedModel:
     """FLOPs per sample for the roofline: torch's counter on the module, else the ONNX graph."""
     from dataclasses import replace
 
-    from bench.measure import flops
+    from bench.models import flops
 
     batch = 2  # not 1, so nothing specialises on a batch of one
     if module is not None:

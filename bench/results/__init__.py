@@ -1,1 +1,2 @@
-"""Result files: schema (versioned records), writer and reader. Runner and reporter meet here only."""
+"""Result files: records (the versioned schema), files (run directories, written atomically, read
+with migrations), the generated JSON Schema, and the history stores. Runner and reporter meet here only."""

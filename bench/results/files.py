@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.codec import DecodeError, from_json, to_json
 from bench.errors import ResultFileError, UsageError
 from bench.results.migrations import MIGRATIONS, upgrade
-from bench.results.schema import SCHEMA_VERSION, DecodeError, Run, from_json, to_json
+from bench.results.records import SCHEMA_VERSION, Run
 
 RUN_FILE = "run.json"
 
@@ -96,6 +97,6 @@ def read_run(path: str | Path) -> Run:
         raise ResultFileError(f"{path}: schema_version {version} is not a version this harness knows")
     doc = upgrade(doc, SCHEMA_VERSION)
     try:
-        return from_json(Run, doc)
+        return from_json(Run, doc, "run")
     except DecodeError as exc:
         raise ResultFileError(f"{path}: malformed result file: {exc}") from None

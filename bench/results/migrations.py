@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-
 def update_to_2(doc: dict[str, Any]) -> dict[str, Any]:
     """v1 -> v2: every field v2 adds has a default, and v1 never wrote a histogram (always null),
     so the document is unchanged but for its version; v1 figures keep their null intervals."""
@@ -26,7 +25,38 @@ def update_to_4(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: update_to_2, 3: update_to_3, 4: update_to_4}
+# How v4 wrote a failed cell's reason, by the kind of failure (bench.runner then composed them).
+_V4_REASON_KINDS = (("out of memory at batch", "out_of_memory"), ("timed out after", "timeout"),
+                    ("worker killed by", "crash"), ("worker exited with code", "crash"))
+
+
+def _v4_failure_kind(reason: str, stderr_tail: str) -> str:
+    for prefix, kind in _V4_REASON_KINDS:
+        if reason.startswith(prefix):
+            return kind
+    # v4 kept a traceback for exceptions from the model or runtime, none for a target that
+    # could not run here (a missing provider or device: a CellFailure).
+    return "error" if "Traceback" in stderr_tail else "unsupported"
+
+
+def update_to_5(doc: dict[str, Any]) -> dict[str, Any]:
+    """v4 -> v5: `failure_kind` on failed cells, from the reason prefixes v4 wrote; `concurrency`
+    null on cells without a concurrency axis (in v4 every scenario but multi-stream wrote 1)."""
+    cells = doc.get("cells")
+    for cell in cells if isinstance(cells, list) else ():
+        if not isinstance(cell, dict):
+            continue  # the decoder refuses it with its path
+        if cell.get("scenario") != "multi-stream":
+            cell["concurrency"] = None
+        if cell.get("status") == "failed":
+            reason, tail = cell.get("reason"), cell.get("stderr_tail")
+            cell["failure_kind"] = _v4_failure_kind(reason if isinstance(reason, str) else "",
+                                                    tail if isinstance(tail, str) else "")
+    return doc
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

@@ -1,146 +1,100 @@
-"""MLPerf LoadGen adapter: run one bound call under LoadGen's Server or Offline scenario.
+"""loadgen-server, loadgen-offline: the same target under MLPerf LoadGen (bench.scenarios.loadgen_sut).
 
-LoadGen (PyPI mlcommons-loadgen, import mlperf_loadgen) schedules the queries itself and measures
-from its own issue time; our SUT hands each query to one serving thread, which runs the call and
-reports completion. What LoadGen measured is read back from its summary log, so the figures are
-LoadGen's, not ours; bench self-check --checks loadgen prints them beside our server scenario's.
-
-The per-sample latencies the adapter also keeps run from LoadGen's issue callback to completion:
-the callback needs the GIL, which a busy serving thread may hold, so this view starts late and can
-read lower than LoadGen's own (measured from its schedule). The cell keeps both; trust LoadGen's.
+The cell keeps LoadGen's own figures and its VALID/INVALID beside ours. loadgen-server reads the
+server scenario's table (its rate and duration); loadgen-offline expects the rate the warm-up
+suggests, and LoadGen sizes its one query from it. LoadGen's latencies, not per-request ones in
+Offline (every sample goes in one query), are kept as LoadGen counted them: no warm-up cut.
+Both compare by capacity, LoadGen's samples/s for Offline; a Server run's queueing latencies are
+autocorrelated, so it compares only through the server scenario's peak search.
 """
 from __future__ import annotations
 
-import contextlib
-import queue
-import re
-import tempfile
-import threading
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+import time
+from dataclasses import replace
 
-from bench.scenarios.loops import Window, as_call
+import numpy as np
 
+from bench.config.records import BenchmarkSpec, TargetSpec
+from bench.errors import CellFailure
+from bench.results.records import Cell, CellKey, LoadGenInfo
+from bench.scenarios import loadgen_sut
+from bench.scenarios.base import Figures, Scenario, ScenarioRun, Session, steady_figures
+from bench.scenarios.loops import warm_up
+from bench.scenarios.server import require_server_table
 
-@dataclass(frozen=True)
-class LoadGenResult:
-    scenario: str
-    valid: bool
-    samples_per_s: float  # LoadGen's completed (Server) or processed (Offline) samples per second
-    scheduled_per_s: float | None
-    mean_ms: float | None
-    p50_ms: float | None
-    p99_ms: float | None
-    latencies_ns: Any = None  # our SUT's view: LoadGen's issue callback to completion, per sample
+DEFAULT_LATENCY_MS = 100.0  # LoadGen Server's latency target when the benchmark sets no p99 SLO
 
 
-def available() -> bool:
-    try:
-        import mlperf_loadgen  # noqa: F401
-    except ImportError:
-        return False
-    return True
+class _LoadGen(Scenario):
+    mode = ""  # LoadGen's scenario: "server" | "offline"
+    slo_applies = True
+
+    def rate_and_duration(self, session: Session, warm: np.ndarray) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def run(self, session: Session) -> ScenarioRun:
+        if not loadgen_sut.available():
+            raise CellFailure("MLPerf LoadGen is not installed: pip install mlcommons-loadgen")
+        with session.context():
+            warm = warm_up(session.call, session.stop, time.perf_counter_ns)
+            qps, duration = self.rate_and_duration(session, warm)
+            result = loadgen_sut.run_loadgen(
+                session.call, self.mode, qps, duration,
+                latency_ms=session.bench.slo_limits().get("p99_ms", DEFAULT_LATENCY_MS),
+                context=session.context, window_marks=session.window)
+        lat = result.latencies_ns
+        return ScenarioRun(lat, int(lat.size / max(result.samples_per_s, 1e-9) * 1e9), warm,
+                           f"MLPerf LoadGen {self.mode} at {qps:,.1f}/s for at least {duration:g} s: "
+                           f"{'VALID' if result.valid else 'INVALID'}",
+                           detail=replace(result, latencies_ns=None))
+
+    def figures(self, run: ScenarioRun, bench: BenchmarkSpec, key: CellKey) -> Figures:
+        r = run.detail
+        figures = steady_figures(run, bench, key, steady=False, slo=self.slo_applies)
+        return replace(figures, records={"loadgen": LoadGenInfo(r.scenario, r.valid, r.samples_per_s,
+                                                                 r.scheduled_per_s, r.mean_ms, r.p50_ms, r.p99_ms)})
+
+    def detail_rows(self, cell: Cell) -> tuple[tuple[str, str], ...]:
+        g = cell.loadgen
+        if g is None:
+            return ()
+        figures = [f"{g.samples_per_s:,.1f} samples/s"]
+        figures += [f"{name} {value:.3g} ms" for name, value in (("mean", g.mean_ms), ("p50", g.p50_ms), ("p99", g.p99_ms))
+                    if value is not None]
+        return (("LoadGen", f"{'VALID' if g.valid else 'INVALID'}: " + ", ".join(figures)),)
 
 
-def _number(text: str, label: str) -> float | None:
-    m = re.search(rf"^{re.escape(label)}\s*:\s*([0-9.eE+-]+)", text, re.MULTILINE)
-    return float(m.group(1)) if m else None
+class LoadGenServer(_LoadGen):
+    name = "loadgen-server"
+    mode = "server"  # its table is the server scenario's (bench.scenarios.server)
+
+    def check(self, reader, bench: BenchmarkSpec, targets: dict[str, TargetSpec], path: str) -> None:
+        require_server_table(reader, bench, self.name, path)
+
+    def busy_s(self, bench: BenchmarkSpec) -> float:
+        return bench.table("server").duration_s
+
+    def rate_and_duration(self, session: Session, warm: np.ndarray) -> tuple[float, float]:
+        spec = session.bench.table("server")
+        return spec.qps, spec.duration_for(session.stop)
+
+    def compare_policy(self):
+        from bench.analysis.compare import NotComparable
+
+        return NotComparable("queueing latencies are autocorrelated, so sample tests do not apply: compare server "
+                             "cells by a peak search (server.search = true)")
 
 
-def parse_summary(text: str, scenario: str) -> LoadGenResult:
-    rate = _number(text, "Completed samples per second") or _number(text, "Samples per second")
-    ns = {k: _number(text, label) for k, label in (("mean", "Mean latency (ns)"),
-                                                    ("p50", "50.00 percentile latency (ns)"),
-                                                    ("p99", "99.00 percentile latency (ns)"))}
-    return LoadGenResult(
-        scenario=scenario,
-        valid=bool(re.search(r"^Result is : VALID", text, re.MULTILINE)),
-        samples_per_s=rate or 0.0,
-        scheduled_per_s=_number(text, "Scheduled samples per second"),
-        mean_ms=None if ns["mean"] is None else ns["mean"] / 1e6,
-        p50_ms=None if ns["p50"] is None else ns["p50"] / 1e6,
-        p99_ms=None if ns["p99"] is None else ns["p99"] / 1e6,
-    )
+class LoadGenOffline(_LoadGen):
+    name = "loadgen-offline"
+    mode = "offline"
+    slo_applies = False  # every sample goes in one query: its latencies are not per request
 
+    def rate_and_duration(self, session: Session, warm: np.ndarray) -> tuple[float, float]:
+        return 1e9 / max(float(np.median(warm)), 1.0), max(session.stop.min_seconds, 1.0)
 
-def run_loadgen(call: Any, scenario: str, qps: float, duration_s: float, latency_ms: float = 100.0,
-                min_queries: int = 100, context: Callable[[], Any] = contextlib.nullcontext,
-                window_marks: Any = None) -> LoadGenResult:
-    """Run `call` under LoadGen's "server" or "offline" scenario at `qps` for at least `duration_s`.
+    def compare_policy(self):
+        from bench.analysis.compare import CapacityRatio
 
-    The SUT serves on its own thread, inside `context` (torch.inference_mode is per thread),
-    after a few warm-up calls there (per-thread state is built before LoadGen starts)."""
-    import mlperf_loadgen as lg
-
-    import time
-
-    import numpy as np
-
-    fn, args = as_call(call)
-    clock = time.perf_counter_ns
-    work: queue.Queue = queue.Queue()
-    latencies: list[int] = []
-
-    ready = threading.Event()
-    failed: list[BaseException] = []
-
-    def serve() -> None:
-        with context():
-            try:
-                for _ in range(3):
-                    fn(*args)
-            except BaseException as exc:  # raised on the caller's thread below
-                failed.append(exc)
-                return
-            finally:
-                ready.set()
-            while True:
-                item = work.get()
-                if item is None:
-                    return
-                issued, batch = item
-                for sample in batch:
-                    fn(*args)
-                    latencies.append(clock() - issued)
-                    lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
-
-    server = threading.Thread(target=serve, name="bench-loadgen-sut", daemon=True)
-    server.start()
-    ready.wait()
-    if failed:
-        raise failed[0]
-    sut = lg.ConstructSUT(lambda samples: work.put((clock(), list(samples))), lambda: None)
-    qsl = lg.ConstructQSL(1024, 1024, lambda s: None, lambda s: None)
-    settings = lg.TestSettings()
-    settings.mode = lg.TestMode.PerformanceOnly
-    if scenario == "server":
-        settings.scenario = lg.TestScenario.Server
-        settings.server_target_qps = qps
-        settings.server_target_latency_ns = int(latency_ms * 1e6)
-    elif scenario == "offline":
-        settings.scenario = lg.TestScenario.Offline
-        settings.offline_expected_qps = qps
-    else:
-        raise ValueError(f"scenario {scenario!r}: allowed server, offline")
-    settings.min_duration_ms = int(duration_s * 1000)
-    settings.min_query_count = min_queries
-    with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as out:
-        log = lg.LogSettings()
-        log.log_output.outdir = out
-        log.log_output.copy_summary_to_stdout = False
-        log.enable_trace = False
-        marks = window_marks if window_marks is not None else Window()
-        try:
-            marks.start()
-            lg.StartTestWithLogSettings(sut, qsl, settings, log)
-            marks.end()
-        finally:
-            work.put(None)
-            server.join(60)
-            lg.DestroyQSL(qsl)
-            lg.DestroySUT(sut)
-        result = parse_summary((Path(out) / "mlperf_log_summary.txt").read_text(), scenario)
-    from dataclasses import replace
-
-    return replace(result, latencies_ns=np.asarray(latencies, dtype=np.int64))
+        return CapacityRatio("LoadGen Offline samples/s", lambda c: c.metrics.throughput.value if c.metrics else None,
+                             "no LoadGen Offline throughput in one of the cells")

@@ -7,7 +7,7 @@ costs k + 1 clock reads. A backend binds its call as (function, args) and the lo
 functools.partial costs ~50-100 ns more per call, 1-2% of a 4 µs ONNX Runtime call.
 `bench self-check` measures this loop against a bare one.
 
-On a GPU with inputs on the device, the stamps are CUDA events (bench.measure.cuda_events) and
+On a GPU with inputs on the device, the stamps are CUDA events (bench.measure.timing) and
 the same loop runs: the calls are queued back to back, the events record when the GPU passed
 each, and the chunk is converted after one synchronize. Warm-up waits for each call, so the
 chunk size is set from what the GPU takes, not from how fast the host queues work.
@@ -21,18 +21,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends import BoundCall, DeviceEvents
-from bench.config import StopSpec
-from bench.measure.cuda_events import MAX_EVENT_CHUNK, EventClock
+from bench.config.records import StopSpec
+from bench.measure.timing import MAX_EVENT_CHUNK, BoundCall, DeviceEvents, EventClock, as_call, synchronized
 from bench.scenarios.stopping import StopRule
 
 Clock = Callable[[], int]
 CHUNK_TARGET_NS = 50_000_000  # the rule is consulted about every 50 ms
 MAX_CHUNK = 1 << 16
-
-
-def as_call(call: BoundCall | Callable[[], Any]) -> BoundCall:
-    return call if isinstance(call, BoundCall) else BoundCall(call, ())
 
 
 @dataclass(frozen=True)
@@ -93,17 +88,6 @@ def warm_up(call: BoundCall | Callable[[], Any], spec: StopSpec, clock: Clock) -
         fn(*args)
         stamps.append(clock())
     return np.diff(np.asarray(stamps, dtype=np.int64))
-
-
-def synchronized(call: BoundCall | Callable[[], Any], synchronize: Callable[[], None]) -> BoundCall:
-    """The call, then a wait for the device: what a request that must complete costs."""
-    fn, args = as_call(call)
-
-    def call_and_wait() -> None:
-        fn(*args)
-        synchronize()
-
-    return BoundCall(call_and_wait, ())
 
 
 @dataclass(frozen=True)

@@ -1,225 +1,240 @@
-"""Server scenario: open-loop Poisson arrivals at a target rate, latency from the scheduled arrival.
+"""server: open-loop Poisson arrivals at a target rate; each latency runs from the request's
+*scheduled* arrival, so queueing is never hidden (the generator: bench.scenarios.open_loop).
 
-Arrivals are scheduled up front from a seeded exponential inter-arrival law (rate lambda). One
-thread both issues and serves, first come first served: when a request's scheduled time is in the
-future it waits for it (sleeping until 1 ms before, then spinning), otherwise it starts at once.
-Every latency runs from the *scheduled* arrival to the end of the call, so a late issuer or a busy
-server cannot hide queueing (no coordinated omission: a request that waited in the queue carries
-its wait). For a single FIFO server this accounting is exact: it is the Lindley recursion.
+Its table, `server = { qps = R, ... }` (ServerSpec), also serves loadgen-server. A cell records
+target, offered and achieved rates, queue depth over time, the generator's issue error, and
+validity: enough requests for a p99 bound (662), achieved within 1% of offered, the generator on
+schedule, the SLO met. Dynamic batching (`max_batch`, `max_wait_ms`) merges waiting requests
+into one call; a peak search (`search = true`, with an SLO) finds the highest rate meeting it.
 
-Issue error is measured only for requests that found the server idle (start - scheduled), which is
-the generator's own lateness. A run is invalid when the generator cannot keep its schedule: its
-median issue error over ISSUE_ERROR_LIMIT_NS (the p99 is reported; on a shared VM a few
-preemptions put it over 50 µs even when the rate is delivered, and validity also checks that the
-achieved rate matches the offered one). The generator's limit (bench self-check --checks generator)
-uses the strict p99 criterion with a null backend.
+Queueing latencies are strongly autocorrelated, so sample tests that assume independent calls
+cry wolf on them (seen: 40% of simulated A/A pairs at rho = 0.8): server cells compare by
+capacity, the peak search's max_qps.
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from bench.backends import BoundCall
-from bench.results.schema import LoadPoint
-from bench.scenarios.loops import as_call
+from bench.config.records import BenchmarkSpec, StopSpec, TargetSpec
+from bench.errors import CellFailure
+from bench.results.records import Cell, CellKey, Latency, Series, ServerInfo, Throughput
+from bench.scenarios import open_loop
+from bench.scenarios.base import Figures, Scenario, ScenarioRun, Session
+from bench.scenarios.loops import warm_up
 
-ISSUE_ERROR_LIMIT_NS = 50_000  # 50 µs at p99
-SPIN_BELOW_NS = 1_000_000  # sleep until 1 ms before the due time, then spin (sleep overshoots by 100s of µs on a VM)
-
-
-def poisson_schedule(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
-    """Arrival offsets (ns, int64, from 0) of a Poisson process of `rate_qps` over `duration_s`."""
-    if not rate_qps > 0:
-        raise ValueError(f"rate {rate_qps!r}: must be > 0 requests/s")
-    rng = np.random.default_rng(seed)
-    expected = rate_qps * duration_s
-    gaps = rng.exponential(1e9 / rate_qps, int(expected + 10 * np.sqrt(expected) + 10))
-    arrivals = np.cumsum(gaps)
-    return arrivals[arrivals <= duration_s * 1e9].astype(np.int64)
+MAX_BATCHING = 1024  # inputs are built for every batch from 1 to max_batch up front
+MIN_SERVER_REQUESTS = 662  # p99 bound at 99% confidence (bench.stats.min_samples_for_bound)
 
 
 @dataclass(frozen=True)
-class ServerRun:
-    scheduled_ns: np.ndarray  # arrival offsets asked for (from t0)
-    start_ns: np.ndarray  # when each request's call started (from t0)
-    end_ns: np.ndarray  # when each request's call ended (from t0)
-    batch_sizes: np.ndarray | None = None  # dynamic batching: requests merged into each call
-    issue_errors_ns: np.ndarray | None = None  # dynamic batching: the issuer's own lateness, measured directly
+class ServerSpec:
+    """Open-loop Poisson load (the server scenario); each request is one batch."""
 
-    def mean_batch(self) -> float:
-        return float(self.batch_sizes.mean()) if self.batch_sizes is not None and self.batch_sizes.size else 1.0
+    qps: float = 0.0  # target arrival rate, requests/s
+    duration_s: float = 0.0  # 0: long enough for a p99 bound at 99% confidence (662 requests), within max_seconds
+    seed: int = 0
+    max_batch: int = 1  # dynamic batching: merge up to this many waiting requests into one call
+    max_wait_ms: float = 0.0  # dynamic batching: how long the oldest request may wait for company
+    search: bool = False  # find the highest rate meeting the SLO, starting from qps
+    resolution: float = 0.05  # search until bad / good rate - 1 <= resolution
+    max_probes: int = 12
 
-    @property
-    def latencies_ns(self) -> np.ndarray:
-        return self.end_ns - self.scheduled_ns
+    def validate(self) -> tuple[str, str] | None:
+        if not self.qps > 0:
+            return "qps", f"{self.qps!r} is not allowed; the target rate must be > 0 requests/s"
+        if self.qps > 1e8:
+            return "qps", f"{self.qps!r} is not allowed; at most 1e8 requests/s"
+        if self.duration_s != 0 and not 0.1 <= self.duration_s <= 86_400:
+            return "duration_s", f"{self.duration_s!r} is not allowed; expected 0 (automatic) or 0.1 to 86400 seconds"
+        if self.seed < 0:
+            return "seed", f"{self.seed!r} is not allowed; expected an integer >= 0"
+        if not 1 <= self.max_batch <= MAX_BATCHING:
+            return "max_batch", f"{self.max_batch!r} is not allowed; expected an integer from 1 to {MAX_BATCHING}"
+        if self.max_wait_ms < 0:
+            return "max_wait_ms", f"{self.max_wait_ms!r} is not allowed; the batching wait must be >= 0 ms"
+        if not 0 < self.resolution < 1:
+            return "resolution", f"{self.resolution!r} is not allowed; expected a fraction between 0 and 1"
+        if self.max_probes < 2:
+            return "max_probes", f"{self.max_probes!r} is not allowed; expected an integer >= 2"
+        return None
 
-    @property
-    def idle_issue_error_ns(self) -> np.ndarray:
-        """start - scheduled for the requests that found the server idle: the issuer's lateness.
-        (With dynamic batching a batch starts late on purpose, so the issuer's lateness is taken
-        where it noticed each batch's first arrival instead.)"""
-        if self.issue_errors_ns is not None:
-            return self.issue_errors_ns
-        prev_end = np.concatenate([[np.iinfo(np.int64).min], self.end_ns[:-1]])
-        idle = prev_end <= self.scheduled_ns
-        return (self.start_ns - self.scheduled_ns)[idle]
-
-    def queue_depth(self, window_ns: int) -> np.ndarray:
-        """Requests arrived but not finished, sampled at the end of each window."""
-        if self.end_ns.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        times = np.arange(window_ns, int(self.end_ns[-1]) + window_ns, window_ns)
-        arrived = np.searchsorted(self.scheduled_ns, times, side="right")
-        done = np.searchsorted(np.sort(self.end_ns), times, side="right")
-        return (arrived - done).astype(np.int64)
-
-    def achieved_qps(self) -> float:
-        """Completed requests over the span from the first arrival to the last completion."""
-        span = float(self.end_ns[-1]) if self.end_ns.size else 0.0
-        return self.end_ns.size / (span / 1e9) if span > 0 else 0.0
+    def duration_for(self, stop: StopSpec) -> float:
+        """The schedule's length: as given, or enough requests for a p99 bound within the stop rule."""
+        if self.duration_s > 0:
+            return self.duration_s
+        return min(max(stop.min_seconds, 1.2 * MIN_SERVER_REQUESTS / self.qps), stop.max_seconds)
 
 
-def run_server(call: BoundCall | Callable[[], Any], schedule_ns: np.ndarray,
-               clock: Callable[[], int] = time.perf_counter_ns,
-               sleep: Callable[[float], None] = time.sleep,
-               before_issue: Callable[[], None] | None = None) -> ServerRun:
-    """Serve every scheduled arrival once, FIFO. `before_issue` runs before each call (tests use
-    it to slow the issuer down: its delay must show up in the latencies)."""
-    fn, args = as_call(call)
-    n = schedule_ns.size
-    starts = np.empty(n, dtype=np.int64)
-    ends = np.empty(n, dtype=np.int64)
-    sched = schedule_ns.tolist()  # Python ints: no numpy scalar arithmetic inside the loop
-    t0 = clock() + 1_000_000  # start 1 ms from now, so the first arrival is not already late
-    for k in range(n):
-        due = t0 + sched[k]
-        now = clock()
-        if due - now > SPIN_BELOW_NS:
-            sleep((due - now - SPIN_BELOW_NS) / 1e9)
-        while clock() < due:
-            pass
-        if before_issue is not None:
-            before_issue()
-        start = clock()
-        fn(*args)
-        end = clock()
-        starts[k] = start - t0
-        ends[k] = end - t0
-    return ServerRun(schedule_ns.astype(np.int64), starts, ends)
+def parse_server_table(reader: Any, value: Any, path: str) -> ServerSpec:
+    reader.expect(value, (dict,), path, "a table")
+    if "qps" not in value:
+        raise reader.fail(path, "missing key 'qps' (the target rate, requests/s)")
+    return reader.record(ServerSpec, value, path)
 
 
-def run_batching_server(calls: list, schedule_ns: np.ndarray, max_wait_ns: int,
-                        clock: Callable[[], int] = time.perf_counter_ns,
-                        sleep: Callable[[float], None] = time.sleep) -> ServerRun:
-    """FIFO with dynamic batching, as inference servers do: when the server frees up, it takes the
-    oldest waiting request and waits up to max_wait_ns after that request's arrival for more, then
-    runs them as one call of up to len(calls) requests (calls[m - 1] serves m requests). Latencies
-    still run from each request's scheduled arrival."""
-    bound = [as_call(c) for c in calls]
-    max_batch = len(bound)
-    n = schedule_ns.size
-    starts = np.empty(n, dtype=np.int64)
-    ends = np.empty(n, dtype=np.int64)
-    sizes: list[int] = []
-    sched = schedule_ns.tolist()
-    t0 = clock() + 1_000_000
-
-    def wait_until(due: int) -> None:
-        now = clock()
-        if due - now > SPIN_BELOW_NS:
-            sleep((due - now - SPIN_BELOW_NS) / 1e9)
-        while clock() < due:
-            pass
-
-    errors: list[int] = []
-    k = 0
-    while k < n:
-        due0 = t0 + sched[k]
-        idle = clock() < due0
-        wait_until(due0)
-        if idle:  # the server was free: how late did the issuer notice the arrival?
-            errors.append(clock() - due0)
-        deadline = t0 + sched[k] + max_wait_ns
-        m = 1
-        while m < max_batch and k + m < n:
-            due = t0 + sched[k + m]
-            if due <= clock():
-                m += 1
-            elif due <= deadline:
-                wait_until(due)
-                m += 1
-            else:
-                break
-        if m < max_batch and k + m < n and max_wait_ns > 0:
-            wait_until(min(deadline, t0 + sched[k + m]))  # hold the batch open for the full wait
-            while m < max_batch and k + m < n and t0 + sched[k + m] <= clock():
-                m += 1
-        fn, args = bound[m - 1]
-        start = clock()
-        fn(*args)
-        end = clock()
-        starts[k:k + m] = start - t0
-        ends[k:k + m] = end - t0
-        sizes.append(m)
-        k += m
-    return ServerRun(schedule_ns.astype(np.int64), starts, ends, np.asarray(sizes, dtype=np.int64),
-                     np.asarray(errors, dtype=np.int64))
+def require_server_table(reader: Any, bench: BenchmarkSpec, scenario: str, path: str) -> ServerSpec:
+    spec = bench.table("server")
+    if spec is None:
+        raise reader.fail(path, f"the {scenario} scenario needs server = {{ qps = RATE }} (requests/s)")
+    return spec
 
 
-def md1_mean_latency_s(service_s: float, rate_qps: float) -> float:
-    """Mean sojourn time of an M/D/1 queue (Pollaczek-Khinchine): S + rho S / (2 (1 - rho))."""
-    rho = rate_qps * service_s
-    if rho >= 1:
-        raise ValueError(f"utilisation {rho:.2f} >= 1: the queue grows without bound")
-    return service_s + rho * service_s / (2 * (1 - rho))
+def server_figures(run: open_loop.ServerRun, batch_size: int, target_qps: float, confidence: float,
+                   slo_limits: dict[str, float], latency: Latency) -> tuple[Throughput, ServerInfo]:
+    """Throughput and validity of a server-scenario cell."""
+    from bench import stats
+    from bench.analysis import slo as slos
+    from bench.analysis.figures import series_window_ns
 
-
-# One rate tried by the peak search is recorded as it will be stored.
-Probe = LoadPoint
-
-
-def probe_result(run: ServerRun, limits_ms: dict[str, float]) -> Probe:
-    lat_ms = run.latencies_ns / 1e6
-    n = int(lat_ms.size)
-    offered = n / (float(run.scheduled_ns[-1]) / 1e9) if n and run.scheduled_ns[-1] > 0 else 0.0
+    n = int(run.end_ns.size)
+    span_s = float(run.end_ns[-1]) / 1e9 if n else 0.0
     achieved = run.achieved_qps()
-    q = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}
-    meets = all((float(np.mean(lat_ms)) if k == "mean_ms" else float(np.percentile(lat_ms, q[k.removesuffix("_ms")])))
-                <= v for k, v in limits_ms.items()) if n else False
+    offered = n / (float(run.scheduled_ns[-1]) / 1e9) if n and run.scheduled_ns[-1] > 0 else 0.0
+    z = stats.normal_quantile(0.5 + confidence / 2)
+    # Completions in the span are a count: its interval by the normal approximation to Poisson.
+    half = z * math.sqrt(n) / span_s if span_s > 0 else float("nan")
+    tp = Throughput(achieved * batch_size, (achieved - half) * batch_size, (achieved + half) * batch_size,
+                    method="completed requests x batch / span; Poisson count interval", confidence=confidence)
+    reasons = []
+    needed = stats.min_samples_for_bound(0.99, 0.99)
+    if n < needed:
+        reasons.append(f"only {n} requests: a p99 bound at 99% confidence needs {needed}")
+    if achieved < 0.99 * offered:
+        reasons.append(f"achieved {achieved:,.1f}/s is more than 1% below the offered {offered:,.1f}/s: "
+                       "the target cannot keep up with this rate")
     errors = run.idle_issue_error_ns
-    issuer_ok = not errors.size or float(np.median(errors)) <= ISSUE_ERROR_LIMIT_NS
-    return Probe(offered, achieved, float(np.percentile(lat_ms, 50)) if n else 0.0,
-                 float(np.percentile(lat_ms, 99)) if n else 0.0, n,
-                 bool(n and achieved >= 0.99 * offered and issuer_ok and meets))
+    issue_p99 = float(np.percentile(errors, 99)) if errors.size else None
+    issue_p50 = float(np.median(errors)) if errors.size else None
+    limit_ns = open_loop.ISSUE_ERROR_LIMIT_NS
+    if issue_p50 is not None and issue_p50 > limit_ns:
+        reasons.append(f"the generator cannot keep its schedule (issue error median {issue_p50 / 1e3:.0f} µs > "
+                       f"{limit_ns / 1e3:.0f} µs): the rate offered was lower than asked")
+    reasons += slos.broken(slos.of_latency(slo_limits, latency))
+    window = series_window_ns(int(run.end_ns[-1])) if n else series_window_ns(0)
+    depth = run.queue_depth(window)
+    info = ServerInfo(target_qps, offered, achieved, n, not reasons, tuple(reasons),
+                      None if issue_p99 is None else issue_p99 / 1e3,
+                      Series(window / 1e9, tuple(float(d) for d in depth)), mean_batch=run.mean_batch())
+    return tp, info
 
 
-def find_peak(try_rate: Callable[[float], tuple[Probe, ServerRun]], start_qps: float, resolution: float,
-              max_probes: int) -> tuple[float | None, list[Probe], ServerRun | None]:
-    """The highest rate whose probe is good (MLPerf's FindPeakPerformance idea): double or halve
-    from start_qps until a good and a bad rate bracket the peak, then bisect (geometrically) until
-    bad / good - 1 <= resolution or max_probes are spent. Returns (peak, every probe, the peak's run)."""
-    probes: list[Probe] = []
-    good_rate: float | None = None
-    bad_rate: float | None = None
-    best_run = None
-    rate = start_qps
-    while len(probes) < max_probes:
-        probe, run = try_rate(rate)
-        probes.append(probe)
-        if probe.good:
-            good_rate, best_run = rate, run
-            if bad_rate is None:
-                rate *= 2
-                continue
-        else:
-            bad_rate = rate
-            if good_rate is None:
-                rate /= 2
-                continue
-        if bad_rate / good_rate - 1 <= resolution:
-            break
-        rate = (good_rate * bad_rate) ** 0.5
-    return good_rate, probes, best_run
+@dataclass(frozen=True)
+class Served:
+    """The worker's detail: the schedule served, the rate it was drawn at, and a search's probes."""
+
+    run: open_loop.ServerRun
+    rate_qps: float
+    probes: tuple[open_loop.Probe, ...] | None = None
+
+
+class Server(Scenario):
+    name = "server"
+    table_key = "server"
+
+    def parse_table(self, reader, value, path):
+        return parse_server_table(reader, value, path)
+
+    def check(self, reader, bench: BenchmarkSpec, targets: dict[str, TargetSpec], path: str) -> None:
+        require_server_table(reader, bench, self.name, path)
+
+    def check_table(self, reader, bench: BenchmarkSpec, path: str) -> None:
+        if bench.table("server").search and bench.slo is None:
+            raise reader.fail(f"{path}.server.search", "a peak search needs an SLO to meet, e.g. slo = { p99_ms = 20 }")
+
+    def busy_s(self, bench: BenchmarkSpec) -> float:
+        return bench.table("server").duration_s
+
+    def run(self, session: Session) -> ScenarioRun:
+        spec: ServerSpec = session.bench.table("server")
+        stop = session.stop
+        probes = None
+        window_calls = None
+        fn = session.call
+        with session.context():
+            warm = warm_up(fn, stop, time.perf_counter_ns)
+            if spec.search:
+                limits = session.bench.slo_limits()
+
+                def try_rate(rate: float):
+                    # (the search runs unbatched)
+                    run = open_loop.run_server(fn, open_loop.poisson_schedule(
+                        rate, replace(spec, qps=rate).duration_for(stop), spec.seed))
+                    return open_loop.probe_result(run, limits), run
+
+                session.window.start()  # every probe is measured load: the telemetry window spans the search
+                peak, tried, served = open_loop.find_peak(try_rate, spec.qps, spec.resolution, spec.max_probes)
+                probes = tuple(tried)
+                rate = peak
+                window_calls = sum(p.requests for p in tried)
+                if served is None:  # no rate met the SLO: report the lowest one tried
+                    rate = min(p.offered_qps for p in tried) or spec.qps
+                    _, served = try_rate(rate)
+                    window_calls += int(served.end_ns.size)
+                session.window.end()
+                reason = (f"peak search: {len(tried)} rates tried, highest meeting the SLO "
+                          + (f"{peak:,.1f}/s" if peak else "none"))
+            elif spec.max_batch > 1:
+                rate = spec.qps
+                calls = [fn] + [session.bind(session.inputs(session.batch_size * m))
+                                for m in range(2, spec.max_batch + 1)]
+                schedule = open_loop.poisson_schedule(spec.qps, spec.duration_for(stop), spec.seed)
+                session.window.start()
+                served = open_loop.run_batching_server(calls, schedule, int(spec.max_wait_ms * 1e6))
+                session.window.end()
+                reason = (f"server schedule of {schedule.size} Poisson arrivals at {spec.qps:g}/s served with dynamic "
+                          f"batching (up to {spec.max_batch}, wait {spec.max_wait_ms:g} ms; mean batch "
+                          f"{served.mean_batch():.2f})")
+            else:
+                rate = spec.qps
+                schedule = open_loop.poisson_schedule(spec.qps, spec.duration_for(stop), spec.seed)
+                session.window.start()
+                served = open_loop.run_server(fn, schedule)
+                session.window.end()
+                reason = f"server schedule of {schedule.size} Poisson arrivals at {spec.qps:g}/s served"
+        if served.end_ns.size == 0:
+            raise CellFailure(f"no Poisson arrival fell within the run at {rate:g}/s: raise duration_s or qps")
+        return ScenarioRun(served.latencies_ns, int(served.end_ns[-1]), warm, reason, window_calls,
+                           Served(served, rate, probes))
+
+    def figures(self, run: ScenarioRun, bench: BenchmarkSpec, key: CellKey) -> Figures:
+        from bench.analysis import slo as slos
+        from bench.analysis.figures import cell_metrics
+        from bench.results.records import Metrics
+
+        served: Served = run.detail
+        # Early latencies are real queueing, not warm-up (that ran before): nothing is cut.
+        metrics, _ = cell_metrics(run.latencies_ns, run.window_ns, key.batch_size, bench.stop.confidence, bench.seed)
+        tp, info = server_figures(served.run, key.batch_size, served.rate_qps, bench.stop.confidence,
+                                  bench.slo_limits(), metrics.latency_ms)
+        if served.probes is not None:
+            peak = served.rate_qps if any(q.good for q in served.probes) else None
+            info = replace(info, max_qps=peak, curve=served.probes)
+        return Figures(Metrics(tp, metrics.latency_ms), run.latencies_ns, run.window_ns, 0, None,
+                       slos.of_latency(bench.slo_limits(), metrics.latency_ms), {"server": info})
+
+    def compare_policy(self):
+        from bench.analysis.compare import CapacityRatio
+
+        return CapacityRatio("peak rate meeting the SLO", lambda c: c.server.max_qps if c.server else None,
+                             "queueing latencies are autocorrelated, so sample tests do not apply: compare server "
+                             "cells by a peak search (server.search = true)")
+
+    def detail_rows(self, cell: Cell) -> tuple[tuple[str, str], ...]:
+        s = cell.server
+        if s is None:
+            return ()
+        rows = [("rates", f"target {s.target_qps:,.1f}/s, offered {s.offered_qps:,.1f}/s, achieved {s.achieved_qps:,.1f}/s "
+                          f"over {s.requests:,} requests" + (f", mean batch {s.mean_batch:.2f}" if s.mean_batch != 1 else "")),
+                ("validity", "valid" if s.valid else "INVALID: " + "; ".join(s.validity))]
+        if s.issue_error_p99_us is not None:
+            rows.append(("generator", f"issue error p99 {s.issue_error_p99_us:,.1f} µs"))
+        if s.curve:
+            rows.append(("peak search", (f"max {s.max_qps:,.1f}/s meeting the SLO" if s.max_qps else "no rate met the SLO")
+                         + "; " + ", ".join(f"{p.offered_qps:,.0f}/s p99 {p.p99_ms:.3g} ms {'ok' if p.good else 'no'}"
+                                            for p in s.curve)))
+        return tuple(rows)

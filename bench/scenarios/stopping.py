@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bench.config import StopSpec
+from bench.config.records import StopSpec
 
 
 class StopRule(Protocol):

@@ -1,0 +1,59 @@
+"""Output agreement: a target's outputs against the reference target's, on the same inputs.
+
+Metric, stated in every result: rel = max |out - ref| / max |ref| per output (the worst output
+counts), and abs = max |out - ref|. A target passes when rel <= the tolerance of its precision.
+NaN or infinity in an output, or a different number or shape of outputs, fails outright; when
+the reference's own outputs are not finite nothing can be checked (and the reference cell fails).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.results.records import Agreement
+
+
+def load_outputs(path: Path) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def compare_outputs(out: list[np.ndarray], ref: list[np.ndarray], reference: str, tolerance: float) -> Agreement:
+    def fail(reason: str, abs_err: float | None = None, rel_err: float | None = None) -> Agreement:
+        return Agreement("fail", reference, abs_err, rel_err, tolerance, reason=reason)
+
+    if len(out) != len(ref):
+        return fail(f"{len(out)} outputs, the reference has {len(ref)}")
+    for i, r in enumerate(ref):
+        if not np.all(np.isfinite(r)):
+            return Agreement("unchecked", reference, tolerance=tolerance,
+                             reason=f"the reference's output {i} holds NaN or infinity")
+    worst_abs = 0.0
+    worst_rel = 0.0
+    for i, (o, r) in enumerate(zip(out, ref)):
+        if o.shape != r.shape:
+            return fail(f"output {i} has shape {o.shape}, the reference {r.shape}")
+        if not np.all(np.isfinite(o)):
+            return fail(f"output {i} holds NaN or infinity")
+        if o.size == 0:
+            continue
+        o64, r64 = o.astype(np.float64), r.astype(np.float64)
+        abs_err = float(np.max(np.abs(o64 - r64)))
+        scale = float(np.max(np.abs(r64)))
+        rel_err = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else float("inf"))
+        worst_abs = max(worst_abs, abs_err)
+        worst_rel = max(worst_rel, rel_err)
+    if worst_rel > tolerance:
+        rel_text = "inf" if worst_rel == float("inf") else f"{worst_rel:.3g}"
+        return fail(f"relative error {rel_text} exceeds tolerance {tolerance:g}", worst_abs,
+                    worst_rel if np.isfinite(worst_rel) else None)
+    return Agreement("pass", reference, worst_abs, worst_rel, tolerance)
+
+
+def check_reference(out: list[np.ndarray], reference: str) -> Agreement:
+    """The reference cell's own verdict: its outputs must at least be finite."""
+    for i, o in enumerate(out):
+        if not np.all(np.isfinite(o)):
+            return Agreement("fail", reference, reason=f"the reference's output {i} holds NaN or infinity")
+    return Agreement("reference", reference, reason="this target is the reference")

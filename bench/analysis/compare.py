@@ -1,0 +1,241 @@
+"""Comparing two runs cell by cell: ratios with intervals, and a verdict that does not cry wolf.
+
+Cells are matched by identity (bench.results.records.CellKey: benchmark, model hash, target,
+batch size, scenario, concurrency). Each scenario says how its cells compare (its ComparePolicy;
+the caller passes `policy_for`). The sample test, for cells of independent calls, from the raw
+samples (samples/NNNN.npy) of each matched pair of ok cells:
+  - ratios NEW / BASE of throughput, p50 and p99, each with a bootstrap percentile interval;
+  - a Mann-Whitney U test (tie-corrected) of the two latency samples;
+  - the verdict, on the headline figure (p50 latency in single-stream, time per sample, i.e.
+    1 / throughput, in offline): "slower" when the test rejects at `alpha` AND the time ratio's
+    point estimate exceeds 1 + threshold AND its interval excludes 1; "faster" symmetrically
+    (ratio below 1 / (1 + threshold)); otherwise "unchanged". The minimum effect size is what
+    keeps run-to-run noise of a few percent reading "unchanged" while the test keeps a large
+    but noisy difference from being called on a handful of samples.
+A capacity figure (a peak rate, LoadGen's own samples/s) compares as a point ratio: no test, as
+one figure per run is all there is. Cells whose environments differ in what matters are "not
+comparable" unless allowed, as are cells timed at different boundaries.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from bench import stats
+from bench.errors import ResultFileError
+from bench.results.files import read_run
+from bench.results.records import Cell, Environment
+
+CompareVerdict = Literal["faster", "slower", "unchanged", "not comparable"]
+
+
+@dataclass(frozen=True)
+class Ratio:
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class CellComparison:
+    key: str
+    verdict: CompareVerdict
+    reason: str
+    throughput: Ratio | None = None
+    p50: Ratio | None = None
+    p99: Ratio | None = None
+    p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class EnvDifference:
+    field: str
+    base: str
+    new: str
+    matters: bool
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base_run: str
+    new_run: str
+    threshold: float
+    alpha: float
+    env_differences: tuple[EnvDifference, ...]
+    cells: tuple[CellComparison, ...]
+
+    @property
+    def slower(self) -> list[CellComparison]:
+        return [c for c in self.cells if c.verdict == "slower"]
+
+
+# What decides whether figures from two machines or software stacks can be compared at all.
+_PACKAGES_THAT_MATTER = ("numpy", "numba", "onnxruntime", "onnxruntime-gpu", "onnx", "torch")
+
+
+def environment_differences(a: Environment, b: Environment) -> list[EnvDifference]:
+    out: list[EnvDifference] = []
+
+    def diff(field: str, x, y, matters: bool) -> None:
+        if x != y:
+            out.append(EnvDifference(field, str(x), str(y), matters))
+
+    diff("cpu_model", a.cpu_model, b.cpu_model, True)
+    diff("cpu_cores_logical", a.cpu_cores_logical, b.cpu_cores_logical, True)
+    diff("gpus", [g.name for g in a.gpus], [g.name for g in b.gpus], True)
+    diff("gpu_driver", sorted({g.driver for g in a.gpus}), sorted({g.driver for g in b.gpus}), True)
+    diff("gpu_power_limit_w", [g.power_limit_w for g in a.gpus], [g.power_limit_w for g in b.gpus], True)
+    diff("gpu_cuda", sorted({str(g.cuda) for g in a.gpus}), sorted({str(g.cuda) for g in b.gpus}), True)
+    diff("gpu_mig_mode", [g.mig_mode for g in a.gpus], [g.mig_mode for g in b.gpus], True)
+    diff("python", a.python, b.python, True)
+    for pkg in _PACKAGES_THAT_MATTER:
+        diff(f"packages.{pkg}", a.packages.get(pkg), b.packages.get(pkg), True)
+    diff("cpu_governor", a.cpu_governor, b.cpu_governor, True)
+    diff("host", a.host, b.host, False)
+    diff("kernel", a.kernel, b.kernel, False)
+    diff("os", a.os, b.os, False)
+    diff("harness_commit", a.harness_commit, b.harness_commit, False)
+    return out
+
+
+def load_samples(run_dir: Path, cell: Cell) -> np.ndarray | None:
+    """The cell's raw latencies, or None when missing, unreadable, empty or not positive."""
+    if not cell.samples_file:
+        return None
+    path = run_dir / cell.samples_file
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if x.ndim != 1 or x.size == 0 or x.dtype.kind not in "iuf" or not np.all(np.isfinite(x)) or x.min() <= 0:
+        return None
+    return x
+
+
+def point_verdict(what: str, base: float, new: float, higher_is_better: bool,
+                  threshold: float) -> tuple[CompareVerdict, str, Ratio]:
+    ratio = new / base
+    worse = ratio < 1 / (1 + threshold) if higher_is_better else ratio > 1 + threshold
+    better = ratio > 1 + threshold if higher_is_better else ratio < 1 / (1 + threshold)
+    verdict: CompareVerdict = "slower" if worse else "faster" if better else "unchanged"
+    return verdict, f"{what} x{ratio:.3f} (point estimates, no test: {base:,.1f} -> {new:,.1f})", Ratio(ratio, ratio, ratio)
+
+
+def _ratio(value: float, iv: stats.Interval) -> Ratio:
+    return Ratio(value, iv.low, iv.high)
+
+
+def judge(base_ns: np.ndarray, new_ns: np.ndarray, headline: str, threshold: float, alpha: float,
+          seed: int = 0) -> tuple[CompareVerdict, str, dict[str, Ratio], float]:
+    """The verdict for two latency samples (ns) of one cell, and the ratios behind it."""
+    _, p_value = stats.mann_whitney(base_ns, new_ns)
+    r_mean, iv_mean = stats.bootstrap_ratio(new_ns, base_ns, "mean", seed=seed)
+    r_p50, iv_p50 = stats.bootstrap_ratio(new_ns, base_ns, "median", seed=seed)
+    r_p99, iv_p99 = stats.bootstrap_ratio(new_ns, base_ns, 0.99, seed=seed)
+    ratios = {
+        # throughput = batch / mean latency: its ratio is the mean's, inverted
+        "throughput": Ratio(1 / r_mean, 1 / iv_mean.high, 1 / iv_mean.low),
+        "p50": _ratio(r_p50, iv_p50),
+        "p99": _ratio(r_p99, iv_p99),
+    }
+    time_ratio, lo, hi = (r_p50, iv_p50.low, iv_p50.high) if headline == "p50" else (r_mean, iv_mean.low, iv_mean.high)
+    what = "p50 latency" if headline == "p50" else "time per sample"
+    change = f"{what} x{time_ratio:.3f} [{lo:.3f}, {hi:.3f}], Mann-Whitney p = {p_value:.2g}"
+    if p_value < alpha and time_ratio > 1 + threshold and lo > 1:
+        return "slower", change, ratios, p_value
+    if p_value < alpha and time_ratio < 1 / (1 + threshold) and hi < 1:
+        return "faster", change, ratios, p_value
+    return "unchanged", f"{change} (within ±{threshold:.0%} or not significant at {alpha:g})", ratios, p_value
+
+
+@dataclass(frozen=True)
+class CompareContext:
+    base_dir: Path
+    new_dir: Path
+    threshold: float
+    alpha: float
+
+
+class ComparePolicy(Protocol):
+    """How the cells of one scenario compare, once both are ok, comparable and alike."""
+
+    def compare(self, key: str, base: Cell, new: Cell, ctx: CompareContext) -> CellComparison: ...
+
+
+@dataclass(frozen=True)
+class SampleTest:
+    """Raw latencies of independent calls: Mann-Whitney and bootstrap ratios (`judge`). The
+    headline is the p50 latency ("p50") or the time per sample, 1 / throughput ("time")."""
+
+    headline: Literal["p50", "time"]
+
+    def compare(self, key: str, base: Cell, new: Cell, ctx: CompareContext) -> CellComparison:
+        xb, xn = load_samples(ctx.base_dir, base), load_samples(ctx.new_dir, new)
+        if xb is None or xn is None:
+            return CellComparison(key, "not comparable", "raw samples missing, empty or corrupt beside run.json")
+        verdict, reason, ratios, p = judge(xb, xn, self.headline, ctx.threshold, ctx.alpha)
+        return CellComparison(key, verdict, reason, ratios["throughput"], ratios["p50"], ratios["p99"], p)
+
+
+@dataclass(frozen=True)
+class CapacityRatio:
+    """One capacity figure per cell (higher is better), compared as a point ratio; `missing` says
+    why the cells are not comparable when either lacks it."""
+
+    what: str
+    figure: Callable[[Cell], float | None]
+    missing: str
+
+    def compare(self, key: str, base: Cell, new: Cell, ctx: CompareContext) -> CellComparison:
+        b, n = self.figure(base), self.figure(new)
+        if not b or not n:
+            return CellComparison(key, "not comparable", self.missing)
+        verdict, reason, r = point_verdict(self.what, b, n, True, ctx.threshold)
+        return CellComparison(key, verdict, reason, throughput=r)
+
+
+@dataclass(frozen=True)
+class NotComparable:
+    reason: str
+
+    def compare(self, key: str, base: Cell, new: Cell, ctx: CompareContext) -> CellComparison:
+        return CellComparison(key, "not comparable", self.reason)
+
+
+def compare_runs(base_path: Path, new_path: Path, policy_for: Callable[[str], ComparePolicy],
+                 threshold: float = 0.05, alpha: float = 0.05, allow_env_diff: bool = False) -> Comparison:
+    """NEW against BASE, cell by cell; `policy_for(scenario)` says how a scenario's cells compare."""
+    base, new = read_run(base_path), read_run(new_path)
+    ctx = CompareContext(base_path if base_path.is_dir() else base_path.parent,
+                         new_path if new_path.is_dir() else new_path.parent, threshold, alpha)
+    if base.suite.name != new.suite.name:
+        raise ResultFileError(
+            f"{new_path}: suite {new.suite.name!r} differs from the base's {base.suite.name!r}; "
+            "compare runs of the same suite"
+        )
+    env = environment_differences(base.environment, new.environment)
+    blocking = [d for d in env if d.matters]
+    new_cells = {c.key.stable_id: c for c in new.cells}
+    out: list[CellComparison] = []
+    for b in base.cells:
+        key = b.key.stable_id
+        n = new_cells.pop(key, None)
+        if n is None:
+            out.append(CellComparison(key, "not comparable", "missing in NEW"))
+        elif b.status != "ok" or n.status != "ok":
+            out.append(CellComparison(key, "not comparable", f"status: base {b.status}, new {n.status}"))
+        elif b.timing_boundary != n.timing_boundary:
+            out.append(CellComparison(key, "not comparable", f"timing boundaries differ: base {b.timing_boundary}, "
+                                      f"new {n.timing_boundary} (one includes work the other leaves out)"))
+        elif blocking and not allow_env_diff:
+            out.append(CellComparison(key, "not comparable", "environments differ in "
+                                      + ", ".join(d.field for d in blocking) + " (--allow-env-diff to compare anyway)"))
+        else:
+            out.append(policy_for(b.scenario).compare(key, b, n, ctx))
+    for key in new_cells:
+        out.append(CellComparison(key, "not comparable", "missing in BASE"))
+    return Comparison(base.run_id, new.run_id, threshold, alpha, tuple(env), tuple(out))

@@ -1,0 +1,97 @@
+"""The backend contract: what a runtime gives the harness, with every optional capability declared.
+
+A backend loads a prepared model for a target, binds input arrays into the call the measured
+loop makes, and returns host outputs for the agreement check. It never times itself and never
+writes results: the scenario owns the clock (it times bind(), which is where compilation or graph
+capture happen, and reports them as compile_s / capture_s by what `setup_cost()` says they are).
+
+Required: load, bind, outputs. Every other method has a default here that is right for a CPU
+runtime whose calls return when their work is done; a GPU backend overrides what applies. A
+user backend named as `package.module:Class` gets the same contract: it may subclass Backend, or
+define the three required methods only, and the missing capabilities take these defaults
+(bench.backends.registry.backend_class).
+"""
+from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from bench.measure.timing import BoundCall, DeviceEvents
+
+REQUIRED_METHODS = ("load", "bind", "outputs")
+# What bind() spends once per input shape: "compile" (torch.compile) or "capture" (a CUDA graph).
+SetupCost = Literal["compile", "capture"]
+# Which prepared form of the model a backend loads (bench.models.loader.PreparedModel).
+ModelForm = Literal["onnx", "onnx-fp16", "torch"]
+DetailValue = str | int | float | bool | list | None
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What actually ran, as the result file records it in `target`."""
+
+    runtime: str | None = None  # e.g. "onnxruntime 1.22.0", "torch 2.13.0 (CUDA 12.8)"
+    providers: tuple[str, ...] | None = None  # the execution providers that ran (onnxruntime)
+    # Beyond the knobs: threads in effect, torch mode and how precision was applied, IOBinding,
+    # providers fallen back from, the GPU's name (JSON scalars and lists only).
+    details: dict[str, DetailValue] = field(default_factory=dict)
+
+
+class Backend:
+    """Base of every backend: subclass it and implement load, bind and outputs."""
+
+    # The prepared form of the model a user backend loads; the registry's backends say it through
+    # their options record, by precision (bench.backends.options).
+    model_form: ModelForm = "onnx"
+
+    def load(self, model: Any, target: Any) -> None:
+        """Load `model` (bench.models.loader.PreparedModel) for `target` (bench.config.records.TargetSpec).
+        Raise bench.errors.CellFailure when the target cannot run here (it names why)."""
+        raise NotImplementedError
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> BoundCall | Callable[[], Any]:
+        """One batch's call on these inputs: a BoundCall (fn, args), or a zero-argument callable.
+        Any one-off work for this input shape (compiling, capturing a graph) happens here."""
+        raise NotImplementedError
+
+    def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Host float64 outputs on these inputs, flattened to a list, for the agreement check."""
+        raise NotImplementedError
+
+    # --- optional capabilities, with the defaults of a CPU runtime ----------------------------
+
+    def context(self) -> AbstractContextManager:
+        """Entered around warm-up and measurement on every thread that calls (e.g. torch.inference_mode)."""
+        return contextlib.nullcontext()
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(runtime=type(self).__name__)
+
+    def setup_cost(self) -> SetupCost | None:
+        """What the time bind() takes is, when it is more than binding: "compile" or "capture"."""
+        return None
+
+    def resident_on_device(self) -> bool:
+        """Whether inputs and outputs stay on a device (no host copies in the call)."""
+        return False
+
+    def events(self) -> DeviceEvents | None:
+        """Timing events on the device's stream, for the `device` boundary; None: host timing only."""
+        return None
+
+    def device_wait(self) -> Callable[[], None] | None:
+        """How to wait for work this backend queued on a device; None when a call returns only
+        after its work is done (a CPU runtime, or one that synchronizes itself)."""
+        return None
+
+    def gpu_memory(self) -> tuple[int, str] | None:
+        """The framework allocator's peak device memory in bytes, and where the figure comes from."""
+        return None
+
+    def cuda_index(self) -> int | None:
+        """The CUDA ordinal this backend runs on, for NVML telemetry; None off CUDA."""
+        return None

@@ -1,0 +1,1 @@
+"""The PyTorch backend: the backend (backend.py) and how a module executes (modes.py)."""

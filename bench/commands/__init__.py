@@ -1,0 +1,14 @@
+"""One module per command, each with `add_parser(subparsers)` and `run(args) -> exit code`;
+COMMANDS lists them in the order `bench --help` shows."""
+from __future__ import annotations
+
+from bench.commands import compare, env, history, report, run, self_check
+
+COMMANDS = {
+    "run": run,
+    "compare": compare,
+    "report": report,
+    "history": history,
+    "env": env,
+    "self-check": self_check,
+}

@@ -1,0 +1,44 @@
+"""`bench compare BASE NEW`: per-cell verdicts; exit 1 when a cell got slower."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench.commands.output import err, percent, write_md
+from bench.errors import EXIT_NO, EXIT_OK, UsageError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="per-cell verdicts of NEW against BASE; exit 1 on a regression")
+    p.add_argument("base", help="BASE run directory or run.json")
+    p.add_argument("new", help="NEW run directory or run.json")
+    p.add_argument("--threshold", type=float, default=5.0, metavar="PCT", help="minimum effect size in percent (default 5)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default 0.05)")
+    p.add_argument("--allow-env-diff", action="store_true", help="compare cells even when environments differ")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--md", metavar="FILE", help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.analysis.compare import compare_runs
+    from bench.codec import to_json
+    from bench.report import markdown, terminal
+    from bench.report.compare_table import comparison_table, environment_lines
+    from bench.scenarios.registry import compare_policy
+
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha {args.alpha:g}: expected a number between 0 and 1")
+    cmp = compare_runs(Path(args.base), Path(args.new), compare_policy, percent(args.threshold), args.alpha,
+                       args.allow_env_diff)
+    if args.json:
+        print(json.dumps(to_json(cmp), indent=1))
+    else:
+        terminal.console().print(terminal.render(comparison_table(cmp)))
+        for line in environment_lines(cmp):
+            print(f"environment: {line}")
+    write_md(markdown.compare_summary(cmp), args.md, step_summary=True)
+    if cmp.slower:
+        err(f"{len(cmp.slower)} cell(s) slower: " + ", ".join(c.key for c in cmp.slower))
+        return EXIT_NO
+    return EXIT_OK

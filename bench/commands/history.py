@@ -1,0 +1,66 @@
+"""`bench history`: each cell over time with change points; exit 1 when the latest run starts a
+regression (the nightly gate). `bench history add RUN...` records runs."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+from pathlib import Path
+
+from bench.analysis.history import METRICS
+from bench.commands.output import err, percent
+from bench.errors import EXIT_NO, EXIT_OK, UsageError
+from bench.results.stores import DEFAULT_DB
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("history", help="cells over time with change points; exit 1 when the latest run regresses")
+    p.add_argument("action", nargs="?", choices=["show", "add"], default="show",
+                   help="show (default) or add RUN... to the store")
+    p.add_argument("runs", nargs="*", help="with add: run directories or run.json files")
+    p.add_argument("--db", metavar="URL", help=f"history store (default {DEFAULT_DB})")
+    p.add_argument("--metric", choices=list(METRICS), default="throughput")
+    p.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
+                   help="smallest step in percent that counts as a regression (default 5)")
+    p.add_argument("--only", metavar="GLOB", help="cells whose key (BENCH|MODEL|TARGET|bN|SCENARIO) matches")
+    p.add_argument("--json", action="store_true", help="print the series as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.analysis.history import analyse
+    from bench.codec import to_json
+    from bench.report.history_text import history_text
+    from bench.results.files import read_run
+    from bench.results.stores import open_store, redact
+
+    threshold = percent(args.threshold)
+    if args.action == "add" and not args.runs:
+        raise UsageError("history add: name at least one run directory or run.json")
+    if args.action == "show" and args.runs:
+        raise UsageError(f"history: unexpected arguments {args.runs}; to record runs use: bench history add RUN...")
+    runs = [read_run(Path(r)) for r in args.runs]  # read all first: a bad file writes nothing
+    store = open_store(args.db)
+    try:
+        if args.action == "add":
+            for run_ in runs:
+                added = store.add_run(run_)
+                print(f"{run_.run_id}: {'recorded' if added else 'already recorded'} in {redact(args.db or DEFAULT_DB)}")
+            return EXIT_OK
+        rows = store.rows()
+    finally:
+        store.close()
+    if args.only:
+        rows = [r for r in rows if fnmatch.fnmatch(r.cell_key, args.only)]
+    reports = analyse(rows, args.metric, threshold)
+    if not reports:
+        print("history: no recorded cells" + (f" match --only {args.only!r}" if args.only else ""))
+        return EXIT_OK
+    if args.json:
+        print(json.dumps([to_json(r) for r in reports], indent=1))
+    else:
+        print(history_text(reports, threshold))
+    gate = [r for r in reports if r.latest_starts_regression]
+    if gate:
+        err(f"the latest run starts a regression in {len(gate)} series: " + ", ".join(r.cell_key for r in gate))
+        return EXIT_NO
+    return EXIT_OK

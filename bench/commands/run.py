@@ -1,0 +1,95 @@
+"""`bench run`: run a suite, print its tables, write run.json; the exit code is the run's answer."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.commands.output import err, write_md
+from bench.errors import EXIT_CELL_FAILED, EXIT_INTERRUPTED, EXIT_NO, EXIT_OK
+from bench.results.stores import DEFAULT_DB
+
+if TYPE_CHECKING:
+    from bench.runner.suite import Progress
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a suite (default ./benchmarks.toml)")
+    p.add_argument("suite", nargs="?", default="benchmarks.toml", help="suite file (TOML)")
+    p.add_argument("--only", metavar="GLOB", help="run cells whose id (BENCH/TARGET/bN/SCENARIO) or benchmark matches")
+    p.add_argument("--out", metavar="DIR", default="results", help="results root (default: results)")
+    p.add_argument("--quick", action="store_true", help="smoke run: a tenth of the stop times, at most 1 s a cell")
+    p.add_argument("--json", action="store_true", help="print run.json to stdout instead of the table")
+    p.add_argument("--md", metavar="FILE", help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)")
+    p.add_argument("--record", action="store_true", help="record the run in the history store")
+    p.add_argument("--db", metavar="URL", help="history store: postgresql://..., sqlite:///PATH or a file "
+                   f"(default {DEFAULT_DB})")
+
+
+def _progress(event: Progress) -> None:
+    from bench.report import terminal
+
+    if event.cell is None:
+        print(f"[{event.index + 1}/{event.total}] {event.planned.id} ...", file=sys.stderr, flush=True)
+    else:
+        print(terminal.progress_line(event.index, event.total, event.cell), file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.analysis.sweeps import sweeps
+    from bench.analysis.verdict import RunVerdict
+    from bench.codec import to_json
+    from bench.config.suite import load_suite
+    from bench.report import markdown, terminal
+    from bench.report.run_tables import gpu_table, summary_table, sweeps_table
+    from bench.results.stores import open_store, redact
+    from bench.runner.suite import run_suite
+    from bench.scenarios.registry import detail_rows
+
+    suite = load_suite(args.suite, quick=args.quick)
+    # argv goes into run.json: a --db URL's password must not.
+    argv = tuple(redact(a) for a in sys.argv)
+    result = run_suite(suite, Path(args.out), only=args.only, argv=argv, progress=_progress)
+    if args.json:
+        print(json.dumps(to_json(result.run), indent=1))
+    else:
+        out = terminal.console()
+        out.print(terminal.render(summary_table(result.run)))
+        gpu = gpu_table(result.run)
+        if gpu is not None:
+            out.print(terminal.render(gpu))
+        if sweeps(result.run):
+            out.print(terminal.render(sweeps_table(result.run)))
+    print(f"results: {result.path}", file=sys.stderr)
+    write_md(markdown.run_summary(result.run, detail_rows), args.md, step_summary=True)
+    if args.record:
+        store = open_store(args.db)
+        try:
+            added = store.add_run(result.run)
+        finally:
+            store.close()
+        print(f"history: {'recorded in' if added else 'already in'} {redact(args.db or DEFAULT_DB)}", file=sys.stderr)
+    verdict = RunVerdict.of(result.run)
+    if verdict.failed:
+        err(f"{len(verdict.failed)} cell(s) failed: " + "; ".join(f"{c.id}: {c.reason}" for c in verdict.failed))
+        for s in sweeps(result.run):
+            if s.memory_limit:
+                err(f"{s.benchmark}/{s.target} {s.scenario}: {s.memory_limit}")
+    if verdict.disagreeing:
+        err(f"outputs disagree with the reference in {len(verdict.disagreeing)} cell(s): "
+            + "; ".join(f"{c.id}: {c.agreement.reason}" for c in verdict.disagreeing))
+    if verdict.slo_failed:
+        err(f"SLO failed in {len(verdict.slo_failed)} cell(s): " + ", ".join(c.id for c in verdict.slo_failed))
+    for c in verdict.invalid:
+        err(f"{c.id}: server run INVALID: " + "; ".join(c.server.validity))
+    for c in verdict.throttled:
+        err(f"{c.id}: GPU clocks throttled during the measured window ({', '.join(c.gpu.throttle_reasons)}): "
+            "its figures are not the device's steady best")
+    if result.interrupted:
+        err(f"interrupted: {len(result.run.cells)} completed cell(s) kept in {result.path}")
+        return EXIT_INTERRUPTED
+    if verdict.failed:
+        return EXIT_CELL_FAILED
+    return EXIT_NO if verdict.answer_is_no else EXIT_OK

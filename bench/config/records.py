@@ -1,0 +1,177 @@
+"""The frozen specs a suite parses into: what to run, on which targets, and when to stop.
+
+Records only: bench.config.suite builds them from benchmarks.toml, checking every value; a
+scenario's own table (e.g. `server`) is its record, parsed by the scenario and kept in
+BenchmarkSpec.tables; a backend's knobs are its options record (bench.backends.options).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+# Relative tolerance of max|out - ref| / max|ref| per precision (DESIGN.md, "Pitfalls").
+DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
+CI_FIGURES = ("throughput", "mean", "p50", "p90", "p95", "p99", "p999")
+SLO_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")
+MAX_SECONDS_LIMIT = 86_400.0  # one cell for a day at most: a larger value is a typo
+
+
+@dataclass(frozen=True)
+class StopSpec:
+    """When the measured window of a cell ends (and how long warm-up lasts before it).
+
+    Adaptive: once min_seconds and min_iterations are met, the window ends when every figure in
+    ci_figures has a confidence interval (at `confidence`) of relative half-width <= ci_rel_width,
+    or at max_seconds, saying what precision was reached. ci_figures = [] stops on time alone.
+    """
+
+    min_seconds: float = 1.0
+    max_seconds: float = 10.0
+    min_iterations: int = 10
+    warmup_iterations: int = 5
+    warmup_seconds: float = 0.2
+    ci_rel_width: float = 0.02
+    confidence: float = 0.95
+    ci_figures: tuple[str, ...] = ("throughput", "p99")
+
+    def validate(self) -> tuple[str, str] | None:
+        seconds = ("min_seconds", "max_seconds", "warmup_seconds")
+        for key in seconds:
+            if getattr(self, key) > MAX_SECONDS_LIMIT:
+                return key, f"{getattr(self, key)!r} is not allowed; expected at most {MAX_SECONDS_LIMIT:g} s"
+        for key in seconds:
+            if getattr(self, key) < 0:
+                return key, f"{getattr(self, key)!r} is not allowed; expected a number >= 0"
+        if self.max_seconds <= 0:
+            return "max_seconds", f"{self.max_seconds!r} is not allowed; expected a number > 0"
+        if self.max_seconds < self.min_seconds:
+            return "max_seconds", f"{self.max_seconds!r} is not allowed; must be >= min_seconds ({self.min_seconds!r})"
+        if not 0 < self.ci_rel_width < 1:
+            return "ci_rel_width", (f"{self.ci_rel_width!r} is not allowed; expected a relative half-width between "
+                                    "0 and 1 (e.g. 0.02 for ±2%); to stop on time alone set ci_figures = []")
+        if not 0 < self.confidence < 1:
+            return "confidence", f"{self.confidence!r} is not allowed; expected a number between 0 and 1 (e.g. 0.95)"
+        for j, fig in enumerate(self.ci_figures):
+            if fig not in CI_FIGURES:
+                from bench.codec import did_you_mean
+
+                return f"ci_figures[{j}]", (f"{fig!r} is not allowed{did_you_mean(fig, CI_FIGURES)} "
+                                            f"(allowed: {', '.join(CI_FIGURES)})")
+        if self.min_iterations < 1:
+            return "min_iterations", f"{self.min_iterations!r} is not allowed; expected an integer >= 1"
+        if self.warmup_iterations < 0:
+            return "warmup_iterations", f"{self.warmup_iterations!r} is not allowed; expected an integer >= 0"
+        return None
+
+    def quick(self) -> StopSpec:
+        """--quick: a smoke run. The same rules, a tenth of the time, at most 1 s a cell."""
+        return dataclasses.replace(
+            self,
+            min_seconds=min(self.min_seconds / 10, 0.2),
+            max_seconds=min(self.max_seconds / 10, 1.0),
+            min_iterations=min(self.min_iterations, 5),
+            warmup_iterations=min(self.warmup_iterations, 2),
+            warmup_seconds=min(self.warmup_seconds, 0.05),
+        )
+
+
+@dataclass(frozen=True)
+class SloSpec:
+    """Latency limits in milliseconds; a cell passes when every set limit holds."""
+
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+
+    def limits(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def validate(self) -> tuple[str, str] | None:
+        for key, limit in self.limits().items():
+            if limit <= 0:
+                return key, f"{limit!r} is not allowed; expected a number of ms > 0"
+        return None
+
+
+class TargetOptions(Protocol):
+    """A backend's knobs (bench.backends.options), as the config and the runner see them."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def check_target(self, device: str, precision: str) -> tuple[str, str] | None: ...
+
+    def model_form(self, precision: str) -> str:
+        """Which prepared form of the model the backend loads: "onnx", "onnx-fp16" or "torch"."""
+
+    def serial_only(self) -> str | None:
+        """Why calls from several threads at once cannot share this target, or None when they can."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    backend: str
+    device: str
+    precision: str
+    options: TargetOptions
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def model_form(self) -> str:
+        return self.options.model_form(self.precision)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "knobs": self.options.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    model: str
+    batch_sizes: tuple[int, ...]
+    scenarios: tuple[str, ...]
+    targets: tuple[str, ...]
+    reference: str
+    stop: StopSpec
+    slo: SloSpec | None = None
+    model_args: tuple[tuple[str, int | float | str | bool], ...] = ()
+    dims: tuple[tuple[str, int], ...] = ()
+    seed: int = 0
+    tolerance: float | None = None  # overrides DEFAULT_TOLERANCE when set
+    trust_model: bool = False  # allow model files that may unpickle objects (.pt2)
+    # Scenario tables by key (e.g. ("server", ServerSpec(...)), ("concurrency", (1, 2, 4))):
+    # each parsed by the scenario that owns the key (bench.scenarios).
+    tables: tuple[tuple[str, Any], ...] = ()
+
+    def tolerance_for(self, precision: str) -> float:
+        return self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE[precision]
+
+    def table(self, key: str) -> Any:
+        """A scenario table's record, or None when the benchmark does not set it."""
+        return dict(self.tables).get(key)
+
+    def slo_limits(self) -> dict[str, float]:
+        return self.slo.limits() if self.slo is not None else {}
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    path: str
+    sha256: str
+    targets: dict[str, TargetSpec] = field(hash=False)
+    benchmarks: tuple[BenchmarkSpec, ...]

@@ -1,0 +1,183 @@
+"""benchmarks.toml -> frozen, validated specs (bench.config.records).
+
+Every error names the file, the key path, the bad value and what is allowed; unknown keys are
+rejected with a "did you mean". A target's knobs are read into the options record its backend
+declares (bench.backends.registry), and a scenario's table by the scenario that owns it
+(bench.scenarios.registry), so this module imports no runtime and names no scenario.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bench.backends.options import PluginOptions
+from bench.backends.registry import BACKENDS, PLUGIN_PATTERN, BackendImportError, backend_class
+from bench.config.reader import Reader
+from bench.config.records import PRECISIONS, SLO_KEYS, BenchmarkSpec, SloSpec, StopSpec, SuiteSpec, TargetSpec
+from bench.errors import ConfigError
+from bench.scenarios.registry import DEFAULT as DEFAULT_SCENARIOS
+from bench.scenarios.registry import SCENARIOS, table_owners
+
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_TARGET_COMMON = ("backend", "device", "precision")
+_BENCH_KEYS = ("name", "model", "batch_sizes", "scenarios", "targets", "reference", "stop", "slo",
+               "model_args", "dims", "seed", "tolerance", "trust_model")
+
+
+def _parse_target(r: Reader, name: str, table: Any) -> TargetSpec:
+    path = f"targets.{name}"
+    r.expect(table, (dict,), path, "a table")
+    if "backend" not in table:
+        raise r.fail(path, f"missing key 'backend' (allowed: {', '.join(BACKENDS)}, or module:Class)")
+    backend = r.expect(table["backend"], (str,), f"{path}.backend", "a string")
+    plugin = None
+    if backend not in BACKENDS:
+        if not PLUGIN_PATTERN.match(backend):
+            r.choice(backend, list(BACKENDS), f"{path}.backend")
+        # A user backend must import here, or the run would fail in every worker instead.
+        try:
+            plugin = backend_class(backend)
+        except BackendImportError as exc:
+            raise r.fail(f"{path}.backend", str(exc)) from None
+    device = r.expect(table.get("device", "cpu"), (str,), f"{path}.device", "a string")
+    if not _DEVICE_RE.match(device):
+        raise r.fail(f"{path}.device", f"{device!r} is not allowed (allowed: cpu, cuda, cuda:N)")
+    precision = r.choice(table.get("precision", "fp32"), PRECISIONS, f"{path}.precision")
+    knobs = {k: v for k, v in table.items() if k not in _TARGET_COMMON}
+    if plugin is None:
+        options = r.record(BACKENDS[backend].options, knobs, path)
+    else:  # a user backend's knobs pass through as they are
+        options = PluginOptions(tuple(sorted(knobs.items())), plugin.model_form)
+    problem = options.check_target(device, precision)
+    if problem:
+        key, message = problem
+        raise r.fail(f"{path}.{key}", message)
+    return TargetSpec(name, backend, device, precision, options)
+
+
+def _parse_batch_sizes(r: Reader, value: Any, path: str) -> tuple[int, ...]:
+    r.expect(value, (list,), path, "a non-empty list of integers >= 1")
+    if not value:
+        raise r.fail(path, "[] is not allowed; expected a non-empty list of integers >= 1")
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise r.fail(f"{path}[{i}]", f"{v!r} is not allowed; batch sizes must be integers >= 1")
+    if len(set(value)) != len(value):
+        raise r.fail(path, f"{value!r} repeats a value; each batch size once")
+    return tuple(value)
+
+
+def _parse_stop(r: Reader, table: dict, path: str, quick: bool) -> StopSpec:
+    stop = r.record(StopSpec, table, path)
+    return stop.quick() if quick else stop
+
+
+def _parse_slo(r: Reader, table: Any, path: str) -> SloSpec:
+    slo = r.record(SloSpec, table, path)
+    if not slo.limits():
+        raise r.fail(path, f"empty SLO; set at least one of {', '.join(SLO_KEYS)}")
+    return slo
+
+
+def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpec], defaults: dict,
+                     quick: bool) -> BenchmarkSpec:
+    path = f"benchmark[{i}]"
+    r.expect(table, (dict,), path, "a table")
+    owners = table_owners()
+    r.check_keys(table, _BENCH_KEYS + tuple(owners), path)
+    for key in ("name", "model", "batch_sizes", "targets"):
+        if key not in table:
+            raise r.fail(path, f"missing key {key!r}")
+    name = r.expect(table["name"], (str,), f"{path}.name", "a string")
+    path = f"benchmark[{i}] ({name})"
+    model = r.expect(table["model"], (str,), f"{path}.model", "a model reference")
+    batch_sizes = _parse_batch_sizes(r, table["batch_sizes"], f"{path}.batch_sizes")
+    scenarios_raw = r.expect(table.get("scenarios", list(DEFAULT_SCENARIOS)), (list,), f"{path}.scenarios", "a list")
+    if not scenarios_raw:
+        raise r.fail(f"{path}.scenarios", f"[] is not allowed (allowed: {', '.join(SCENARIOS)})")
+    scenarios = tuple(r.choice(s, list(SCENARIOS), f"{path}.scenarios[{j}]") for j, s in enumerate(scenarios_raw))
+    names = r.expect(table["targets"], (list,), f"{path}.targets", "a list of target names")
+    if not names:
+        raise r.fail(f"{path}.targets", "[] is not allowed; name at least one target")
+    for j, t in enumerate(names):
+        r.choice(t, sorted(targets), f"{path}.targets[{j}]")
+    reference = r.choice(table.get("reference", names[0]), names, f"{path}.reference")
+    ref_precision = targets[reference].precision
+    if ref_precision != "fp32":
+        raise r.fail(f"{path}.reference", f"{reference!r} runs {ref_precision}; the reference must be an fp32 target")
+    default_stop = r.expect(defaults.get("stop", {}), (dict,), "defaults.stop", "a table")
+    own_stop = r.expect(table.get("stop", {}), (dict,), f"{path}.stop", "a table")
+    stop = _parse_stop(r, {**default_stop, **own_stop}, f"{path}.stop", quick)
+    slo = _parse_slo(r, table["slo"], f"{path}.slo") if "slo" in table else None
+    model_args = r.expect(table.get("model_args", {}), (dict,), f"{path}.model_args", "a table")
+    for k, v in model_args.items():
+        r.expect(v, (int, float, str, bool), f"{path}.model_args.{k}", "a number, string or boolean")
+    dims = r.expect(table.get("dims", {}), (dict,), f"{path}.dims", "a table of name = integer")
+    for k, v in dims.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise r.fail(f"{path}.dims.{k}", f"{v!r} is not allowed; expected an integer >= 1")
+    seed = r.expect(table.get("seed", defaults.get("seed", 0)), (int,), f"{path}.seed", "an integer >= 0")
+    if seed < 0:
+        raise r.fail(f"{path}.seed", f"{seed!r} is not allowed; expected an integer >= 0")
+    tolerance = table.get("tolerance")
+    if tolerance is not None:
+        tolerance = float(r.expect(tolerance, (int, float), f"{path}.tolerance", "a number > 0"))
+        if not (tolerance > 0 and math.isfinite(tolerance)):
+            raise r.fail(f"{path}.tolerance", f"{tolerance!r} is not allowed; expected a number > 0")
+    trust_model = r.expect(table.get("trust_model", False), (bool,), f"{path}.trust_model", "true or false")
+    tables = tuple((key, owner.parse_table(r, table[key], f"{path}.{key}")) for key, owner in owners.items()
+                   if key in table)
+    bench = BenchmarkSpec(
+        name=name, model=model, batch_sizes=batch_sizes, scenarios=scenarios, targets=tuple(names),
+        reference=reference, stop=stop, slo=slo, model_args=tuple(sorted(model_args.items())),
+        dims=tuple(sorted(dims.items())), seed=seed, tolerance=tolerance, trust_model=trust_model, tables=tables,
+    )
+    for key, _ in tables:
+        owners[key].check_table(r, bench, path)
+    for scenario in scenarios:
+        SCENARIOS[scenario].check(r, bench, targets, path)
+    return bench
+
+
+def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False) -> SuiteSpec:
+    r = Reader(file)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    r.check_keys(doc, ("suite", "targets", "benchmark", "defaults"), "")
+    suite = r.expect(doc.get("suite", {}), (dict,), "suite", "a table")
+    r.check_keys(suite, ("name",), "suite")
+    name = r.expect(suite.get("name", Path(file).stem), (str,), "suite.name", "a string")
+    defaults = r.expect(doc.get("defaults", {}), (dict,), "defaults", "a table")
+    r.check_keys(defaults, ("stop", "seed"), "defaults")
+    targets_table = r.expect(doc.get("targets", {}), (dict,), "targets", "a table of targets")
+    if not targets_table:
+        raise r.fail("targets", "no targets defined; add a [targets.NAME] table")
+    targets = {n: _parse_target(r, n, t) for n, t in targets_table.items()}
+    benches = r.expect(doc.get("benchmark", []), (list,), "benchmark", "an array of [[benchmark]] tables")
+    if not benches:
+        raise r.fail("benchmark", "no benchmarks defined; add a [[benchmark]] table")
+    specs = tuple(_parse_benchmark(r, i, b, targets, defaults, quick) for i, b in enumerate(benches))
+    seen: set[str] = set()
+    for i, b in enumerate(specs):
+        if b.name in seen:
+            raise r.fail(f"benchmark[{i}].name", f"{b.name!r} is used twice; names must be unique")
+        seen.add(b.name)
+    return SuiteSpec(name=name, path=file, sha256=hashlib.sha256(text.encode()).hexdigest(), targets=targets,
+                     benchmarks=specs)
+
+
+def load_suite(path: str | Path, quick: bool = False) -> SuiteSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; pass a suite file or run where benchmarks.toml is") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_suite(text, str(path), quick)

@@ -1,0 +1,50 @@
+"""The row model every report table is built as, rendered alike to the terminal (report.terminal)
+and to Markdown (report.markdown): a title, columns, rows of text, and a caption."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Style = Literal["", "bad", "good", "warn"]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    numeric: bool = False  # right-justified
+    code: bool = False  # an identifier: `code` in Markdown
+
+
+@dataclass(frozen=True)
+class Text:
+    """A cell's text with an emphasis (bad: a regression, a failure; good; warn: not comparable)."""
+
+    text: str
+    style: Style = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[str | Text, ...], ...]
+    caption: str = ""
+
+
+def fmt_estimate(value: float, low: float | None, high: float | None, digits: int = 3) -> str:
+    """"1,234 ± 56", "0.213 ± 0.0012": the value and its interval's larger half-width."""
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"
+    if low is not None and high is not None:
+        half = max(value - low, high - value)
+        text += f" ± {half:,.0f}" if half >= 100 else f" ± {half:.2g}"
+    return text
+
+
+def fmt_ratio(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if low is None or high is None else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def fmt_opt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)

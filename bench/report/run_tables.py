@@ -1,0 +1,149 @@
+"""The tables of one run, as row models (reads results and their analysis; runs nothing).
+
+summary: every cell with its intervals, agreement, SLO and stop; skipped cells folded into the
+caption by target and reason. gpu: boundary, one-off costs, telemetry, memory and roofline of the
+cells that ran on or timed a device. targets: ranked by throughput, Pareto front marked. sweeps:
+throughput and p99 against batch size and concurrency, the best setting for a budget. details:
+the lines each scenario shows for its own records (server validity, clients, LoadGen).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.analysis.ranking import rank_targets
+from bench.analysis.sweeps import sweeps
+from bench.report.model import Column, Table, Text, fmt_estimate, fmt_opt
+from bench.results.records import Cell, Run
+
+DetailRows = Callable[[Cell], tuple[tuple[str, str], ...]]
+
+
+def stop_word(reason: str | None) -> str:
+    if not reason:
+        return "-"
+    if reason.startswith("precision reached"):
+        return "precision"
+    if reason.startswith("max_seconds") and "precision" in reason:
+        return "max_s (imprecise)"
+    return reason.split(" ", 1)[0]
+
+
+def scenario_label(c: Cell) -> str:
+    return c.scenario if c.concurrency is None else f"{c.scenario} c{c.concurrency}"
+
+
+_SUMMARY_COLUMNS = (
+    Column("benchmark"), Column("target"), Column("batch", numeric=True), Column("scenario"), Column("status"),
+    Column("samples/s", numeric=True), Column("p50 ms", numeric=True), Column("p99 ms", numeric=True),
+    Column("n", numeric=True), Column("peak RSS MiB", numeric=True), Column("agreement"), Column("SLO"),
+    Column("stop"),
+)
+
+
+def _summary_row(c: Cell) -> tuple[str | Text, ...]:
+    head = (c.benchmark, c.target.name, str(c.batch_size), scenario_label(c))
+    if c.status != "ok" or c.metrics is None:
+        return (*head, Text(c.status, "bad"), "-", "-", "-", "-", "-", c.reason[:90], "-", "-")
+    tp, lat, agree = c.metrics.throughput, c.metrics.latency_ms, c.agreement
+    agree_text: str | Text = "-" if agree is None else (
+        f"{agree.verdict} ({agree.max_rel_error:.1e})" if agree.max_rel_error is not None else agree.verdict)
+    if agree is not None and agree.verdict == "fail":
+        agree_text = Text(str(agree_text), "bad")
+    slo = "-" if c.slo is None else ("pass" if c.slo.passed else Text("FAIL", "bad"))
+    stop = stop_word(c.stop_reason) if c.server is None else ("valid" if c.server.valid else Text("INVALID", "bad"))
+    return (*head, c.status, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
+            fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high),
+            fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high), str(lat.n),
+            f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", agree_text, slo, stop)
+
+
+def summary_table(run: Run) -> Table:
+    confidence = next((c.metrics.latency_ms.confidence for c in run.cells if c.metrics), None)
+    ci = f" · ± = {confidence:.0%} CI half-width" if confidence else ""
+    rows = []
+    skipped: dict[tuple[str, str], list[Cell]] = {}
+    for c in run.cells:
+        if c.status == "skipped":
+            # One line per target and reason: a GPU-less machine skips many GPU cells alike.
+            skipped.setdefault((c.target.name, c.reason), []).append(c)
+        else:
+            rows.append(_summary_row(c))
+    by_reason: dict[str, list[str]] = {}
+    for (target, reason), cells in skipped.items():
+        by_reason.setdefault(reason, []).append(f"{target} ×{len(cells)}" if len(cells) > 1 else cells[0].id)
+    caption = "; ".join(f"skipped {', '.join(names)}: {reason}" for reason, names in by_reason.items())
+    return Table(f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", _SUMMARY_COLUMNS, tuple(rows), caption)
+
+
+_GPU_COLUMNS = tuple(Column(name, numeric=name not in ("cell", "boundary", "clocks"), code=name == "cell") for name in (
+    "cell", "boundary", "compile s", "capture s", "GPU peak MiB", "util %", "SM MHz", "power W", "J/sample",
+    "clocks", "TFLOP/s", "of peak"))
+
+
+def gpu_cells(run: Run) -> list[Cell]:
+    return [c for c in run.cells if c.status == "ok" and (
+        c.target.device.startswith("cuda") or c.timing_boundary != "end_to_end" or c.gpu is not None)]
+
+
+def _gpu_row(c: Cell) -> tuple[str | Text, ...]:
+    g, roof = c.gpu, c.roofline
+    mem = c.memory.gpu_peak_bytes if c.memory else None
+    clocks: str | Text = "-"
+    if g is not None:
+        clocks = Text("THROTTLED: " + ", ".join(g.throttle_reasons), "bad") if g.throttled else "steady"
+    sm = "-" if g is None or g.sm_clock_min_mhz is None else f"{g.sm_clock_min_mhz:.0f}-{g.sm_clock_max_mhz:.0f}"
+    fraction = None if roof is None else roof.fraction_of_peak
+    return (
+        c.id, c.timing_boundary, fmt_opt(c.compile_s, ".2f"), fmt_opt(c.capture_s, ".3f"),
+        fmt_opt(None if mem is None else mem / 2**20, ",.0f"),
+        fmt_opt(g.utilization_mean_pct if g else None, ".0f"), sm, fmt_opt(g.power_mean_w if g else None, ".0f"),
+        fmt_opt(g.energy_per_sample_j if g else None, ".3g"), clocks,
+        fmt_opt(None if roof is None else roof.achieved_flops_per_s / 1e12, ".3g"),
+        "-" if fraction is None else f"{fraction * 100:.1f}%",
+    )
+
+
+def gpu_table(run: Run) -> Table | None:
+    """Shown only when a run has a GPU cell or a device-timed cell."""
+    cells = gpu_cells(run)
+    if not cells:
+        return None
+    return Table("GPU · boundary: device = CUDA events, inputs on the device; device_resident = host timer, "
+                 "inputs on the device, call waits for the GPU; end_to_end = host copies included",
+                 _GPU_COLUMNS, tuple(_gpu_row(c) for c in cells))
+
+
+def targets_table(run: Run) -> Table:
+    rows = []
+    for r in rank_targets(run):
+        mark: str | Text = "★" if r.pareto else (Text("outputs disagree", "bad") if r.disagrees else "")
+        tp, p99 = r.cell.metrics.throughput, r.cell.metrics.latency_ms.p99
+        rows.append((r.group, str(r.rank), r.cell.target.name, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
+                     fmt_estimate(p99.value, p99.ci_low, p99.ci_high), mark))
+    return Table("targets ranked by throughput · ★ Pareto front of throughput vs p99",
+                 (Column("group"), Column("rank", numeric=True), Column("target"), Column("samples/s", numeric=True),
+                  Column("p99 ms", numeric=True), Column("")), tuple(rows))
+
+
+def sweeps_table(run: Run, budget_ms: float | None = None) -> Table:
+    found = sweeps(run, budget_ms)
+    limits = any(s.memory_limit for s in found)
+    columns = tuple(Column(n) for n in ("benchmark", "target", "scenario", "axis", "setting: samples/s @ p99 ms",
+                                        "budget", "best") + (("memory limit",) if limits else ()))
+    rows = []
+    for s in found:
+        curve = "  ".join(f"{p.setting}: {p.throughput:,.0f} @ {p.p99_ms:.3g}" for p in s.points)
+        best = "-" if s.best is None else f"{s.axis} {s.best.setting}"
+        rows.append((s.benchmark, s.target, s.scenario, s.axis, curve,
+                     "-" if s.budget_ms is None else f"{s.budget_ms:g} ms", best if s.points else "-",
+                     *((Text(s.memory_limit, "bad") if s.memory_limit else "-",) if limits else ())))
+    return Table("sweeps · best = highest throughput whose p99 (upper bound) fits the budget", columns, tuple(rows))
+
+
+def details_table(run: Run, detail_rows: DetailRows) -> Table | None:
+    """What each scenario shows of its own records; None when no cell has any."""
+    rows = [(c.id, label, Text(text, "bad") if "INVALID" in text else text)
+            for c in run.cells for label, text in detail_rows(c)]
+    if not rows:
+        return None
+    return Table("scenario details", (Column("cell", code=True), Column("what"), Column("")), tuple(rows))

@@ -1,0 +1,407 @@
+"""The result file's records: typed, frozen, versioned (their JSON form comes from bench.codec).
+
+Format history (bump SCHEMA_VERSION, add `update_to_N` in migrations.py and a test loading a
+committed file of the old version):
+  1  (2026-11) first version: run, environment, cells with throughput, latency percentiles,
+     memory, agreement, warm-up and stop reason. Intervals (ci_low/ci_high) and the histogram
+     are present but may be null.
+  2  (2026-11) intervals filled: `method` on each estimate and on throughput, `confidence` on
+     throughput and latency; the histogram stores `first_bucket` and the counts from it;
+     `throughput_series` per cell; `warmup.steady_state_cut`. A v1 file upgrades by its version
+     alone (its histograms were always null; every new field has a default).
+  3  (2026-11) the server and multi-stream scenarios: `server` per cell (target, offered and
+     achieved rates, validity and its reasons, the generator's issue error, queue depth over
+     time); `concurrency` and `clients` (per-client figures); `loadgen`, what MLPerf LoadGen
+     measured. A v2 file upgrades by its version alone (no v2 cell is a server or multi-stream
+     cell; concurrency defaults to 1).
+  4  (2026-11) GPU targets: `gpu` per cell is a typed NVML telemetry record (was an untyped
+     object, always null); `roofline` (FLOPs per sample, achieved FLOP/s, fraction of the device's
+     measured peak); `compile_s` and `capture_s` apart from `load_s`; `memory.gpu_peak_source`;
+     the timing boundary `device_resident`; `target.details` (what the backend ran with); GPU
+     fingerprints add index, compute capability, clocks, MIG and ECC modes. A v3 file upgrades by
+     its version alone (its `gpu` was always null).
+  5  (2026-11) one cell identity and typed failures: `failure_kind` on failed cells
+     (out_of_memory, timeout, crash, unsupported, error) in place of reading a reason's prefix;
+     `concurrency` is null where the scenario has no concurrency axis (it was 1 everywhere but
+     multi-stream). update_to_5 derives both from a v4 file (see migrations.py).
+
+The JSON Schema committed beside this file (run.schema.json) is generated from these records
+(bench.results.schema.run_schema); a test keeps the two equal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 5
+
+CellStatus = Literal["ok", "failed", "skipped"]
+RunStatus = Literal["running", "complete", "interrupted"]
+Verdict = Literal["pass", "fail", "reference", "unchecked"]
+# Why a failed cell failed, as readers act on it (a batch sweep stops after out_of_memory):
+#   out_of_memory  the device or host ran out of memory (torch, ONNX Runtime, MemoryError);
+#   timeout        the worker gave no answer within the cell's time limit and was killed;
+#   crash          the worker died without an answer (a signal, an exit): its stderr tail is kept;
+#   unsupported    the target cannot run here as configured (a provider, device index, precision
+#                  or library this machine lacks): fix the target or the machine;
+#   error          any other exception in the model or runtime: its traceback is kept.
+FailureKind = Literal["out_of_memory", "timeout", "crash", "unsupported", "error"]
+# end_to_end: host timer around the call, host inputs copied in and outputs copied out, the call
+#   returning only after the GPU finished. device: CUDA events on the stream the work runs on,
+#   inputs and outputs resident on the device. device_resident: inputs and outputs resident on the
+#   device, host timer around a call that returns only after the GPU finished (ONNX Runtime's
+#   synchronous run_with_iobinding: its stream is not ours to put events on).
+TimingBoundary = Literal["end_to_end", "device", "device_resident"]
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """What a cell measured: the one identity that cell ids, compare, history and the stores use.
+
+    `concurrency` is the client count of a scenario with a concurrency axis (multi-stream), and
+    None for one without. Two forms: `id` names a cell within a run (BENCH/TARGET/bN/SCENARIO,
+    /cN appended on a concurrency axis; what --only matches), and `stable_id` names it across
+    runs (the model's hash included, so a changed model is a different series).
+    """
+
+    benchmark: str
+    model_sha256: str
+    target: str
+    batch_size: int
+    scenario: str
+    concurrency: int | None = None
+
+    @property
+    def id(self) -> str:
+        tail = "" if self.concurrency is None else f"/c{self.concurrency}"
+        return f"{self.benchmark}/{self.target}/b{self.batch_size}/{self.scenario}{tail}"
+
+    @property
+    def stable_id(self) -> str:
+        tail = "" if self.concurrency is None else f"|c{self.concurrency}"
+        return f"{self.benchmark}|{self.model_sha256[:12]}|{self.target}|b{self.batch_size}|{self.scenario}{tail}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure with its confidence interval; the interval is null where not computed."""
+
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    method: str = ""  # how the interval was computed, or why there is none
+
+
+@dataclass(frozen=True)
+class Throughput:
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    unit: str = "samples/s"
+    method: str = ""
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Log-bucketed latency counts in ns (kernels/histogram.py); merge by adding counts of equal
+    (base_ns, growth) after aligning first_bucket."""
+
+    base_ns: float
+    growth: float  # bucket i >= 1 spans [base * growth**(i-1), base * growth**i); 0 is below base
+    relative_error: float
+    counts: tuple[int, ...]  # buckets first_bucket, first_bucket + 1, ...
+    first_bucket: int = 0
+
+
+@dataclass(frozen=True)
+class Series:
+    """A figure over consecutive windows of measured time."""
+
+    window_s: float
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-request (per-batch) latency in milliseconds."""
+
+    n: int
+    mean: Estimate
+    p50: Estimate
+    p90: Estimate
+    p95: Estimate
+    p99: Estimate
+    p999: Estimate
+    min: Estimate
+    max: Estimate
+    histogram: Histogram | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    throughput: Throughput
+    latency_ms: Latency
+
+
+@dataclass(frozen=True)
+class Memory:
+    peak_rss_bytes: int
+    gpu_peak_bytes: int | None = None
+    # torch.cuda.max_memory_allocated (the caching allocator's tensors), or NVML's per-process
+    # used memory (ONNX Runtime's arena and the CUDA context included): which one, in words.
+    gpu_peak_source: str = ""
+
+
+@dataclass(frozen=True)
+class GpuTelemetry:
+    """NVML, sampled by a thread during the measured window (bench/measure/nvml_sampler.py).
+
+    Figures are null where the device or driver does not report them. `energy_j` is the delta of
+    NVML's total-energy counter over the window; the counter updates coarsely, so a window under
+    ENERGY_MIN_WINDOW_S gives no energy figure, and `notes` says why.
+    """
+
+    device_index: int
+    uuid: str
+    samples: int
+    interval_ms: float
+    window_s: float
+    utilization_mean_pct: float | None = None
+    utilization_max_pct: float | None = None
+    memory_used_max_bytes: int | None = None  # the whole device, every process
+    process_memory_max_bytes: int | None = None  # this worker alone, as NVML accounts it
+    sm_clock_mean_mhz: float | None = None
+    sm_clock_min_mhz: float | None = None
+    sm_clock_max_mhz: float | None = None
+    power_mean_w: float | None = None
+    power_max_w: float | None = None
+    energy_j: float | None = None
+    energy_per_sample_j: float | None = None
+    temperature_max_c: float | None = None
+    throttle_reasons: tuple[str, ...] = ()  # every clock-event reason seen, by NVML name
+    throttled: bool = False  # a reason that lowers clocks (power cap, thermal, HW slowdown) was seen
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Where a cell sits against what its device can do."""
+
+    flops_per_sample: float  # multiply-add = 2 FLOPs
+    flops_source: str  # "torch FlopCounterMode" or "onnx graph (MatMul, Gemm, Conv, ...)"
+    achieved_flops_per_s: float  # flops_per_sample * throughput
+    peak_flops_per_s: float | None = None  # the probe's GEMM rate at the cell's precision
+    fraction_of_peak: float | None = None
+    peak_copy_bytes_per_s: float | None = None  # the probe's device-to-device copy rate
+    peak_source: str = ""  # what probe, when, cached where; or why there is no peak
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Outputs against the reference target's on the same inputs.
+
+    metric: max |out - ref| / max |ref| over all outputs (rel), and max |out - ref| (abs).
+    """
+
+    verdict: Verdict
+    reference: str
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    tolerance: float | None = None
+    metric: str = "max|out-ref| / max|ref|"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Warmup:
+    iterations: int
+    seconds: float
+    rule: str
+    steady_state_cut: int = 0  # measured calls dropped as warm-up by the steady-state rule
+
+
+@dataclass(frozen=True)
+class SloCheck:
+    metric: str
+    limit_ms: float
+    value_ms: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Slo:
+    passed: bool
+    checks: tuple[SloCheck, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    ref: str
+    kind: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    name: str
+    backend: str
+    device: str
+    precision: str
+    knobs: dict[str, Any]
+    providers: tuple[str, ...] | None = None  # what actually ran (onnxruntime)
+    runtime: str | None = None
+    # What the backend reports it ran with beyond the knobs: threads in effect, torch mode and how
+    # precision was applied, IOBinding, the providers ORT fell back from, the GPU's name.
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """One offered rate of a peak search: the latency-against-load curve."""
+
+    offered_qps: float
+    achieved_qps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    good: bool  # kept up with the rate and met the SLO
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the server scenario offered, what the target achieved, and whether the run counts."""
+
+    target_qps: float  # the nominal rate of the served schedule (a peak search: the peak found)
+    offered_qps: float  # the Poisson schedule's own rate (n / last arrival): the target, give or take 1/sqrt(n)
+    achieved_qps: float  # completions / (last completion)
+    requests: int
+    valid: bool
+    validity: tuple[str, ...]  # why it is invalid; empty when valid
+    issue_error_p99_us: float | None  # the generator's lateness on requests that found the server idle
+    queue_depth: Series
+    mean_batch: float = 1.0  # dynamic batching: requests per call on average
+    max_qps: float | None = None  # peak search: the highest rate that met the SLO (None: none did)
+    curve: tuple[LoadPoint, ...] = ()  # peak search: every rate tried, in order
+
+
+@dataclass(frozen=True)
+class ClientsInfo:
+    """Multi-stream: per-client figures of N closed-loop clients."""
+
+    concurrency: int
+    throughput_per_client: tuple[float, ...]  # samples/s
+    p99_ms_per_client: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LoadGenInfo:
+    """What MLPerf LoadGen itself measured and concluded (from its summary log)."""
+
+    scenario: str
+    valid: bool
+    samples_per_s: float
+    scheduled_per_s: float | None = None
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    benchmark: str
+    model: ModelInfo
+    target: TargetInfo
+    batch_size: int
+    scenario: str
+    status: CellStatus
+    reason: str = ""
+    failure_kind: FailureKind | None = None  # on failed cells: what kind of failure (see FailureKind)
+    timing_boundary: TimingBoundary = "end_to_end"
+    metrics: Metrics | None = None
+    memory: Memory | None = None
+    gpu: GpuTelemetry | None = None
+    agreement: Agreement | None = None
+    warmup: Warmup | None = None
+    duration_s: float | None = None
+    load_s: float | None = None
+    compile_s: float | None = None  # torch.compile: the first calls, which compile
+    capture_s: float | None = None  # cudagraph: side-stream warm-up and capture
+    roofline: Roofline | None = None
+    stop_reason: str | None = None
+    inputs_sha256: str | None = None
+    samples_file: str | None = None
+    slo: Slo | None = None
+    stderr_tail: str | None = None
+    throughput_series: Series | None = None
+    server: ServerInfo | None = None
+    concurrency: int | None = None  # clients, on a scenario with a concurrency axis (multi-stream)
+    clients: ClientsInfo | None = None
+    loadgen: LoadGenInfo | None = None
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.benchmark, self.model.sha256, self.target.name, self.batch_size, self.scenario,
+                       self.concurrency)
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    name: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    uuid: str
+    driver: str
+    memory_total_bytes: int
+    power_limit_w: float | None = None
+    cuda: str | None = None  # the CUDA version the driver supports
+    index: int | None = None  # NVML index (PCI bus order)
+    compute_capability: str | None = None
+    sm_clock_max_mhz: int | None = None
+    memory_clock_max_mhz: int | None = None
+    sm_clock_app_mhz: int | None = None  # application clock, when set
+    mig_mode: str | None = None  # "enabled" | "disabled" | None where not supported
+    ecc_mode: str | None = None
+    persistence_mode: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    host: str
+    os: str
+    kernel: str
+    machine: str
+    cpu_model: str
+    cpu_cores_physical: int | None
+    cpu_cores_logical: int | None
+    cpu_governor: str | None
+    memory_total_bytes: int
+    python: str
+    packages: dict[str, str | None]
+    gpus: tuple[GpuInfo, ...] = ()
+    gpu_note: str = ""
+    harness_commit: str | None = None
+    harness_dirty: bool | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)  # allow-listed names only
+
+
+@dataclass(frozen=True)
+class Run:
+    schema_version: int
+    run_id: str
+    created_at: str  # UTC ISO 8601
+    status: RunStatus
+    suite: SuiteInfo
+    environment: Environment
+    cells: tuple[Cell, ...]
+    finished_at: str | None = None
+    harness_version: str = ""
+    argv: tuple[str, ...] = ()

@@ -1,0 +1,115 @@
+"""One work unit, run inside its worker process: load, bind, check outputs, measure.
+
+Returns raw samples (the scenario's ScenarioRun) and what the backend and device report;
+statistics, agreement verdicts and the result record are made by the parent (bench.runner.
+assemble), so a worker imports only its runtime and its scenario's loop, not numba: the worker's
+memory is a reported figure.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.backends import registry as backends
+from bench.backends.base import Backend, BackendInfo
+from bench.backends.devices import is_out_of_memory, out_of_memory_reason
+from bench.config.records import BenchmarkSpec, TargetSpec
+from bench.errors import CellFailure
+from bench.measure.memory import peak_rss_bytes
+from bench.models.inputs import inputs_sha256
+from bench.models.loader import PreparedModel
+from bench.results.records import CellKey, GpuTelemetry
+from bench.scenarios.base import ScenarioRun, Session
+from bench.scenarios.loops import Window
+from bench.scenarios.registry import SCENARIOS
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    key: CellKey
+    repetition: int
+    benchmark: BenchmarkSpec
+    target: TargetSpec
+    model: PreparedModel
+    outputs_path: str  # .npz the worker writes its outputs to, for the agreement check
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    run: ScenarioRun
+    load_seconds: float
+    peak_rss_bytes: int
+    info: BackendInfo
+    inputs_sha256: str
+    timing_boundary: str
+    setup_s: tuple[tuple[str, float], ...]  # ("compile", s) / ("capture", s): what bind() took
+    gpu: GpuTelemetry | None = None  # NVML over the measured window
+    gpu_telemetry_note: str = ""  # why a GPU cell has no telemetry
+    gpu_peak: tuple[int, str] | None = None  # (bytes, where the figure comes from)
+
+
+def run_unit(job: UnitJob) -> UnitOutcome:
+    try:
+        return _run(job)
+    except Exception as exc:
+        # torch.OutOfMemoryError, ORT's allocation failures (also inside the CellFailure its loader
+        # raises), MemoryError: one kind, which a batch sweep stops on
+        if getattr(exc, "kind", None) != "out_of_memory" and is_out_of_memory(exc):
+            raise CellFailure(out_of_memory_reason(exc, job.key.batch_size), kind="out_of_memory") from exc
+        raise
+
+
+def _run(job: UnitJob) -> UnitOutcome:
+    t0 = time.perf_counter()
+    scenario = SCENARIOS[job.key.scenario]
+    backend = backends.create(job.target.backend)
+    backend.load(job.model, job.target)
+    session = Session(job.benchmark, job.key, job.target, job.model.inputs, backend, scenario.device_timed)
+    loaded: list[float] = []
+
+    def keep_outputs(outputs: list[np.ndarray]) -> None:
+        np.savez(job.outputs_path, *outputs)
+        loaded.append(time.perf_counter() - t0)
+
+    session.start(keep_outputs)
+    info = backend.info()
+    if not isinstance(info, BackendInfo):
+        raise CellFailure(f"backend {job.target.backend!r}: info() returned {type(info).__name__}, "
+                          "not bench.backends.BackendInfo")
+    sampler = _gpu_sampler(backend)
+    if sampler is not None:
+        # The telemetry window is the measured part alone: each scenario marks it after warm-up.
+        session.window = Window(sampler.mark_start, sampler.mark_end)
+    try:
+        run = scenario.run(session)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    telemetry, note = None, ""
+    if sampler is not None:
+        calls = run.window_calls if run.window_calls is not None else int(run.latencies_ns.size)
+        telemetry = sampler.telemetry(calls * job.key.batch_size)
+        note = "" if telemetry is not None else (sampler.reason or "NVML telemetry unavailable")
+    peak = backend.gpu_memory()
+    if peak is None and telemetry is not None and telemetry.process_memory_max_bytes is not None:
+        peak = (telemetry.process_memory_max_bytes,
+                "NVML per-process used memory (the runtime's arena and the CUDA context included)")
+    return UnitOutcome(run, loaded[0], peak_rss_bytes(), backend.info(), inputs_sha256(session.feeds),
+                       session.boundary, tuple(session.setup_s.items()), telemetry, note, peak)
+
+
+def _gpu_sampler(backend: Backend) -> Any:
+    """An NVML sampler on the backend's GPU, started; None on CPU targets."""
+    index = backend.cuda_index()
+    if index is None:
+        return None
+    from bench.measure.nvml_sampler import NvmlSampler
+
+    # The worker sets CUDA_DEVICE_ORDER=PCI_BUS_ID, so cuda:N (through CUDA_VISIBLE_DEVICES) is
+    # NVML's device N. A sampler that cannot start says why and the cell runs without telemetry.
+    sampler = NvmlSampler.for_cuda_device(index)
+    sampler.start()
+    return sampler
