@@ -200,13 +200,20 @@ def test_provider_not_installed_is_a_failed_cell_exit_3(tmp_path, capsys):
     assert cells["dnnl"]["reason"].startswith("provider DnnlExecutionProvider is not installed")
 
 
+def _default_sigint() -> None:
+    # A process started with SIGINT ignored (anything launched in the background by a shell, as CI
+    # runners may be) keeps ignoring it and Python installs no KeyboardInterrupt: the harness must
+    # see the Ctrl-C a terminal would send.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_keeps_completed_cells_and_leaves_no_worker(tmp_path):
     suite = write_suite(tmp_path, tiny_suite(batch_sizes="[1, 2, 3, 4, 5, 6]").replace("min_seconds = 0.05", "min_seconds = 0.3"))
     out = tmp_path / "r"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     cells = []
     while time.monotonic() < deadline and len(cells) < 2:
