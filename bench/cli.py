@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.commands import COMMANDS
-from bench.commands.output import err
 from bench.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BenchError
 
 
@@ -20,6 +18,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    # Commands are imported here, not at module level: a spawned worker re-imports the main
+    # module (this one, under the `bench` script), and its memory is a reported figure.
+    from bench.commands import COMMANDS
+
     p = _Parser(prog="bench", description="Inference benchmarking harness.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS.values():
@@ -28,6 +30,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.commands import COMMANDS
+    from bench.commands.output import err
+
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command].run(args)
