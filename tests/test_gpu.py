@@ -258,8 +258,7 @@ def _session(backend, model, batch: int = 2, clock=None, keep=None):
 
     bench = BenchmarkSpec("m", "zoo:mlp", (batch,), ("offline",), ("t",), "t", StopSpec())
     kw = {} if clock is None else {"clock": clock}
-    session = Session(bench, CellKey("m", "", "t", batch, "offline"), _target("torch", TorchOptions()), model.inputs,
-                      backend, device_timed=True, **kw)
+    session = Session(bench, CellKey("m", "", "t", batch, "offline"), model.inputs, backend, device_timed=True, **kw)
     session.start(keep or (lambda outputs: None))
     return session
 

@@ -67,7 +67,7 @@ def _run(job: UnitJob) -> UnitOutcome:
     scenario = SCENARIOS[job.key.scenario]
     backend = backends.create(job.target.backend)
     backend.load(job.model, job.target)
-    session = Session(job.benchmark, job.key, job.target, job.model.inputs, backend, scenario.device_timed)
+    session = Session(job.benchmark, job.key, job.model.inputs, backend, scenario.device_timed)
     loaded: list[float] = []
 
     def keep_outputs(outputs: list[np.ndarray]) -> None:
@@ -97,7 +97,7 @@ def _run(job: UnitJob) -> UnitOutcome:
     if peak is None and telemetry is not None and telemetry.process_memory_max_bytes is not None:
         peak = (telemetry.process_memory_max_bytes,
                 "NVML per-process used memory (the runtime's arena and the CUDA context included)")
-    return UnitOutcome(run, loaded[0], peak_rss_bytes(), backend.info(), inputs_sha256(session.feeds),
+    return UnitOutcome(run, loaded[0], peak_rss_bytes(), info, inputs_sha256(session.feeds),
                        session.boundary, tuple(session.setup_s.items()), telemetry, note, peak)
 
 

@@ -87,14 +87,13 @@ class Session:
     host timer around it leaves out no queued work.
     """
 
-    def __init__(self, bench: BenchmarkSpec, key: CellKey, target: TargetSpec, model_inputs: tuple,
-                 backend: Backend, device_timed: bool, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, bench: BenchmarkSpec, key: CellKey, model_inputs: tuple, backend: Backend,
+                 device_timed: bool, clock: Callable[[], float] = time.perf_counter):
         from bench.models.inputs import make_inputs
 
         self._clock = clock
         self.bench = bench
         self.key = key
-        self.target = target
         self.backend = backend
         self.window = Window()  # the telemetry marks; the worker sets them when a sampler runs
         self.boundary = timing_boundary(backend, device_timed)
