@@ -45,7 +45,7 @@ def test_quick_shrinks_stop_times():
     # a tenth of the times, capped: min_seconds at 0.2 s, max_seconds at 1 s, warm-up at 2 calls and 0.05 s
     assert quick == StopSpec(min_seconds=0.2, max_seconds=1.0, min_iterations=5, warmup_iterations=2,
                              warmup_seconds=0.05, ci_rel_width=normal.ci_rel_width, confidence=normal.confidence,
-                             ci_figures=())
+                             ci_figures=(), repeats=min(normal.repeats, 2), max_repeats=2)
     # below the caps, a tenth; values already under a cap stay as they are
     short = parse_suite(tiny_suite().replace(FAST_STOP, SHORT_STOP), quick=True).benchmarks[0].stop
     assert (short.min_seconds, short.max_seconds, short.min_iterations, short.warmup_iterations,
@@ -75,6 +75,12 @@ def test_quick_shrinks_stop_times():
         ('backend = "torch"', 'backend = "torch"\ndevice = "tpu"', "targets.torch.device: 'tpu' is not allowed"),
         ('min_seconds = 0.05', 'min_seconds = 5', "max_seconds: 1.0 is not allowed; must be >= min_seconds (5.0)"),
         ('min_iterations = 5', 'min_iterations = 0', "stop.min_iterations: 0 is not allowed"),
+        ('min_iterations = 5', 'min_iterations = 5, repeats = 0', "stop.repeats: 0 is not allowed; expected an integer from 1 to 1000"),
+        ('min_iterations = 5', 'min_iterations = 5, repeats = -3', "stop.repeats: -3 is not allowed"),
+        ('min_iterations = 5', 'min_iterations = 5, repeats = 2.5', "stop.repeats: 2.5 is not allowed; expected an integer"),
+        ('min_iterations = 5', 'min_iterations = 5, repeats = "3"', "stop.repeats: '3' is not allowed; expected an integer"),
+        ('min_iterations = 5', 'min_iterations = 5, repeats = 4, max_repeats = 2', "stop.max_repeats: 2 is not allowed; expected an integer from repeats (4)"),
+        ('min_iterations = 5', 'min_iterations = 5, max_interference = 0', "stop.max_interference: 0.0 is not allowed"),
         ('name = "tiny"', 'name = "tiny"\nowner = "me"', "suite.owner: unknown key 'owner'"),
     ],
 )

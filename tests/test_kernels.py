@@ -74,3 +74,32 @@ def test_quantile_probabilities_checked():
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         stats.quantiles(np.array([1, 2, 3]), [0.5, 1.5])
     np.testing.assert_allclose(stats.quantiles(np.array([1, 2, 3, 4]), [0.0, 0.5, 1.0]), [1, 2.5, 4])
+
+
+# --- Student's t (kernels/student.py) against published table values and a numeric integral
+
+
+@pytest.mark.parametrize("df, p, expected", [
+    (1, 0.975, 12.706204736), (2, 0.975, 4.302652730), (3, 0.975, 3.182446305), (4, 0.975, 2.776445105),
+    (9, 0.975, 2.262157163), (30, 0.975, 2.042272456), (2, 0.8, 1.060660172), (5, 0.995, 4.032142984),
+])
+def test_t_quantiles_match_the_table(df, p, expected):
+    from kernels.student import t_ppf
+
+    assert t_ppf(p, float(df)) == pytest.approx(expected, rel=1e-8)
+    assert t_ppf(1 - p, float(df)) == pytest.approx(-expected, rel=1e-8)
+
+
+@given(st.floats(0.5, 60.0), st.floats(-8.0, 8.0))
+@settings(max_examples=60, deadline=None)
+def test_t_cdf_matches_the_integral_of_the_density(df, t):
+    import math
+
+    from kernels.student import t_cdf
+
+    grid = np.linspace(0.0, abs(t), 20001)
+    dens = np.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+                  - (df + 1) / 2 * np.log1p(grid ** 2 / df))
+    area = float(np.trapezoid(dens, grid)) if hasattr(np, "trapezoid") else float(np.trapz(dens, grid))
+    expected = 0.5 + math.copysign(area, t)
+    assert t_cdf(t, df) == pytest.approx(expected, abs=1e-7)

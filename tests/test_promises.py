@@ -69,7 +69,10 @@ def test_quick_on_the_command_line_shortens_the_stop_rule(tmp_path, capsys):
     (cell,) = load_run_json(tmp_path / "r")["cells"]
     assert cell["status"] == "ok"
     # --quick: min_seconds 30 -> 0.2 (a tenth, capped at 0.2 s), warm-up 40 calls / 3 s -> 2 calls / 0.05 s
-    assert cell["stop_reason"] == "min_seconds (0.2 s) and min_iterations (5) met"
+    # and two repetitions (worker processes), each stopped by the shortened rule
+    assert cell["stop_reason"].startswith("2 of 2 repetitions in the figures")
+    assert "per process: min_seconds (0.2 s) and min_iterations (5) met" in cell["stop_reason"]
+    assert [r["status"] for r in cell["repetitions"]] == ["ok", "ok"]
     assert cell["warmup"]["rule"].startswith("fixed minimum of 2 iterations and 0.05 s, then MSER-5")
     assert cell["duration_s"] < 30  # the 30 s minimum did not apply (a contract bound, not a timing)
 

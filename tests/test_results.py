@@ -14,7 +14,9 @@ from bench.codec import from_json, to_json
 from bench.results.schema import run_schema
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v5.json"  # the current version, written by a real run
+SAMPLE = ROOT / "tests/data/run_v6.json"  # the current version, written by a real run
+SAMPLE_V5 = ROOT / "tests/data/run_v5.json"  # written by the harness at schema version 5
+SCHEMA_V5_FILE = ROOT / "tests/data/run_v5.schema.json"
 SAMPLE_V4 = ROOT / "tests/data/run_v4.json"  # written by the harness at schema version 4
 SCHEMA_V4_FILE = ROOT / "tests/data/run_v4.schema.json"
 SAMPLE_V3 = ROOT / "tests/data/run_v3.json"  # written by the harness at schema version 3
@@ -37,7 +39,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 5
+    assert run.schema_version == SCHEMA_VERSION == 6
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
@@ -82,6 +84,33 @@ def test_committed_v4_file_upgrades_with_failure_kinds_and_concurrency_axis():
     # no v4 cell here is multi-stream: none has a concurrency axis, and their keys say so
     assert all(c.concurrency is None for c in run.cells)
     assert by_id["mlp-server/ort-cpu/b1/server"].key.id == "mlp-server/ort-cpu/b1/server"
+
+
+def test_committed_v5_file_upgrades_as_one_process_per_cell():
+    doc = json.loads(SAMPLE_V5.read_text())
+    assert doc["schema_version"] == 5
+    jsonschema.validate(doc, json.loads(SCHEMA_V5_FILE.read_text()))
+    run = read_run(SAMPLE_V5)
+    assert run.schema_version == SCHEMA_VERSION
+    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
+    # one process per cell: no repetitions, no split, never marked unstable (nothing to tell it by)
+    assert all(c.repetitions == () and c.variance == () and c.unstable is None for c in run.cells)
+    assert [c.metrics.throughput.value for c in run.cells if c.metrics] == [
+        c["metrics"]["throughput"]["value"] for c in doc["cells"] if c["metrics"]]
+
+
+def test_current_sample_keeps_each_repetition_and_their_samples_in_order():
+    import numpy as np
+
+    run = read_run(SAMPLE)
+    ok = [c for c in run.cells if c.status == "ok"]
+    assert ok and all(len(c.repetitions) == 2 and len(c.used_repetitions) == 2 for c in ok)
+    for c in ok:
+        values = [r.throughput for r in c.used_repetitions]
+        assert c.metrics.throughput.value == pytest.approx(np.mean(values))
+        assert "t over 2 processes" in c.metrics.throughput.method
+        assert c.metrics.latency_ms.n == sum(r.n for r in c.used_repetitions)
+        assert {v.figure for v in c.variance} >= {"throughput", "p50"}
 
 
 @pytest.mark.parametrize("reason, tail, kind", [
@@ -133,7 +162,9 @@ def test_committed_current_sample_validates_and_round_trips():
     ok = [c for c in run.cells if c.status == "ok"]
     assert all(c.metrics.throughput.unit == "samples/s" for c in ok)
     server = [c for c in ok if c.scenario == "server"]
-    assert server and server[0].server.requests == server[0].metrics.latency_ms.n
+    # the server's own record is one repetition's (the median one), the latency figures all repetitions'
+    assert server and server[0].server.requests in {r.n for r in server[0].used_repetitions}
+    assert server[0].metrics.latency_ms.n == sum(r.n for r in server[0].used_repetitions)
     assert server[0].server.valid == (not server[0].server.validity)
     for c in ok:  # v2 fills the intervals
         tp = c.metrics.throughput

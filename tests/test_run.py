@@ -48,6 +48,17 @@ class CrashBackend(TorchBackend):
 class RaisingBackend(TorchBackend):
     def load(self, model, target):
         raise RuntimeError("device lost")
+
+
+class FlakyBackend(TorchBackend):
+    """Crashes the first time it loads (a marker file in $BENCH_TEST_FLAKY_DIR says it did)."""
+
+    def load(self, model, target):
+        marker = os.path.join(os.environ["BENCH_TEST_FLAKY_DIR"], "crashed-once")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            ctypes.string_at(0)
+        super().load(model, TargetSpec(target.name, "torch", target.device, target.precision, TorchOptions()))
 '''
 
 
@@ -80,12 +91,18 @@ def test_run_end_to_end_writes_valid_comparable_results(tmp_path, capsys):
         assert cell.timing_boundary == "end_to_end" and cell.slo.passed
         samples = np.load(out / run.run_id / cell.samples_file, allow_pickle=False)
         assert samples.dtype == np.int64 and samples.size == lat.n
-        # throughput is samples over the measured window, with the mean's interval inverted
+        # each repetition (worker process): throughput is its samples over its measured window;
+        # the cell's figure is their mean, its interval t over the processes
+        reps = cell.used_repetitions
+        assert len(reps) == len(cell.repetitions) == 3 and [r.index for r in reps] == [0, 1, 2]
+        assert all(r.throughput == pytest.approx(r.n * cell.batch_size / r.window_s) for r in reps)
         tp = cell.metrics.throughput
-        assert tp.value == pytest.approx(lat.n * cell.batch_size / cell.duration_s)
-        assert tp.ci_low < tp.value < tp.ci_high and tp.confidence == 0.95 and "bootstrap" in tp.method
+        assert tp.value == pytest.approx(np.mean([r.throughput for r in reps]))
+        assert tp.ci_low < tp.value < tp.ci_high and tp.confidence == 0.95 and "t over 3 processes" in tp.method
         assert lat.mean.ci_low < lat.mean.value < lat.mean.ci_high
-        assert lat.p50.ci_low <= lat.p50.value <= lat.p50.ci_high and lat.p50.method == "binomial order statistics"
+        assert lat.p50.value == pytest.approx(np.mean([r.p50_ms for r in reps]))
+        assert lat.p50.ci_low <= lat.p50.value <= lat.p50.ci_high and "t over 3 processes" in lat.p50.method
+        assert all(r.others_cpu_share is not None and 0 <= r.others_cpu_share <= 1 for r in reps)
         assert sum(lat.histogram.counts) == lat.n and lat.histogram.relative_error == 0.01
         assert cell.throughput_series.values and cell.throughput_series.window_s > 0
         assert "MSER-5" in cell.warmup.rule and cell.warmup.steady_state_cut >= 0
@@ -113,7 +130,9 @@ def test_adaptive_stopping_in_a_real_run(tmp_path, capsys):
     code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
     assert code == 0, stderr
     cell = load_run_json(tmp_path / "r")["cells"][0]
-    assert cell["stop_reason"].startswith(("precision reached: throughput ±", "max_seconds (1 s) reached before"))
+    assert ("per process: precision reached: throughput ±" in cell["stop_reason"]
+            or "per process: max_seconds (1 s) reached before" in cell["stop_reason"])
+    assert "precision across 3 processes: throughput ±" in cell["stop_reason"]
     assert "p50 ±" in cell["stop_reason"] and "(target ±5.0% at 95% confidence)" in cell["stop_reason"]
     assert "stop: " in stderr and "±" in stderr
 
@@ -140,10 +159,12 @@ def test_wrong_outputs_and_crashes_are_contained(tmp_path, capsys, plugins):
     wrong = cells["wrong"]["agreement"]
     assert wrong["verdict"] == "fail" and "exceeds tolerance" in wrong["reason"]
     assert cells["crash"]["status"] == "failed"
-    assert cells["crash"]["reason"] == "worker killed by SIGSEGV"
+    # both repetitions crashed (a second failure ends a cell's repetitions), each said
+    assert cells["crash"]["reason"] == "2 of 2 repetitions failed (first: worker killed by SIGSEGV); fewer than 2 finished"
+    assert [r["reason"] for r in cells["crash"]["repetitions"]] == ["worker killed by SIGSEGV"] * 2
     assert "about to crash" in cells["crash"]["stderr_tail"]
     assert cells["raising"]["status"] == "failed"
-    assert cells["raising"]["reason"] == "RuntimeError: device lost"
+    assert cells["raising"]["reason"] == "2 of 2 repetitions failed (first: RuntimeError: device lost); fewer than 2 finished"
     assert "Traceback" in cells["raising"]["stderr_tail"] and "Traceback" not in stderr
     assert "2 cell(s) failed" in stderr and "outputs disagree with the reference in 1 cell(s)" in stderr
 
@@ -200,6 +221,26 @@ def test_provider_not_installed_is_a_failed_cell_exit_3(tmp_path, capsys):
     assert cells["dnnl"]["reason"].startswith("provider DnnlExecutionProvider is not installed")
 
 
+def test_a_crashing_repetition_leaves_the_cell_on_the_ones_that_finished(tmp_path, capsys, plugins, monkeypatch):
+    monkeypatch.setenv("BENCH_TEST_FLAKY_DIR", str(tmp_path))
+    extra = """
+        [targets.flaky]
+        backend = "bench_test_plugins:FlakyBackend"
+    """
+    suite = write_suite(tmp_path, tiny_suite(targets='["ort", "flaky"]', extra_targets=textwrap.dedent(extra),
+                                             batch_sizes="[2]").replace("ci_figures = []", "ci_figures = [], repeats = 3"))
+    code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 0, stderr  # two of three finished: the cell stands, on those two
+    cell = next(c for c in load_run_json(tmp_path / "r")["cells"] if c["target"]["name"] == "flaky")
+    assert cell["status"] == "ok"
+    reps = cell["repetitions"]
+    assert [(r["status"], r["used"]) for r in reps] == [("failed", False), ("ok", True), ("ok", True)]
+    assert reps[0]["failure_kind"] == "crash" and reps[0]["reason"] == "worker killed by SIGSEGV"
+    assert "1 of 3 repetitions failed (first: worker killed by SIGSEGV)" in cell["stop_reason"]
+    assert cell["stop_reason"].startswith("2 of 3 repetitions in the figures")
+    assert cell["metrics"]["latency_ms"]["n"] == reps[1]["n"] + reps[2]["n"]
+
+
 def _default_sigint() -> None:
     # A process started with SIGINT ignored (anything launched in the background by a shell, as CI
     # runners may be) keeps ignoring it and Python installs no KeyboardInterrupt: the harness must
@@ -214,25 +255,24 @@ def test_ctrl_c_keeps_completed_cells_and_leaves_no_worker(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True, preexec_fn=_default_sigint)
-    deadline = time.monotonic() + 120
-    cells = []
-    while time.monotonic() < deadline and len(cells) < 2:
-        runs = list(out.glob("*/run.json"))
-        if runs:
-            try:
-                cells = json.loads(runs[0].read_text())["cells"]
-            except (json.JSONDecodeError, OSError):
-                cells = []
-        time.sleep(0.05)
-    assert len(cells) >= 2, "the run never finished two cells"
+    # Interrupt in the second round: every cell has one repetition measured, none is complete.
+    lines: list[str] = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "repetition 2 ..." in line:
+            break
+    assert any("repetition 2 ..." in line for line in lines), "".join(lines)
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, rest = proc.communicate(timeout=60)
+    stderr = "".join(lines) + rest
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted:" in stderr
     doc = load_run_json(out)
     assert doc["status"] == "interrupted"
-    assert len(doc["cells"]) >= 2 and all(c["status"] == "ok" for c in doc["cells"])
+    # the repetitions measured before Ctrl-C are kept, and say they were cut short
+    assert len(doc["cells"]) == 12 and all(c["status"] == "ok" for c in doc["cells"])
+    assert all("interrupted after" in c["stop_reason"] for c in doc["cells"])
     jsonschema.validate(doc, SCHEMA)
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive

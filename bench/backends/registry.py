@@ -64,6 +64,17 @@ def backend_class(spec: str) -> type[Backend]:
     return type(cls.__name__, (cls, Backend), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
+def worker_family(spec: str) -> tuple[str, tuple[str, ...]]:
+    """Which worker host runs this backend's units, and what that host imports once: a registered
+    backend's own module (its runtime with it); a user backend gets a host without it, since
+    importing user code in a host could initialize CUDA, which its forked workers could not use."""
+    entry = BACKENDS.get(spec)
+    common = ("bench.runner.unit",)
+    if entry is None:
+        return "user", common
+    return spec, (entry.implementation.partition(":")[0], *common)
+
+
 def create(spec: str) -> Backend:
     """A new backend instance (in the worker); a failure to import it fails the cell."""
     try:

@@ -32,7 +32,8 @@ def _progress(event: Progress) -> None:
     from bench.report import terminal
 
     if event.cell is None:
-        print(f"[{event.index + 1}/{event.total}] {event.planned.id} ...", file=sys.stderr, flush=True)
+        print(f"[{event.index + 1}/{event.total}] {event.planned.id} repetition {event.repetition + 1} ...",
+              file=sys.stderr, flush=True)
     else:
         print(terminal.progress_line(event.index, event.total, event.cell), file=sys.stderr, flush=True)
 

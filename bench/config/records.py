@@ -16,6 +16,7 @@ DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
 CI_FIGURES = ("throughput", "mean", "p50", "p90", "p95", "p99", "p999")
 SLO_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")
 MAX_SECONDS_LIMIT = 86_400.0  # one cell for a day at most: a larger value is a typo
+MAX_REPEATS = 1000
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,20 @@ class StopSpec:
     ci_rel_width: float = 0.02
     confidence: float = 0.95
     ci_figures: tuple[str, ...] = ("throughput", "p99")
+    # Each cell runs in `repeats` worker processes (interleaved with the other cells' in seeded
+    # shuffled rounds): one process draws one of the machine's per-process modes, which no
+    # within-window interval can see. Up to `max_repeats` (default: repeats) when the figures'
+    # process-level intervals have not reached ci_rel_width yet.
+    repeats: int = 3
+    max_repeats: int | None = None
+    # A repetition measured while other processes used more than this share of the machine's CPU
+    # time (or a GPU the cell used) is flagged as interfered, and left out of the figures while
+    # at least two clean repetitions remain.
+    max_interference: float = 0.1
+
+    @property
+    def repeat_limit(self) -> int:
+        return self.max_repeats if self.max_repeats is not None else self.repeats
 
     def validate(self) -> tuple[str, str] | None:
         seconds = ("min_seconds", "max_seconds", "warmup_seconds")
@@ -63,10 +78,20 @@ class StopSpec:
             return "min_iterations", f"{self.min_iterations!r} is not allowed; expected an integer >= 1"
         if self.warmup_iterations < 0:
             return "warmup_iterations", f"{self.warmup_iterations!r} is not allowed; expected an integer >= 0"
+        if not 1 <= self.repeats <= MAX_REPEATS:
+            return "repeats", (f"{self.repeats!r} is not allowed; expected an integer from 1 to {MAX_REPEATS} "
+                               "(worker processes per cell; 3 or more to see the between-process spread)")
+        if self.max_repeats is not None and not self.repeats <= self.max_repeats <= MAX_REPEATS:
+            return "max_repeats", (f"{self.max_repeats!r} is not allowed; expected an integer from repeats "
+                                   f"({self.repeats}) to {MAX_REPEATS}")
+        if not 0 < self.max_interference <= 1:
+            return "max_interference", (f"{self.max_interference!r} is not allowed; expected a share of the "
+                                        "machine's CPU time in (0, 1] (e.g. 0.1)")
         return None
 
     def quick(self) -> StopSpec:
-        """--quick: a smoke run. The same rules, a tenth of the time, at most 1 s a cell."""
+        """--quick: a smoke run. The same rules, a tenth of the time, at most 1 s a cell, two
+        repetitions."""
         return dataclasses.replace(
             self,
             min_seconds=min(self.min_seconds / 10, 0.2),
@@ -74,6 +99,8 @@ class StopSpec:
             min_iterations=min(self.min_iterations, 5),
             warmup_iterations=min(self.warmup_iterations, 2),
             warmup_seconds=min(self.warmup_seconds, 0.05),
+            repeats=min(self.repeats, 2),
+            max_repeats=min(self.repeat_limit, 2),
         )
 
 

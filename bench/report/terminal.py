@@ -43,5 +43,6 @@ def progress_line(index: int, total: int, cell: Cell) -> str:
         return (f"{head}: {fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4)} samples/s, "
                 f"p50 {fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high)} ms, "
                 f"p99 {fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high)} ms, "
-                f"agreement {agree}; stop: {cell.stop_reason}")
+                f"agreement {agree}; stop: {cell.stop_reason}"
+                + (f"; UNSTABLE: {cell.unstable}" if cell.unstable else ""))
     return f"{head}: {cell.status}: {cell.reason}"

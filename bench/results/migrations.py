@@ -55,8 +55,14 @@ def update_to_5(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def update_to_6(doc: dict[str, Any]) -> dict[str, Any]:
+    """v5 -> v6: `repetitions`, `variance` and `unstable` are new with defaults (a v5 cell was one
+    process: no repetitions), so version alone."""
+    return doc
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5}
+    2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

@@ -24,6 +24,14 @@ committed file of the old version):
      (out_of_memory, timeout, crash, unsupported, error) in place of reading a reason's prefix;
      `concurrency` is null where the scenario has no concurrency axis (it was 1 everywhere but
      multi-stream). update_to_5 derives both from a v4 file (see migrations.py).
+  6  (2026-11) repetitions: a cell is measured in several worker processes, interleaved with the
+     other cells' in rounds. `repetitions` per cell (each process's figures, warm-up cut, stop
+     reason, the CPU share other processes took, whether it was interfered and used); each
+     figure is the mean over the used repetitions, its interval Student's t over them (`method`
+     says so); `variance` (between- and within-process CV per figure); `unstable` (the reason,
+     when the between-process spread is large); the samples file holds the used repetitions'
+     samples one after another (`n` each). A v5 file upgrades by its version alone: one process
+     per cell, `repetitions` empty, which compare reads as "within-process figures only".
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 (bench.results.schema.run_schema); a test keeps the two equal.
@@ -33,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 CellStatus = Literal["ok", "failed", "skipped"]
 RunStatus = Literal["running", "complete", "interrupted"]
@@ -341,11 +349,56 @@ class Cell:
     concurrency: int | None = None  # clients, on a scenario with a concurrency axis (multi-stream)
     clients: ClientsInfo | None = None
     loadgen: LoadGenInfo | None = None
+    repetitions: tuple[Repetition, ...] = ()  # empty in runs before schema 6 (one process per cell)
+    variance: tuple[VarianceSplit, ...] = ()
+    unstable: str | None = None  # why the figures are not stable across processes (None: stable)
+
+    @property
+    def used_repetitions(self) -> tuple[Repetition, ...]:
+        return tuple(r for r in self.repetitions if r.used)
 
     @property
     def key(self) -> CellKey:
         return CellKey(self.benchmark, self.model.sha256, self.target.name, self.batch_size, self.scenario,
                        self.concurrency)
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """One worker process's measurement of a cell (one work unit)."""
+
+    index: int  # 0-based, in the order the rounds ran it
+    status: Literal["ok", "failed"]
+    reason: str = ""  # why it failed, or why it was left out of the figures
+    failure_kind: FailureKind | None = None
+    used: bool = False  # whether the cell's figures include it
+    # its own figures (ok repetitions), each over its kept window
+    throughput: float | None = None
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    n: int = 0  # kept samples: the cell's samples file holds the used repetitions' samples in order
+    steady_state_cut: int = 0  # measured calls dropped as warm-up in this process
+    window_s: float | None = None
+    stop_reason: str = ""
+    peak_rss_bytes: int | None = None
+    # the machine's CPU time other processes took during the measured window (and hypervisor
+    # steal), each as a share of its capacity (bench/measure/interference.py)
+    others_cpu_share: float | None = None
+    steal_share: float | None = None
+    interfered: bool = False
+
+
+@dataclass(frozen=True)
+class VarianceSplit:
+    """How a figure varies between worker processes and within one (relative, as CVs)."""
+
+    figure: str  # "throughput", "p50", ...
+    between_cv: float
+    within_cv: float
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,54 @@ reference target's outputs, warm-up and the raw samples file.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bench.analysis.agreement import check_reference, compare_outputs, load_outputs
 from bench.models.loader import ModelRef, PreparedModel, classify
 from bench.results.files import RunDir
-from bench.results.records import Agreement, Cell, Memory, ModelInfo, Roofline, TargetInfo, Warmup
+from bench.results.records import Agreement, Cell, Memory, ModelInfo, Repetition, Roofline, TargetInfo, Warmup
 from bench.runner.isolation import WorkerFailure
 from bench.runner.plan import PlannedCell
 from bench.runner.unit import UnitOutcome
+from bench.scenarios.base import Figures
+
+
+@dataclass(frozen=True)
+class RepResult:
+    """One repetition of a cell as the parent holds it until the cell is assembled."""
+
+    index: int
+    outcome: UnitOutcome | WorkerFailure
+    figures: Figures | None = None  # the scenario's figures of an ok repetition
+
+    @property
+    def ok(self) -> bool:
+        return not isinstance(self.outcome, WorkerFailure)
+
+    def interfered(self, limit: float) -> bool:
+        shares = None if not self.ok else self.outcome.cpu_shares
+        return shares is not None and shares.total > limit
+
+
+def _rep_record(r: RepResult, used: bool, limit: float, why_left_out: str = "") -> Repetition:
+    if not r.ok:
+        f = r.outcome
+        return Repetition(r.index, "failed", f.reason, failure_kind=f.kind)
+    out, fig = r.outcome, r.figures
+    lat, shares = fig.metrics.latency_ms, out.cpu_shares
+    return Repetition(
+        r.index, "ok", why_left_out, used=used, throughput=fig.metrics.throughput.value,
+        mean_ms=lat.mean.value, p50_ms=lat.p50.value, p90_ms=lat.p90.value, p95_ms=lat.p95.value,
+        p99_ms=lat.p99.value, p999_ms=lat.p999.value, n=int(fig.kept_ns.size), steady_state_cut=fig.steady_state_cut,
+        window_s=fig.window_ns / 1e9, stop_reason=out.run.stop_reason, peak_rss_bytes=out.peak_rss_bytes,
+        others_cpu_share=None if shares is None else shares.others_share,
+        steal_share=None if shares is None else shares.steal_share,
+        interfered=r.interfered(limit),
+    )
 
 
 def json_details(details: dict[str, Any]) -> dict[str, Any]:
@@ -117,9 +155,71 @@ class CellBuilder:
         except (OSError, ValueError) as exc:
             return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
 
-    def ok(self, p: PlannedCell, out: UnitOutcome) -> Cell:
+    def cell(self, p: PlannedCell, reps: list[RepResult], precision_note: str = "", interrupted: bool = False) -> Cell:
+        """The cell from its repetitions: failed when fewer than min(2, repeats) finished (one,
+        when the run was interrupted: what was measured is kept), else its figures merged over
+        the used ones (bench.analysis.repetitions)."""
+        from bench.analysis import slo as slos
+        from bench.analysis.repetitions import merge, pick_used
+
+        stop = p.benchmark.stop
+        ok = [r for r in reps if r.ok]
+        failed = [r for r in reps if not r.ok]
+        fail_note = ""
+        if failed:
+            first = failed[0].outcome
+            fail_note = f"{len(failed)} of {len(reps)} repetitions failed (first: {first.reason})"
+        if len(ok) < (1 if interrupted else min(2, stop.repeats)):
+            if not failed:
+                return self.base(p, "failed", "no repetition ran", failure_kind="error")
+            first = failed[0].outcome
+            reason = first.reason if len(reps) == 1 else f"{fail_note}; fewer than 2 finished"
+            records = tuple(_rep_record(r, False, stop.max_interference) for r in reps)
+            return self.base(p, "failed", reason, failure_kind=first.kind,
+                             stderr_tail=first.stderr_tail or None, repetitions=records)
+        used = dict(zip((r.index for r in ok), pick_used([r.interfered(stop.max_interference) for r in ok])))
+        left_out = [r for r in ok if not used[r.index]]
+        records = tuple(
+            _rep_record(r, used.get(r.index, False), stop.max_interference,
+                        f"left out: other processes took {r.outcome.cpu_shares.total:.0%} of the CPU "
+                        f"(limit {stop.max_interference:.0%})" if r.ok and not used[r.index] else "")
+            for r in reps)
+        chosen = [r for r in ok if used[r.index]]
+        merged = merge([r.figures.metrics for r in chosen], [r.figures.kept_ns for r in chosen], stop.confidence)
+        # The scenario's own records, series, telemetry and warm-up come from the repetition
+        # whose throughput is the median: one process's view, representative of the others.
+        order = sorted(chosen, key=lambda r: r.figures.metrics.throughput.value)
+        rep = order[(len(order) - 1) // 2]
+        notes = [f"{len(chosen)} of {len(reps)} repetitions in the figures (each a worker process, in "
+                 f"interleaved rounds); per process: {rep.outcome.run.stop_reason}"]
+        if precision_note:
+            notes.append(precision_note)
+        if left_out:
+            notes.append(f"{len(left_out)} left out as interfered (other processes above "
+                         f"{stop.max_interference:.0%} of the CPU)")
+        interfered_used = [r for r in chosen if r.interfered(stop.max_interference)]
+        if interfered_used:
+            notes.append(f"{len(interfered_used)} used although interfered: fewer than 2 clean repetitions")
+        if fail_note:
+            notes.append(fail_note)
+        slo = rep.figures.slo
+        if slo is not None:
+            slo = slos.of_latency(p.benchmark.slo_limits(), merged.metrics.latency_ms) or slo
+        figures = Figures(merged.metrics, np.concatenate([r.figures.kept_ns for r in chosen]),
+                          rep.figures.window_ns, rep.figures.steady_state_cut, rep.figures.series, slo,
+                          rep.figures.records)
+        cell = self.ok(p, rep.outcome, figures)
+        reason = cell.reason
+        if interfered_used:
+            reason = (reason + "; " if reason else "") + "measured under interference from other processes"
+        return replace(cell, reason=reason, stop_reason="; ".join(notes), repetitions=records,
+                       variance=merged.variance, unstable=merged.unstable,
+                       memory=replace(cell.memory, peak_rss_bytes=max(r.outcome.peak_rss_bytes for r in chosen)),
+                       load_s=float(np.median([r.outcome.load_seconds for r in chosen])))
+
+    def ok(self, p: PlannedCell, out: UnitOutcome, figures: Figures | None = None) -> Cell:
         bench, run = p.benchmark, out.run
-        figures = p.scenario.figures(run, bench, p.key)
+        figures = figures if figures is not None else p.scenario.figures(run, bench, p.key)
         cut = figures.steady_state_cut
         setup = dict(out.setup_s)
         peaks = self.peaks.get(p.target.device) if self.peaks is not None and p.target.is_cuda else None

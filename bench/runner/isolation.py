@@ -1,9 +1,17 @@
-"""Each work unit in its own spawned worker process; this module knows tasks, not scenarios.
+"""Each work unit in its own fresh worker process; this module knows tasks, not scenarios.
 
-spawn, not fork: CUDA and runtime thread pools do not survive fork. The child runs task(job) and
-sends back one result or one typed failure (kind, reason, traceback) over a pipe; its stderr goes
-to a file whose tail becomes the reason when it dies without a word (a segfault, the
-out-of-memory killer). The parent kills the child on timeout, on error and on Ctrl-C.
+The child runs task(job) and sends back one result or one typed failure (kind, reason,
+traceback) over a pipe; its stderr goes to a file whose tail becomes the reason when it dies
+without a word (a segfault, the out-of-memory killer). Whoever started the child kills it on
+timeout, on error and on Ctrl-C.
+
+Two ways to start one. `run_in_worker` spawns it: a fresh interpreter that imports its runtime
+(torch alone takes ~1.8 s here). `WorkerHosts` forks it from a host: one spawned process per
+family of runtimes (ONNX Runtime, torch, anything else) that has imported that family's modules
+once and then forks a worker per unit, so a unit starts in milliseconds with the same modules
+resident as a spawned worker would have (its peak RSS stays comparable). A host never runs a
+model, never initializes CUDA or NVML and starts no threads of its own: a forked child of a
+process that had initialized CUDA could not use it (DESIGN: spawn for anything that has).
 """
 from __future__ import annotations
 
@@ -70,10 +78,10 @@ def _death_reason(code: int | None) -> str:
 
 
 def run_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeout_s: float,
-                  name: str = "bench-worker") -> Any:
-    """task(job) in a spawned child: its return value, or a WorkerFailure. `task` must be a
+                  name: str = "bench-worker", start_method: str = "spawn") -> Any:
+    """task(job) in a fresh child: its return value, or a WorkerFailure. `task` must be a
     module-level function (spawn pickles it by name)."""
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(start_method)
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(task, job, send, str(stderr_path)), name=name)
     proc.start()
@@ -101,3 +109,154 @@ def run_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeo
             proc.kill()
             proc.join()
         recv.close()
+
+
+# A forked child of a process with threads may deadlock on a lock one of them held; the host's
+# only threads are numpy's and ONNX Runtime's idle pools, started at import and fork-safe.
+_FORK_WARNING = "This process .* is multi-threaded, use of fork"
+
+
+def _host_main(conn, preload: tuple[str, ...], ready_note: str) -> None:
+    """A worker host: import the family's modules once, then fork one worker per request."""
+    import importlib
+    import sys
+    import warnings
+
+    # Ctrl-C reaches the whole process group: the worker in flight is killed (below) and the
+    # host leaves without a traceback; SIGTERM from the parent does the same.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
+    try:
+        failed = ""
+        for module in preload:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # the worker imports it again and reports the failure itself
+                failed = f"{module}: {type(exc).__name__}: {exc}"
+        conn.send(("ready", failed or ready_note))
+        while True:
+            request = conn.recv()
+            if request is None:
+                return
+            task, job, stderr_path, timeout_s, name = request
+            try:
+                answer = run_in_worker(task, job, Path(stderr_path), timeout_s, name, start_method="fork")
+            except Exception as exc:  # the host could not start the worker: that unit fails, the host lives
+                answer = WorkerFailure("crash", f"could not start a worker: {type(exc).__name__}: {exc}",
+                                       traceback.format_exc()[-STDERR_TAIL_BYTES:])
+            conn.send(answer)
+    except (KeyboardInterrupt, SystemExit, EOFError, BrokenPipeError):
+        return  # the parent is going or gone: run_in_worker has killed the worker in flight
+
+
+# The parent waits this long beyond a unit's own timeout for the host's answer (the host times
+# the unit and kills its worker itself; this only catches a host that died or hung).
+HOST_GRACE_S = 60.0
+
+
+class _Host:
+    def __init__(self, preload: tuple[str, ...], stderr_path: Path):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self._stderr = open(stderr_path, "ab")  # noqa: SIM115 - held for the host's life
+        self.proc = ctx.Process(target=_host_main, args=(child, preload, ""), name="bench-worker-host")
+        # The host's own stderr (a native library's warning at import) goes to a file, not the user's terminal.
+        saved = os.dup(2)
+        try:
+            os.dup2(self._stderr.fileno(), 2)
+            self.proc.start()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        child.close()
+        self.ready_note = ""
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        if not self.conn.poll(timeout_s):
+            return False
+        try:
+            _, self.ready_note = self.conn.recv()
+        except EOFError:
+            return False
+        return True
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(2)
+        if self.proc.is_alive():
+            self.proc.terminate()  # SIGTERM: the host kills its worker, then leaves
+            self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+        self._stderr.close()
+
+
+class WorkerHosts:
+    """Fresh workers forked from one host per family of runtimes (see the module docstring).
+
+    `run(family, preload, ...)` behaves as run_in_worker; the host of `family` is started on its
+    first unit (it imports `preload`) and kept until close(). A host that dies is replaced by a
+    new one on the next unit; the unit it was running fails as a crash, with the host's reason.
+    """
+
+    def __init__(self, work_dir: Path):
+        self._dir = work_dir
+        self._hosts: dict[str, _Host] = {}
+        self.interrupted = False  # a Ctrl-C arrived while closing (the hosts were killed at once)
+
+    def __enter__(self) -> WorkerHosts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self, family: str, preload: tuple[str, ...]) -> _Host:
+        host = self._hosts.get(family)
+        if host is None or not host.proc.is_alive():
+            if host is not None:
+                host.close()
+            host = _Host(preload, self._dir / f"host-{family}.stderr")
+            if not host.wait_ready(300):
+                host.close()
+                raise RuntimeError(f"the {family} worker host did not start: {_tail(self._dir / f'host-{family}.stderr')}")
+            self._hosts[family] = host
+        return host
+
+    def run(self, family: str, preload: tuple[str, ...], task: Callable[[Any], Any], job: Any,
+            stderr_path: Path, timeout_s: float, name: str = "bench-worker") -> Any:
+        host = self.start(family, preload)
+        try:
+            host.conn.send((task, job, str(stderr_path), timeout_s, name))
+            if host.conn.poll(timeout_s + HOST_GRACE_S):
+                return host.conn.recv()
+            reason = f"the {family} worker host gave no answer within {timeout_s + HOST_GRACE_S:.0f} s"
+        except (EOFError, OSError) as exc:
+            host.proc.join(2)
+            reason = f"the {family} worker host died ({type(exc).__name__}; {_death_reason(host.proc.exitcode)})"
+        except BaseException:  # Ctrl-C or a parent-side error: no worker may outlive the parent
+            self._drop(family)
+            raise
+        self._drop(family)
+        return WorkerFailure("crash", reason, _tail(stderr_path))
+
+    def _drop(self, family: str) -> None:
+        host = self._hosts.pop(family, None)
+        if host is not None:
+            host.close()
+
+    def close(self) -> None:
+        """Stop every host (each kills its worker in flight). A Ctrl-C meanwhile kills the rest
+        at once and is noted in `interrupted`, not raised: the caller still has results to keep."""
+        try:
+            for family in list(self._hosts):
+                self._drop(family)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            for host in self._hosts.values():
+                host.proc.kill()
+            self._hosts.clear()

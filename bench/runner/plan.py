@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from bench.config.records import BenchmarkSpec, SuiteSpec, TargetSpec
 from bench.errors import UsageError
-from bench.results.records import Cell, CellKey
+from bench.results.records import CellKey, Slo
 from bench.scenarios.base import Scenario
 from bench.scenarios.registry import SCENARIOS
 
@@ -93,11 +93,12 @@ class SweepGates:
             return f"sweep stopped: the SLO broke at concurrency {broke}"
         return None
 
-    def record(self, c: PlannedCell, cell: Cell) -> None:
+    def record(self, c: PlannedCell, failure_kind: str | None, slo: Slo | None) -> None:
+        """One repetition's outcome: its failure kind, or the SLO of its figures."""
         k = c.key
-        if cell.failure_kind == "out_of_memory":
+        if failure_kind == "out_of_memory":
             at = (k.benchmark, k.target, k.scenario)
             self._oom_at[at] = min(self._oom_at.get(at, k.batch_size), k.batch_size)
-        if k.concurrency is not None and cell.slo is not None and not cell.slo.passed:
+        if k.concurrency is not None and slo is not None and not slo.passed:
             at4 = (k.benchmark, k.target, k.batch_size, k.scenario)
             self._slo_broke_at[at4] = min(self._slo_broke_at.get(at4, k.concurrency), k.concurrency)

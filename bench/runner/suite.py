@@ -19,22 +19,24 @@ from bench.measure.nvml_devices import visible_device_count
 from bench.models.loader import PreparedModel, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.records import SCHEMA_VERSION, Cell, Run, SuiteInfo
-from bench.runner.assemble import CellBuilder, model_ref
-from bench.runner.isolation import WorkerFailure, run_in_worker
+from bench.runner.assemble import CellBuilder, RepResult, model_ref
+from bench.runner.isolation import WorkerFailure, WorkerHosts
 from bench.runner.plan import PlannedCell, SweepGates, model_forms, plan, with_models
 from bench.runner.probes import PeakProbes
-from bench.runner.schedule import InPlanOrder, Schedule
+from bench.runner.schedule import Schedule, ShuffledRounds
 from bench.runner.unit import UnitJob, run_unit
 
 
 @dataclass(frozen=True)
 class Progress:
-    """One event for the person watching: a cell is starting (cell is None) or has finished."""
+    """One event for the person watching: a repetition of a cell is starting (cell is None), or
+    the cell has finished (all its repetitions, assembled)."""
 
     index: int
     total: int
     planned: PlannedCell
     cell: Cell | None
+    repetition: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,65 @@ def device_problem(target: TargetSpec, count: int, note: str) -> str | None:
     return None
 
 
+@dataclass
+class _CellState:
+    """A cell while its repetitions run: what they returned, and its record once assembled."""
+
+    planned: PlannedCell
+    reps: list[RepResult]
+    cell: Cell | None = None  # final (skipped, failed before running, or assembled)
+    precision_note: str = ""
+
+    def failures(self) -> list[WorkerFailure]:
+        return [r.outcome for r in self.reps if not r.ok]
+
+    def needs(self, round_index: int) -> bool:
+        """Whether the cell runs in this round: its first `repeats` rounds, then more (up to
+        max_repeats) while its process-level precision misses the target; never after a failure
+        that would repeat (out of memory, unsupported) or a second failure of any kind."""
+        if self.cell is not None:
+            return False
+        stop = self.planned.benchmark.stop
+        fails = self.failures()
+        if any(f.kind in ("out_of_memory", "unsupported") for f in fails) or len(fails) >= 2:
+            return False
+        if round_index < stop.repeats:
+            return True
+        if round_index >= stop.repeat_limit:
+            return False
+        return not self.precise_enough()
+
+    def precise_enough(self) -> bool:
+        from bench.analysis.repetitions import merge
+
+        stop = self.planned.benchmark.stop
+        ok = [r for r in self.reps if r.ok]
+        if not stop.ci_figures or len(ok) < 2:
+            self.precision_note = ""
+            return True
+        merged = merge([r.figures.metrics for r in ok], [], stop.confidence)
+        widths = {f: merged.rel_half_width(f) for f in stop.ci_figures}
+        reached = all(w <= stop.ci_rel_width for w in widths.values())
+        shown = ", ".join(f"{f} ±{w:.1%}" for f, w in widths.items())
+        if reached:
+            self.precision_note = f"precision across {len(ok)} processes: {shown} (target ±{stop.ci_rel_width:.1%} reached)"
+        else:
+            limit = stop.repeat_limit
+            self.precision_note = (f"precision across {len(ok)} processes: {shown} (target ±{stop.ci_rel_width:.1%} "
+                                   f"not reached{'; max_repeats ' + str(limit) + ' reached' if len(self.reps) >= limit else ''})")
+        return reached
+
+
 def run_suite(
     suite: SuiteSpec,
     out_root: Path,
     only: str | None = None,
     argv: tuple[str, ...] = (),
     progress: Callable[[Progress], None] = lambda _: None,
-    schedule: Schedule = InPlanOrder(),
+    schedule: Schedule = ShuffledRounds(),
 ) -> SuiteResult:
     from bench import __version__
+    from bench.backends.registry import worker_family
 
     cells = plan(suite, only)
     stats.warm_kernels()  # compile (or load) every kernel once here, so workers only load the cache
@@ -96,49 +148,92 @@ def run_suite(
         argv=argv,
     )
     run_dir.write_run(run)
-    done: list[Cell] = []
+    states = [_CellState(p, []) for p in cells]
     interrupted = False
+
+    def finished() -> tuple[Cell, ...]:
+        return tuple(st.cell for st in states if st.cell is not None)
+
     with tempfile.TemporaryDirectory(prefix="bench-outputs-") as tmp:
+        hosts = WorkerHosts(Path(tmp))
         peaks = PeakProbes(Path(tmp))
         builder = CellBuilder(run_dir, models, Path(tmp), peaks)
         gates = SweepGates()
-        try:
-            for unit in schedule.units(cells):
-                p = unit.cell
-                progress(Progress(p.index, len(cells), p, None))
+
+        def settle(st: _CellState) -> None:
+            if not st.precision_note:
+                st.precise_enough()  # states the precision reached across processes
+            st.cell = builder.cell(st.planned, st.reps, st.precision_note)
+            progress(Progress(st.planned.index, len(cells), st.planned, st.cell))
+
+        def unit(st: _CellState, repetition: int) -> None:
+            p = st.planned
+            progress(Progress(p.index, len(cells), p, None, repetition))
+            if not st.reps:  # the first repetition: can this cell run at all?
                 problem = device_problem(p.target, gpu_count, gpu_note) if p.target.is_cuda else None
                 skip = gates.skip_reason(p)
                 if p.target.is_cuda and not cuda:
-                    cell = builder.skipped(p, problem or "no CUDA device")
+                    st.cell = builder.skipped(p, problem or "no CUDA device")
                 elif problem:
-                    cell = builder.base(p, "failed", problem, failure_kind="unsupported")
+                    st.cell = builder.base(p, "failed", problem, failure_kind="unsupported")
                 elif skip:
-                    cell = builder.skipped(p, skip)
-                else:
-                    if p.target.is_cuda:
-                        peaks.ensure(p.target.device)
-                    job = UnitJob(p.key, unit.repetition, p.benchmark, p.target, models[p.benchmark.name],
-                                  str(builder.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size)))
-                    stderr_path = Path(tmp) / f"worker-{p.index:04d}-{unit.repetition}.stderr"
-                    outcome = run_in_worker(run_unit, job, stderr_path, p.timeout_s(), f"bench-cell-{p.index}")
-                    stderr_path.unlink(missing_ok=True)
-                    cell = builder.failed(p, outcome) if isinstance(outcome, WorkerFailure) else builder.ok(p, outcome)
-                    gates.record(p, cell)
-                done.append(cell)
-                run = replace(run, cells=tuple(done))
+                    st.cell = builder.skipped(p, skip)
+                if st.cell is not None:
+                    progress(Progress(p.index, len(cells), p, st.cell))
+                    return
+            if p.target.is_cuda:
+                peaks.ensure(p.target.device)
+            job = UnitJob(p.key, repetition, p.benchmark, p.target, models[p.benchmark.name],
+                          str(builder.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size)))
+            stderr_path = Path(tmp) / f"worker-{p.index:04d}-{repetition}.stderr"
+            family, preload = worker_family(p.target.backend)
+            outcome = hosts.run(family, preload, run_unit, job, stderr_path, p.timeout_s(), f"bench-cell-{p.index}")
+            stderr_path.unlink(missing_ok=True)
+            if isinstance(outcome, WorkerFailure):
+                st.reps.append(RepResult(repetition, outcome))
+                gates.record(p, outcome.kind, None)
+            else:
+                figures = p.scenario.figures(outcome.run, p.benchmark, p.key)
+                st.reps.append(RepResult(repetition, outcome, figures))
+                gates.record(p, None, figures.slo)
+
+        try:
+            round_index = 0
+            while True:
+                todo = [st for st in states if st.needs(round_index)]
+                if not todo:
+                    break
+                by_index = {st.planned.index: st for st in todo}
+                for p in schedule.order([st.planned for st in todo], round_index):
+                    unit(by_index[p.index], len(by_index[p.index].reps))
+                # Cells that will not run again are assembled now, and the run file rewritten.
+                for st in todo:
+                    if st.cell is None and not st.needs(round_index + 1):
+                        settle(st)
+                run = replace(run, cells=finished())
                 run_dir.write_run(run)
-                progress(Progress(p.index, len(cells), p, cell))
+                round_index += 1
         except KeyboardInterrupt:
             interrupted = True
         except BaseException:
+            hosts.close()
             # A bug or an unexpected error in the parent: keep what was measured, then let it surface
             # (and if even that write fails, the last good run.json stays and the first error surfaces).
             try:
-                run_dir.write_run(replace(run, cells=tuple(done), status="interrupted", finished_at=utc_now_iso()))
+                run_dir.write_run(replace(run, cells=finished(), status="interrupted", finished_at=utc_now_iso()))
             except Exception:
                 pass
             raise
-    run = replace(run, cells=tuple(done), status="interrupted" if interrupted else "complete",
+        hosts.close()
+        interrupted = interrupted or hosts.interrupted
+        if interrupted:
+            # Cells with repetitions measured keep them, said to be cut short.
+            for st in states:
+                if st.cell is None and st.reps:
+                    st.precision_note = (f"interrupted after {len(st.reps)} of "
+                                         f"{st.planned.benchmark.stop.repeats} planned repetitions")
+                    st.cell = builder.cell(st.planned, st.reps, st.precision_note, interrupted=True)
+    run = replace(run, cells=finished(), status="interrupted" if interrupted else "complete",
                   finished_at=utc_now_iso())
     path = run_dir.write_run(run)
     return SuiteResult(run, path, interrupted)

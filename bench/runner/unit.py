@@ -18,6 +18,7 @@ from bench.backends.base import Backend, BackendInfo
 from bench.backends.devices import is_out_of_memory, out_of_memory_reason
 from bench.config.records import BenchmarkSpec, TargetSpec
 from bench.errors import CellFailure
+from bench.measure.interference import CpuMeter, CpuShares
 from bench.measure.memory import peak_rss_bytes
 from bench.models.inputs import inputs_sha256
 from bench.models.loader import PreparedModel
@@ -49,6 +50,7 @@ class UnitOutcome:
     gpu: GpuTelemetry | None = None  # NVML over the measured window
     gpu_telemetry_note: str = ""  # why a GPU cell has no telemetry
     gpu_peak: tuple[int, str] | None = None  # (bytes, where the figure comes from)
+    cpu_shares: CpuShares | None = None  # what other processes took of the CPU in the measured window
 
 
 def run_unit(job: UnitJob) -> UnitOutcome:
@@ -80,9 +82,13 @@ def _run(job: UnitJob) -> UnitOutcome:
         raise CellFailure(f"backend {job.target.backend!r}: info() returned {type(info).__name__}, "
                           "not bench.backends.BackendInfo")
     sampler = _gpu_sampler(backend)
+    meter = CpuMeter()
+    # The telemetry window is the measured part alone: each scenario marks it after warm-up.
     if sampler is not None:
-        # The telemetry window is the measured part alone: each scenario marks it after warm-up.
-        session.window = Window(sampler.mark_start, sampler.mark_end)
+        session.window = Window(lambda: (sampler.mark_start(), meter.mark_start()),
+                                lambda: (meter.mark_end(), sampler.mark_end()))
+    else:
+        session.window = Window(meter.mark_start, meter.mark_end)
     try:
         run = scenario.run(session)
     finally:
@@ -98,7 +104,7 @@ def _run(job: UnitJob) -> UnitOutcome:
         peak = (telemetry.process_memory_max_bytes,
                 "NVML per-process used memory (the runtime's arena and the CUDA context included)")
     return UnitOutcome(run, loaded[0], peak_rss_bytes(), info, inputs_sha256(session.feeds),
-                       session.boundary, tuple(session.setup_s.items()), telemetry, note, peak)
+                       session.boundary, tuple(session.setup_s.items()), telemetry, note, peak, meter.shares())
 
 
 def _gpu_sampler(backend: Backend) -> Any:

@@ -13,6 +13,7 @@ from kernels import histogram as _hist
 from kernels import moments as _mom
 from kernels import order_stats as _os
 from kernels import steady as _steady
+from kernels import student as _student
 from kernels import tests as _tests
 
 
@@ -41,6 +42,8 @@ def _warm_group(group: str) -> None:
         mann_whitney(x, x + 1)
         change_points(x)
         change_points(x, min_size=1)
+        _student.t_ppf(0.975, 2.0)
+        _student.betainc(1.0, 0.5, 0.5)
 
 
 def _kernel_dispatchers() -> list:
@@ -49,7 +52,7 @@ def _kernel_dispatchers() -> list:
     from kernels import summary as _summary
 
     # Public kernels only: private helpers are compiled into their callers, never cached alone.
-    return [f for mod in (_boot, _hist, _mom, _os, _steady, _tests, _summary)
+    return [f for mod in (_boot, _hist, _mom, _os, _steady, _student, _tests, _summary)
             for name, f in vars(mod).items()
             if isinstance(f, numba.core.registry.CPUDispatcher) and not name.startswith("_")]
 

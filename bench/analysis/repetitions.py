@@ -1,0 +1,94 @@
+"""A cell's figures from its repetitions (worker processes): merged figures, the between/within
+split of their variance, the unstable mark, and which repetitions the figures may use.
+
+Model and intervals: bench.stats.processes. Each figure (throughput, mean, each percentile) is
+the mean over the used repetitions of that repetition's figure; its interval is t over them. A
+repetition measured under interference (other processes took more than the stop rule's
+max_interference of the CPU) is left out while at least two clean ones remain, and the reason
+says so. A cell is unstable when a figure's between-process CV exceeds UNSTABLE_CV.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from bench import stats
+from bench.analysis.figures import histogram_record
+from bench.results.records import Estimate, Latency, Metrics, Throughput, VarianceSplit
+
+UNSTABLE_CV = 0.10  # between-process CV above this marks a cell unstable
+LATENCY_FIGURES = ("mean", "p50", "p90", "p95", "p99", "p999")
+SPLIT_FIGURES = ("throughput", "mean", "p50", "p99")
+
+
+def pick_used(interfered: list[bool]) -> list[bool]:
+    """Which ok repetitions the figures use: all clean ones, and the interfered ones only while
+    fewer than two clean ones remain (then every ok repetition is used, and flagged)."""
+    clean = interfered.count(False)
+    return [not bad or clean < 2 for bad in interfered]
+
+
+def _se(e: Estimate | Throughput, z: float) -> float:
+    if e.ci_low is None or e.ci_high is None:
+        return 0.0
+    return (e.ci_high - e.ci_low) / (2 * z)
+
+
+@dataclass(frozen=True)
+class Merged:
+    metrics: Metrics
+    variance: tuple[VarianceSplit, ...]
+    unstable: str | None
+
+    def rel_half_width(self, figure: str) -> float:
+        e = self.metrics.throughput if figure == "throughput" else getattr(self.metrics.latency_ms, figure)
+        return stats.Interval(e.ci_low, e.ci_high, "").rel_half_width(e.value)
+
+
+def merge(per: list[Metrics], kept_ns: list[np.ndarray], confidence: float) -> Merged:
+    """One cell's metrics from its used repetitions' metrics (and their kept samples)."""
+    z = stats.normal_quantile(0.5 + confidence / 2)
+    r = len(per)
+
+    def combine(values: list[float], ses: list[float], unit_scale: float = 1.0) -> tuple[Estimate, stats.Split | None]:
+        iv = stats.process_interval(values, confidence)
+        m = float(np.mean(values))
+        split = stats.variance_split(values, ses) if r >= 2 else None
+        return Estimate(m, iv.low, iv.high, iv.method), split
+
+    splits: list[VarianceSplit] = []
+    tp_values = [m.throughput.value for m in per]
+    tp_est, tp_split = combine(tp_values, [_se(m.throughput, z) for m in per])
+    if r < 2:  # one process: its own within-process interval is all there is
+        tp = replace(per[0].throughput, method=per[0].throughput.method + "; one process: no between-process term")
+    else:
+        tp = Throughput(tp_est.value, tp_est.ci_low, tp_est.ci_high, per[0].throughput.unit,
+                        f"mean of {r} processes' throughputs; {tp_est.method}", confidence)
+    if tp_split is not None:
+        splits.append(VarianceSplit("throughput", tp_split.between_cv, tp_split.within_cv))
+    fields = {}
+    for f in LATENCY_FIGURES:
+        ests = [getattr(m.latency_ms, f) for m in per]
+        if r < 2:
+            fields[f] = ests[0]
+            continue
+        est, split = combine([e.value for e in ests], [_se(e, z) for e in ests])
+        fields[f] = est
+        if split is not None and f in SPLIT_FIGURES:
+            splits.append(VarianceSplit(f, split.between_cv, split.within_cv))
+    all_ns = np.concatenate(kept_ns) if kept_ns else np.empty(0, dtype=np.int64)
+    latency = Latency(
+        n=sum(m.latency_ms.n for m in per),
+        min=Estimate(min(m.latency_ms.min.value for m in per)),
+        max=Estimate(max(m.latency_ms.max.value for m in per)),
+        histogram=histogram_record(all_ns) if all_ns.size else per[0].latency_ms.histogram,
+        confidence=confidence,
+        **fields,
+    )
+    worst = max(splits, key=lambda s: s.between_cv, default=None)
+    unstable = None
+    if worst is not None and worst.between_cv > UNSTABLE_CV:
+        unstable = (f"{worst.figure} varies {worst.between_cv:.0%} between processes (CV over {r} repetitions; "
+                    f"rule: over {UNSTABLE_CV:.0%})")
+    return Merged(Metrics(tp, latency), tuple(splits), unstable)

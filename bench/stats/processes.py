@@ -1,0 +1,144 @@
+"""Figures over worker processes: the level at which a benchmark's error lives.
+
+The model (one-way random effects): repetition r of a cell, run in its own process, measures
+figure_r = mu + b_r + e_r, where b_r is the process's own offset (its memory layout, the cores it
+got, the machine's state in its minute: measured here as a bimodal spread of 17%) and e_r the
+sampling error of its window. The cell's figure is the mean of the R per-process figures, and
+its interval is Student's t with R - 1 degrees of freedom over them, which holds both terms
+(each figure_r carries its e_r). The split reported per figure: within = the mean squared
+standard error of the per-process figures (from each window's own interval), between =
+max(0, sample variance of the figures - within) (the ANOVA method-of-moments estimate).
+
+Two runs, or two targets, compare on the logarithms of their per-process figures (Welch's t:
+unequal variances, Satterthwaite's degrees of freedom), so a ratio and its interval come out,
+and the smallest change the comparison could have detected follows from the same standard error
+(minimum detectable effect at two-sided alpha and the given power, t quantiles). Many such tests
+in one run are corrected together: Holm (family-wise error) or Benjamini-Hochberg (false
+discovery rate), both step procedures over the sorted p-values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.stats.checks import Interval, check_confidence
+from kernels import student as _t
+
+
+def t_quantile(p: float, df: float) -> float:
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t quantile: p {p!r} must be in (0, 1) and df {df!r} > 0")
+    return float(_t.t_ppf(float(p), float(df)))
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    return float(min(1.0, 2.0 * (1.0 - _t.t_cdf(abs(float(t)), float(df)))))
+
+
+def _values(values, what: str) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"{what}: expected a non-empty 1-D array of finite numbers")
+    return x
+
+
+def process_interval(values, confidence: float = 0.95) -> Interval:
+    """Mean of per-process figures and its t interval over processes (None bounds for one)."""
+    x = _values(values, "per-process figures")
+    confidence = check_confidence(confidence)
+    r = x.size
+    if r < 2:
+        return Interval(None, None, "one process: no between-process interval")
+    half = t_quantile(0.5 + confidence / 2, r - 1) * float(x.std(ddof=1)) / math.sqrt(r)
+    m = float(x.mean())
+    return Interval(m - half, m + half, f"t over {r} processes ({r - 1} df): between- and within-process variance")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Variance of one figure between and within processes, relative to the figure (CV terms)."""
+
+    between_cv: float  # sd of the process offsets / mean
+    within_cv: float  # rms standard error of one process's figure / mean
+
+    @property
+    def between_share(self) -> float:
+        total = self.between_cv ** 2 + self.within_cv ** 2
+        return self.between_cv ** 2 / total if total > 0 else 0.0
+
+
+def variance_split(values, within_se) -> Split | None:
+    """The between/within split of per-process figures with their own standard errors."""
+    x = _values(values, "per-process figures")
+    se = _values(within_se, "standard errors")
+    if x.size < 2 or se.size != x.size or x.mean() == 0:
+        return None
+    within = float(np.mean(se ** 2))
+    between = max(0.0, float(x.var(ddof=1)) - within)
+    m = abs(float(x.mean()))
+    return Split(math.sqrt(between) / m, math.sqrt(within) / m)
+
+
+@dataclass(frozen=True)
+class LogRatio:
+    """NEW / BASE as the ratio of geometric means over processes, with Welch's t on the logs."""
+
+    ratio: float
+    low: float
+    high: float
+    p_value: float
+    df: float
+    se_log: float
+
+    def detectable(self, alpha: float, power: float) -> float:
+        """The smallest relative change this comparison detects with `power` at two-sided `alpha`."""
+        if self.se_log == 0.0:
+            return 0.0
+        k = t_quantile(1 - alpha / 2, self.df) + t_quantile(power, self.df)
+        return math.expm1(k * self.se_log)
+
+
+def log_ratio(base, new, confidence: float = 0.95) -> LogRatio:
+    """Welch's t on log figures; each side needs at least 2 processes."""
+    a = np.log(_values(base, "base figures"))
+    b = np.log(_values(new, "new figures"))
+    if a.size < 2 or b.size < 2:
+        raise ValueError("a process-level ratio needs at least 2 processes on each side")
+    confidence = check_confidence(confidence)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    diff = float(b.mean() - a.mean())
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        r = math.exp(diff)
+        return LogRatio(r, r, r, 0.0 if diff != 0 else 1.0, float(a.size + b.size - 2), 0.0)
+    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if va > 0 and vb > 0 else \
+        float((a.size if va > 0 else b.size) - 1)
+    half = t_quantile(0.5 + confidence / 2, df) * se
+    return LogRatio(math.exp(diff), math.exp(diff - half), math.exp(diff + half),
+                    t_two_sided_p(diff / se, df), float(df), se)
+
+
+def holm(p_values, alpha: float) -> np.ndarray:
+    """Which hypotheses Holm's step-down procedure rejects (family-wise error <= alpha)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    reject = np.zeros(p.size, dtype=bool)
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        if p[i] > alpha / (p.size - rank):
+            break
+        reject[i] = True
+    return reject
+
+
+def benjamini_hochberg(p_values, alpha: float) -> np.ndarray:
+    """Which hypotheses the BH step-up procedure rejects (false discovery rate <= alpha)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    reject = np.zeros(p.size, dtype=bool)
+    if p.size == 0:
+        return reject
+    order = np.argsort(p, kind="stable")
+    ok = p[order] <= alpha * np.arange(1, p.size + 1) / p.size
+    if ok.any():
+        reject[order[: int(np.nonzero(ok)[0].max()) + 1]] = True
+    return reject

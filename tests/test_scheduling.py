@@ -1,0 +1,103 @@
+"""Repetitions in rounds, and workers forked from hosts: the order, and real processes."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.config.suite import parse_suite
+from bench.runner.isolation import WorkerFailure, WorkerHosts
+from bench.runner.plan import plan
+from bench.runner.schedule import InPlanOrder, ShuffledRounds
+from tests.helpers import load_run_json, run_cli, tiny_suite, write_suite
+
+
+def _cells(batch_sizes: str = "[1, 2, 4, 8]"):
+    return plan(parse_suite(tiny_suite(batch_sizes=batch_sizes, scenarios='["single-stream", "offline"]')))
+
+
+def test_rounds_are_seeded_shuffles_that_keep_each_sweep_ascending():
+    cells = _cells()
+    rounds = [ShuffledRounds().order(cells, r) for r in range(4)]
+    assert all(sorted(c.index for c in order) == list(range(len(cells))) for order in rounds)
+    assert len({tuple(c.index for c in order) for order in rounds}) == 4  # each round its own order
+    assert [c.index for c in ShuffledRounds().order(cells, 2)] == [c.index for c in rounds[2]]  # seeded
+    assert [c.index for c in ShuffledRounds(seed=1).order(cells, 2)] != [c.index for c in rounds[2]]
+    for order in rounds:
+        # interleaved: the targets are mixed, not one block each
+        targets = [c.key.target for c in order]
+        assert targets != sorted(targets) and targets != sorted(targets, reverse=True)
+        seen: dict[tuple, int] = {}
+        for c in order:  # within a sweep (benchmark, target, scenario), batch sizes ascend
+            sweep = (c.key.benchmark, c.key.target, c.key.scenario)
+            assert c.key.batch_size > seen.get(sweep, 0)
+            seen[sweep] = c.key.batch_size
+    assert [c.index for c in InPlanOrder().order(list(reversed(cells)), 0)] == list(range(len(cells)))
+
+
+def _pid(_job) -> int:
+    return os.getpid()
+
+
+def _hang(_job) -> None:
+    time.sleep(600)
+
+
+def _rss(_job) -> int:
+    from bench.measure.memory import peak_rss_bytes
+
+    return peak_rss_bytes()
+
+
+def test_hosts_fork_a_fresh_worker_per_unit_and_keep_one_host_per_family(tmp_path):
+    with WorkerHosts(tmp_path) as hosts:
+        pids = [hosts.run("a", ("numpy",), _pid, None, tmp_path / "e", 30) for _ in range(3)]
+        other = hosts.run("b", (), _pid, None, tmp_path / "e", 30)
+        host_a = hosts._hosts["a"].proc.pid
+        assert len({*pids, other}) == 4 and os.getpid() not in pids  # a new process every unit
+        assert hosts._hosts["b"].proc.pid != host_a  # another family, another host
+    assert not psutil.pid_exists(host_a) or psutil.Process(host_a).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_hung_worker_is_killed_at_its_timeout_and_the_host_serves_the_next(tmp_path):
+    with WorkerHosts(tmp_path) as hosts:
+        got = hosts.run("a", (), _hang, None, tmp_path / "e", 1)
+        assert isinstance(got, WorkerFailure) and got.kind == "timeout" and got.reason == "timed out after 1 s"
+        assert isinstance(hosts.run("a", (), _pid, None, tmp_path / "e", 30), int)
+
+
+def test_a_dead_host_fails_its_unit_as_a_crash_and_is_replaced(tmp_path):
+    with WorkerHosts(tmp_path) as hosts:
+        hosts.run("a", (), _pid, None, tmp_path / "e", 30)
+        first = hosts._hosts["a"].proc
+        first.kill()
+        first.join()
+        got = hosts.run("a", (), _pid, None, tmp_path / "e", 30)
+        # the dead host is noticed before sending: a new one serves the unit
+        assert isinstance(got, int) and hosts._hosts["a"].proc.pid != first.pid
+
+
+def test_a_forked_worker_reports_the_memory_of_what_its_host_imported(tmp_path):
+    # A worker forked from a host that imported ONNX Runtime holds its pages, as a spawned worker
+    # that imported it would: peak RSS stays comparable between the two ways of starting, and a
+    # family's host imports only its own runtime (an ORT worker does not carry torch).
+    with WorkerHosts(tmp_path) as hosts:
+        bare = hosts.run("bare", (), _rss, None, tmp_path / "e", 30)
+        with_ort = hosts.run("ort", ("onnxruntime",), _rss, None, tmp_path / "e", 30)
+    assert with_ort > bare + 5 * 2**20
+
+
+def test_a_real_run_interleaves_the_repetitions_of_all_cells_in_rounds(tmp_path, capsys):
+    suite = write_suite(tmp_path, tiny_suite(batch_sizes="[1, 2]").replace("ci_figures = []", "ci_figures = [], repeats = 3"))
+    code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 0, stderr
+    starts = [line for line in stderr.splitlines() if line.endswith(" ...")]
+    rounds = [int(line.rsplit("repetition ", 1)[1].split()[0]) for line in starts]
+    assert rounds == [1] * 4 + [2] * 4 + [3] * 4  # every cell once per round
+    orders = [[line.split("] ", 1)[1].split(" ")[0] for line in starts[4 * r:4 * r + 4]] for r in range(3)]
+    assert len({tuple(o) for o in orders}) > 1  # shuffled per round
+    doc = load_run_json(tmp_path / "r")
+    assert all(len(c["repetitions"]) == 3 and all(r["used"] for r in c["repetitions"]) for c in doc["cells"])
