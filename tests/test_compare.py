@@ -45,8 +45,9 @@ def spin_runs(tmp_path_factory):
     One real run of the synthetic target is the template (run.json and its samples files, as a
     run writes them); A, A2 and B are copies of it whose samples files hold planted, seeded draws,
     so the verdicts are fixed instead of depending on this machine's noise: A2 is an independent
-    draw from A's distribution, B one from A's distribution x 1.10. compare judges single-stream
-    and offline cells from their samples alone (run.json's figures stay the template's)."""
+    draw from A's distribution, B one from A's distribution x 1.10. Their repetitions are removed,
+    as in a run made before schema 6 (one process per cell): compare then judges single-stream and
+    offline cells from their samples alone (run.json's figures stay the template's)."""
     import shutil
     import sys
 
@@ -68,6 +69,8 @@ def spin_runs(tmp_path_factory):
         shutil.copytree(template, run_dir)
         doc = json.loads((run_dir / "run.json").read_text())
         doc["run_id"] = run_dir.name
+        for cell in doc["cells"]:
+            cell["repetitions"] = []
         (run_dir / "run.json").write_text(json.dumps(doc, indent=1))
         assert [c["scenario"] for c in doc["cells"]] == ["single-stream", "offline"]
         for cell in doc["cells"]:
@@ -264,3 +267,90 @@ def test_cells_timed_at_different_boundaries_are_not_comparable(spin_runs, capsy
     cells = json.loads(out)["cells"]
     assert code == 0 and {c["verdict"] for c in cells} == {"not comparable"}
     assert cells[0]["reason"].startswith("timing boundaries differ: base end_to_end, new device")
+
+
+# --- the process test: per-process figures planted with this machine's between-process noise
+
+
+def _noisy_processes(rng, r: int, scale: float, cv_jitter: float = 0.03) -> np.ndarray:
+    """Per-process time factors as measured here: a third of processes in a mode 25% slower, plus
+    jitter (pyperf's per-process means: 19 vs 26 us)."""
+    return scale * (1 + 0.25 * (rng.random(r) < 1 / 3)) * rng.lognormal(0.0, cv_jitter, r)
+
+
+def _planted_process_run(template: Path, dest: Path, factors_by_cell: list[np.ndarray]) -> Path:
+    import shutil
+
+    shutil.copytree(template, dest)
+    doc = json.loads((dest / "run.json").read_text())
+    doc["run_id"] = dest.name
+    for cell, factors in zip(doc["cells"], factors_by_cell):
+        base = cell["repetitions"][0]
+        reps = []
+        for i, f in enumerate(factors):
+            rep = dict(base, index=i, used=True, status="ok", reason="")
+            rep["throughput"] = base["throughput"] / f
+            for k in ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms"):
+                rep[k] = base[k] * f
+            reps.append(rep)
+        cell["repetitions"] = reps
+    (dest / "run.json").write_text(json.dumps(doc, indent=1))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def process_template(spin_runs):
+    """The real template run (with its repetitions), as the run wrote it."""
+    return next(spin_runs["a"].parent.parent.glob("template/*/run.json")).parent
+
+
+def test_process_test_a_a_on_bimodal_processes_mostly_reads_unchanged(process_template, tmp_path):
+    from bench.analysis.compare import compare_runs
+    from bench.scenarios.registry import compare_policy
+
+    rng = np.random.default_rng(7)
+    alarms = 0
+    pairs = 40
+    for i in range(pairs):
+        a = _planted_process_run(process_template, tmp_path / f"a{i}", [_noisy_processes(rng, 3, 1.0) for _ in range(2)])
+        b = _planted_process_run(process_template, tmp_path / f"b{i}", [_noisy_processes(rng, 3, 1.0) for _ in range(2)])
+        cmp = compare_runs(a, b, compare_policy)
+        assert all(c.method == "processes" and c.detectable is not None for c in cmp.cells)
+        alarms += bool(cmp.slower or [c for c in cmp.cells if c.verdict == "faster"])
+    assert alarms <= 4  # alpha 0.05 per comparison (Holm over its cells), with sampling slack
+
+
+def test_process_test_finds_a_planted_40_percent_slowdown_and_states_what_it_could_detect(process_template, tmp_path):
+    from bench.analysis.compare import compare_runs
+    from bench.scenarios.registry import compare_policy
+
+    rng = np.random.default_rng(8)
+    found = 0
+    for i in range(20):
+        a = _planted_process_run(process_template, tmp_path / f"a{i}", [_noisy_processes(rng, 5, 1.0) for _ in range(2)])
+        b = _planted_process_run(process_template, tmp_path / f"b{i}", [_noisy_processes(rng, 5, 1.4) for _ in range(2)])
+        cmp = compare_runs(a, b, compare_policy)
+        found += sum(c.verdict == "slower" for c in cmp.cells)
+        assert all("over 5 -> 5 processes" in c.reason and "detectable: ±" in c.reason for c in cmp.cells)
+    assert found >= 0.8 * 40
+
+
+def test_holm_turns_a_lone_marginal_cell_unchanged():
+    from bench.analysis.compare import CellComparison, holm_corrected
+
+    cells = [CellComparison(f"c{i}", "unchanged", "", p_value=0.5, method="processes") for i in range(23)]
+    cells.append(CellComparison("c23", "slower", "x1.2", p_value=0.01, method="processes"))
+    out = holm_corrected(cells, 0.05)
+    assert out[-1].verdict == "unchanged" and "Holm's correction over 24 cells" in out[-1].reason
+    strong = cells[:-1] + [CellComparison("c23", "slower", "x1.2", p_value=0.001, method="processes")]
+    assert holm_corrected(strong, 0.05)[-1].verdict == "slower"  # 0.001 < 0.05 / 24
+
+
+def test_new_against_old_run_says_which_method_each_side_allows(spin_runs, process_template, capsys):
+    code, out, _ = run_cli(capsys, "compare", str(spin_runs["a"]), str(process_template), "--json")
+    doc = json.loads(out)
+    assert code in (0, 1)
+    for c in doc["cells"]:
+        assert c["method"] == "samples"
+        assert c["reason"].startswith("base: one process per cell (a run before repetitions")
+        assert "within-process sample test, blind to between-process noise" in c["reason"]

@@ -140,7 +140,7 @@ def test_history_gate_fails_when_the_latest_run_starts_a_regression(tmp_path, ca
     assert code == 0 and out.strip() == f"{runs[-1].run_id}: already recorded in {db}"  # adding twice is no error
     code, out, err = run_cli(capsys, "history", "--db", db)
     assert code == 1
-    assert "the latest run starts a regression" in err and "the latest run starts this regression" in out
+    assert "the latest run starts a regression" in err and "the latest run starts a regression: " in out
 
 
 def test_history_with_a_single_run_says_so(tmp_path, capsys):
@@ -213,3 +213,31 @@ def test_a_run_still_running_is_not_recorded(tmp_path, capsys):
     (tmp_path / "r" / "run.json").write_text(json.dumps(to_json(run)))
     code, _, err = run_cli(capsys, "history", "add", str(tmp_path / "r"), "--db", str(tmp_path / "h.sqlite"))
     assert code == 2 and "is still running" in err
+
+
+def test_gate_on_simulated_nights_controls_false_alarms_per_night_and_finds_a_step():
+    from bench.analysis.gate_sim import simulate
+
+    # this machine's noise (a third of processes 25% slow, 3% jitter), 24 series x 30 runs,
+    # 5 processes per run (the default suite's repeats); seeded, so the figures are fixed
+    sim = simulate(nights=100, series=24, runs=30, processes=5, step=0.15, stepped=24, seed=11)
+    assert sim.false_alarm_nights <= 0.08  # alpha 0.05 per night, with the slack of 100 nights
+    assert sim.found_within_2 >= 0.9
+    one = simulate(nights=100, series=24, runs=30, processes=5, step=0.15, stepped=1, seed=12)
+    assert one.found_within_2 >= 0.5  # a step in one series alone is harder, and still found often
+
+
+def test_gate_uses_benjamini_hochberg_across_series():
+    from bench.analysis.history import SeriesReport, gate
+
+    def rep(p, step):
+        return SeriesReport("k", "m", "throughput", (), (), (), (), (), "", p, step)
+
+    # 24 series: one at p = 0.01 alone is not enough (0.01 > 0.05 / 24) ...
+    lone = gate([rep(0.5, 0.0)] * 23 + [rep(0.01, -0.2)], 0.05)
+    assert not any(r.alarm for r in lone)
+    # ... but many moved together pass BH (p_(k) <= 0.05 k / 24), and only where the step is worse
+    many = gate([rep(0.5, 0.0)] * 12 + [rep(0.02, -0.2)] * 11 + [rep(0.001, +0.2)], 0.05)
+    assert [r.alarm for r in many] == [False] * 12 + [True] * 11 + [False]
+    small = gate([rep(0.001, -0.02)], 0.05)  # significant, but under the 5% threshold
+    assert not small[0].alarm

@@ -393,3 +393,72 @@ def test_reference_outputs_that_are_not_finite():
     assert check_reference([np.ones(2)], "ref").verdict == "reference"
     with pytest.raises(ValueError, match=re.escape("window_ns and batch_size must be integers >= 1")):
         stats.throughput_series(np.array([5, 6]), 1, 0.5)
+
+
+# --- figures over processes (bench/stats/processes.py), on planted per-process figures
+
+
+def test_moderated_process_interval_covers_the_true_mean_on_bimodal_processes():
+    from bench.stats import pooled_prior, process_interval
+
+    # this machine's per-process modes: a third of processes 25% slow, 3% jitter; 24 cells a run
+    rng = np.random.default_rng(3)
+    true_mean = (1 + 0.25 / 3) * np.exp(0.03 ** 2 / 2)
+    plain = moderated = total = 0
+    for _ in range(150):
+        cells = [(1 + 0.25 * (rng.random(5) < 1 / 3)) * rng.lognormal(0, 0.03, 5) for _ in range(24)]
+        prior = pooled_prior(cells)
+        for x in cells:
+            iv = process_interval(x, 0.95)
+            plain += iv.low <= true_mean <= iv.high
+            iv = process_interval(x, 0.95, prior)
+            moderated += iv.low <= true_mean <= iv.high
+            total += 1
+    # five processes can all land in one mode: alone, a cell's spread then hides the machine's
+    assert plain / total < 0.9
+    assert 0.93 <= moderated / total <= 0.99
+
+
+def test_variance_split_separates_between_from_within():
+    from bench.stats import variance_split
+
+    values = np.array([100.0, 110.0, 90.0, 105.0, 95.0])
+    split = variance_split(values, np.full(5, 1.0))
+    assert split.within_cv == pytest.approx(0.01)
+    assert split.between_cv == pytest.approx(np.sqrt(values.var(ddof=1) - 1.0) / 100)
+    assert split.between_share > 0.98
+    assert variance_split(np.array([100.0, 100.0]), np.array([5.0, 5.0])).between_cv == 0.0
+
+
+def test_log_ratio_welch_and_its_detectable_effect():
+    from bench.stats import log_ratio
+
+    a = np.array([10.0, 11.0, 9.5, 10.5])
+    b = a * 1.3
+    lr = log_ratio(a, b)
+    assert lr.ratio == pytest.approx(1.3) and lr.low < 1.3 < lr.high and lr.p_value < 0.002
+    same = log_ratio(a, a[::-1])
+    assert same.ratio == pytest.approx(1.0) and same.p_value == pytest.approx(1.0)
+    # the detectable change grows with the noise and shrinks with the processes
+    noisy = log_ratio(a * [1, 1.2, 0.8, 1.1], a)
+    assert noisy.detectable(0.05, 0.8) > same.detectable(0.05, 0.8) > 0
+    with pytest.raises(ValueError, match="at least 2 processes on each side"):
+        log_ratio(a[:1], b)
+
+
+def test_log_ratio_false_positive_rate_on_planted_a_a():
+    from bench.stats import log_ratio
+
+    rng = np.random.default_rng(5)
+    rejections = sum(log_ratio(rng.lognormal(0, 0.1, 5), rng.lognormal(0, 0.1, 5)).p_value < 0.05
+                     for _ in range(2000))
+    assert 0.03 <= rejections / 2000 <= 0.07
+
+
+def test_holm_and_benjamini_hochberg_on_known_p_values():
+    from bench.stats import benjamini_hochberg, holm
+
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    assert holm(p, 0.05).tolist() == [True, False, False, True]  # 0.005<=0.0125, 0.01<=0.0167, 0.03>0.025
+    assert benjamini_hochberg(p, 0.05).tolist() == [True, True, True, True]  # 0.04 <= 0.05 * 4/4
+    assert benjamini_hochberg(np.array([0.2, 0.6]), 0.05).tolist() == [False, False]

@@ -2,8 +2,23 @@
 
 Cells are matched by identity (bench.results.records.CellKey: benchmark, model hash, target,
 batch size, scenario, concurrency). Each scenario says how its cells compare (its ComparePolicy;
-the caller passes `policy_for`). The sample test, for cells of independent calls, from the raw
-samples (samples/NNNN.npy) of each matched pair of ok cells:
+the caller passes `policy_for`).
+
+The process test, for cells of independent calls measured in at least 2 worker processes on
+both sides (schema 6 on): the unit of evidence is the process, since most of the noise lives
+between processes (bench.stats.processes). From each side's per-process figures:
+  - ratios NEW / BASE of throughput, p50 and p99: ratios of geometric means over processes, with
+    Welch t intervals on the logs;
+  - the headline's p-value (Welch's t on the log figures), corrected with Holm's procedure over
+    every cell the process test compares in this comparison, so the whole comparison, not each
+    cell, has a false-alarm rate of at most alpha;
+  - "slower" when the corrected test rejects AND the time ratio exceeds 1 + threshold; "faster"
+    symmetrically; otherwise "unchanged", with the smallest change the cell could have detected
+    (minimum detectable effect at alpha and 80% power): "unchanged" says how sure it is.
+
+The sample test, for cells where either side is one process (runs before schema 6): the
+within-process test below, which cannot see between-process noise; the reason says so. From the
+raw samples (samples/NNNN.npy) of each matched pair of ok cells:
   - ratios NEW / BASE of throughput, p50 and p99, each with a bootstrap percentile interval;
   - a Mann-Whitney U test (tie-corrected) of the two latency samples;
   - the verdict, on the headline figure (p50 latency in single-stream, time per sample, i.e.
@@ -19,7 +34,7 @@ comparable" unless allowed, as are cells timed at different boundaries.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -49,6 +64,8 @@ class CellComparison:
     p50: Ratio | None = None
     p99: Ratio | None = None
     p_value: float | None = None
+    method: str = ""  # "processes" (per-process figures), "samples" (within-process), "point"
+    detectable: float | None = None  # minimum detectable relative change (process test)
 
 
 @dataclass(frozen=True)
@@ -158,6 +175,7 @@ class CompareContext:
     new_dir: Path
     threshold: float
     alpha: float
+    priors: dict = field(default_factory=dict)  # figure -> bench.stats.Prior over both runs' cells
 
 
 class ComparePolicy(Protocol):
@@ -166,19 +184,80 @@ class ComparePolicy(Protocol):
     def compare(self, key: str, base: Cell, new: Cell, ctx: CompareContext) -> CellComparison: ...
 
 
+POWER = 0.8  # the power at which "the smallest change it could detect" is stated
+MIN_PROCESSES = 2
+
+
+def _per_process(cell: Cell, figure: str) -> list[float]:
+    reps = cell.used_repetitions
+    if figure == "time":  # time per sample: 1 / throughput
+        return [1.0 / r.throughput for r in reps if r.throughput]
+    return [getattr(r, f"{figure}_ms") for r in reps if getattr(r, f"{figure}_ms")]
+
+
+def _values(cell: Cell, figure: str) -> list[float]:
+    return [r.throughput for r in cell.used_repetitions] if figure == "throughput" else _per_process(cell, figure)
+
+
+def compare_priors(cells: list[Cell]) -> dict[str, stats.Prior]:
+    """Both runs' typical between-process spread per figure (moderates each cell's test)."""
+    out = {}
+    for figure in ("throughput", "time", "p50", "p99"):
+        prior = stats.pooled_prior([_values(c, figure) for c in cells if len(c.used_repetitions) >= MIN_PROCESSES])
+        if prior is not None:
+            out[figure] = prior
+    return out
+
+
+def judge_processes(base: Cell, new: Cell, headline: str, threshold: float, alpha: float,
+                    prior: dict[str, stats.Prior] | None = None) -> CellComparison:
+    """The process test's provisional verdict (compare_runs applies Holm's correction after)."""
+    prior = prior or {}
+    ratios = {}
+    for figure in ("throughput", "p50", "p99"):
+        lr = stats.log_ratio(_values(base, figure), _values(new, figure), prior=prior.get(figure))
+        ratios[figure] = Ratio(lr.ratio, lr.low, lr.high)
+    head = stats.log_ratio(_per_process(base, headline), _per_process(new, headline), prior=prior.get(headline))
+    what = "p50 latency" if headline == "p50" else "time per sample"
+    nb, nn = len(base.used_repetitions), len(new.used_repetitions)
+    mde = head.detectable(alpha, POWER)
+    change = (f"{what} x{head.ratio:.3f} [{head.low:.3f}, {head.high:.3f}] over {nb} -> {nn} processes, "
+              f"Welch p = {head.p_value:.2g}; detectable: ±{mde:.0%}")
+    if head.p_value < alpha and head.ratio > 1 + threshold:
+        verdict: CompareVerdict = "slower"
+    elif head.p_value < alpha and head.ratio < 1 / (1 + threshold):
+        verdict = "faster"
+    else:
+        verdict = "unchanged"
+        change += f" (within ±{threshold:.0%} or not significant at {alpha:g})"
+    return CellComparison(key="", verdict=verdict, reason=change, throughput=ratios["throughput"], p50=ratios["p50"],
+                          p99=ratios["p99"], p_value=head.p_value, method="processes", detectable=mde)
+
+
 @dataclass(frozen=True)
 class SampleTest:
-    """Raw latencies of independent calls: Mann-Whitney and bootstrap ratios (`judge`). The
-    headline is the p50 latency ("p50") or the time per sample, 1 / throughput ("time")."""
+    """Independent calls. With per-process figures on both sides, the process test
+    (`judge_processes`); otherwise raw latencies: Mann-Whitney and bootstrap ratios (`judge`).
+    The headline is the p50 latency ("p50") or the time per sample, 1 / throughput ("time")."""
 
     headline: Literal["p50", "time"]
 
     def compare(self, key: str, base: Cell, new: Cell, ctx: CompareContext) -> CellComparison:
+        from dataclasses import replace
+
+        nb, nn = len(base.used_repetitions), len(new.used_repetitions)
+        if nb >= MIN_PROCESSES and nn >= MIN_PROCESSES:
+            return replace(judge_processes(base, new, self.headline, ctx.threshold, ctx.alpha, ctx.priors), key=key)
         xb, xn = load_samples(ctx.base_dir, base), load_samples(ctx.new_dir, new)
         if xb is None or xn is None:
             return CellComparison(key, "not comparable", "raw samples missing, empty or corrupt beside run.json")
         verdict, reason, ratios, p = judge(xb, xn, self.headline, ctx.threshold, ctx.alpha)
-        return CellComparison(key, verdict, reason, ratios["throughput"], ratios["p50"], ratios["p99"], p)
+        sides = [f"{side}: {'one process' if n == 0 else f'{n} process'} per cell"
+                 for side, n in (("base", nb), ("new", nn)) if n < MIN_PROCESSES]
+        note = (f"{', '.join(sides)} (a run before repetitions, or one that kept fewer than {MIN_PROCESSES}): "
+                "within-process sample test, blind to between-process noise; ")
+        return CellComparison(key, verdict, note + reason, ratios["throughput"], ratios["p50"], ratios["p99"], p,
+                              method="samples")
 
 
 @dataclass(frozen=True)
@@ -195,7 +274,7 @@ class CapacityRatio:
         if not b or not n:
             return CellComparison(key, "not comparable", self.missing)
         verdict, reason, r = point_verdict(self.what, b, n, True, ctx.threshold)
-        return CellComparison(key, verdict, reason, throughput=r)
+        return CellComparison(key, verdict, reason, throughput=r, method="point")
 
 
 @dataclass(frozen=True)
@@ -211,7 +290,8 @@ def compare_runs(base_path: Path, new_path: Path, policy_for: Callable[[str], Co
     """NEW against BASE, cell by cell; `policy_for(scenario)` says how a scenario's cells compare."""
     base, new = read_run(base_path), read_run(new_path)
     ctx = CompareContext(base_path if base_path.is_dir() else base_path.parent,
-                         new_path if new_path.is_dir() else new_path.parent, threshold, alpha)
+                         new_path if new_path.is_dir() else new_path.parent, threshold, alpha,
+                         compare_priors([c for c in (*base.cells, *new.cells) if c.status == "ok"]))
     if base.suite.name != new.suite.name:
         raise ResultFileError(
             f"{new_path}: suite {new.suite.name!r} differs from the base's {base.suite.name!r}; "
@@ -238,4 +318,22 @@ def compare_runs(base_path: Path, new_path: Path, policy_for: Callable[[str], Co
             out.append(policy_for(b.scenario).compare(key, b, n, ctx))
     for key in new_cells:
         out.append(CellComparison(key, "not comparable", "missing in BASE"))
-    return Comparison(base.run_id, new.run_id, threshold, alpha, tuple(env), tuple(out))
+    return Comparison(base.run_id, new.run_id, threshold, alpha, tuple(env), tuple(holm_corrected(out, alpha)))
+
+
+def holm_corrected(cells: list[CellComparison], alpha: float) -> list[CellComparison]:
+    """Process-test verdicts that survive Holm's correction over all process-tested cells; the
+    others read "unchanged", saying why."""
+    from dataclasses import replace
+
+    tested = [i for i, c in enumerate(cells) if c.method == "processes" and c.p_value is not None]
+    if not tested:
+        return cells
+    reject = stats.holm([cells[i].p_value for i in tested], alpha)
+    out = list(cells)
+    for i, rejected in zip(tested, reject):
+        c = cells[i]
+        if c.verdict in ("slower", "faster") and not rejected:
+            out[i] = replace(c, verdict="unchanged", reason=f"{c.reason} (not significant after Holm's correction "
+                                                            f"over {len(tested)} cells at {alpha:g})")
+    return out

@@ -7,6 +7,17 @@ starts at the latest run can be flagged by that run. A change is reported at its
 with that run's commit and date and the step's size (mean after / mean before - 1); it is a
 regression when the figure got worse by at least the threshold. Fewer than MIN_RUNS runs give
 no change points, and the output says so.
+
+The gate (does the latest run start a regression?) is a test, not a change point: per series,
+the latest run (and the latest two) against the runs before them, Welch-style on a robust scale
+(median and MAD of the baseline, Student's t with its size - 1 df, one-sided in the worse
+direction; the smaller of the two p-values, doubled). Across all series of the night, the
+Benjamini-Hochberg procedure at GATE_ALPHA: on a night where nothing changed it raises an alarm
+with probability at most GATE_ALPHA whatever the number of series (under the null, BH's false
+discovery rate is its family-wise error), and on a night where a change hits many series at
+once, as a real regression does, it keeps its power where Bonferroni or Holm would lose it. An
+alarm also needs the step to reach the threshold. bench self-check --checks reproducibility
+simulates both (bench.analysis.gate_sim).
 """
 from __future__ import annotations
 
@@ -17,6 +28,9 @@ import numpy as np
 from bench.results.stores import CellRow
 
 MIN_RUNS = 4
+GATE_ALPHA = 0.05
+BASELINE_RUNS = 30  # the runs before the tested window that make its baseline
+WINDOWS = (1, 2)  # the latest run alone, and the latest two
 METRICS = {"throughput": ("throughput", True), "p50": ("p50_ms", False), "p99": ("p99_ms", False)}
 
 
@@ -43,13 +57,58 @@ class SeriesReport:
     values: tuple[float, ...]
     changes: tuple[ChangePoint, ...]
     note: str
+    p_value: float | None = None  # the gate's test of the latest run(s), before the correction
+    latest_step: float | None = None  # the latest window's mean / baseline median - 1
+    alarm: bool = False  # the gate: significant after Benjamini-Hochberg, and past the threshold
 
     @property
     def latest_starts_regression(self) -> bool:
-        return any(c.regression and c.index == len(self.values) - 1 for c in self.changes)
+        return self.alarm
 
 
-def analyse(rows: list[CellRow], metric: str = "throughput", threshold: float = 0.05) -> list[SeriesReport]:
+def latest_test(values: np.ndarray, higher_is_better: bool) -> tuple[float, float] | None:
+    """(one-sided p-value that the latest run(s) got worse, their step) or None with too few runs."""
+    from bench import stats
+
+    best: tuple[float, float] | None = None
+    tried = 0
+    for w in WINDOWS:
+        base = values[max(0, values.size - w - BASELINE_RUNS): values.size - w]
+        if base.size < MIN_RUNS - 1:
+            continue
+        tried += 1
+        med = float(base.mean())
+        scale = max(float(base.std(ddof=1)), abs(med) * 1e-9, 1e-300)
+        window = float(values[-w:].mean())
+        worse = (med - window) if higher_is_better else (window - med)
+        t = worse / (scale * np.sqrt(1 / w + 1 / base.size))
+        p = stats.t_two_sided_p(t, base.size - 1) / 2 if t > 0 else 1 - stats.t_two_sided_p(t, base.size - 1) / 2
+        if best is None or p < best[0]:
+            best = (p, window / med - 1 if med else 0.0)
+    if best is None:
+        return None
+    return min(1.0, best[0] * tried), best[1]
+
+
+def gate(reports: list[SeriesReport], threshold: float, alpha: float = GATE_ALPHA) -> list[SeriesReport]:
+    """Each series' alarm: its latest test rejected by Benjamini-Hochberg across all the series,
+    with a step of at least `threshold` in the worse direction."""
+    from dataclasses import replace
+
+    from bench import stats
+
+    tested = [i for i, r in enumerate(reports) if r.p_value is not None]
+    reject = stats.benjamini_hochberg([reports[i].p_value for i in tested], alpha)
+    out = list(reports)
+    for i, rejected in zip(tested, reject):
+        r = reports[i]
+        worse = r.latest_step is not None and (-r.latest_step if r.metric == "throughput" else r.latest_step) >= threshold
+        out[i] = replace(r, alarm=bool(rejected and worse))
+    return out
+
+
+def analyse(rows: list[CellRow], metric: str = "throughput", threshold: float = 0.05,
+            alpha: float = GATE_ALPHA) -> list[SeriesReport]:
     from bench import stats  # numba: loaded when a history is analysed, not to build the CLI
 
     column, higher_is_better = METRICS[metric]
@@ -75,7 +134,9 @@ def analyse(rows: list[CellRow], metric: str = "throughput", threshold: float = 
                 changes.append(ChangePoint(cp, p.run_id, p.created_at, p.commit_sha, before, after, step,
                                            worse and abs(step) >= threshold))
             note = f"{values.size} runs, {len(changes)} change point{'s' if len(changes) != 1 else ''}"
+        tested = latest_test(values, higher_is_better) if values.size >= MIN_RUNS else None
         out.append(SeriesReport(key, machine, metric, tuple(p.run_id for p in points),
                                 tuple(p.created_at for p in points), tuple(p.commit_sha for p in points),
-                                tuple(float(v) for v in values), tuple(changes), note))
-    return out
+                                tuple(float(v) for v in values), tuple(changes), note,
+                                None if tested is None else tested[0], None if tested is None else tested[1]))
+    return gate(out, threshold, alpha)

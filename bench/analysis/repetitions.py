@@ -46,20 +46,40 @@ class Merged:
         return stats.Interval(e.ci_low, e.ci_high, "").rel_half_width(e.value)
 
 
-def merge(per: list[Metrics], kept_ns: list[np.ndarray], confidence: float) -> Merged:
+FIGURES = ("throughput", *LATENCY_FIGURES)
+
+
+def figure_of(m: Metrics, figure: str) -> float:
+    return m.throughput.value if figure == "throughput" else getattr(m.latency_ms, figure).value
+
+
+def priors(cells: list[list[Metrics]]) -> dict[str, stats.Prior]:
+    """The run's typical between-process spread of each figure, from every cell measured in at
+    least 2 processes (bench.stats.processes: the moderated interval)."""
+    out = {}
+    for f in FIGURES:
+        prior = stats.pooled_prior([[figure_of(m, f) for m in per] for per in cells if len(per) >= 2])
+        if prior is not None:
+            out[f] = prior
+    return out
+
+
+def merge(per: list[Metrics], kept_ns: list[np.ndarray], confidence: float,
+          prior: dict[str, stats.Prior] | None = None) -> Merged:
     """One cell's metrics from its used repetitions' metrics (and their kept samples)."""
     z = stats.normal_quantile(0.5 + confidence / 2)
     r = len(per)
+    prior = prior or {}
 
-    def combine(values: list[float], ses: list[float], unit_scale: float = 1.0) -> tuple[Estimate, stats.Split | None]:
-        iv = stats.process_interval(values, confidence)
+    def combine(values: list[float], ses: list[float], figure: str) -> tuple[Estimate, stats.Split | None]:
+        iv = stats.process_interval(values, confidence, prior.get(figure))
         m = float(np.mean(values))
         split = stats.variance_split(values, ses) if r >= 2 else None
         return Estimate(m, iv.low, iv.high, iv.method), split
 
     splits: list[VarianceSplit] = []
     tp_values = [m.throughput.value for m in per]
-    tp_est, tp_split = combine(tp_values, [_se(m.throughput, z) for m in per])
+    tp_est, tp_split = combine(tp_values, [_se(m.throughput, z) for m in per], "throughput")
     if r < 2:  # one process: its own within-process interval is all there is
         tp = replace(per[0].throughput, method=per[0].throughput.method + "; one process: no between-process term")
     else:
@@ -73,7 +93,7 @@ def merge(per: list[Metrics], kept_ns: list[np.ndarray], confidence: float) -> M
         if r < 2:
             fields[f] = ests[0]
             continue
-        est, split = combine([e.value for e in ests], [_se(e, z) for e in ests])
+        est, split = combine([e.value for e in ests], [_se(e, z) for e in ests], f)
         fields[f] = est
         if split is not None and f in SPLIT_FIGURES:
             splits.append(VarianceSplit(f, split.between_cv, split.within_cv))

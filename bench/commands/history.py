@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--metric", choices=list(METRICS), default="throughput")
     p.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
                    help="smallest step in percent that counts as a regression (default 5)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="the gate's false-alarm rate per night, over all series at once (Benjamini-Hochberg; default 0.05)")
     p.add_argument("--only", metavar="GLOB", help="cells whose key (BENCH|MODEL|TARGET|bN|SCENARIO) matches")
     p.add_argument("--json", action="store_true", help="print the series as JSON")
 
@@ -34,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from bench.results.stores import open_store, redact
 
     threshold = percent(args.threshold)
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha {args.alpha:g}: expected a number between 0 and 1")
     if args.action == "add" and not args.runs:
         raise UsageError("history add: name at least one run directory or run.json")
     if args.action == "show" and args.runs:
@@ -51,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     if args.only:
         rows = [r for r in rows if fnmatch.fnmatch(r.cell_key, args.only)]
-    reports = analyse(rows, args.metric, threshold)
+    reports = analyse(rows, args.metric, threshold, args.alpha)
     if not reports:
         print("history: no recorded cells" + (f" match --only {args.only!r}" if args.only else ""))
         return EXIT_OK
     if args.json:
         print(json.dumps([to_json(r) for r in reports], indent=1))
     else:
-        print(history_text(reports, threshold))
+        print(history_text(reports, threshold, args.alpha))
     gate = [r for r in reports if r.latest_starts_regression]
     if gate:
         err(f"the latest run starts a regression in {len(gate)} series: " + ", ".join(r.cell_key for r in gate))

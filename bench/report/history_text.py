@@ -4,7 +4,7 @@ from __future__ import annotations
 from bench.analysis.history import SeriesReport
 
 
-def history_text(reports: list[SeriesReport], threshold: float) -> str:
+def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0.05) -> str:
     lines = []
     for r in reports:
         unit = "samples/s" if r.metric == "throughput" else "ms"
@@ -17,5 +17,10 @@ def history_text(reports: list[SeriesReport], threshold: float) -> str:
                          f"commit {(c.commit_sha or 'unknown')[:12]}): {c.before:,.4g} -> {c.after:,.4g} {unit} "
                          f"({c.step:+.1%})")
         if r.latest_starts_regression:
-            lines.append("  the latest run starts this regression")
+            lines.append(f"  the latest run starts a regression: {r.latest_step:+.1%} against the runs before it, "
+                         f"p = {r.p_value:.2g}")
+    tested = sum(r.p_value is not None for r in reports)
+    lines.append(f"gate: the latest run of {tested} series tested against the runs before it, Benjamini-Hochberg "
+                 f"at {alpha:g} over all of them: a night with no change raises a false alarm with probability "
+                 f"at most {alpha:.0%}, however many series; an alarm also needs a step of {threshold:.0%} or more")
     return "\n".join(lines)

@@ -155,7 +155,8 @@ class CellBuilder:
         except (OSError, ValueError) as exc:
             return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
 
-    def cell(self, p: PlannedCell, reps: list[RepResult], precision_note: str = "", interrupted: bool = False) -> Cell:
+    def cell(self, p: PlannedCell, reps: list[RepResult], precision_note: str = "", interrupted: bool = False,
+             prior: dict | None = None) -> Cell:
         """The cell from its repetitions: failed when fewer than min(2, repeats) finished (one,
         when the run was interrupted: what was measured is kept), else its figures merged over
         the used ones (bench.analysis.repetitions)."""
@@ -185,7 +186,7 @@ class CellBuilder:
                         f"(limit {stop.max_interference:.0%})" if r.ok and not used[r.index] else "")
             for r in reps)
         chosen = [r for r in ok if used[r.index]]
-        merged = merge([r.figures.metrics for r in chosen], [r.figures.kept_ns for r in chosen], stop.confidence)
+        merged = merge([r.figures.metrics for r in chosen], [r.figures.kept_ns for r in chosen], stop.confidence, prior)
         # The scenario's own records, series, telemetry and warm-up come from the repetition
         # whose throughput is the median: one process's view, representative of the others.
         order = sorted(chosen, key=lambda r: r.figures.metrics.throughput.value)

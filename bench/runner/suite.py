@@ -81,7 +81,7 @@ class _CellState:
     def failures(self) -> list[WorkerFailure]:
         return [r.outcome for r in self.reps if not r.ok]
 
-    def needs(self, round_index: int) -> bool:
+    def needs(self, round_index: int, prior: dict | None = None) -> bool:
         """Whether the cell runs in this round: its first `repeats` rounds, then more (up to
         max_repeats) while its process-level precision misses the target; never after a failure
         that would repeat (out of memory, unsupported) or a second failure of any kind."""
@@ -95,9 +95,9 @@ class _CellState:
             return True
         if round_index >= stop.repeat_limit:
             return False
-        return not self.precise_enough()
+        return not self.precise_enough(prior)
 
-    def precise_enough(self) -> bool:
+    def precise_enough(self, prior: dict | None = None) -> bool:
         from bench.analysis.repetitions import merge
 
         stop = self.planned.benchmark.stop
@@ -105,7 +105,7 @@ class _CellState:
         if not stop.ci_figures or len(ok) < 2:
             self.precision_note = ""
             return True
-        merged = merge([r.figures.metrics for r in ok], [], stop.confidence)
+        merged = merge([r.figures.metrics for r in ok], [], stop.confidence, prior)
         widths = {f: merged.rel_half_width(f) for f in stop.ci_figures}
         reached = all(w <= stop.ci_rel_width for w in widths.values())
         shown = ", ".join(f"{f} ±{w:.1%}" for f, w in widths.items())
@@ -160,10 +160,16 @@ def run_suite(
         builder = CellBuilder(run_dir, models, Path(tmp), peaks)
         gates = SweepGates()
 
-        def settle(st: _CellState) -> None:
+        def prior() -> dict:
+            """The run's typical between-process spread so far (moderates each cell's interval)."""
+            from bench.analysis.repetitions import priors
+
+            return priors([[r.figures.metrics for r in st.reps if r.ok] for st in states])
+
+        def settle(st: _CellState, run_prior: dict) -> None:
             if not st.precision_note:
-                st.precise_enough()  # states the precision reached across processes
-            st.cell = builder.cell(st.planned, st.reps, st.precision_note)
+                st.precise_enough(run_prior)  # states the precision reached across processes
+            st.cell = builder.cell(st.planned, st.reps, st.precision_note, prior=run_prior)
             progress(Progress(st.planned.index, len(cells), st.planned, st.cell))
 
         def unit(st: _CellState, repetition: int) -> None:
@@ -199,17 +205,19 @@ def run_suite(
 
         try:
             round_index = 0
+            run_prior: dict = {}
             while True:
-                todo = [st for st in states if st.needs(round_index)]
+                todo = [st for st in states if st.needs(round_index, run_prior)]
                 if not todo:
                     break
                 by_index = {st.planned.index: st for st in todo}
                 for p in schedule.order([st.planned for st in todo], round_index):
                     unit(by_index[p.index], len(by_index[p.index].reps))
                 # Cells that will not run again are assembled now, and the run file rewritten.
+                run_prior = prior()
                 for st in todo:
-                    if st.cell is None and not st.needs(round_index + 1):
-                        settle(st)
+                    if st.cell is None and not st.needs(round_index + 1, run_prior):
+                        settle(st, run_prior)
                 run = replace(run, cells=finished())
                 run_dir.write_run(run)
                 round_index += 1
@@ -232,7 +240,7 @@ def run_suite(
                 if st.cell is None and st.reps:
                     st.precision_note = (f"interrupted after {len(st.reps)} of "
                                          f"{st.planned.benchmark.stop.repeats} planned repetitions")
-                    st.cell = builder.cell(st.planned, st.reps, st.precision_note, interrupted=True)
+                    st.cell = builder.cell(st.planned, st.reps, st.precision_note, interrupted=True, prior=prior())
     run = replace(run, cells=finished(), status="interrupted" if interrupted else "complete",
                   finished_at=utc_now_iso())
     path = run_dir.write_run(run)
