@@ -354,3 +354,32 @@ def test_new_against_old_run_says_which_method_each_side_allows(spin_runs, proce
         assert c["method"] == "samples"
         assert c["reason"].startswith("base: one process per cell (a run before repetitions")
         assert "within-process sample test, blind to between-process noise" in c["reason"]
+
+
+def test_targets_rank_by_per_round_paired_ratios_which_cancel_drift():
+    from dataclasses import replace
+
+    from bench.analysis.ranking import paired_ratio
+    from bench.report.run_tables import targets_table
+
+    run = read_run(Path(__file__).parent / "data/run_v6.json")
+    a = next(c for c in run.cells if c.id == "mlp/ort-cpu/b4/single-stream")
+    b = next(c for c in run.cells if c.id == "mlp/torch-cpu/b4/single-stream")
+    # the machine drifts 40% over five rounds; a is 10% faster than b in every round
+    drift = [1.0, 1.4, 0.9, 1.2, 0.8]
+    a = replace(a, repetitions=tuple(replace(a.repetitions[0], index=i, used=True, throughput=1100.0 * d)
+                                     for i, d in enumerate(drift)))
+    b = replace(b, repetitions=tuple(replace(b.repetitions[0], index=i, used=True, throughput=1000.0 * d * k)
+                                     for i, (d, k) in enumerate(zip(drift, [1.0, 0.99, 1.01, 1.0, 1.0]))))
+    paired = paired_ratio(a, b)
+    assert paired.rounds == 5 and paired.ratio == pytest.approx(1.1, rel=0.01)
+    assert paired.resolved and paired.high < 1.13  # the drift cancels: a tight interval above 1
+    # unpaired, the two cells' spreads overlap almost entirely
+    ta, tb = [r.throughput for r in a.repetitions], [r.throughput for r in b.repetitions]
+    assert min(ta) < max(tb)
+    # a round that only one of them measured is left out of the pairing
+    b_gap = replace(b, repetitions=tuple(replace(r, used=r.index != 2) for r in b.repetitions))
+    assert paired_ratio(a, b_gap).rounds == 4
+    table = targets_table(replace(run, cells=(a, b)))
+    assert "paired by round" in table.title
+    assert any("over 5 rounds" in str(cell) for row in table.rows for cell in row)

@@ -18,7 +18,11 @@ from bench.results.records import Cell, Run
 DetailRows = Callable[[Cell], tuple[tuple[str, str], ...]]
 
 
-def stop_word(reason: str | None) -> str:
+def stop_word(reason: str | None, c: Cell | None = None) -> str:
+    if c is not None and c.repetitions:
+        used = len(c.used_repetitions)
+        word = f"{used}/{len(c.repetitions)} procs"
+        return word + (" (imprecise)" if reason and "not reached" in reason else "")
     if not reason:
         return "-"
     if reason.startswith("precision reached"):
@@ -50,8 +54,13 @@ def _summary_row(c: Cell) -> tuple[str | Text, ...]:
     if agree is not None and agree.verdict == "fail":
         agree_text = Text(str(agree_text), "bad")
     slo = "-" if c.slo is None else ("pass" if c.slo.passed else Text("FAIL", "bad"))
-    stop = stop_word(c.stop_reason) if c.server is None else ("valid" if c.server.valid else Text("INVALID", "bad"))
-    return (*head, c.status, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
+    stop = stop_word(c.stop_reason, c) if c.server is None else ("valid" if c.server.valid else Text("INVALID", "bad"))
+    status: str | Text = c.status
+    if c.unstable:
+        status = Text("ok, unstable", "warn")
+    if any(r.interfered for r in c.repetitions):
+        status = Text(f"{status if isinstance(status, str) else status.text}, interfered", "warn")
+    return (*head, status, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
             fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high),
             fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high), str(lat.n),
             f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", agree_text, slo, stop)
@@ -71,7 +80,15 @@ def summary_table(run: Run) -> Table:
     by_reason: dict[str, list[str]] = {}
     for (target, reason), cells in skipped.items():
         by_reason.setdefault(reason, []).append(f"{target} ×{len(cells)}" if len(cells) > 1 else cells[0].id)
-    caption = "; ".join(f"skipped {', '.join(names)}: {reason}" for reason, names in by_reason.items())
+    notes = [f"skipped {', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+    unstable = [c for c in run.cells if c.unstable]
+    if unstable:
+        notes.append(f"unstable: {len(unstable)} cell(s) whose figures vary over 10% between worker processes "
+                     "(their stop reasons and run.json say which figure, by how much)")
+    if any(c.repetitions for c in run.cells):
+        notes.append("each figure is the mean over worker processes (procs), its interval t over them, which holds "
+                     "the between-process noise a re-run meets")
+    caption = "; ".join(notes)
     return Table(f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", _SUMMARY_COLUMNS, tuple(rows), caption)
 
 
@@ -118,11 +135,15 @@ def targets_table(run: Run) -> Table:
     for r in rank_targets(run):
         mark: str | Text = "★" if r.pareto else (Text("outputs disagree", "bad") if r.disagrees else "")
         tp, p99 = r.cell.metrics.throughput, r.cell.metrics.latency_ms.p99
+        v = r.vs_next
+        vs = "-" if v is None else (f"x{v.ratio:.3f} [{v.low:.3f}, {v.high:.3f}] over {v.rounds} rounds"
+                                    + ("" if v.resolved else " (not resolved)"))
         rows.append((r.group, str(r.rank), r.cell.target.name, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
-                     fmt_estimate(p99.value, p99.ci_low, p99.ci_high), mark))
-    return Table("targets ranked by throughput · ★ Pareto front of throughput vs p99",
+                     fmt_estimate(p99.value, p99.ci_low, p99.ci_high), vs, mark))
+    return Table("targets ranked by throughput · vs next = throughput over the next-ranked target's, paired by "
+                 "round (drift cancels), 95% interval · ★ Pareto front of throughput vs p99",
                  (Column("group"), Column("rank", numeric=True), Column("target"), Column("samples/s", numeric=True),
-                  Column("p99 ms", numeric=True), Column("")), tuple(rows))
+                  Column("p99 ms", numeric=True), Column("vs next (paired)"), Column("")), tuple(rows))
 
 
 def sweeps_table(run: Run, budget_ms: float | None = None) -> Table:
