@@ -13,6 +13,7 @@ from kernels import tests as _tests
 
 STEADY_FREE_CUT = 0.01  # a cut of at most 1% of the series stands on MSER-5 alone
 STEADY_ALPHA = 0.01
+NOISE_MIN_SAMPLES = 200  # below this the stretches are too small to say; the rank test alone judges
 
 
 def steady_state_cut(latencies_ns: np.ndarray) -> int:
@@ -20,9 +21,14 @@ def steady_state_cut(latencies_ns: np.ndarray) -> int:
 
     MSER-5 alone can cut right after one rare spike anywhere in the first half of a steady
     series (the spike dominates the variance of what it keeps), dropping up to half of the
-    samples, and the spike with them. So a cut of more than 1% of the series stands only if the
+    samples, and the spike with them; and on a long steady loop whose speed drifts with the
+    machine (a 1 s window here spreads 15-25%), it cuts wherever the drift happens to be slow
+    (seen: 19.6 s of a 60 s cell). So a cut of more than 1% of the series stands only if the
     dropped part is stochastically slower than the rest (Mann-Whitney, p < 0.01), as a real
-    warm-up is; otherwise nothing is cut. A slow first call (a cut of one batch) stands as is.
+    warm-up is; and then only the leading stretches (1/200 of the series each) that are slower
+    than the kept part's typical stretch by more than twice the between-stretch noise (1.4826
+    MAD of the kept part's stretch means) are cut: a warm-up is slower than anything the
+    machine's drift does later. A slow first call (a cut of one batch) stands as is.
     """
     x = _check_durations(latencies_ns, "latencies")
     cut = int(_steady.mser5_cut(x))
@@ -32,7 +38,22 @@ def steady_state_cut(latencies_ns: np.ndarray) -> int:
     both = np.concatenate([dropped, kept])
     u, p_two_sided = _tests.mann_whitney_u(both, np.argsort(both, kind="stable"), dropped.size)
     slower = u > dropped.size * kept.size / 2  # U of the dropped part above its mean: it ranks higher
-    return cut if slower and p_two_sided / 2 < STEADY_ALPHA else 0
+    if not (slower and p_two_sided / 2 < STEADY_ALPHA):
+        return 0
+    if kept.size < NOISE_MIN_SAMPLES:
+        return cut
+    # The machine's noise at the scale of a stretch (1/200 of the series): the robust spread of
+    # the kept part's stretch means. The warm-up is the leading run of stretches slower than the
+    # kept part's typical stretch by more than twice that; MSER's own cut point can sit deep in
+    # a slow phase of the drift, and what lies between the warm-up and it is steady.
+    size = max(5, x.size // 200)
+    means = np.array([b.mean() for b in np.array_split(kept, max(1, kept.size // size))])
+    centre = float(np.median(means))
+    limit = centre + 2.0 * 1.4826 * float(np.median(np.abs(means - centre)))
+    for i, start in enumerate(range(0, cut, size)):
+        if float(dropped[start:start + size].mean()) <= limit:
+            return i * size
+    return cut
 
 
 def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
