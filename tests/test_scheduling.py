@@ -101,3 +101,36 @@ def test_a_real_run_interleaves_the_repetitions_of_all_cells_in_rounds(tmp_path,
     assert len({tuple(o) for o in orders}) > 1  # shuffled per round
     doc = load_run_json(tmp_path / "r")
     assert all(len(c["repetitions"]) == 3 and all(r["used"] for r in c["repetitions"]) for c in doc["cells"])
+
+
+def test_reproducibility_check_slows_only_the_onnxruntime_cpu_targets():
+    from bench.selfcheck.reproducibility import SLOWED_BACKEND, _slowed
+
+    suite = parse_suite(tiny_suite(batch_sizes="[1, 2]"))
+    slowed, n = _slowed(suite)
+    assert n == 1 and slowed.targets["ort"].backend == SLOWED_BACKEND
+    assert slowed.targets["torch"].backend == "torch"
+    assert [b.targets for b in slowed.benchmarks] == [("ort",)]
+    assert plan(slowed) and all(c.key.target == "ort" for c in plan(slowed))
+
+
+def test_reproducibility_pairs_count_re_run_coverage_and_a_a_verdicts(tmp_path):
+    import json
+    import shutil
+
+    from bench.selfcheck.reproducibility import _pair
+
+    sample = Path(__file__).parent / "data/run_v6.json"
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        shutil.copy(sample, d / "run.json")
+    doc = json.loads(sample.read_text())
+    ok = [c for c in doc["cells"] if c["status"] == "ok"]
+    moved = ok[0]  # B's first ok cell moves its throughput far outside A's interval
+    moved["metrics"]["throughput"]["value"] = moved["metrics"]["throughput"]["ci_high"] * 2
+    (b / "run.json").write_text(json.dumps(doc))
+    got = _pair(a, b)
+    assert got.cells == len(ok)
+    assert got.throughput_inside == len(ok) - 1 and got.p50_inside == len(ok)
+    assert got.exit_zero  # compare decides on the per-process figures, which did not move

@@ -15,12 +15,19 @@ def add_parser(sub) -> None:
                    help=f"comma-separated subset of {','.join(CHECKS)} (default: {','.join(DEFAULT_CHECKS)}; "
                         "loadgen and generator need mlcommons-loadgen; fidelity, the CUDA-graph harness against a "
                         "hand loop on ResNet-50-like fp16, needs a CUDA device)")
+    p.add_argument("--runs", type=int, default=2,
+                   help="reproducibility: runs of the suite, each compared with the next (default 2)")
+    p.add_argument("--suite", default="benchmarks.toml", help="reproducibility: the suite to run (default benchmarks.toml)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.selfcheck.check import Options
+
     if args.rounds < 1:
         raise UsageError(f"--rounds {args.rounds}: expected an integer >= 1")
+    if args.runs < 2:
+        raise UsageError(f"--runs {args.runs}: expected an integer >= 2 (runs are compared in pairs)")
     names = [c.strip() for c in args.checks.split(",") if c.strip()]
     if not names or any(n not in CHECKS for n in names):
         raise UsageError(f"--checks {args.checks!r}: allowed: {', '.join(CHECKS)}")
@@ -32,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--checks loadgen/generator need MLPerf LoadGen: pip install mlcommons-loadgen")
     report = {}
     for check in checks:
-        record = check.run(args.rounds)
+        record = check.run(Options(args.rounds, args.runs, args.suite))
         report[check.name] = check.as_json(record)
         if not args.json:
             for line in check.lines(record):

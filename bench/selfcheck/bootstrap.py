@@ -75,5 +75,5 @@ def lines(b: BootstrapCheck) -> list[str]:
                   f"  speed-up {b.speedup:.1f}x   (target >= 10x: {met(b.speedup >= 10)})"]
 
 
-CHECK = Check("bootstrap", True, lambda rounds: check_bootstrap(), lines,
+CHECK = Check("bootstrap", True, lambda o: check_bootstrap(), lines,
               as_json=lambda b: {**to_json(b), "speedup": b.speedup})

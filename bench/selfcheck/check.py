@@ -13,10 +13,17 @@ def met(ok: bool) -> str:
 
 
 @dataclass(frozen=True)
+class Options:
+    rounds: int = 21  # paired rounds, where a check has rounds
+    runs: int = 2  # runs of the suite, where a check runs one (reproducibility)
+    suite: str = "benchmarks.toml"
+
+
+@dataclass(frozen=True)
 class Check:
     name: str
     default: bool  # run when --checks is not given
-    run: Callable[[int], Any]  # (paired rounds, where the check has rounds) -> its record
+    run: Callable[[Options], Any]  # -> its record
     lines: Callable[[Any], list[str]]  # the record, for people
     as_json: Callable[[Any], Any] = to_json
     needs_loadgen: bool = False  # MLPerf LoadGen must be installed

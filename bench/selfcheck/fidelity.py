@@ -152,4 +152,4 @@ def lines(f: FidelityCheck) -> list[str]:
     return out
 
 
-CHECK = Check("fidelity", False, lambda rounds: check_fidelity(), lines)
+CHECK = Check("fidelity", False, lambda o: check_fidelity(), lines)

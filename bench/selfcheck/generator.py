@@ -48,4 +48,4 @@ def lines(g: GeneratorCheck) -> list[str]:
     return out + [f"  highest sustained: {best}; LoadGen with a null SUT (Offline): {lgn}"]
 
 
-CHECK = Check("generator", False, lambda rounds: check_generator(), lines, needs_loadgen=True)
+CHECK = Check("generator", False, lambda o: check_generator(), lines, needs_loadgen=True)

@@ -40,4 +40,4 @@ def lines(j: JitCheck) -> list[str]:
             f"load from the cache {j.warm_s:.2f} s"]
 
 
-CHECK = Check("jit", True, lambda rounds: check_jit(), lines)
+CHECK = Check("jit", True, lambda o: check_jit(), lines)

@@ -39,4 +39,4 @@ def lines(k: KernelCheck) -> list[str]:
             f"  numba {k.kernel_ms:.1f} ms; numpy {k.numpy_ms:.1f} ms; ratio {k.numpy_ms / k.kernel_ms:.2f}x"]
 
 
-CHECK = Check("kernels", True, lambda rounds: check_kernels(), lines)
+CHECK = Check("kernels", True, lambda o: check_kernels(), lines)

@@ -74,4 +74,4 @@ def lines(lg: LoadGenCheck) -> list[str]:
     ]
 
 
-CHECK = Check("loadgen", False, lambda rounds: check_loadgen(), lines, needs_loadgen=True)
+CHECK = Check("loadgen", False, lambda o: check_loadgen(), lines, needs_loadgen=True)

@@ -108,4 +108,4 @@ def lines(o: OverheadCheck) -> list[str]:
     ]
 
 
-CHECK = Check("overhead", True, lambda rounds: check_overhead(rounds=rounds), lines)
+CHECK = Check("overhead", True, lambda o: check_overhead(rounds=o.rounds), lines)

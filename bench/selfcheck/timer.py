@@ -36,4 +36,4 @@ def lines(t: TimerCheck) -> list[str]:
             f"median cost of one read {t.median_read_ns:.0f} ns"]
 
 
-CHECK = Check("timer", True, lambda rounds: check_timer(), lines)
+CHECK = Check("timer", True, lambda o: check_timer(), lines)

@@ -1,0 +1,173 @@
+"""Do the figures hold on a re-run? The suite run several times on this machine, as a user would:
+
+  - re-run coverage: the share of cells whose next run's throughput (and p50) falls inside this
+    run's 95% interval (goal: 90%);
+  - A/A: `bench compare` of each run against the next, nothing changed: the pairs that exit 0
+    (goal: 19 of 20);
+  - power: the same suite with every ONNX Runtime CPU target made exactly 20% slower
+    (bench.selfcheck.slowed), compared against a normal run: the share of those cells called
+    slower (goal: 90%);
+  - the nightly gate on simulated nights with this machine's noise (bench.analysis.gate_sim) at
+    the suite's repeats: false-alarm nights (goal: at most 5%) and a 15% step found within 2
+    runs (goal: 90%);
+  - how each run's time splits between the repetitions' measured windows and the rest.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.selfcheck.check import Check, Options, met
+
+SLOWED_BACKEND = "bench.selfcheck.slowed:SlowedOrt"
+
+
+@dataclass(frozen=True)
+class RunTime:
+    wall_s: float
+    units: int  # repetitions measured (worker processes)
+    windows_s: float  # their measured windows, summed
+
+
+@dataclass(frozen=True)
+class PairResult:
+    cells: int
+    throughput_inside: int
+    p50_inside: int
+    exit_zero: bool  # compare found no cell slower
+    flagged: tuple[str, ...]  # cells compare called slower or faster
+
+
+@dataclass(frozen=True)
+class ReproducibilityCheck:
+    suite: str
+    runs: int
+    repeats: int
+    times: tuple[RunTime, ...]
+    pairs: tuple[PairResult, ...]
+    slowed_cells: int
+    slowed_found: int
+    slowed_pairs: int
+    gate_false_alarm_nights: float
+    gate_found_all: float  # a 15% step in all 24 series
+    gate_found_one: float  # in one series alone
+    gate_nights: int
+
+
+def _inside(est, value: float) -> bool:
+    return est.ci_low is not None and est.ci_low <= value <= est.ci_high
+
+
+def _pair(a_path: Path, b_path: Path) -> PairResult:
+    from bench.analysis.compare import compare_runs
+    from bench.results.files import read_run
+    from bench.scenarios.registry import compare_policy
+
+    a, b = read_run(a_path), read_run(b_path)
+    nxt = {c.key.stable_id: c for c in b.cells if c.status == "ok"}
+    tp = p50 = n = 0
+    for c in a.cells:
+        d = nxt.get(c.key.stable_id)
+        if c.status != "ok" or d is None:
+            continue
+        n += 1
+        tp += _inside(c.metrics.throughput, d.metrics.throughput.value)
+        p50 += _inside(c.metrics.latency_ms.p50, d.metrics.latency_ms.p50.value)
+    cmp = compare_runs(a_path, b_path, compare_policy)
+    flagged = tuple(f"{c.key} {c.verdict}" for c in cmp.cells if c.verdict in ("slower", "faster"))
+    return PairResult(n, tp, p50, not cmp.slower, flagged)
+
+
+def _slowed(suite):
+    """The suite with its ONNX Runtime CPU targets 20% slower, and only their cells."""
+    targets = {name: replace(t, backend=SLOWED_BACKEND) for name, t in suite.targets.items()
+               if t.backend == "onnxruntime" and not t.is_cuda}
+    benches = []
+    for b in suite.benchmarks:
+        keep = tuple(t for t in b.targets if t in targets)
+        if keep:
+            benches.append(replace(b, targets=keep, reference=b.reference if b.reference in keep else keep[0]))
+    return replace(suite, targets={**suite.targets, **targets}, benchmarks=tuple(benches)), len(targets)
+
+
+def _run(suite, out: Path) -> tuple[Path, RunTime]:
+    from bench.runner.suite import run_suite
+
+    t0 = time.perf_counter()
+    result = run_suite(suite, out)
+    wall = time.perf_counter() - t0
+    reps = [r for c in result.run.cells for r in c.repetitions if r.status == "ok"]
+    return result.path.parent, RunTime(wall, len(reps), sum(r.window_s or 0.0 for r in reps))
+
+
+def check_reproducibility(o: Options) -> ReproducibilityCheck:
+    from bench.analysis.gate_sim import simulate
+    from bench.config.suite import load_suite
+
+    suite = load_suite(o.suite)
+    repeats = max((b.stop.repeats for b in suite.benchmarks), default=1)
+    slowed, n_slowed_targets = _slowed(suite)
+    with tempfile.TemporaryDirectory(prefix="bench-repro-") as tmp:
+        runs, times = [], []
+        for i in range(o.runs):
+            path, t = _run(suite, Path(tmp) / f"a{i}")
+            runs.append(path)
+            times.append(t)
+        pairs = tuple(_pair(runs[i], runs[i + 1]) for i in range(o.runs - 1))
+        cells = found = slowed_pairs = 0
+        if n_slowed_targets:
+            for i in range(o.runs - 1):
+                path, t = _run(slowed, Path(tmp) / f"b{i}")
+                times.append(t)
+                from bench.analysis.compare import compare_runs
+                from bench.scenarios.registry import compare_policy
+
+                cmp = compare_runs(runs[i], path, compare_policy)
+                matched = [c for c in cmp.cells if c.reason != "missing in NEW"]
+                cells += len(matched)
+                found += sum(c.verdict == "slower" for c in matched)
+                slowed_pairs += 1
+    nights = 400
+    aa = simulate(nights=nights, processes=repeats, stepped=24, seed=1)
+    one = simulate(nights=nights, processes=repeats, stepped=1, seed=2)
+    return ReproducibilityCheck(o.suite, o.runs, repeats, tuple(times), pairs, cells, found, slowed_pairs,
+                                aa.false_alarm_nights, aa.found_within_2, one.found_within_2, nights)
+
+
+def lines(c: ReproducibilityCheck) -> list[str]:
+    cells = sum(p.cells for p in c.pairs)
+    tp = sum(p.throughput_inside for p in c.pairs)
+    p50 = sum(p.p50_inside for p in c.pairs)
+    ok_pairs = sum(p.exit_zero for p in c.pairs)
+    out = [f"reproducibility: {c.runs} runs of {c.suite} ({c.repeats} worker processes per cell), each against the next"]
+    if cells:
+        out.append(f"  re-run coverage: next run inside this run's 95% interval: throughput {tp}/{cells} = {tp / cells:.0%}, "
+                   f"p50 {p50}/{cells} = {p50 / cells:.0%}  (goal 90%) {met(min(tp, p50) >= 0.9 * cells)}")
+    out.append(f"  A/A: bench compare exits 0 in {ok_pairs} of {len(c.pairs)} pairs (goal 19 of 20) "
+               f"{met(ok_pairs >= 0.95 * len(c.pairs))}")
+    for p in c.pairs:
+        if p.flagged:
+            out.append(f"    flagged: {'; '.join(p.flagged)}")
+    if c.slowed_cells:
+        out.append(f"  power: a 20% slower ONNX Runtime target called slower in {c.slowed_found} of {c.slowed_cells} "
+                   f"cells over {c.slowed_pairs} pair(s) = {c.slowed_found / c.slowed_cells:.0%} (goal 90%) "
+                   f"{met(c.slowed_found >= 0.9 * c.slowed_cells)}")
+    else:
+        out.append("  power: the suite has no ONNX Runtime CPU target to slow down")
+    out.append(f"  nightly gate, simulated ({c.gate_nights} nights of 24 series x 30 runs, {c.repeats} processes a run, "
+               "a third of processes 25% slow, 3% jitter):")
+    out.append(f"    A/A nights with a false alarm: {c.gate_false_alarm_nights:.1%} (goal at most 5%) "
+               f"{met(c.gate_false_alarm_nights <= 0.05)}")
+    out.append(f"    a 15% step in every series found within 2 runs: {c.gate_found_all:.1%} (goal 90%) "
+               f"{met(c.gate_found_all >= 0.9)}; in one series alone: {c.gate_found_one:.1%}")
+    for i, t in enumerate(c.times):
+        kind = "A/A" if i < c.runs else "slowed"
+        out.append(f"  run {i + 1} ({kind}): {t.wall_s:.1f} s wall; {t.units} repetitions, measured windows "
+                   f"{t.windows_s:.1f} s ({t.windows_s / max(t.units, 1):.2f} s each); the rest ({t.wall_s - t.windows_s:.1f} s) "
+                   "is warm-up, model loads, worker starts and the figures")
+    return out
+
+
+CHECK = Check("reproducibility", False, check_reproducibility, lines)
