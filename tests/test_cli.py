@@ -102,7 +102,16 @@ def test_self_check_measures_both_loops(capsys):
 def test_self_check_rejects_unknown_sections(capsys):
     code, _, err = run_cli(capsys, "self-check", "--checks", "overhead,speed")
     assert code == 2
-    assert_one_line(err, "--checks 'overhead,speed': allowed: overhead, timer, kernels, bootstrap, jit")
+    assert_one_line(err, "--checks 'overhead,speed': allowed: overhead, timer, worker-start, kernels, bootstrap, jit")
+
+
+def test_reproducibility_check_refuses_one_run_and_a_missing_suite(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "self-check", "--checks", "reproducibility", "--runs", "1")
+    assert code == 2
+    assert_one_line(err, "--runs 1: expected an integer >= 2 (runs are compared in pairs)")
+    code, _, err = run_cli(capsys, "self-check", "--checks", "reproducibility", "--suite", str(tmp_path / "none.toml"))
+    assert code == 2
+    assert_one_line(err, "none.toml")
 
 
 def test_foreign_kernels_package_is_detected(tmp_path):
