@@ -703,3 +703,14 @@ def test_gpus_on_this_machine():
     if _nvml_works():
         pytest.skip("NVML works here: this test is about machines without a driver")
     assert environment.gpus() == ((), "NVML unavailable: NVML Shared Library Not Found")
+
+
+def test_other_processes_on_the_device_during_the_window_are_counted():
+    sampler, _, clock = make(timeline=[(0.0, Reading(processes=((PID, 1_000),))),
+                                       (1.15, Reading(processes=((PID, 1_000), (5151, 9_000), (5152, 1))))])
+    window(sampler, clock, [1.0, 1.1, 1.2, 1.3])
+    rec = sampler.telemetry(1)
+    assert rec.other_processes == 2  # two other pids computed on the GPU while the cell measured
+    alone, _, clock = make(timeline=[(0.0, Reading(processes=((PID, 1_000),)))])
+    window(alone, clock, [1.0, 1.2])
+    assert alone.telemetry(1).other_processes == 0

@@ -134,3 +134,19 @@ def test_reproducibility_pairs_count_re_run_coverage_and_a_a_verdicts(tmp_path):
     assert got.cells == len(ok)
     assert got.throughput_inside == len(ok) - 1 and got.p50_inside == len(ok)
     assert got.exit_zero  # compare decides on the per-process figures, which did not move
+
+
+@pytest.mark.parametrize("width, reps, words", [
+    ("0.0001", 4, "target ±0.0% not reached; max_repeats 4 reached"),  # never precise: up to max_repeats
+    ("0.99", 2, "target ±99.0% reached"),  # precise at once: repeats alone
+])
+def test_adaptive_repeats_add_processes_until_the_process_level_precision(tmp_path, capsys, width, reps, words):
+    stop = "ci_figures = [], repeats = 2, max_repeats = 4"
+    suite = write_suite(tmp_path, tiny_suite(targets='["ort"]', batch_sizes="[1]").replace(
+        "ci_figures = []", f'ci_figures = ["throughput"], ci_rel_width = {width}, repeats = 2, max_repeats = 4'))
+    assert stop not in suite.read_text()
+    code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 0, stderr
+    (cell,) = load_run_json(tmp_path / "r")["cells"]
+    assert len(cell["repetitions"]) == reps
+    assert f"precision across {reps} processes: throughput ±" in cell["stop_reason"] and words in cell["stop_reason"]

@@ -497,3 +497,27 @@ def test_warmup_cut_still_finds_a_real_warm_up_in_a_drifting_stream():
         x = _drifting_steady_stream(rng, 100_000, warm=3_000)
         cut = steady_state_cut(x)
         assert 500 <= cut <= 6_000, cut  # the slow start is dropped, not the stream
+
+
+def test_rerun_interval_covers_the_next_runs_figure():
+    from bench.stats import pooled_prior, process_interval
+
+    # a run and its re-run, each 24 cells of 5 processes with this machine's two modes
+    rng = np.random.default_rng(4)
+
+    def run():
+        return [(1 + 0.25 * (rng.random(5) < 1 / 3)) * rng.lognormal(0, 0.03, 5) for _ in range(24)]
+
+    ci_hits = rerun_hits = total = 0
+    for _ in range(150):
+        first, second = run(), run()
+        prior = pooled_prior(first)
+        for x, y in zip(first, second):
+            nxt = y.mean()
+            iv = process_interval(x, 0.95, prior)
+            ci_hits += iv.low <= nxt <= iv.high
+            iv = process_interval(x, 0.95, prior, rerun=True)
+            rerun_hits += iv.low <= nxt <= iv.high
+            total += 1
+    assert ci_hits / total < 0.92  # a confidence interval of the mean is not where a re-run lands
+    assert 0.93 <= rerun_hits / total <= 0.995

@@ -2,7 +2,9 @@
 split of their variance, the unstable mark, and which repetitions the figures may use.
 
 Model and intervals: bench.stats.processes. Each figure (throughput, mean, each percentile) is
-the mean over the used repetitions of that repetition's figure; its interval is t over them. A
+the mean over the used repetitions of that repetition's figure; its interval is t over them,
+moderated by the run's typical spread, for the figure a re-run reports (rerun=True): what a user
+checks an interval against is the next run, whose own error adds to this one's. A
 repetition measured under interference (other processes took more than the stop rule's
 max_interference of the CPU) is left out while at least two clean ones remain, and the reason
 says so. A cell is unstable when a figure's between-process CV exceeds UNSTABLE_CV.
@@ -72,7 +74,7 @@ def merge(per: list[Metrics], kept_ns: list[np.ndarray], confidence: float,
     prior = prior or {}
 
     def combine(values: list[float], ses: list[float], figure: str) -> tuple[Estimate, stats.Split | None]:
-        iv = stats.process_interval(values, confidence, prior.get(figure))
+        iv = stats.process_interval(values, confidence, prior.get(figure), rerun=True)
         m = float(np.mean(values))
         split = stats.variance_split(values, ses) if r >= 2 else None
         return Estimate(m, iv.low, iv.high, iv.method), split

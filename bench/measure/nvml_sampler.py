@@ -108,6 +108,7 @@ class NvmlSampler:
         self._unsupported: dict[str, str] = {}  # query -> NVML's message; never asked again
         self._failures: dict[str, list] = {}  # query -> [count, last message]: transient errors
         self._pid_seen = False
+        self._other_pids: set[int] = set()  # other processes computing on the device in the window
 
     @classmethod
     def from_uuid(cls, uuid: object, interval_s: float = DEFAULT_INTERVAL_S, nvml: Any = None,
@@ -219,6 +220,7 @@ class NvmlSampler:
             self._n = 0
             self._dropped = 0
             self._pid_seen = False
+            self._other_pids = set()
             self._t_end = None
             self._energy_end_mj = None
             self._t_start = self._clock()
@@ -255,6 +257,7 @@ class NvmlSampler:
         if procs is not None:
             # One entry per (process, device); usedGpuMemory is None where the driver hides it.
             used = [p.usedGpuMemory for p in procs if p.pid == self.pid]
+            others = {int(p.pid) for p in procs if p.pid != self.pid}
             if used:
                 self._pid_seen = True
                 known = [u for u in used if u is not None]
@@ -275,6 +278,8 @@ class NvmlSampler:
             self._power_mw[i] = math.nan if power is None else power
             self._temp_c[i] = math.nan if temp is None else temp
             self._reasons[i] = -1 if reasons is None else int(reasons)
+            if procs is not None:
+                self._other_pids |= others
             self._n = i + 1
         return True
 
@@ -408,6 +413,7 @@ class NvmlSampler:
             throttle_reasons=reasons,
             throttled=any(r in THROTTLING_REASONS for r in reasons),
             notes=tuple(notes),
+            other_processes=len(self._other_pids),
         )
 
 

@@ -68,7 +68,10 @@ def _summary_row(c: Cell) -> tuple[str | Text, ...]:
 
 def summary_table(run: Run) -> Table:
     confidence = next((c.metrics.latency_ms.confidence for c in run.cells if c.metrics), None)
-    ci = f" · ± = {confidence:.0%} CI half-width" if confidence else ""
+    ci = ""
+    if confidence:
+        ci = (f" · ± = {confidence:.0%} half-width, for the figure a re-run reports" if any(c.repetitions for c in run.cells)
+              else f" · ± = {confidence:.0%} CI half-width")
     rows = []
     skipped: dict[tuple[str, str], list[Cell]] = {}
     for c in run.cells:
@@ -86,8 +89,8 @@ def summary_table(run: Run) -> Table:
         notes.append(f"unstable: {len(unstable)} cell(s) whose figures vary over 10% between worker processes "
                      "(their stop reasons and run.json say which figure, by how much)")
     if any(c.repetitions for c in run.cells):
-        notes.append("each figure is the mean over worker processes (procs), its interval t over them, which holds "
-                     "the between-process noise a re-run meets")
+        notes.append("each figure is the mean over worker processes (procs); its interval, t over them, is where a "
+                     "re-run's figure lands: it holds the between-process noise and the re-run's own error")
     caption = "; ".join(notes)
     return Table(f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", _SUMMARY_COLUMNS, tuple(rows), caption)
 

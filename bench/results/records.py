@@ -191,6 +191,8 @@ class GpuTelemetry:
     throttle_reasons: tuple[str, ...] = ()  # every clock-event reason seen, by NVML name
     throttled: bool = False  # a reason that lowers clocks (power cap, thermal, HW slowdown) was seen
     notes: tuple[str, ...] = ()
+    # other processes NVML listed computing on the device during the window (interference)
+    other_processes: int = 0
 
 
 @dataclass(frozen=True)

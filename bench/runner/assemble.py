@@ -35,8 +35,20 @@ class RepResult:
         return not isinstance(self.outcome, WorkerFailure)
 
     def interfered(self, limit: float) -> bool:
-        shares = None if not self.ok else self.outcome.cpu_shares
-        return shares is not None and shares.total > limit
+        """Other processes took more than `limit` of the CPU, or computed on the cell's GPU."""
+        if not self.ok:
+            return False
+        shares, gpu = self.outcome.cpu_shares, self.outcome.gpu
+        return (shares is not None and shares.total > limit) or (gpu is not None and gpu.other_processes > 0)
+
+    def interference(self) -> str:
+        shares, gpu = self.outcome.cpu_shares, self.outcome.gpu
+        parts = []
+        if shares is not None:
+            parts.append(f"other processes took {shares.total:.0%} of the CPU")
+        if gpu is not None and gpu.other_processes:
+            parts.append(f"{gpu.other_processes} other process(es) computed on the GPU")
+        return " and ".join(parts)
 
 
 def _rep_record(r: RepResult, used: bool, limit: float, why_left_out: str = "") -> Repetition:
@@ -182,8 +194,8 @@ class CellBuilder:
         left_out = [r for r in ok if not used[r.index]]
         records = tuple(
             _rep_record(r, used.get(r.index, False), stop.max_interference,
-                        f"left out: other processes took {r.outcome.cpu_shares.total:.0%} of the CPU "
-                        f"(limit {stop.max_interference:.0%})" if r.ok and not used[r.index] else "")
+                        f"left out as interfered: {r.interference()} (CPU limit {stop.max_interference:.0%})"
+                        if r.ok and not used[r.index] else "")
             for r in reps)
         chosen = [r for r in ok if used[r.index]]
         merged = merge([r.figures.metrics for r in chosen], [r.figures.kept_ns for r in chosen], stop.confidence, prior)
@@ -197,7 +209,7 @@ class CellBuilder:
             notes.append(precision_note)
         if left_out:
             notes.append(f"{len(left_out)} left out as interfered (other processes above "
-                         f"{stop.max_interference:.0%} of the CPU)")
+                         f"{stop.max_interference:.0%} of the CPU, or on the GPU)")
         interfered_used = [r for r in chosen if r.interfered(stop.max_interference)]
         if interfered_used:
             notes.append(f"{len(interfered_used)} used although interfered: fewer than 2 clean repetitions")

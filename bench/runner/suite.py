@@ -167,8 +167,7 @@ def run_suite(
             return priors([[r.figures.metrics for r in st.reps if r.ok] for st in states])
 
         def settle(st: _CellState, run_prior: dict) -> None:
-            if not st.precision_note:
-                st.precise_enough(run_prior)  # states the precision reached across processes
+            st.precise_enough(run_prior)  # states the precision reached across all its processes
             st.cell = builder.cell(st.planned, st.reps, st.precision_note, prior=run_prior)
             progress(Progress(st.planned.index, len(cells), st.planned, st.cell))
 
