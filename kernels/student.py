@@ -12,6 +12,20 @@ import math
 import numba
 
 
+@numba.njit(cache=True, inline="always")
+def _lentz(aa, c, d):
+    """One modified-Lentz update of the continued fraction by the term aa: (c, d, factor)."""
+    tiny = 1e-300
+    d = 1.0 + aa * d
+    if abs(d) < tiny:
+        d = tiny
+    c = 1.0 + aa / c
+    if abs(c) < tiny:
+        c = tiny
+    d = 1.0 / d
+    return c, d, d * c
+
+
 @numba.njit(cache=True)
 def _betacf(a, b, x):
     tiny = 1e-300
@@ -26,26 +40,11 @@ def _betacf(a, b, x):
     h = d
     for m in range(1, 10_000):
         m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        if abs(d) < tiny:
-            d = tiny
-        c = 1.0 + aa / c
-        if abs(c) < tiny:
-            c = tiny
-        d = 1.0 / d
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        if abs(d) < tiny:
-            d = tiny
-        c = 1.0 + aa / c
-        if abs(c) < tiny:
-            c = tiny
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
+        c, d, f = _lentz(m * (b - m) * x / ((qam + m2) * (a + m2)), c, d)  # even step
+        h *= f
+        c, d, f = _lentz(-(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)), c, d)  # odd step
+        h *= f
+        if abs(f - 1.0) < 1e-15:
             break
     return h
 
