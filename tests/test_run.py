@@ -93,15 +93,21 @@ def test_run_end_to_end_writes_valid_comparable_results(tmp_path, capsys):
         assert samples.dtype == np.int64 and samples.size == lat.n
         # each repetition (worker process): throughput is its samples over its measured window;
         # the cell's figure is their mean, its interval t over the processes
+        assert [r.index for r in cell.repetitions] == [0, 1, 2]
+        # a repetition that other processes interfered with (a busy CI machine) is left out while
+        # two clean ones remain: which ones, this machine decides; the rule does not change
+        clean = [r for r in cell.repetitions if not r.interfered]
+        assert all(r.used == (not r.interfered or len(clean) < 2) for r in cell.repetitions)
         reps = cell.used_repetitions
-        assert len(reps) == len(cell.repetitions) == 3 and [r.index for r in reps] == [0, 1, 2]
+        assert len(reps) >= 2
         assert all(r.throughput == pytest.approx(r.n * cell.batch_size / r.window_s) for r in reps)
         tp = cell.metrics.throughput
         assert tp.value == pytest.approx(np.mean([r.throughput for r in reps]))
-        assert tp.ci_low < tp.value < tp.ci_high and tp.confidence == 0.95 and "t over 3 processes" in tp.method
+        assert tp.ci_low < tp.value < tp.ci_high and tp.confidence == 0.95
+        assert f"t over {len(reps)} processes" in tp.method
         assert lat.mean.ci_low < lat.mean.value < lat.mean.ci_high
         assert lat.p50.value == pytest.approx(np.mean([r.p50_ms for r in reps]))
-        assert lat.p50.ci_low <= lat.p50.value <= lat.p50.ci_high and "t over 3 processes" in lat.p50.method
+        assert lat.p50.ci_low <= lat.p50.value <= lat.p50.ci_high and f"t over {len(reps)} processes" in lat.p50.method
         assert all(r.others_cpu_share is not None and 0 <= r.others_cpu_share <= 1 for r in reps)
         assert sum(lat.histogram.counts) == lat.n and lat.histogram.relative_error == 0.01
         assert cell.throughput_series.values and cell.throughput_series.window_s > 0
