@@ -383,3 +383,20 @@ def test_targets_rank_by_per_round_paired_ratios_which_cancel_drift():
     table = targets_table(replace(run, cells=(a, b)))
     assert "paired by round" in table.title
     assert any("over 5 rounds" in str(cell) for row in table.rows for cell in row)
+
+
+def test_a_shift_of_every_cell_at_once_is_called_out_as_the_machine(capsys):
+    from bench.analysis.compare import CellComparison, Ratio, common_shift
+
+    def cell(r, method="processes"):
+        return CellComparison("k", "unchanged", "", throughput=Ratio(r, r, r), method=method)
+
+    together = tuple(cell(0.86 + 0.01 * i) for i in range(8))  # all eight 5-14% slower
+    note = common_shift(together, 0.05)
+    assert note.startswith("8 of 8 cells moved slower together (median throughput x0.895)")
+    mixed = tuple(cell(r) for r in (0.8, 0.85, 1.2, 1.15, 1.0, 0.99, 0.9, 1.1))
+    assert common_shift(mixed, 0.05) == ""
+    few = tuple(cell(0.8) for _ in range(5))  # too few cells to tell the machine from the code
+    assert common_shift(few, 0.05) == ""
+    samples_only = tuple(cell(0.8, "samples") for _ in range(8))  # one-process runs: not judged
+    assert common_shift(samples_only, 0.05) == ""

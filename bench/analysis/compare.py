@@ -84,10 +84,32 @@ class Comparison:
     alpha: float
     env_differences: tuple[EnvDifference, ...]
     cells: tuple[CellComparison, ...]
+    common_shift: str = ""  # why a machine-level shift is likely (most cells moved together), or ""
 
     @property
     def slower(self) -> list[CellComparison]:
         return [c for c in self.cells if c.verdict == "slower"]
+
+
+COMMON_SHIFT_SHARE = 0.8  # this share of the compared cells moving the same way ...
+COMMON_SHIFT_MIN_CELLS = 6  # ... of at least this many cells
+
+
+def common_shift(cells: tuple[CellComparison, ...], threshold: float) -> str:
+    """A warning when most cells' throughput moved the same way by more than the threshold: the
+    machine's speed shifts between runs minutes apart, for every cell at once, and no run sees
+    that from inside (README, "Known limit"); a code change rarely moves every cell alike."""
+    ratios = [c.throughput.value for c in cells if c.throughput is not None and c.method == "processes"]
+    if len(ratios) < COMMON_SHIFT_MIN_CELLS:
+        return ""
+    down = sum(r < 1 / (1 + threshold) for r in ratios)
+    up = sum(r > 1 + threshold for r in ratios)
+    moved, way = (down, "slower") if down >= up else (up, "faster")
+    if moved < COMMON_SHIFT_SHARE * len(ratios):
+        return ""
+    median = float(np.median(ratios))
+    return (f"{moved} of {len(ratios)} cells moved {way} together (median throughput x{median:.3f}): a "
+            "machine-level shift between the runs is likely; re-run both before blaming the code")
 
 
 # What decides whether figures from two machines or software stacks can be compared at all.
@@ -318,7 +340,8 @@ def compare_runs(base_path: Path, new_path: Path, policy_for: Callable[[str], Co
             out.append(policy_for(b.scenario).compare(key, b, n, ctx))
     for key in new_cells:
         out.append(CellComparison(key, "not comparable", "missing in BASE"))
-    return Comparison(base.run_id, new.run_id, threshold, alpha, tuple(env), tuple(holm_corrected(out, alpha)))
+    cells = tuple(holm_corrected(out, alpha))
+    return Comparison(base.run_id, new.run_id, threshold, alpha, tuple(env), cells, common_shift(cells, threshold))
 
 
 def holm_corrected(cells: list[CellComparison], alpha: float) -> list[CellComparison]:

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         terminal.console().print(terminal.render(comparison_table(cmp)))
         for line in environment_lines(cmp):
             print(f"environment: {line}")
+        if cmp.common_shift:
+            print(f"warning: {cmp.common_shift}")
     write_md(markdown.compare_summary(cmp), args.md, step_summary=True)
     if cmp.slower:
         err(f"{len(cmp.slower)} cell(s) slower: " + ", ".join(c.key for c in cmp.slower))

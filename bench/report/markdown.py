@@ -54,4 +54,6 @@ def compare_summary(cmp: Comparison) -> str:
     env = environment_lines(cmp)
     if env:
         lines += ["Environment differences: " + "; ".join(env), ""]
+    if cmp.common_shift:
+        lines += [f"**Warning:** {cmp.common_shift}.", ""]
     return "\n".join(lines) + render(comparison_table(cmp))
