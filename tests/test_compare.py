@@ -70,7 +70,8 @@ def spin_runs(tmp_path_factory):
         doc = json.loads((run_dir / "run.json").read_text())
         doc["run_id"] = run_dir.name
         for cell in doc["cells"]:
-            cell["repetitions"] = []
+            # a one-process cell: no repetitions, hence no variance split and no unstable mark
+            cell.update(repetitions=[], variance=[], unstable=None)
         (run_dir / "run.json").write_text(json.dumps(doc, indent=1))
         assert [c["scenario"] for c in doc["cells"]] == ["single-stream", "offline"]
         for cell in doc["cells"]:

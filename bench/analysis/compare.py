@@ -211,21 +211,19 @@ MIN_PROCESSES = 2
 
 
 def _per_process(cell: Cell, figure: str) -> list[float]:
+    """One figure of each used repetition: "throughput", "time" (1 / throughput, time per
+    sample) or a latency figure ("p50", "p99") in ms."""
     reps = cell.used_repetitions
-    if figure == "time":  # time per sample: 1 / throughput
-        return [1.0 / r.throughput for r in reps if r.throughput]
+    if figure in ("throughput", "time"):
+        return [r.throughput if figure == "throughput" else 1.0 / r.throughput for r in reps if r.throughput]
     return [getattr(r, f"{figure}_ms") for r in reps if getattr(r, f"{figure}_ms")]
-
-
-def _values(cell: Cell, figure: str) -> list[float]:
-    return [r.throughput for r in cell.used_repetitions] if figure == "throughput" else _per_process(cell, figure)
 
 
 def compare_priors(cells: list[Cell]) -> dict[str, stats.Prior]:
     """Both runs' typical between-process spread per figure (moderates each cell's test)."""
     out = {}
     for figure in ("throughput", "time", "p50", "p99"):
-        prior = stats.pooled_prior([_values(c, figure) for c in cells if len(c.used_repetitions) >= MIN_PROCESSES])
+        prior = stats.pooled_prior([_per_process(c, figure) for c in cells if len(c.used_repetitions) >= MIN_PROCESSES])
         if prior is not None:
             out[figure] = prior
     return out
@@ -237,7 +235,7 @@ def judge_processes(base: Cell, new: Cell, headline: str, threshold: float, alph
     prior = prior or {}
     ratios = {}
     for figure in ("throughput", "p50", "p99"):
-        lr = stats.log_ratio(_values(base, figure), _values(new, figure), prior=prior.get(figure))
+        lr = stats.log_ratio(_per_process(base, figure), _per_process(new, figure), prior=prior.get(figure))
         ratios[figure] = Ratio(lr.ratio, lr.low, lr.high)
     head = stats.log_ratio(_per_process(base, headline), _per_process(new, headline), prior=prior.get(headline))
     what = "p50 latency" if headline == "p50" else "time per sample"

@@ -116,7 +116,7 @@ def run_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeo
 _FORK_WARNING = "This process .* is multi-threaded, use of fork"
 
 
-def _host_main(conn, preload: tuple[str, ...], ready_note: str) -> None:
+def _host_main(conn, preload: tuple[str, ...]) -> None:
     """A worker host: import the family's modules once, then fork one worker per request."""
     import importlib
     import sys
@@ -127,13 +127,12 @@ def _host_main(conn, preload: tuple[str, ...], ready_note: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
     try:
-        failed = ""
         for module in preload:
             try:
                 importlib.import_module(module)
-            except Exception as exc:  # the worker imports it again and reports the failure itself
-                failed = f"{module}: {type(exc).__name__}: {exc}"
-        conn.send(("ready", failed or ready_note))
+            except Exception:  # the worker imports it again and reports the failure itself
+                pass
+        conn.send("ready")
         while True:
             request = conn.recv()
             if request is None:
@@ -159,7 +158,7 @@ class _Host:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe(duplex=True)
         self._stderr = open(stderr_path, "ab")  # noqa: SIM115 - held for the host's life
-        self.proc = ctx.Process(target=_host_main, args=(child, preload, ""), name="bench-worker-host")
+        self.proc = ctx.Process(target=_host_main, args=(child, preload), name="bench-worker-host")
         # The host's own stderr (a native library's warning at import) goes to a file, not the user's terminal.
         saved = os.dup(2)
         try:
@@ -169,16 +168,14 @@ class _Host:
             os.dup2(saved, 2)
             os.close(saved)
         child.close()
-        self.ready_note = ""
 
     def wait_ready(self, timeout_s: float) -> bool:
         if not self.conn.poll(timeout_s):
             return False
         try:
-            _, self.ready_note = self.conn.recv()
+            return self.conn.recv() == "ready"
         except EOFError:
             return False
-        return True
 
     def close(self) -> None:
         try:

@@ -22,12 +22,6 @@ from bench.runner.plan import PlannedCell
 ROUNDS_SEED = 20261128
 
 
-@dataclass(frozen=True)
-class WorkUnit:
-    cell: PlannedCell
-    repetition: int  # 0-based
-
-
 class Schedule(Protocol):
     def order(self, cells: Sequence[PlannedCell], round_index: int) -> list[PlannedCell]:
         """The order in which round `round_index` runs `cells` (those that still need a repetition)."""

@@ -103,8 +103,10 @@ def _run(suite, out: Path) -> tuple[Path, RunTime]:
 
 
 def check_reproducibility(o: Options) -> ReproducibilityCheck:
+    from bench.analysis.compare import compare_runs
     from bench.analysis.gate_sim import simulate
     from bench.config.suite import load_suite
+    from bench.scenarios.registry import compare_policy
 
     suite = load_suite(o.suite)
     repeats = max((b.stop.repeats for b in suite.benchmarks), default=1)
@@ -121,9 +123,6 @@ def check_reproducibility(o: Options) -> ReproducibilityCheck:
             for i in range(o.runs - 1):
                 path, t = _run(slowed, Path(tmp) / f"b{i}")
                 times.append(t)
-                from bench.analysis.compare import compare_runs
-                from bench.scenarios.registry import compare_policy
-
                 cmp = compare_runs(runs[i], path, compare_policy)
                 matched = [c for c in cmp.cells if c.reason != "missing in NEW"]
                 cells += len(matched)
