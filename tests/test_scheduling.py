@@ -157,3 +157,19 @@ def test_adaptive_repeats_add_processes_until_the_process_level_precision(tmp_pa
     (cell,) = load_run_json(tmp_path / "r")["cells"]
     assert len(cell["repetitions"]) == reps
     assert f"precision across {reps} processes: throughput ±" in cell["stop_reason"] and words in cell["stop_reason"]
+
+
+def test_an_unstable_cell_whose_threads_take_every_core_is_told_why():
+    from dataclasses import replace
+
+    from bench.results.files import read_run
+    from bench.runner.assemble import _with_thread_hint
+
+    cell = next(c for c in read_run(Path(__file__).parent / "data/run_v6.json").cells if c.status == "ok")
+    cores = len(os.sched_getaffinity(0))
+    every = replace(cell, target=replace(cell.target, details={**cell.target.details, "compute_threads": cores}))
+    fewer = replace(cell, target=replace(cell.target, details={**cell.target.details, "compute_threads": cores - 1}))
+    hint = _with_thread_hint("throughput varies 20% between processes", every)
+    assert hint.startswith("throughput varies 20%") and f"take all {cores} cores" in hint
+    assert _with_thread_hint("throughput varies 20% between processes", fewer) == "throughput varies 20% between processes"
+    assert _with_thread_hint(None, every) is None  # a steady cell needs no advice

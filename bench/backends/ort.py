@@ -16,6 +16,8 @@ fp16 targets run the fp16 model the parent converted (PreparedModel.onnx_fp16_pa
 """
 from __future__ import annotations
 
+import os
+
 from typing import Any
 
 import numpy as np
@@ -104,6 +106,8 @@ class OrtBackend(Backend):
             details={
                 "fell_back_from": not_active or None,
                 "intra_op_threads": opts.intra_op_threads,
+                # the threads that compute one call (0: onnxruntime's default, one per core)
+                "compute_threads": opts.intra_op_threads or len(os.sched_getaffinity(0)),
                 "inter_op_threads": opts.inter_op_threads,
                 "allow_spinning": opts.allow_spinning,
                 "io_binding": self._io_binding,

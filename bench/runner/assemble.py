@@ -6,6 +6,8 @@ reference target's outputs, warm-up and the raw samples file.
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -226,7 +228,7 @@ class CellBuilder:
         if interfered_used:
             reason = (reason + "; " if reason else "") + "measured under interference from other processes"
         return replace(cell, reason=reason, stop_reason="; ".join(notes), repetitions=records,
-                       variance=merged.variance, unstable=merged.unstable,
+                       variance=merged.variance, unstable=_with_thread_hint(merged.unstable, cell),
                        memory=replace(cell.memory, peak_rss_bytes=max(r.outcome.peak_rss_bytes for r in chosen)),
                        load_s=float(np.median([r.outcome.load_seconds for r in chosen])))
 
@@ -271,3 +273,16 @@ class CellBuilder:
             **figures.records,
         )
         return cell
+
+
+def _with_thread_hint(unstable: str | None, cell: Cell) -> str | None:
+    """An unstable cell whose compute threads take every core the worker may use gets the likely
+    cause said: a parallel section waits for its slowest thread, so whenever the hypervisor or the
+    harness takes one core for a moment the whole call stalls (measured on a 2-core VM: a 15-30%
+    spread between processes at 2 threads, 2-7% at 1)."""
+    threads = cell.target.details.get("compute_threads") if cell.target.details else None
+    cores = len(os.sched_getaffinity(0))
+    if unstable is None or not isinstance(threads, int) or threads < cores:
+        return unstable
+    return (f"{unstable}; its {threads} compute threads take all {cores} cores, leaving none to the harness "
+            "or the machine: set fewer threads on the target")

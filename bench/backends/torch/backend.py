@@ -71,6 +71,7 @@ class TorchBackend(Backend):
         self._mode = opts.mode
         details: dict[str, Any] = {
             "threads": torch.get_num_threads(),
+            "compute_threads": torch.get_num_threads(),  # the threads that compute one call
             "interop_threads": torch.get_num_interop_threads(),
             "inference_mode": opts.inference_mode,
             "mode": opts.mode,
