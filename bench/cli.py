@@ -2,11 +2,13 @@
 
 Exit codes: 0 success; 1 the answer is "no" (an SLO failed, outputs disagree, a regression);
 2 bad usage or input (one line on stderr); 3 a cell failed at run time while the others
-completed; 130 interrupted (completed cells kept).
+completed, or results could not be written; 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM,
+129 by SIGHUP (completed cells kept in each case).
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from bench.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BenchError
@@ -29,19 +31,53 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench.commands import COMMANDS
-    from bench.commands.output import err
+# SIGTERM (CI cancellation, `docker stop`, `kill`) and SIGHUP (a closed terminal) end a command
+# the way Ctrl-C does: completed cells kept, status "interrupted", children killed; the exit code
+# is 128 + the signal's number, as a shell reports a process that signal killed.
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 
-    args = parser().parse_args(argv)
+
+class _Signals:
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+            raise KeyboardInterrupt  # the same path as Ctrl-C, from wherever the command is
+
+    def install(self) -> dict[int, object]:
+        return {sig: signal.signal(sig, self) for sig in _TERMINATING}
+
+    def exit_code(self, code: int) -> int:
+        return 128 + self.received if self.received is not None and code == EXIT_INTERRUPTED else code
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return COMMANDS[args.command].run(args)
+        from bench.commands import COMMANDS
+        from bench.commands.output import err
+    except KeyboardInterrupt:  # Ctrl-C while the commands import: nothing started yet
+        print("bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    signals = _Signals()
+    previous = signals.install()
+    try:
+        args = parser().parse_args(argv)
+        code = COMMANDS[args.command].run(args)
     except BenchError as exc:
         err(str(exc))
-        return exc.exit_code
+        code = exc.exit_code
     except KeyboardInterrupt:
         err("interrupted")
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signals.received is not None and code == EXIT_INTERRUPTED:
+        err(f"ended by {signal.Signals(signals.received).name} (exit {signals.exit_code(code)})")
+    return signals.exit_code(code)
 
 
 if __name__ == "__main__":

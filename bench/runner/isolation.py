@@ -36,9 +36,48 @@ class WorkerFailure:
     stderr_tail: str
 
 
-def _child(task: Callable[[Any], Any], job: Any, conn, stderr_path: str) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides and kills us.
+# PR_SET_PDEATHSIG from <linux/prctl.h>: the kernel signals a process when its parent exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process die with its parent, whatever kills the parent (even SIGKILL, which
+    leaves the parent no chance to kill its children): Linux's parent-death signal, and a check
+    for a parent that died before it was set. Elsewhere a no-op beyond that check."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's own clean-up still applies
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def ignore_terminal_interrupts() -> None:
+    """Ctrl-C reaches the whole process group; only the parent reports it and kills its children.
+    The starter blocked SIGINT before starting this process (see `_interrupts_blocked`), so a
+    Ctrl-C during interpreter start-up waited, pending; ignoring it now discards it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class _interrupts_blocked:
+    """SIGINT blocked in this thread while a child starts, so that the child inherits the block
+    (through fork and exec) and a Ctrl-C cannot reach its interpreter's start-up (which printed
+    "Fatal Python error: init_import_site" or a traceback to the terminal); the parent's own
+    pending Ctrl-C is delivered when the block lifts."""
+
+    def __enter__(self) -> None:
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def __exit__(self, *exc: object) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
+def _child(task: Callable[[Any], Any], job: Any, conn, stderr_path: str, parent_pid: int) -> None:
+    ignore_terminal_interrupts()
+    die_with_parent(parent_pid)
     # CUDA numbers devices fastest-first by default, NVML (and nvidia-smi) by PCI bus: the
     # harness defines cuda:N as PCI order, so cuda:N and NVML's device N are the same GPU and the
     # telemetry and fingerprint name the device that ran.
@@ -83,8 +122,9 @@ def run_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeo
     module-level function (spawn pickles it by name)."""
     ctx = mp.get_context(start_method)
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(task, job, send, str(stderr_path)), name=name)
-    proc.start()
+    proc = ctx.Process(target=_child, args=(task, job, send, str(stderr_path), os.getpid()), name=name)
+    with _interrupts_blocked():
+        proc.start()
     send.close()
     try:
         if not recv.poll(timeout_s):
@@ -116,15 +156,18 @@ def run_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeo
 _FORK_WARNING = "This process .* is multi-threaded, use of fork"
 
 
-def _host_main(conn, preload: tuple[str, ...]) -> None:
+def _host_main(conn, preload: tuple[str, ...], parent_pid: int) -> None:
     """A worker host: import the family's modules once, then fork one worker per request."""
     import importlib
     import sys
     import warnings
 
-    # Ctrl-C reaches the whole process group: the worker in flight is killed (below) and the
-    # host leaves without a traceback; SIGTERM from the parent does the same.
+    # The terminal's Ctrl-C is the parent's to report; SIGTERM from the parent (or the parent's
+    # death) ends the host, and the worker in flight is killed (below, and by its own
+    # parent-death signal).
+    ignore_terminal_interrupts()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    die_with_parent(parent_pid)
     warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
     try:
         for module in preload:
@@ -158,12 +201,13 @@ class _Host:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe(duplex=True)
         self._stderr = open(stderr_path, "ab")  # noqa: SIM115 - held for the host's life
-        self.proc = ctx.Process(target=_host_main, args=(child, preload), name="bench-worker-host")
+        self.proc = ctx.Process(target=_host_main, args=(child, preload, os.getpid()), name="bench-worker-host")
         # The host's own stderr (a native library's warning at import) goes to a file, not the user's terminal.
         saved = os.dup(2)
         try:
             os.dup2(self._stderr.fileno(), 2)
-            self.proc.start()
+            with _interrupts_blocked():
+                self.proc.start()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -236,6 +280,8 @@ class WorkerHosts:
             host.proc.join(2)
             reason = f"the {family} worker host died ({type(exc).__name__}; {_death_reason(host.proc.exitcode)})"
         except BaseException:  # Ctrl-C or a parent-side error: no worker may outlive the parent
+            if host.proc.is_alive():
+                host.proc.terminate()  # the host kills its worker in flight, then leaves
             self._drop(family)
             raise
         self._drop(family)
