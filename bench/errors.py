@@ -11,6 +11,17 @@ EXIT_CELL_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 
+# Which exit code wins when several things went wrong in one command: an interruption, then a
+# failed cell (or results that could not be written), then bad input or a step that could not
+# run (a Markdown path, a store), then the answer "no".
+_SEVERITY = {EXIT_OK: 0, EXIT_NO: 1, EXIT_BAD_INPUT: 2, EXIT_CELL_FAILED: 3}
+
+
+def worst(*codes: int) -> int:
+    """The exit code of the worst thing that happened (an interruption, 128 + a signal, first)."""
+    return max(codes, key=lambda c: _SEVERITY.get(c, 4), default=EXIT_OK)
+
+
 class BenchError(Exception):
     """Base of the errors a user can fix; `exit_code` is what the CLI exits with."""
 
@@ -27,6 +38,13 @@ class ModelError(BenchError):
 
 class ResultFileError(BenchError):
     """A result file is unreadable, malformed, or of a schema this reader refuses."""
+
+
+class ResultWriteError(BenchError):
+    """Results could not be written (a full disk, a read-only filesystem, no permission): the run
+    ends, its completed cells kept in run.json where the disk allows (exit 3)."""
+
+    exit_code = EXIT_CELL_FAILED
 
 
 class UsageError(BenchError):

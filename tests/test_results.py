@@ -14,7 +14,9 @@ from bench.codec import from_json, to_json
 from bench.results.schema import run_schema
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v6.json"  # the current version, written by a real run
+SAMPLE = ROOT / "tests/data/run_v7.json"  # the current version (a real run's v6 file, upgraded)
+SAMPLE_V6 = ROOT / "tests/data/run_v6.json"  # written by the harness at schema version 6
+SCHEMA_V6_FILE = ROOT / "tests/data/run_v6.schema.json"
 SAMPLE_V5 = ROOT / "tests/data/run_v5.json"  # written by the harness at schema version 5
 SCHEMA_V5_FILE = ROOT / "tests/data/run_v5.schema.json"
 SAMPLE_V4 = ROOT / "tests/data/run_v4.json"  # written by the harness at schema version 4
@@ -39,7 +41,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 6
+    assert run.schema_version == SCHEMA_VERSION == 7
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
@@ -97,6 +99,17 @@ def test_committed_v5_file_upgrades_as_one_process_per_cell():
     assert all(c.repetitions == () and c.variance == () and c.unstable is None for c in run.cells)
     assert [c.metrics.throughput.value for c in run.cells if c.metrics] == [
         c["metrics"]["throughput"]["value"] for c in doc["cells"] if c["metrics"]]
+
+
+def test_committed_v6_file_upgrades_as_a_run_that_completed():
+    doc = json.loads(SAMPLE_V6.read_text())
+    assert doc["schema_version"] == 6
+    jsonschema.validate(doc, json.loads(SCHEMA_V6_FILE.read_text()))
+    run = read_run(SAMPLE_V6)
+    assert run.schema_version == SCHEMA_VERSION
+    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
+    assert run.status == "complete" and run.end_reason == ""
+    assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
 
 
 def test_current_sample_keeps_each_repetition_and_their_samples_in_order():

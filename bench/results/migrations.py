@@ -61,8 +61,13 @@ def update_to_6(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def update_to_7(doc: dict[str, Any]) -> dict[str, Any]:
+    """v6 -> v7: the run status "failed" and `end_reason` (default "") are new: version alone."""
+    return doc
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6}
+    2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6, 7: update_to_7}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

@@ -41,10 +41,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 CellStatus = Literal["ok", "failed", "skipped"]
-RunStatus = Literal["running", "complete", "interrupted"]
+# "failed": the run could not go on (its results could not be written: a full disk); its
+# `end_reason` says why, and the cells completed before are kept.
+RunStatus = Literal["running", "complete", "interrupted", "failed"]
 Verdict = Literal["pass", "fail", "reference", "unchecked"]
 # Why a failed cell failed, as readers act on it (a batch sweep stops after out_of_memory):
 #   out_of_memory  the device or host ran out of memory (torch, ONNX Runtime, MemoryError);
@@ -460,3 +462,4 @@ class Run:
     finished_at: str | None = None
     harness_version: str = ""
     argv: tuple[str, ...] = ()
+    end_reason: str = ""  # why a run that did not complete ended (a signal, a write that failed)

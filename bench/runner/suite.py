@@ -6,6 +6,7 @@ and the others go on. run.json is rewritten after every cell, so nothing measure
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,12 +14,14 @@ from typing import Callable
 
 from bench import stats
 from bench.config.records import SuiteSpec, TargetSpec
-from bench.errors import CellFailure
+from bench.errors import CellFailure, ConfigError, ModelError
 from bench.measure.environment import fingerprint
 from bench.measure.nvml_devices import visible_device_count
 from bench.models.loader import PreparedModel, prepare
+from bench.errors import ResultWriteError
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.records import SCHEMA_VERSION, Cell, Run, SuiteInfo
+from bench.results.stores import redact
 from bench.runner.assemble import CellBuilder, RepResult, model_ref
 from bench.runner.isolation import WorkerFailure, WorkerHosts
 from bench.runner.plan import PlannedCell, SweepGates, model_forms, plan, with_models
@@ -44,15 +47,63 @@ class SuiteResult:
     run: Run
     path: Path
     interrupted: bool
+    notes: tuple[str, ...] = ()  # what the user should hear beyond the cells (a rebuilt cache entry)
+
+
+class _PrepareTimeout(BaseException):  # not an Exception: a factory's own `except Exception` must not take it
+    pass
+
+
+def prepare_timeout_s() -> float:
+    """How long one model may take to build and export in this process (a factory that hangs must
+    not hang the run): LOAD_ALLOWANCE_S, or BENCH_PREPARE_TIMEOUT_S seconds where that is set."""
+    from bench.runner.plan import LOAD_ALLOWANCE_S
+
+    raw = os.environ.get("BENCH_PREPARE_TIMEOUT_S")
+    try:
+        value = float(raw) if raw else LOAD_ALLOWANCE_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"BENCH_PREPARE_TIMEOUT_S={raw!r}: expected a number of seconds > 0")
+    return value
+
+
+def _time_boxed(prepare_one: Callable[[], PreparedModel], seconds: float, ref: str) -> PreparedModel:
+    """prepare_one() cut short after `seconds` (SIGALRM: this runs in the main thread; Python code
+    that hangs is interrupted, and a native call at its next return to Python)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return prepare_one()
+
+    def expire(signum: int, frame: object) -> None:
+        raise _PrepareTimeout
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return prepare_one()
+    except _PrepareTimeout:
+        raise ModelError(f"model {ref!r}: building or exporting it took over {seconds:g} s (a factory that "
+                         "hangs?); nothing was measured") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedModel]:
-    """Each benchmark's model, prepared once in this process (raises ModelError on bad input)."""
-    return {
-        name: prepare(model_ref(bench), need_onnx=bool(forms & {"onnx", "onnx-fp16"}), need_torch="torch" in forms,
-                      need_fp16="onnx-fp16" in forms)
-        for name, (bench, forms) in model_forms(cells, cuda).items()
-    }
+    """Each benchmark's model, prepared once in this process (raises ModelError on bad input),
+    each within prepare_timeout_s()."""
+    seconds = prepare_timeout_s()
+    out = {}
+    for name, (bench, forms) in model_forms(cells, cuda).items():
+        ref = model_ref(bench)
+        out[name] = _time_boxed(lambda: prepare(ref, need_onnx=bool(forms & {"onnx", "onnx-fp16"}),
+                                                need_torch="torch" in forms, need_fp16="onnx-fp16" in forms),
+                                seconds, ref.ref)
+    return out
 
 
 def device_problem(target: TargetSpec, count: int, note: str) -> str | None:
@@ -118,6 +169,26 @@ class _CellState:
         return reached
 
 
+# A run's scratch directory (reference outputs, worker stderr) is named after its process, so
+# that one left by a run killed with SIGKILL (which cannot clean up) is removed by the next run.
+SCRATCH_PREFIX = "bench-outputs-"
+
+
+def _remove_stale_scratch() -> None:
+    import shutil
+
+    import psutil
+
+    for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = d.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        try:
+            mine = d.is_dir() and not d.is_symlink() and d.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def run_suite(
     suite: SuiteSpec,
     out_root: Path,
@@ -154,7 +225,8 @@ def run_suite(
     def finished() -> tuple[Cell, ...]:
         return tuple(st.cell for st in states if st.cell is not None)
 
-    with tempfile.TemporaryDirectory(prefix="bench-outputs-") as tmp:
+    _remove_stale_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         hosts = WorkerHosts(Path(tmp))
         peaks = PeakProbes(Path(tmp))
         builder = CellBuilder(run_dir, models, Path(tmp), peaks)
@@ -195,6 +267,8 @@ def run_suite(
             outcome = hosts.run(family, preload, run_unit, job, stderr_path, p.timeout_s(), f"bench-cell-{p.index}")
             stderr_path.unlink(missing_ok=True)
             if isinstance(outcome, WorkerFailure):
+                # A user backend's or model's error text may quote a secret: redacted as argv is.
+                outcome = replace(outcome, reason=redact(outcome.reason), stderr_tail=redact(outcome.stderr_tail))
                 st.reps.append(RepResult(repetition, outcome))
                 gates.record(p, outcome.kind, None)
             else:
@@ -222,12 +296,19 @@ def run_suite(
                 round_index += 1
         except KeyboardInterrupt:
             interrupted = True
+        except ResultWriteError as exc:
+            # The disk is full or read-only: stop measuring what could not be kept; the final
+            # run.json (written after giving up the reserved space) keeps the completed cells.
+            hosts.close()
+            run_dir.finish(replace(run, cells=finished(), status="failed", finished_at=utc_now_iso(),
+                                   end_reason=str(exc)))
+            raise
         except BaseException:
             hosts.close()
             # A bug or an unexpected error in the parent: keep what was measured, then let it surface
             # (and if even that write fails, the last good run.json stays and the first error surfaces).
             try:
-                run_dir.write_run(replace(run, cells=finished(), status="interrupted", finished_at=utc_now_iso()))
+                run_dir.finish(replace(run, cells=finished(), status="interrupted", finished_at=utc_now_iso()))
             except Exception:
                 pass
             raise
@@ -242,5 +323,7 @@ def run_suite(
                     st.cell = builder.cell(st.planned, st.reps, st.precision_note, interrupted=True, prior=prior())
     run = replace(run, cells=finished(), status="interrupted" if interrupted else "complete",
                   finished_at=utc_now_iso())
-    path = run_dir.write_run(run)
-    return SuiteResult(run, path, interrupted)
+    path = run_dir.finish(run)
+    from bench.models.cache import drain_notes
+
+    return SuiteResult(run, path, interrupted, tuple(drain_notes()))
