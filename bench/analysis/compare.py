@@ -43,6 +43,7 @@ import numpy as np
 from bench import stats
 from bench.errors import ResultFileError
 from bench.results.files import read_run
+from bench.results.safe_read import load_samples_file
 from bench.results.records import Cell, Environment
 
 CompareVerdict = Literal["faster", "slower", "unchanged", "not comparable"]
@@ -145,10 +146,8 @@ def load_samples(run_dir: Path, cell: Cell) -> np.ndarray | None:
     """The cell's raw latencies, or None when missing, unreadable, empty or not positive."""
     if not cell.samples_file:
         return None
-    path = run_dir / cell.samples_file
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+    x = load_samples_file(run_dir, cell.samples_file)
+    if x is None:
         return None
     if x.ndim != 1 or x.size == 0 or x.dtype.kind not in "iuf" or not np.all(np.isfinite(x)) or x.min() <= 0:
         return None

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "show" and args.runs:
         raise UsageError(f"history: unexpected arguments {args.runs}; to record runs use: bench history add RUN...")
     runs = [read_run(Path(r)) for r in args.runs]  # read all first: a bad file writes nothing
-    store = open_store(args.db)
+    store = open_store(args.db, create=args.action == "add")
     try:
         if args.action == "add":
             for run_ in runs:

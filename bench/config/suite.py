@@ -28,8 +28,21 @@ _BENCH_KEYS = ("name", "model", "batch_sizes", "scenarios", "targets", "referenc
                "model_args", "dims", "seed", "tolerance", "trust_model")
 
 
+def _check_name(r: Reader, name: str, path: str) -> str:
+    """A name is printed in tables and cell ids: no control characters (a terminal escape in a
+    name would reach the user's terminal raw)."""
+    import unicodedata
+
+    bad = next((ch for ch in name if unicodedata.category(ch).startswith("C")), None)
+    if bad is not None or not name.strip():
+        what = f"holds the control character {bad!r}" if bad is not None else "is empty"
+        raise r.fail(path, f"{name.encode('unicode_escape').decode()!r} {what}; names are printable text")
+    return name
+
+
 def _parse_target(r: Reader, name: str, table: Any) -> TargetSpec:
-    path = f"targets.{name}"
+    path = f"targets.{name.encode('unicode_escape').decode()}"
+    _check_name(r, name, path)
     r.expect(table, (dict,), path, "a table")
     if "backend" not in table:
         raise r.fail(path, f"missing key 'backend' (allowed: {', '.join(BACKENDS)}, or module:Class)")
@@ -92,7 +105,7 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
     for key in ("name", "model", "batch_sizes", "targets"):
         if key not in table:
             raise r.fail(path, f"missing key {key!r}")
-    name = r.expect(table["name"], (str,), f"{path}.name", "a string")
+    name = _check_name(r, r.expect(table["name"], (str,), f"{path}.name", "a string"), f"{path}.name")
     path = f"benchmark[{i}] ({name})"
     model = r.expect(table["model"], (str,), f"{path}.model", "a model reference")
     batch_sizes = _parse_batch_sizes(r, table["batch_sizes"], f"{path}.batch_sizes")
@@ -152,7 +165,7 @@ def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False) -
     r.check_keys(doc, ("suite", "targets", "benchmark", "defaults"), "")
     suite = r.expect(doc.get("suite", {}), (dict,), "suite", "a table")
     r.check_keys(suite, ("name",), "suite")
-    name = r.expect(suite.get("name", Path(file).stem), (str,), "suite.name", "a string")
+    name = _check_name(r, r.expect(suite.get("name", Path(file).stem), (str,), "suite.name", "a string"), "suite.name")
     defaults = r.expect(doc.get("defaults", {}), (dict,), "defaults", "a table")
     r.check_keys(defaults, ("stop", "seed"), "defaults")
     targets_table = r.expect(doc.get("targets", {}), (dict,), "targets", "a table of targets")
@@ -172,10 +185,23 @@ def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False) -
                      benchmarks=specs)
 
 
+# A suite is a hand-written TOML file; nothing near this size is one (and /dev/zero has no end).
+MAX_SUITE_BYTES = 4 * 1024 * 1024
+
+
 def load_suite(path: str | Path, quick: bool = False) -> SuiteSpec:
+    import stat
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        st = path.stat()
+        # Only a regular file is opened: a FIFO would block the open, a device never end.
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file; a suite is a TOML file")
+        if st.st_size > MAX_SUITE_BYTES:
+            raise ConfigError(f"{path}: {st.st_size:,} bytes, over the {MAX_SUITE_BYTES:,}-byte limit for a suite file")
+        with path.open("rb") as fh:
+            text = fh.read(MAX_SUITE_BYTES + 1).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; pass a suite file or run where benchmarks.toml is") from None
     except (OSError, UnicodeDecodeError) as exc:

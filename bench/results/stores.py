@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from bench.errors import BenchError
 from bench.codec import to_json
 from bench.results.records import Run
+from bench.results.safe_read import check_domain
 
 STORE_SCHEMA_VERSION = 1
 DEFAULT_DB = "results/history.sqlite"
@@ -31,13 +32,19 @@ class StoreError(BenchError):
 
 
 _USERINFO = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password=)[^&\s]*", re.IGNORECASE)
+# key=value or key: value for the names of secrets; `token` and `pwd` only with "=" (a parser's
+# "unexpected token: ')'" is not a secret).
+_PASSWORD_PARAM = re.compile(
+    r"((?:^|[?&\s,;(\"'])[\w-]*?(?:(?:password|passwd|secret|api[_-]?key|access[_-]?key|client[_-]?secret)\s*[=:]"
+    r"|(?:token|pwd)\s*=)\s*)[^&\s,;)\"']*", re.IGNORECASE)
+_BEARER = re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=-]+")
 
 
 def redact(text: str) -> str:
     """Text with every password in it replaced by ***: user:PASSWORD@ in any URL, anywhere in the
-    text (an argv word like --db=postgresql://u:pw@h counts), and password=... parameters."""
-    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+    text (an argv word like --db=postgresql://u:pw@h counts), password=... parameters (and
+    token, secret, api_key, ... with = or :), and Bearer tokens."""
+    return _BEARER.sub(r"\1***", _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text)))
 
 
 def _scrub(text: str, url: str) -> str:
@@ -154,6 +161,8 @@ class _SqlStore:
     def add_run(self, run: Run) -> bool:
         if run.status == "running":
             raise StoreError(f"run {run.run_id} is still running (its run.json is partial); record it once it completes")
+        # The same domain rule as the file reader: SQLite would refuse a NaN, PostgreSQL store it.
+        check_domain(run, f"run {run.run_id}")
         cur = self.conn.cursor()
         try:
             self._begin(cur)
@@ -260,15 +269,34 @@ class PostgresStore(_SqlStore):
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
 
 
-def open_store(url: str | None = None) -> HistoryStore:
-    """A store by URL: postgresql://... , sqlite:///path, or a plain file path (SQLite)."""
+# libpq's key=value connection string ("host=h dbname=d password=..."): recognised as PostgreSQL,
+# never taken for a file name (which would put the password in the working directory's listing).
+_CONNINFO = re.compile(r"^\s*[A-Za-z_]+\s*=")
+
+
+def is_postgres(url: str) -> bool:
+    """Whether `url` is one of the forms libpq accepts: a postgresql:// or postgres:// URI, or a
+    key=value connection string."""
+    return url.startswith(("postgresql://", "postgres://")) or bool(_CONNINFO.match(url))
+
+
+def open_store(url: str | None = None, create: bool = True) -> HistoryStore:
+    """A store by URL: postgresql://... (or libpq's key=value form), sqlite:///path, or a plain
+    file path (SQLite). Readers pass create=False: a SQLite file that does not exist is then an
+    error (a mistyped path must not pass a nightly gate with "no recorded cells"), and nothing is
+    created."""
     url = url or DEFAULT_DB
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres(url):
         store: _SqlStore = PostgresStore(url)
     else:
         path = Path(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url)
         if "://" in url and not url.startswith("sqlite:///"):
-            raise StoreError(f"{redact(url)}: not a history URL (allowed: postgresql://..., sqlite:///PATH, or a file path)")
+            raise StoreError(f"{redact(url)}: not a history URL (allowed: postgresql://..., a libpq key=value "
+                             "string, sqlite:///PATH, or a file path)")
+        if not create and not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise StoreError(f"{redact(url)}: the history store {what} (readers never create one; "
+                             "record a run with `bench run --record --db ...` or `bench history add` first)")
         store = SQLiteStore(path, url)
     try:
         store.migrate()
