@@ -133,7 +133,7 @@ def test_foreign_kernels_package_is_detected(tmp_path):
     ("stop = {", "tolerance = inf\nstop = {", "tolerance: inf is not allowed"),
     ("stop = {", "seed = -1\nstop = {", "seed: -1 is not allowed; expected an integer >= 0"),
     ('threads = 1', 'threads = 1\n[targets.plug]\nbackend = "nosuchmod_xyz:Cls"', "cannot import 'nosuchmod_xyz'"),
-    ("width = 32", "width = -3", "cannot build with model_args"),
+    ("width = 32", "width = -3", "model_args.width = -3: expected an integer >= 1"),
 ])
 def test_more_bad_values_exit_2_before_measuring(tmp_path, capsys, old, new, fragment):
     text = tiny_suite(batch_sizes="[1]")

@@ -5,10 +5,11 @@ import os
 import sys
 
 from bench.errors import UsageError
+from bench.report.model import printable
 
 
 def err(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr)
+    print(f"bench: {printable(message)}", file=sys.stderr)
 
 
 def write_md(text: str, path: str | None, step_summary: bool) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.commands.output import err, write_md
-from bench.errors import EXIT_CELL_FAILED, EXIT_INTERRUPTED, EXIT_NO, EXIT_OK
+from bench.errors import EXIT_CELL_FAILED, EXIT_INTERRUPTED, EXIT_NO, EXIT_OK, BenchError, worst
 from bench.results.stores import DEFAULT_DB
 
 if TYPE_CHECKING:
@@ -63,15 +63,30 @@ def run(args: argparse.Namespace) -> int:
             out.print(terminal.render(gpu))
         if sweeps(result.run):
             out.print(terminal.render(sweeps_table(result.run)))
+    for note in result.notes:
+        err(note)
     print(f"results: {result.path}", file=sys.stderr)
-    write_md(markdown.run_summary(result.run, detail_rows), args.md, step_summary=True)
-    if args.record:
-        store = open_store(args.db)
+    # Each step after the run gets its own line when it fails, and none hides another or the
+    # run's own answer: the exit code is the worst of them all (bench.errors.worst).
+    codes = [EXIT_OK]
+    try:
+        write_md(markdown.run_summary(result.run, detail_rows), args.md, step_summary=True)
+    except BenchError as exc:
+        err(str(exc))
+        codes.append(exc.exit_code)
+    if args.record and not result.interrupted:
         try:
-            added = store.add_run(result.run)
-        finally:
-            store.close()
-        print(f"history: {'recorded in' if added else 'already in'} {redact(args.db or DEFAULT_DB)}", file=sys.stderr)
+            store = open_store(args.db)
+            try:
+                added = store.add_run(result.run)
+            finally:
+                store.close()
+            print(f"history: {'recorded in' if added else 'already in'} {redact(args.db or DEFAULT_DB)}", file=sys.stderr)
+        except BenchError as exc:
+            err(f"{exc} (the run's results stay in {result.path})")
+            codes.append(exc.exit_code)
+    elif args.record:
+        err("history: an interrupted run is not recorded")
     verdict = RunVerdict.of(result.run)
     if verdict.failed:
         err(f"{len(verdict.failed)} cell(s) failed: " + "; ".join(f"{c.id}: {c.reason}" for c in verdict.failed))
@@ -90,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             "its figures are not the device's steady best")
     if result.interrupted:
         err(f"interrupted: {len(result.run.cells)} completed cell(s) kept in {result.path}")
-        return EXIT_INTERRUPTED
+        codes.append(EXIT_INTERRUPTED)
     if verdict.failed:
-        return EXIT_CELL_FAILED
-    return EXIT_NO if verdict.answer_is_no else EXIT_OK
+        codes.append(EXIT_CELL_FAILED)
+    codes.append(EXIT_NO if verdict.answer_is_no else EXIT_OK)
+    return worst(*codes)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.models.cache import cache_dir, cached, sha256_file
 from bench.errors import ModelError
 from bench.models.inputs import InputSpec
 
@@ -80,22 +81,34 @@ def classify(ref: str) -> str:
     )
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "bench"
-    path = Path(root) / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --- torch-side models -----------------------------------------------------------------------
+
+
+class _quiet:
+    """Python logging and warnings silenced, and fd 2 sent to /dev/null, for a library call whose
+    failure is reported as one line by the caller (torch logs a traceback of its own first)."""
+
+    def __enter__(self) -> None:
+        import logging
+        import warnings
+
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+        self._level = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)
+        self._saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+    def __exit__(self, *exc: object) -> None:
+        import logging
+
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        logging.disable(self._level)
+        self._warnings.__exit__(None, None, None)
 
 
 def build_torch(source: ModelRef):
@@ -150,9 +163,11 @@ def build_torch(source: ModelRef):
         if not path.is_file():
             raise ModelError(f"model {source.ref!r}: no such file")
         try:
-            program = torch.export.load(str(path))
+            with _quiet():  # torch logs its own traceback for a bad archive before raising
+                program = torch.export.load(str(path))
         except Exception as exc:  # a corrupt or foreign archive
-            raise ModelError(f"model {source.ref!r}: not a torch.export program: {type(exc).__name__}: {exc}") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ModelError(f"model {source.ref!r}: not a torch.export program: {type(exc).__name__}: {first}") from None
         example = tuple(program.example_inputs[0]) if program.example_inputs else None
         if not example:
             raise ModelError(f"model {source.ref!r}: the program holds no example inputs to take shapes from")
@@ -205,17 +220,15 @@ def _export_onnx(module, specs: tuple[InputSpec, ...], path: Path) -> None:
     feeds = make_inputs(specs, 2, 0)  # batch 2: a batch of 1 would let export specialise the axis
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         torch.onnx.export(
-            module, args, str(tmp),
+            module, args, str(path),
             dynamo=True, external_data=False, opset_version=EXPORT_OPSET, verbose=False,
             input_names=[s.name for s in specs],
             dynamic_shapes=tuple({0: batch} for _ in specs),
         )
-    os.replace(tmp, path)  # atomic: a concurrent run sees the whole file or none
 
 
 def _prepare_torch_model(source: ModelRef, need_onnx: bool):
@@ -228,12 +241,16 @@ def _prepare_torch_model(source: ModelRef, need_onnx: bool):
 
         key = hashlib.sha256(f"{sha}|{torch.__version__}|{EXPORT_OPSET}|{CACHE_FORMAT}".encode()).hexdigest()[:24]
         path = cache_dir() / f"{source.display_name.replace('/', '_').replace(':', '_')}-{key}.onnx"
-        if not path.exists():
+
+        def export(tmp: Path) -> None:
             try:
-                _export_onnx(module, specs, path)
+                _export_onnx(module, specs, tmp)
+            except OSError:
+                raise
             except Exception as exc:  # exporter failures are about the user's model
                 raise ModelError(f"model {source.ref!r}: ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-        onnx_path = str(path)
+
+        onnx_path = str(cached(path, export))
     return PreparedModel(source, sha, specs, onnx_path), module
 
 
@@ -300,16 +317,17 @@ def fp16_onnx(path: str, sha256: str, ref: str) -> str:
 
     key = hashlib.sha256(f"{sha256}|{onnxruntime.__version__}|fp16|{FP16_FORMAT}".encode()).hexdigest()[:24]
     out = cache_dir() / f"{Path(path).stem}-fp16-{key}.onnx"
-    if out.exists():
-        return str(out)
-    try:
-        model16 = convert_float_to_float16(onnx.load(path), keep_io_types=False)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        onnx.save(model16, str(tmp))
-        os.replace(tmp, out)
-    except Exception as exc:  # the converter's failures are about the user's graph
-        raise ModelError(f"model {ref!r}: fp16 conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    return str(out)
+
+    def convert(tmp: Path) -> None:
+        try:
+            model16 = convert_float_to_float16(onnx.load(path), keep_io_types=False)
+            onnx.save(model16, str(tmp))
+        except OSError:
+            raise
+        except Exception as exc:  # the converter's failures are about the user's graph
+            raise ModelError(f"model {ref!r}: fp16 conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+    return str(cached(out, convert))
 
 
 def _count_flops(prepared: PreparedModel, module=None) -> PreparedModel:
@@ -350,12 +368,12 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
         if not path.is_file():
             raise ModelError(f"model {source.ref!r}: no such file")
         specs = onnx_input_specs(path, source.ref, dict(source.dims))
-        prepared = _count_flops(PreparedModel(source, _sha256_file(path), specs, str(path.resolve())))
+        prepared = _count_flops(PreparedModel(source, sha256_file(path), specs, str(path.resolve())))
     else:
         prepared, module = _prepare_torch_model(source, need_onnx or need_fp16)
         if source.kind == "pt2":
             # The program file is the identity a user can check; keep the weights hash out.
-            prepared = replace(prepared, sha256=_sha256_file(Path(source.ref)))
+            prepared = replace(prepared, sha256=sha256_file(Path(source.ref)))
         prepared = _count_flops(prepared, module)
     if need_fp16:
         assert prepared.onnx_path is not None

@@ -191,6 +191,10 @@ def resolve_args(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     for k, v in overrides.items():
         if type(v) is not type(entry.defaults[k]) and not (isinstance(v, int) and isinstance(entry.defaults[k], float)):
             raise TypeError(f"model_args.{k} = {v!r}: expected {type(entry.defaults[k]).__name__}")
+        # Every integer of a zoo model is a size or a count: below 1 the model degenerates (a
+        # depth of -1 built an empty stack that ran and was timed as if it were the model).
+        if type(v) is int and v < 1:
+            raise ValueError(f"model_args.{k} = {v!r}: expected an integer >= 1")
         args[k] = v
     return args
 

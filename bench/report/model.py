@@ -2,6 +2,8 @@
 and to Markdown (report.markdown): a title, columns, rows of text, and a caption."""
 from __future__ import annotations
 
+import unicodedata
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,3 +50,10 @@ def fmt_ratio(value: float | None, low: float | None = None, high: float | None 
 
 def fmt_opt(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (terminal escapes among them) shown escaped, not sent raw
+    to the terminal: names and reasons may come from a result file someone else made."""
+    return "".join(ch if ch == "\n" or ch == "\t" or not unicodedata.category(ch).startswith("C")
+                   else ch.encode("unicode_escape").decode() for ch in text)

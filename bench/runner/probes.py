@@ -19,7 +19,7 @@ def probe_task(device: str) -> Any:
     from bench.backends.devices import device_index
     from bench.errors import CellFailure
     from bench.measure.peaks import cached_peaks
-    from bench.models.loader import cache_dir
+    from bench.models.cache import cache_dir
 
     if not torch.cuda.is_available():
         raise CellFailure(f"torch {torch.__version__} sees no CUDA device")
