@@ -521,3 +521,37 @@ def test_rerun_interval_covers_the_next_runs_figure():
             total += 1
     assert ci_hits / total < 0.92  # a confidence interval of the mean is not where a re-run lands
     assert 0.93 <= rerun_hits / total <= 0.995
+
+
+def test_rerun_interval_allows_for_the_machines_round_to_round_speed():
+    from dataclasses import replace
+
+    from bench.stats import pooled_prior, process_interval, round_spread
+
+    # Planted: every round of a run moves all its cells by a common factor (sd 4%), the run as a
+    # whole moves by another (sd 4%: a slow drift one run cannot see), each process by 2%.
+    rng = np.random.default_rng(7)
+
+    def run(bases):
+        shift = rng.normal(0, 0.04)
+        rounds = rng.normal(0, 0.04, 5)
+        return [np.exp(shift + rounds + rng.normal(0, 0.02, 5)) * b for b in bases]
+
+    plain_hits = with_hits = total = 0
+    spreads = []
+    for _ in range(150):
+        bases = rng.uniform(1, 100, 24)
+        first, second = run(bases), run(bases)
+        prior = pooled_prior(first)
+        spread = round_spread([dict(enumerate(c)) for c in first])
+        spreads.append(spread)
+        for x, y in zip(first, second):
+            nxt = y.mean()
+            iv = process_interval(x, 0.95, prior, rerun=True)
+            plain_hits += iv.low <= nxt <= iv.high
+            iv = process_interval(x, 0.95, replace(prior, run_cv2=spread), rerun=True)
+            with_hits += iv.low <= nxt <= iv.high
+            total += 1
+    assert abs(np.sqrt(np.median(spreads)) - 0.04) < 0.01  # the planted round spread is recovered
+    assert plain_hits / total < 0.85  # without it, the run-level drift escapes the interval
+    assert with_hits / total >= 0.9

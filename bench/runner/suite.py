@@ -156,7 +156,10 @@ class _CellState:
         if not stop.ci_figures or len(ok) < 2:
             self.precision_note = ""
             return True
-        merged = merge([r.figures.metrics for r in ok], [], stop.confidence, prior)
+        # Precision is what more processes can buy: the machine's round-to-round spread, which a
+        # re-run's interval also allows for, does not shrink with them and is left out here.
+        within_run = {f: replace(p, run_cv2=0.0) for f, p in (prior or {}).items()}
+        merged = merge([r.figures.metrics for r in ok], [], stop.confidence, within_run)
         widths = {f: merged.rel_half_width(f) for f in stop.ci_figures}
         reached = all(w <= stop.ci_rel_width for w in widths.values())
         shown = ", ".join(f"{f} ±{w:.1%}" for f, w in widths.items())
@@ -236,7 +239,8 @@ def run_suite(
             """The run's typical between-process spread so far (moderates each cell's interval)."""
             from bench.analysis.repetitions import priors
 
-            return priors([[r.figures.metrics for r in st.reps if r.ok] for st in states])
+            ok = [[r for r in st.reps if r.ok] for st in states]
+            return priors([[r.figures.metrics for r in reps] for reps in ok], [[r.index for r in reps] for reps in ok])
 
         def settle(st: _CellState, run_prior: dict) -> None:
             st.precise_enough(run_prior)  # states the precision reached across all its processes

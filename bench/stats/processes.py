@@ -59,10 +59,35 @@ PRIOR_DF = 4.0
 
 @dataclass(frozen=True)
 class Prior:
-    """The run's typical between-process spread of one figure: squared CV, worth `df` degrees."""
+    """The run's typical between-process spread of one figure: squared CV, worth `df` degrees;
+    and the spread of the machine's speed from round to round of the run (`run_cv2`, see
+    round_spread), which a re-run's interval allows for."""
 
     cv2: float
     df: float = PRIOR_DF
+    run_cv2: float = 0.0
+
+
+def round_spread(cells: list[dict[int, float]], min_cells: int = 3) -> float | None:
+    """The squared relative spread of the rounds' common effect on one figure.
+
+    `cells` maps each cell's round index to its figure in that round. A round's effect is the
+    median over cells of each cell's log deviation from its own mean (what moved every cell in
+    that round: the machine's speed at that minute); the result is the variance of those effects
+    over the rounds that at least `min_cells` cells ran (None with fewer than 3 such rounds)."""
+    devs: dict[int, list[float]] = {}
+    for c in cells:
+        vals = {r: v for r, v in c.items() if v > 0 and math.isfinite(v)}
+        if len(vals) < 2:
+            continue
+        logs = {r: math.log(v) for r, v in vals.items()}
+        mean = sum(logs.values()) / len(logs)
+        for r, lv in logs.items():
+            devs.setdefault(r, []).append(lv - mean)
+    effects = [float(np.median(d)) for d in devs.values() if len(d) >= min_cells]
+    if len(effects) < 3:
+        return None
+    return float(np.var(effects, ddof=1))
 
 
 def _chi2_median_ratio(k: float) -> float:
@@ -109,10 +134,18 @@ def process_interval(values, confidence: float = 0.95, prior: Prior | None = Non
     if m == 0:
         return Interval(m, m, "all processes measured zero")
     cv2, df = moderated(x, prior)
-    half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(cv2) * abs(m) * math.sqrt((2 if rerun else 1) / r)
+    var = cv2 * (2 if rerun else 1) / r
+    run_cv2 = prior.run_cv2 if prior is not None and rerun else 0.0
+    # A re-run is made at another time: the machine's speed then may differ from now as much as it
+    # differed between this run's rounds (one run cannot tell that spread from a slow drift).
+    # The part of it that averages over this run's rounds (2/r of it) is already in cv2.
+    var += 2 * run_cv2 * (1 - 1 / r)
+    half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(var) * abs(m)
     how = (f"t over {r} processes ({r - 1} df)" if prior is None else
            f"moderated t over {r} processes ({df:g} df: the run's typical spread worth {prior.df:g})")
     what = "; where a re-run with as many processes lands (its own error included)" if rerun else ""
+    if run_cv2 > 0:
+        what += f", at a machine speed that may differ as between this run's rounds (±{math.sqrt(run_cv2):.1%})"
     return Interval(m - half, m + half, f"{how}: between- and within-process variance{what}")
 
 
