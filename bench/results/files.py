@@ -6,6 +6,7 @@ is never overwritten.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -135,8 +136,13 @@ class RunDir:
     def write_samples(self, index: int, latencies_ns: np.ndarray) -> str:
         rel = f"samples/{index:04d}.npy"
         tmp = self.path / f"samples/.{index:04d}.tmp.npy"
+        # Through a buffer and one plain write: numpy's own file writer reports a full disk as
+        # "N requested and M written", without the system's reason.
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(latencies_ns, dtype=np.int64), allow_pickle=False)
         try:
-            np.save(tmp, np.asarray(latencies_ns, dtype=np.int64), allow_pickle=False)
+            with open(tmp, "wb") as fh:
+                fh.write(buf.getbuffer())
             os.replace(tmp, self.path / rel)
         except OSError as exc:
             try:
