@@ -36,7 +36,7 @@ def _check_name(r: Reader, name: str, path: str) -> str:
     bad = next((ch for ch in name if unicodedata.category(ch).startswith("C")), None)
     if bad is not None or not name.strip():
         what = f"holds the control character {bad!r}" if bad is not None else "is empty"
-        raise r.fail(path, f"{name.encode('unicode_escape').decode()!r} {what}; names are printable text")
+        raise r.fail(path, f"'{name.encode('unicode_escape').decode()}' {what}; names are printable text")
     return name
 
 
