@@ -9,8 +9,8 @@
 # network; the project runs from this tree (PYTHONPATH=.). --dry-run runs the same script on a
 # CPU: the GPU steps still write and check their suites, then report skipped with the reason.
 # Everything lands under OUT_DIR; OUT_DIR/summary.md lists each step (passed, failed with its
-# first error line, or skipped with the reason) and the tables. The exit code is 0 when no step
-# failed, 1 otherwise.
+# first error line, or skipped with the reason) and the tables. The exit code is 1 when a step
+# failed, 2 when (not in a dry run) no GPU was usable, 0 otherwise.
 set -u
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
@@ -95,4 +95,10 @@ fi
 
 $PY scripts/gpu_verify.py summary "$OUT_DIR" "$(( $(date +%s) - START ))" "${ORT_CUDA_REASON}" > "$OUT_DIR/summary.md"
 cat "$OUT_DIR/summary.md"
-! grep -q $'\tfailed\t' "$STEPS"
+grep -q $'\tfailed\t' "$STEPS" && exit 1
+# Not a dry run, yet nothing ran on a GPU: that is not a verification.
+if [ $DRY -eq 0 ] && [ -n "$CUDA_REASON" ]; then
+  echo "gpu_verify: no GPU step ran: $CUDA_REASON" >&2
+  exit 2
+fi
+exit 0

@@ -51,3 +51,18 @@ def test_a_failing_step_is_listed_with_its_first_error_line(tmp_path):
     assert got.returncode == 0, got.stderr
     assert "| big-models | failed | 170 | timed out after 170 s |" in got.stdout
     assert "| pytest-gpu | failed | 3 | exit 1: FAILED tests/test_gpu.py::test_x - assert 0 |" in got.stdout
+
+
+def test_a_real_run_without_a_usable_gpu_is_not_a_pass(tmp_path):
+    import shutil
+
+    if shutil.which("nvidia-smi"):
+        import pytest
+
+        pytest.skip("this machine has an NVIDIA driver: the real run would measure")
+    env = {**os.environ, "PYTHON": sys.executable, "BENCH_CACHE_DIR": str(tmp_path / "cache")}
+    got = subprocess.run(["bash", "scripts/gpu_verify.sh", str(tmp_path / "v")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert got.returncode == 2, got.stdout + got.stderr
+    assert "no GPU step ran: no nvidia-smi on PATH" in got.stderr
+    assert "| big-models | skipped | 0 | no nvidia-smi on PATH: no NVIDIA driver here |" in got.stdout
