@@ -320,11 +320,16 @@ def run_suite(
         interrupted = interrupted or hosts.interrupted
         if interrupted:
             # Cells with repetitions measured keep them, said to be cut short.
-            for st in states:
-                if st.cell is None and st.reps:
-                    st.precision_note = (f"interrupted after {len(st.reps)} of "
-                                         f"{st.planned.benchmark.stop.repeats} planned repetitions")
-                    st.cell = builder.cell(st.planned, st.reps, st.precision_note, interrupted=True, prior=prior())
+            end_reason = ""
+            try:
+                for st in states:
+                    if st.cell is None and st.reps:
+                        st.precision_note = (f"interrupted after {len(st.reps)} of "
+                                             f"{st.planned.benchmark.stop.repeats} planned repetitions")
+                        st.cell = builder.cell(st.planned, st.reps, st.precision_note, interrupted=True, prior=prior())
+            except ResultWriteError as exc:  # interrupted on a full disk: keep what was assembled
+                end_reason = str(exc)
+            run = replace(run, end_reason=end_reason)
     run = replace(run, cells=finished(), status="interrupted" if interrupted else "complete",
                   finished_at=utc_now_iso())
     path = run_dir.finish(run)
