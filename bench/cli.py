@@ -34,7 +34,9 @@ def parser() -> argparse.ArgumentParser:
 # SIGTERM (CI cancellation, `docker stop`, `kill`) and SIGHUP (a closed terminal) end a command
 # the way Ctrl-C does: completed cells kept, status "interrupted", children killed; the exit code
 # is 128 + the signal's number, as a shell reports a process that signal killed.
-_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+# Only the first of these signals interrupts: a second one (CI sends SIGINT, then SIGTERM a few
+# seconds later) must not cut the clean-up that keeps the completed cells.
+_TERMINATING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Signals:
@@ -47,7 +49,13 @@ class _Signals:
             raise KeyboardInterrupt  # the same path as Ctrl-C, from wherever the command is
 
     def install(self) -> dict[int, object]:
-        return {sig: signal.signal(sig, self) for sig in _TERMINATING}
+        previous = {}
+        for sig in _TERMINATING:
+            # A process started with SIGINT ignored (in the background of a shell) keeps ignoring it.
+            if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            previous[sig] = signal.signal(sig, self)
+        return previous
 
     def exit_code(self, code: int) -> int:
         return 128 + self.received if self.received is not None and code == EXIT_INTERRUPTED else code
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if signals.received is not None and code == EXIT_INTERRUPTED:
+    if signals.received not in (None, signal.SIGINT) and code == EXIT_INTERRUPTED:
         err(f"ended by {signal.Signals(signals.received).name} (exit {signals.exit_code(code)})")
     return signals.exit_code(code)
 

@@ -15,13 +15,14 @@ set -u
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 OUT_DIR=${1:-${OUT:-gpu-verify}}
-mkdir -p "$OUT_DIR"
-OUT_DIR=$(cd "$OUT_DIR" && pwd)
+if ! mkdir -p "$OUT_DIR" || ! OUT_DIR=$(cd "$OUT_DIR" && pwd) || ! : > "$OUT_DIR/steps.tsv"; then
+  echo "gpu_verify: cannot write to $OUT_DIR" >&2
+  exit 2
+fi
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export BENCH_CACHE_DIR="${BENCH_CACHE_DIR:-$OUT_DIR/cache}"
 PY=${PYTHON:-python3}
 STEPS="$OUT_DIR/steps.tsv"
-: > "$STEPS"
 START=$(date +%s)
 
 # step NAME LIMIT_S COMMAND...: runs COMMAND under `timeout`, its output in OUT_DIR/NAME.log.
@@ -53,11 +54,11 @@ if [ $DRY -eq 1 ]; then
   CUDA_REASON="dry run: GPU steps are not run"
 elif ! command -v nvidia-smi > /dev/null; then
   CUDA_REASON="no nvidia-smi on PATH: no NVIDIA driver here"
-elif ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+elif ! timeout 60 $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
   CUDA_REASON="torch.cuda.is_available() is False (a CPU build of torch, or no device visible)"
 fi
 ORT_CUDA_REASON=""
-if ! $PY -c "import onnxruntime as o, sys; sys.exit(0 if 'CUDAExecutionProvider' in o.get_available_providers() else 1)" 2> /dev/null; then
+if ! timeout 30 $PY -c "import onnxruntime as o, sys; sys.exit(0 if 'CUDAExecutionProvider' in o.get_available_providers() else 1)" 2> /dev/null; then
   ORT_CUDA_REASON="onnxruntime-gpu is not installed (no CUDAExecutionProvider)"
 fi
 # The suites the GPU steps run, written and checked first, also in a dry run (so they cannot rot;
@@ -89,8 +90,8 @@ else
     --out "$OUT_DIR/runs/telemetry" --md "$OUT_DIR/telemetry.md"
   # A batch that cannot fit: the cell fails as out_of_memory and the sweep names the largest batch.
   # (exit 3 is the expected answer here: a cell failed.)
-  step out-of-memory 35 bash -c "$PY -m bench.cli run '$OUT_DIR/suites/out-of-memory.toml' \
-    --out '$OUT_DIR/runs/out-of-memory' --md '$OUT_DIR/out-of-memory.md'; test \$? -eq 3"
+  step out-of-memory 35 bash -c '"$0" -m bench.cli run "$1/suites/out-of-memory.toml" --out "$1/runs/out-of-memory" \
+    --md "$1/out-of-memory.md"; test $? -eq 3' "$PY" "$OUT_DIR"
 fi
 
 $PY scripts/gpu_verify.py summary "$OUT_DIR" "$(( $(date +%s) - START ))" "${ORT_CUDA_REASON}" > "$OUT_DIR/summary.md"

@@ -200,16 +200,29 @@ def test_ctrl_c_to_the_process_group_is_reported_by_the_parent_alone(tmp_path, d
     assert not alive
 
 
-def test_a_stale_scratch_directory_of_a_killed_run_is_removed(tmp_path, capsys):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = Path(tempfile.gettempdir()) / f"bench-outputs-{dead.pid}-abc"
-    stale.mkdir(exist_ok=True)
+def test_a_stale_scratch_directory_of_a_killed_run_is_removed_and_a_live_ones_kept(tmp_path, capsys):
+    # A killed run's directory: its lock file, locked by nobody. A live run's: locked by a
+    # process that holds it (as a run in another container sharing /tmp would).
+    stale = Path(tempfile.mkdtemp(prefix="bench-outputs-"))
+    (stale / ".lock").write_text("")
     (stale / "ref.npz").write_bytes(b"x")
-    suite = write_suite(tmp_path, tiny_suite(targets='["ort"]', batch_sizes="[1]"))
-    code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
-    assert code == 0, stderr
-    assert not stale.exists()
+    live = Path(tempfile.mkdtemp(prefix="bench-outputs-"))
+    (live / ".lock").write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)"), str(live / ".lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        suite = write_suite(tmp_path, tiny_suite(targets='["ort"]', batch_sizes="[1]"))
+        code, _, stderr = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+        assert code == 0, stderr
+        assert not stale.exists()
+        assert live.exists() and (live / ".lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(live, ignore_errors=True)
 
 
 # --- 4. failures after the run ---------------------------------------------------------------

@@ -190,17 +190,20 @@ MAX_SUITE_BYTES = 4 * 1024 * 1024
 
 
 def load_suite(path: str | Path, quick: bool = False) -> SuiteSpec:
+    import os
     import stat
 
     path = Path(path)
     try:
-        st = path.stat()
-        # Only a regular file is opened: a FIFO would block the open, a device never end.
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: not a regular file; a suite is a TOML file")
-        if st.st_size > MAX_SUITE_BYTES:
-            raise ConfigError(f"{path}: {st.st_size:,} bytes, over the {MAX_SUITE_BYTES:,}-byte limit for a suite file")
-        with path.open("rb") as fh:
+        # Opened without blocking and checked by fstat: a FIFO would block a plain open, and a
+        # device (/dev/zero) never ends; only a regular file is read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"{path}: not a regular file; a suite is a TOML file")
+            if st.st_size > MAX_SUITE_BYTES:
+                raise ConfigError(f"{path}: {st.st_size:,} bytes, over the {MAX_SUITE_BYTES:,}-byte limit for a suite file")
             text = fh.read(MAX_SUITE_BYTES + 1).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; pass a suite file or run where benchmarks.toml is") from None

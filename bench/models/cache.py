@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +49,8 @@ def cache_dir() -> Path:
 
 def cached(path: Path, build: Callable[[Path], None]) -> Path:
     """`path`, verified against its recorded hash, or built by `build(tmp)` (which writes the
-    file at tmp) and recorded."""
+    file at tmp) and recorded. A bad entry is not deleted first: the rebuilt file replaces it by
+    rename, so a concurrent run that checked it a moment ago never finds it missing."""
     side = path.with_name(path.name + ".sha256")
     if path.exists():
         try:
@@ -59,21 +61,29 @@ def cached(path: Path, build: Callable[[Path], None]) -> Path:
             return path
         _notes.append(f"model cache: {path.name} failed its content check (truncated, altered, or from an "
                       "older harness); rebuilt")
-        path.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmps: list[Path] = []
     try:
+        # Unique temporary names (mkstemp): runs in two containers may share the cache and a pid.
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        tmps.append(tmp)
         build(tmp)
-        digest = sha256_file(tmp)
-        side_tmp = side.with_name(f".{side.name}.tmp{os.getpid()}")
-        side_tmp.write_text(digest + "\n", encoding="ascii")
-        os.replace(tmp, path)  # atomic: a concurrent run sees the whole file or none
+        fd, side_name = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=path.parent)
+        side_tmp = Path(side_name)
+        tmps.append(side_tmp)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(sha256_file(tmp) + "\n")
+        # The hash goes first: a reader that sees the new file sees its hash (a reader between the
+        # two renames sees the old file fail the new hash and rebuilds it: slow, never wrong).
         os.replace(side_tmp, side)
+        os.replace(tmp, path)
     except OSError as exc:
         raise CacheError(f"{path.parent}: cannot write the model cache ({exc.strerror or exc}); "
                          "point BENCH_CACHE_DIR at a writable directory with space") from None
     finally:
-        tmp.unlink(missing_ok=True)
-        side.with_name(f".{side.name}.tmp{os.getpid()}").unlink(missing_ok=True)
+        for t in tmps:
+            t.unlink(missing_ok=True)
     return path
 
 

@@ -38,8 +38,12 @@ def utc_now_iso() -> str:
 def _file_mode() -> int:
     """The mode a plain open() would give a new file (0o666 less the umask): mkstemp's own 0o600
     would make run.json private while its samples beside it are not."""
-    mask = os.umask(0)
-    os.umask(mask)
+    try:  # Linux says it without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            mask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
     return 0o666 & ~mask
 
 

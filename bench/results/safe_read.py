@@ -27,23 +27,34 @@ class _Malformed(ValueError):
     pass
 
 
+def open_regular(path: Path | str) -> tuple[int, os.stat_result]:
+    """An fd of `path` opened without blocking (a FIFO would block a plain open; one swapped in
+    after a stat would too), with its fstat; the caller checks the type and closes the fd."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return fd, os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+
+
 def regular_file_bytes(path: Path, limit: int, what: str) -> bytes:
     """The bytes of `path`, which must be a regular file of at most `limit` bytes."""
     try:
-        st = os.stat(path)
+        fd, st = open_regular(path)
     except FileNotFoundError:
         raise ResultFileError(f"{path}: no such {what}") from None
-    except OSError as exc:
-        raise ResultFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ResultFileError(f"{path}: not a regular file (a {what} must be one)")
-    if st.st_size > limit:
-        raise ResultFileError(f"{path}: {st.st_size:,} bytes, over the {limit:,}-byte limit for a {what}")
-    try:
-        with open(path, "rb") as fh:
+    except (OSError, ValueError) as exc:
+        raise ResultFileError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(st.st_mode):
+            raise ResultFileError(f"{path}: not a regular file (a {what} must be one)")
+        if st.st_size > limit:
+            raise ResultFileError(f"{path}: {st.st_size:,} bytes, over the {limit:,}-byte limit for a {what}")
+        try:
             return fh.read(limit + 1)
-    except OSError as exc:
-        raise ResultFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise ResultFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _int(text: str) -> int:
@@ -105,15 +116,15 @@ def check_domain(run, where: str) -> None:
 def load_samples_file(run_dir: Path, rel: str) -> np.ndarray | None:
     """A cell's samples (.npy, int or float, 1-D), or None when missing or unusable; a path
     outside the run directory or a header that disagrees with the file is never followed."""
-    root = run_dir.resolve()
-    path = (run_dir / rel).resolve()
-    if not path.is_relative_to(root):
-        return None
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
+        root = run_dir.resolve()
+        path = (run_dir / rel).resolve()
+        if not path.is_relative_to(root):
             return None
-        with open(path, "rb") as fh:
+        fd, st = open_regular(path)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(st.st_mode):
+                return None
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)

@@ -32,12 +32,14 @@ class StoreError(BenchError):
 
 
 _USERINFO = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-# key=value or key: value for the names of secrets; `token` and `pwd` only with "=" (a parser's
-# "unexpected token: ')'" is not a secret).
+# key=value or key: value for the names of secrets, the key and the value each maybe quoted
+# ("api_key": "sk-...", password='x'); `token` and `pwd` only with "=" (a parser's "unexpected
+# token: ')'" is not a secret). A quoted value is replaced whole, an unquoted one up to a delimiter.
+_SECRET_KEY = (r"[\w-]*?(?:(?:password|passwd|secret|api[_-]?key|access[_-]?key|client[_-]?secret)[\"']?\s*[=:]"
+               r"|(?:token|pwd)[\"']?\s*=)")
 _PASSWORD_PARAM = re.compile(
-    r"((?:^|[?&\s,;(\"'])[\w-]*?(?:(?:password|passwd|secret|api[_-]?key|access[_-]?key|client[_-]?secret)\s*[=:]"
-    r"|(?:token|pwd)\s*=)\s*)[^&\s,;)\"']*", re.IGNORECASE)
-_BEARER = re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=-]+")
+    r"((?:^|[?&\s,;({\[\"'])" + _SECRET_KEY + r"\s*)(?:\"[^\"]*\"|'[^']*'|[^&\s,;)}\]\"']*)", re.IGNORECASE)
+_BEARER = re.compile(r"(\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+")
 
 
 def redact(text: str) -> str:

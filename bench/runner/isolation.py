@@ -56,23 +56,50 @@ def die_with_parent(parent_pid: int) -> None:
 
 def ignore_terminal_interrupts() -> None:
     """Ctrl-C reaches the whole process group; only the parent reports it and kills its children.
-    The starter blocked SIGINT before starting this process (see `_interrupts_blocked`), so a
-    Ctrl-C during interpreter start-up waited, pending; ignoring it now discards it."""
+    The starter blocked SIGINT (and SIGTERM, SIGHUP) before starting this process (see
+    `_interrupts_blocked`), so a Ctrl-C during interpreter start-up waited, pending; ignoring it
+    now discards it. SIGTERM and SIGHUP get their default action back (the parent's way to end
+    a child is SIGKILL, or SIGTERM to a host, which sets its own handler)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _ENDING)
+
+
+# The signals that end the parent's command (bench.cli): blocked while a child starts.
+_ENDING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class _interrupts_blocked:
-    """SIGINT blocked in this thread while a child starts, so that the child inherits the block
-    (through fork and exec) and a Ctrl-C cannot reach its interpreter's start-up (which printed
-    "Fatal Python error: init_import_site" or a traceback to the terminal); the parent's own
-    pending Ctrl-C is delivered when the block lifts."""
+    """SIGINT (and SIGTERM, SIGHUP) blocked in this thread while a child starts, so that the
+    child inherits the block (through fork and exec) and a Ctrl-C cannot reach its interpreter's
+    start-up (which printed "Fatal Python error: init_import_site" or a traceback to the
+    terminal); the parent's own pending signal is delivered when the block lifts, after the
+    caller holds the started child (see `_start`)."""
 
     def __enter__(self) -> None:
-        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # multiprocessing starts its resource tracker on the first spawn and unblocks these
+        # signals while doing so: start it before the block.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING)
 
     def __exit__(self, *exc: object) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
+def _start(proc) -> None:
+    """proc.start() with the ending signals blocked; a signal that arrived meanwhile is raised
+    when the block lifts, and then the child is killed before the exception goes on."""
+    try:
+        with _interrupts_blocked():
+            proc.start()
+    except BaseException:
+        if proc.pid is not None:
+            proc.kill()
+            proc.join()
+        raise
 
 
 def _child(task: Callable[[Any], Any], job: Any, conn, stderr_path: str, parent_pid: int) -> None:
@@ -123,8 +150,7 @@ def run_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeo
     ctx = mp.get_context(start_method)
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(task, job, send, str(stderr_path), os.getpid()), name=name)
-    with _interrupts_blocked():
-        proc.start()
+    _start(proc)
     send.close()
     try:
         if not recv.poll(timeout_s):
@@ -206,8 +232,7 @@ class _Host:
         saved = os.dup(2)
         try:
             os.dup2(self._stderr.fileno(), 2)
-            with _interrupts_blocked():
-                self.proc.start()
+            _start(self.proc)
         finally:
             os.dup2(saved, 2)
             os.close(saved)

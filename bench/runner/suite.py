@@ -172,24 +172,57 @@ class _CellState:
         return reached
 
 
-# A run's scratch directory (reference outputs, worker stderr) is named after its process, so
-# that one left by a run killed with SIGKILL (which cannot clean up) is removed by the next run.
+# A run's scratch directory (reference outputs, worker stderr) holds a lock file the run keeps
+# locked (flock) while it lives; a run killed with SIGKILL cannot clean up, and the next run
+# removes the directories whose lock it can take. The lock, not the pid, decides: a pid says
+# nothing across containers that share /tmp.
 SCRATCH_PREFIX = "bench-outputs-"
+_SCRATCH_LOCK = ".lock"
+
+
+def _hold_scratch_lock(scratch: Path) -> int:
+    import fcntl
+
+    fd = os.open(scratch / _SCRATCH_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+class _ScratchLock:
+    def __init__(self, scratch: Path):
+        self._fd = _hold_scratch_lock(scratch)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
 
 
 def _remove_stale_scratch() -> None:
+    import fcntl
     import shutil
+    import time
 
-    import psutil
-
-    for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = d.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+    for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         try:
-            mine = d.is_dir() and not d.is_symlink() and d.stat().st_uid == os.getuid()
+            st = d.lstat()
+            if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
+                continue
+            fd = os.open(d / _SCRATCH_LOCK, os.O_RDWR)
+        except FileNotFoundError:  # no lock yet: a run just starting, unless it is long gone
+            if time.time() - st.st_mtime > 3600:
+                shutil.rmtree(d, ignore_errors=True)
+            continue
         except OSError:
             continue
-        if mine and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live run holds it
+            os.close(fd)
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        os.close(fd)
 
 
 def run_suite(
@@ -229,7 +262,7 @@ def run_suite(
         return tuple(st.cell for st in states if st.cell is not None)
 
     _remove_stale_scratch()
-    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp, _ScratchLock(Path(tmp)):
         hosts = WorkerHosts(Path(tmp))
         peaks = PeakProbes(Path(tmp))
         builder = CellBuilder(run_dir, models, Path(tmp), peaks)
