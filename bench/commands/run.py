@@ -5,14 +5,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench.commands.output import err, write_md
 from bench.errors import EXIT_CELL_FAILED, EXIT_INTERRUPTED, EXIT_NO, EXIT_OK, BenchError, worst
 from bench.results.stores import DEFAULT_DB
-
-if TYPE_CHECKING:
-    from bench.runner.suite import Progress
 
 
 def add_parser(sub) -> None:
@@ -26,16 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--record", action="store_true", help="record the run in the history store")
     p.add_argument("--db", metavar="URL", help="history store: postgresql://..., sqlite:///PATH or a file "
                    f"(default {DEFAULT_DB})")
-
-
-def _progress(event: Progress) -> None:
-    from bench.report import terminal
-
-    if event.cell is None:
-        print(f"[{event.index + 1}/{event.total}] {event.planned.id} repetition {event.repetition + 1} ...",
-              file=sys.stderr, flush=True)
-    else:
-        print(terminal.progress_line(event.index, event.total, event.cell), file=sys.stderr, flush=True)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (on a terminal it is a live display, "
+                   "elsewhere a line per finished cell)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.codec import to_json
     from bench.config.suite import load_suite
     from bench.report import markdown, terminal
+    from bench.report.live import RunProgress, choose_mode
     from bench.report.run_tables import gpu_table, summary_table, sweeps_table
     from bench.results.stores import open_store, redact
     from bench.runner.suite import run_suite
@@ -52,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, quick=args.quick)
     # argv goes into run.json: a --db URL's password must not.
     argv = tuple(redact(a) for a in sys.argv)
-    result = run_suite(suite, Path(args.out), only=args.only, argv=argv, progress=_progress)
+    with RunProgress(choose_mode(args.quiet)) as progress:
+        result = run_suite(suite, Path(args.out), only=args.only, argv=argv, progress=progress)
     if args.json:
         print(json.dumps(to_json(result.run), indent=1))
     else:

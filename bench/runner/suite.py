@@ -32,14 +32,18 @@ from bench.runner.unit import UnitJob, run_unit
 
 @dataclass(frozen=True)
 class Progress:
-    """One event for the person watching: a repetition of a cell is starting (cell is None), or
-    the cell has finished (all its repetitions, assembled)."""
+    """One event for the person watching: a repetition of a cell is starting (cell is None), a
+    repetition has finished (`finished_unit`: its throughput, and the cell's precision so far),
+    or the cell has finished (all its repetitions, assembled)."""
 
     index: int
     total: int
     planned: PlannedCell
     cell: Cell | None
     repetition: int = 0
+    finished_unit: bool = False
+    throughput: float | None = None  # the finished repetition's, in samples/s
+    precision: str = ""  # the cell's process-level precision against its target, so far
 
 
 @dataclass(frozen=True)
@@ -312,6 +316,9 @@ def run_suite(
                 figures = p.scenario.figures(outcome.run, p.benchmark, p.key)
                 st.reps.append(RepResult(repetition, outcome, figures))
                 gates.record(p, None, figures.slo)
+                st.precise_enough(prior())  # the precision so far, for the watcher
+                progress(Progress(p.index, len(cells), p, None, repetition, finished_unit=True,
+                                  throughput=figures.metrics.throughput.value, precision=st.precision_note))
 
         try:
             round_index = 0

@@ -1,0 +1,91 @@
+"""What `bench run` shows while it runs, on stderr: a live rich display on a terminal, one line
+per finished cell elsewhere (CI logs), or nothing (--quiet).
+
+The live display: a bar over the cells (each cell's share filled by its finished repetitions
+out of its planned `repeats`), cells done / total, elapsed time and the time left at the rate so
+far, and a line for the repetition in flight with the last finished one's throughput and the
+cell's precision across processes against its target. Finished cells print above it as the
+plain mode prints them.
+"""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Literal
+
+from bench.report import terminal
+from bench.report.model import printable
+
+if TYPE_CHECKING:
+    from bench.runner.suite import Progress
+
+Mode = Literal["live", "lines", "quiet"]
+
+
+def choose_mode(quiet: bool, stream=None) -> Mode:
+    stream = stream if stream is not None else sys.stderr
+    if quiet:
+        return "quiet"
+    return "live" if stream.isatty() else "lines"
+
+
+class RunProgress:
+    """A progress callback for run_suite, and a context that ends the live display cleanly
+    (also on Ctrl-C)."""
+
+    def __init__(self, mode: Mode):
+        self.mode = mode
+        self._done: dict[int, float] = {}  # cell index -> its finished share (0..1)
+        self._cells_done = 0
+        self._live = None
+        self._task = None
+        self._last = ""
+
+    def __enter__(self) -> RunProgress:
+        if self.mode == "live":
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._live = Progress(TextColumn("[bold]cells"), BarColumn(), TextColumn("{task.fields[cells]}"),
+                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                  TextColumn("{task.description}"),
+                                  console=Console(file=sys.stderr), transient=True, refresh_per_second=4)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def __call__(self, event: Progress) -> None:
+        if self.mode == "quiet":
+            return
+        if self.mode == "lines":
+            if event.finished_unit:
+                return
+            if event.cell is None:
+                print(f"[{event.index + 1}/{event.total}] {event.planned.id} repetition {event.repetition + 1} ...",
+                      file=sys.stderr, flush=True)
+            else:
+                print(terminal.progress_line(event.index, event.total, event.cell), file=sys.stderr, flush=True)
+            return
+        self._live_event(event)
+
+    def _live_event(self, event: Progress) -> None:
+        live = self._live
+        if self._task is None:
+            self._task = live.add_task("", total=event.total, cells=f"0/{event.total}")
+        repeats = max(1, event.planned.benchmark.stop.repeats)
+        if event.cell is not None:
+            self._done[event.index] = 1.0
+            self._cells_done += 1
+            live.console.print(terminal.progress_line(event.index, event.total, event.cell), highlight=False,
+                               markup=False)
+        elif event.finished_unit:
+            self._done[event.index] = min(0.99, self._done.get(event.index, 0.0) + 1 / repeats)
+            shown = f"{event.throughput:,.4g} samples/s" if event.throughput else "-"
+            self._last = f"last: {shown}" + (f"; {event.precision}" if event.precision else "")
+        description = (f"{event.planned.id} repetition {event.repetition + 1}" if event.cell is None
+                       else event.planned.id) + (f"  ({self._last})" if self._last else "")
+        live.update(self._task, completed=sum(self._done.values()), cells=f"{self._cells_done}/{event.total}",
+                    description=printable(description))
