@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.codec import to_json
     from bench.config.suite import load_suite
     from bench.report import markdown, terminal
-    from bench.report.live import RunProgress, choose_mode
+    from bench.commands.live import RunProgress, choose_mode
     from bench.report.run_tables import gpu_table, summary_table, sweeps_table
     from bench.results.stores import open_store, redact
     from bench.runner.suite import run_suite
