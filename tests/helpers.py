@@ -94,3 +94,14 @@ class Sleep(_Synthetic):
         seconds = self.ns / 1e9
         return lambda: time.sleep(seconds)
 """
+
+
+def stderr_until(proc, marker: str) -> list[str]:
+    """The stderr lines of a running `bench` process up to the first holding `marker` (which
+    must come: the assertion shows what came instead)."""
+    lines: list[str] = []
+    for line in proc.stderr:
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError(f"{marker!r} never came:\n" + "".join(lines))

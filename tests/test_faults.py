@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from bench.results.files import read_run
-from tests.helpers import SPIN_PLUGIN, load_run_json, run_cli, tiny_suite, write_suite
+from tests.helpers import SPIN_PLUGIN, load_run_json, run_cli, stderr_until, tiny_suite, write_suite
 
 ROOT = Path(__file__).parents[1]
 SAMPLE = ROOT / "tests/data/run_v7.json"
@@ -132,12 +132,7 @@ def test_a_failed_samples_write_leaves_no_temporary_file(tmp_path):
 def _run_until_second_round(tmp_path: Path) -> tuple[subprocess.Popen, list[str], list[psutil.Process]]:
     suite = write_suite(tmp_path, tiny_suite(batch_sizes="[1, 2, 3]").replace("min_seconds = 0.05", "min_seconds = 0.3"))
     proc = _start(["run", str(suite), "--out", str(tmp_path / "r")])
-    lines: list[str] = []
-    for line in proc.stderr:
-        lines.append(line)
-        if "repetition 2 ..." in line:
-            break
-    assert any("repetition 2 ..." in line for line in lines), "".join(lines)
+    lines = stderr_until(proc, "repetition 2 ...")
     return proc, lines, psutil.Process(proc.pid).children(recursive=True)
 
 
@@ -183,11 +178,7 @@ def test_ctrl_c_to_the_process_group_is_reported_by_the_parent_alone(tmp_path, d
     # included, whenever it comes: here while the first worker host and worker start.
     suite = write_suite(tmp_path, tiny_suite(batch_sizes="[1, 2]"))
     proc = _start(["run", str(suite), "--out", str(tmp_path / "r")])
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if "repetition 1 ..." in line:
-            break
+    lines = stderr_until(proc, "repetition 1 ...")
     time.sleep(delay_s)
     tree = psutil.Process(proc.pid).children(recursive=True)
     os.killpg(proc.pid, signal.SIGINT)

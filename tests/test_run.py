@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import jsonschema
@@ -18,7 +17,7 @@ import pytest
 from bench.measure.nvml_devices import visible_device_count
 from bench.results.files import read_run
 from bench.results.records import SCHEMA_VERSION
-from tests.helpers import load_run_json, run_cli, tiny_suite, write_suite
+from tests.helpers import load_run_json, run_cli, stderr_until, tiny_suite, write_suite
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "bench/results/run.schema.json").read_text())
 
@@ -262,12 +261,7 @@ def test_ctrl_c_keeps_completed_cells_and_leaves_no_worker(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True, preexec_fn=_default_sigint)
     # Interrupt in the second round: every cell has one repetition measured, none is complete.
-    lines: list[str] = []
-    for line in proc.stderr:
-        lines.append(line)
-        if "repetition 2 ..." in line:
-            break
-    assert any("repetition 2 ..." in line for line in lines), "".join(lines)
+    lines = stderr_until(proc, "repetition 2 ...")
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)
     _, rest = proc.communicate(timeout=60)
