@@ -3,8 +3,8 @@ per finished cell elsewhere (CI logs), or nothing (--quiet).
 
 The live display: a bar over the cells (each cell's share filled by its finished repetitions
 out of its planned `repeats`), cells done / total, elapsed time and the time left at the rate so
-far, and a line for the repetition in flight with the last finished one's throughput and the
-cell's precision across processes against its target. Finished cells print above it as the
+far, and a line for the repetition in flight with its cell's last finished repetition's
+throughput and the cell's precision across processes against its target. Finished cells print above it as the
 plain mode prints them.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ class RunProgress:
         self._cells_done = 0
         self._live = None
         self._task = None
-        self._last = ""
+        self._last: dict[int, str] = {}  # cell index -> its last finished repetition's figures
 
     def __enter__(self) -> RunProgress:
         if self.mode == "live":
@@ -84,8 +84,9 @@ class RunProgress:
         elif event.finished_unit:
             self._done[event.index] = min(0.99, self._done.get(event.index, 0.0) + 1 / repeats)
             shown = f"{event.throughput:,.4g} samples/s" if event.throughput else "-"
-            self._last = f"last: {shown}" + (f"; {event.precision}" if event.precision else "")
+            self._last[event.index] = f"last: {shown}" + (f"; {event.precision}" if event.precision else "")
+        last = self._last.get(event.index, "")  # the cell in flight's own, never another cell's
         description = (f"{event.planned.id} repetition {event.repetition + 1}" if event.cell is None
-                       else event.planned.id) + (f"  ({self._last})" if self._last else "")
+                       else event.planned.id) + (f"  ({last})" if last else "")
         live.update(self._task, completed=sum(self._done.values()), cells=f"{self._cells_done}/{event.total}",
                     description=printable(description))
