@@ -193,13 +193,14 @@ def load_suite(path: str | Path, quick: bool = False) -> SuiteSpec:
     import os
     import stat
 
+    from bench.results.safe_read import open_regular
+
     path = Path(path)
     try:
         # Opened without blocking and checked by fstat: a FIFO would block a plain open, and a
         # device (/dev/zero) never ends; only a regular file is read.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd, st = open_regular(path)
         with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise ConfigError(f"{path}: not a regular file; a suite is a TOML file")
             if st.st_size > MAX_SUITE_BYTES:

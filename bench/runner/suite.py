@@ -14,11 +14,10 @@ from typing import Callable
 
 from bench import stats
 from bench.config.records import SuiteSpec, TargetSpec
-from bench.errors import CellFailure, ConfigError, ModelError
+from bench.errors import CellFailure, ConfigError, ModelError, ResultWriteError
 from bench.measure.environment import fingerprint
 from bench.measure.nvml_devices import visible_device_count
 from bench.models.loader import PreparedModel, prepare
-from bench.errors import ResultWriteError
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.records import SCHEMA_VERSION, Cell, Run, SuiteInfo
 from bench.results.stores import redact
@@ -184,17 +183,12 @@ SCRATCH_PREFIX = "bench-outputs-"
 _SCRATCH_LOCK = ".lock"
 
 
-def _hold_scratch_lock(scratch: Path) -> int:
-    import fcntl
-
-    fd = os.open(scratch / _SCRATCH_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
-
-
 class _ScratchLock:
     def __init__(self, scratch: Path):
-        self._fd = _hold_scratch_lock(scratch)
+        import fcntl
+
+        self._fd = os.open(scratch / _SCRATCH_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def __enter__(self) -> None:
         return None
