@@ -469,9 +469,9 @@ def test_a_hanging_model_factory_is_cut_short(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("BENCH_PREPARE_TIMEOUT_S", "2")
     suite = write_suite(tmp_path, tiny_suite(model="bench_hang_factory:build", targets='["torch"]', batch_sizes="[1]"))
-    t0 = time.monotonic()
+    # pytest-timeout ends a hang; the message says the time box, not the hang, ended it
     line = _one_line_error(*run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))[::2])
-    assert "took over 2 s" in line and time.monotonic() - t0 < 60
+    assert "took over 2 s" in line
 
 
 def test_run_json_and_samples_get_the_same_mode(tmp_path, capsys):
