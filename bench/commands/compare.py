@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from bench.commands.output import err, percent, write_md
+from bench.commands.output import check_html_path, err, html_renderer, percent, write_html, write_md
 from bench.errors import EXIT_NO, EXIT_OK, UsageError
 
 
@@ -18,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--allow-env-diff", action="store_true", help="compare cells even when environments differ")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--md", metavar="FILE", help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report: per-cell ratios with intervals and verdicts")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha {args.alpha:g}: expected a number between 0 and 1")
+    html = None
+    if args.html:
+        check_html_path(args.html)
+        html = html_renderer()
     cmp = compare_runs(Path(args.base), Path(args.new), compare_policy, percent(args.threshold), args.alpha,
                        args.allow_env_diff)
     if args.json:
@@ -39,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"environment: {line}")
         if cmp.common_shift:
             print(f"warning: {cmp.common_shift}")
-    write_md(markdown.compare_summary(cmp), args.md, step_summary=True)
+    if html is not None:
+        write_html(html.compare_document(cmp), args.html)
+        print(f"HTML report: {args.html}", file=sys.stderr if args.json else sys.stdout)
+    write_md(markdown.compare_summary(cmp, args.html), args.md, step_summary=True)
     if cmp.slower:
         err(f"{len(cmp.slower)} cell(s) slower: " + ", ".join(c.key for c in cmp.slower))
         return EXIT_NO

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import sys
 from pathlib import Path
 
 from bench.analysis.history import METRICS
-from bench.commands.output import err, percent
+from bench.commands.output import check_html_path, err, html_renderer, percent, write_html
 from bench.errors import EXIT_NO, EXIT_OK, UsageError
 from bench.results.stores import DEFAULT_DB
 
@@ -26,6 +27,8 @@ def add_parser(sub) -> None:
                    help="the gate's false-alarm rate per night, over all series at once (Benjamini-Hochberg; default 0.05)")
     p.add_argument("--only", metavar="GLOB", help="cells whose key (BENCH|MODEL|TARGET|bN|SCENARIO) matches")
     p.add_argument("--json", action="store_true", help="print the series as JSON")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report: each series over time, "
+                   "change points and regressions marked")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("history add: name at least one run directory or run.json")
     if args.action == "show" and args.runs:
         raise UsageError(f"history: unexpected arguments {args.runs}; to record runs use: bench history add RUN...")
+    html = None
+    if args.html:
+        if args.action == "add":
+            raise UsageError("history add: --html is for showing the history (bench history --html FILE)")
+        check_html_path(args.html)
+        html = html_renderer()
     runs = [read_run(Path(r)) for r in args.runs]  # read all first: a bad file writes nothing
     store = open_store(args.db, create=args.action == "add")
     try:
@@ -58,11 +67,17 @@ def run(args: argparse.Namespace) -> int:
     reports = analyse(rows, args.metric, threshold, args.alpha)
     if not reports:
         print("history: no recorded cells" + (f" match --only {args.only!r}" if args.only else ""))
+        if html is not None:
+            write_html(html.history_document(reports, "no recorded cells"), args.html)
         return EXIT_OK
+    text = history_text(reports, threshold, args.alpha)
     if args.json:
         print(json.dumps([to_json(r) for r in reports], indent=1))
     else:
-        print(history_text(reports, threshold, args.alpha))
+        print(text)
+    if html is not None:
+        write_html(html.history_document(reports, text), args.html)
+        print(f"HTML report: {args.html}", file=sys.stderr if args.json else sys.stdout)
     gate = [r for r in reports if r.latest_starts_regression]
     if gate:
         err(f"the latest run starts a regression in {len(gate)} series: " + ", ".join(r.cell_key for r in gate))

@@ -1,8 +1,9 @@
-"""What commands share for people: one-line errors on stderr, Markdown files, percentages."""
+"""What commands share for people: one-line errors on stderr, Markdown and HTML files, percentages."""
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from bench.errors import UsageError
 from bench.report.model import printable
@@ -31,3 +32,41 @@ def percent(pct: float, flag: str = "--threshold") -> float:
     if not 0 <= pct < 100:
         raise UsageError(f"{flag} {pct:g}: expected a percentage in [0, 100)")
     return pct / 100
+
+
+def check_html_path(path: str) -> Path:
+    """The --html FILE, checked before any work: its directory exists and is writable, and it
+    is not itself a directory. One clear line (exit 2) otherwise."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise UsageError(f"--html {path}: is a directory; expected a file name such as {path.rstrip('/')}/report.html")
+    if not parent.is_dir():
+        raise UsageError(f"--html {path}: directory {parent} does not exist (create it, or name a file in an existing one)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--html {path}: directory {parent} is not writable")
+    return target
+
+
+def write_html(text: str, path: str) -> None:
+    """Write the report whole or not at all: a temp file beside it, then a rename."""
+    from bench.results.files import atomic_write_text
+
+    target = check_html_path(path)
+    try:
+        atomic_write_text(target, text)
+    except OSError as exc:
+        raise UsageError(f"--html {path}: cannot write the HTML report: {exc.strerror or exc}") from None
+
+
+def html_renderer():
+    """The HTML report module, or one clear line naming the install command when its plotting
+    library (an optional extra) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--html needs matplotlib, which draws the report's charts: "
+                         "pip install 'bench-harness[report]' (or pip install matplotlib)")
+    from bench.report import html
+
+    return html

@@ -1,10 +1,12 @@
-"""`bench report RUN...`: tables, targets ranked with the Pareto front, sweeps, scenario details."""
+"""`bench report RUN...`: tables, targets ranked with the Pareto front, sweeps, scenario details;
+with --html, one self-contained HTML file with the charts (several runs of one suite: each later
+run compared with the first)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench.commands.output import write_md
+from bench.commands.output import check_html_path, html_renderer, write_html, write_md
 from bench.errors import EXIT_OK, UsageError
 
 
@@ -12,6 +14,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("report", help="human reports from result files")
     p.add_argument("runs", nargs="+", help="run directories or run.json files")
     p.add_argument("--md", metavar="FILE", help="write a Markdown report")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with charts (two or more runs "
+                   "of one suite: each later run compared with the first)")
     p.add_argument("--budget-ms", type=float, metavar="MS",
                    help="latency budget (p99) for the best batch size / concurrency (default: the SLO's p99)")
 
@@ -24,13 +28,31 @@ def run(args: argparse.Namespace) -> int:
 
     if args.budget_ms is not None and not args.budget_ms > 0:
         raise UsageError(f"--budget-ms {args.budget_ms:g}: expected a number of ms > 0")
+    html = None
+    if args.html:
+        check_html_path(args.html)  # before any work: a path that cannot be written is one line, not a lost report
+        html = html_renderer()
     runs = [read_run(Path(r)) for r in args.runs]  # read all first: a bad file prints nothing
+    comparisons = []
+    if html is not None and len(runs) > 1:
+        suites = sorted({r.suite.name for r in runs})
+        if len(suites) > 1:
+            raise UsageError("report --html: the runs are of different suites (" + ", ".join(
+                f"{p}: {r.suite.name!r}" for p, r in zip(args.runs, runs)) + "); a report of several runs compares "
+                "them, so give runs of one suite (or one report per suite)")
+        from bench.analysis.compare import compare_runs
+        from bench.scenarios.registry import compare_policy
+
+        comparisons = [compare_runs(Path(args.runs[0]), Path(p), compare_policy) for p in args.runs[1:]]
     out = terminal.console()
     for run_ in runs:
         for table in (summary_table(run_), gpu_table(run_), targets_table(run_), sweeps_table(run_, args.budget_ms),
                       details_table(run_, detail_rows)):
             if table is not None:
                 out.print(terminal.render(table))
+    if html is not None:
+        write_html(html.run_document(runs, detail_rows, comparisons), args.html)
+        print(f"HTML report: {args.html}")
     if args.md:
-        write_md("\n".join(markdown.run_summary(r, detail_rows) for r in runs), args.md, step_summary=False)
+        write_md("\n".join(markdown.run_summary(r, detail_rows, args.html) for r in runs), args.md, step_summary=False)
     return EXIT_OK

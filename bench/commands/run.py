@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.commands.output import err, write_md
+from bench.commands.output import check_html_path, err, html_renderer, write_html, write_md
 from bench.errors import EXIT_CELL_FAILED, EXIT_INTERRUPTED, EXIT_NO, EXIT_OK, BenchError, worst
 from bench.results.stores import DEFAULT_DB
 
@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: a tenth of the stop times, at most 1 s a cell")
     p.add_argument("--json", action="store_true", help="print run.json to stdout instead of the table")
     p.add_argument("--md", metavar="FILE", help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with charts (as bench report --html)")
     p.add_argument("--record", action="store_true", help="record the run in the history store")
     p.add_argument("--db", metavar="URL", help="history store: postgresql://..., sqlite:///PATH or a file "
                    f"(default {DEFAULT_DB})")
@@ -38,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from bench.runner.suite import run_suite
     from bench.scenarios.registry import detail_rows
 
+    html = None
+    if args.html:  # checked before the suite runs: a bad path costs one line, not a run's report
+        check_html_path(args.html)
+        html = html_renderer()
     suite = load_suite(args.suite, quick=args.quick)
     # argv goes into run.json: a --db URL's password must not.
     argv = tuple(redact(a) for a in sys.argv)
@@ -59,8 +64,15 @@ def run(args: argparse.Namespace) -> int:
     # Each step after the run gets its own line when it fails, and none hides another or the
     # run's own answer: the exit code is the worst of them all (bench.errors.worst).
     codes = [EXIT_OK]
+    if html is not None:
+        try:
+            write_html(html.run_document([result.run], detail_rows), args.html)
+            print(f"HTML report: {args.html}", file=sys.stderr)
+        except BenchError as exc:
+            err(f"{exc} (the run's results stay in {result.path})")
+            codes.append(exc.exit_code)
     try:
-        write_md(markdown.run_summary(result.run, detail_rows), args.md, step_summary=True)
+        write_md(markdown.run_summary(result.run, detail_rows, args.html), args.md, step_summary=True)
     except BenchError as exc:
         err(str(exc))
         codes.append(exc.exit_code)

@@ -36,24 +36,50 @@ def render(table: Table, level: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_summary(run: Run, detail_rows: DetailRows = lambda c: ()) -> str:
+_MAX_LISTED = 20  # a summary stays short: past this many cells, a count
+
+
+def _bullets(items: list[str]) -> list[str]:
+    lines = [f"- {_escape(i)}" for i in items[:_MAX_LISTED]]
+    if len(items) > _MAX_LISTED:
+        lines.append(f"- … and {len(items) - _MAX_LISTED} more")
+    return lines + ([""] if lines else [])
+
+
+def _html_line(html_path: str | None) -> list[str]:
+    return [f"HTML report with charts: `{_escape(html_path)}` (one self-contained file; open it in a browser)", ""] \
+        if html_path else []
+
+
+def run_summary(run: Run, detail_rows: DetailRows = lambda c: (), html_path: str | None = None) -> str:
+    """Short on purpose (a CI job page): the verdicts first, the HTML report named, the summary
+    table; the other tables folded away."""
     v = RunVerdict.of(run)
     lines = [f"## bench run `{run.run_id}` — suite `{run.suite.name}` ({run.status})", "",
              f"**{'pass' if v.passed else 'FAIL'}**: {len(run.cells)} cells, {len(v.failed)} failed, "
              f"{len(v.slo_failed)} SLO failures, {len(v.disagreeing)} disagree with their reference, "
              f"{len(v.invalid)} invalid server runs.", ""]
+    lines += _bullets([f"`{c.id}` failed: {c.reason}" for c in v.failed]
+                      + [f"`{c.id}` outputs disagree with the reference" for c in v.disagreeing]
+                      + [f"`{c.id}` SLO failed" for c in v.slo_failed]
+                      + [f"`{c.id}` server run invalid" for c in v.invalid])
+    lines += _html_line(html_path)
     sweeps = sweeps_table(run)
-    tables = [summary_table(run), targets_table(run), gpu_table(run), details_table(run, detail_rows),
-              sweeps if sweeps.rows else None]
-    return "\n".join(lines) + "\n".join(render(t) for t in tables if t is not None)
+    more = [targets_table(run), gpu_table(run), details_table(run, detail_rows), sweeps if sweeps.rows else None]
+    folded = "\n".join(render(t) for t in more if t is not None)
+    return ("\n".join(lines) + render(summary_table(run))
+            + f"\n<details><summary>targets ranked, GPU, scenario details, sweeps</summary>\n\n{folded}\n</details>\n")
 
 
-def compare_summary(cmp: Comparison) -> str:
+def compare_summary(cmp: Comparison, html_path: str | None = None) -> str:
     lines = [f"## bench compare `{cmp.base_run}` → `{cmp.new_run}`", "",
-             f"threshold ±{cmp.threshold:.0%}, alpha {cmp.alpha:g}; {len(cmp.slower)} slower of {len(cmp.cells)} cells.", ""]
+             f"**{len(cmp.slower)} slower** of {len(cmp.cells)} cells (threshold ±{cmp.threshold:.0%}, "
+             f"alpha {cmp.alpha:g}).", ""]
+    lines += _bullets([f"`{c.key}`: {c.reason}" for c in cmp.slower])
     env = environment_lines(cmp)
     if env:
         lines += ["Environment differences: " + "; ".join(env), ""]
     if cmp.common_shift:
         lines += [f"**Warning:** {cmp.common_shift}.", ""]
+    lines += _html_line(html_path)
     return "\n".join(lines) + render(comparison_table(cmp))
