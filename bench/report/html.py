@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import replace
 
 from bench.analysis.compare import Comparison
 from bench.analysis.history import SeriesReport
@@ -223,7 +224,14 @@ def comparison_html(cmp: Comparison, canvas: Canvas) -> str:
     if cmp.common_shift:
         head += f'<p class="note bad">Warning: {_e(cmp.common_shift)}.</p>'
     plot = comparison_plot(cmp, canvas)
-    return head + (_plots([plot]) if plot else "") + table_html(comparison_table(cmp))
+    table = comparison_table(cmp)
+    # Cells skipped in both runs (a GPU-less machine's GPU cells) are one line, not a row each.
+    both_skipped = [c.key for c in cmp.cells if c.reason == "status: base skipped, new skipped"]
+    if both_skipped:
+        table = replace(table, rows=tuple(r for r, c in zip(table.rows, cmp.cells) if c.key not in both_skipped),
+                        caption=(table.caption + "; " if table.caption else "")
+                        + f"{len(both_skipped)} cells skipped in both runs are not shown")
+    return head + (_plots([plot]) if plot else "") + table_html(table)
 
 
 def run_document(runs: Sequence[Run], detail_rows: DetailRows, comparisons: Sequence[Comparison] = ()) -> str:
