@@ -13,13 +13,13 @@ import pytest
 
 from bench.codec import to_json
 from bench.results.files import read_run
-from bench.results.records import GpuTelemetry, Histogram, LoadPoint, Memory, Roofline, Slo, SloCheck
+from bench.results.records import GpuSeries, GpuTelemetry, Histogram, LoadPoint, Memory, Roofline, Slo, SloCheck
 from tests.helpers import run_cli
 
 pytest.importorskip("matplotlib", reason="the HTML report's charts need matplotlib (pip install -e '.[report]')")
 
 DATA = Path(__file__).parent / "data"
-SAMPLE = DATA / "run_v7.json"
+SAMPLE = DATA / "run_v8.json"
 
 
 def write_run(run, run_dir: Path) -> Path:
@@ -48,7 +48,9 @@ def rich_run(run_id: str = "rich-run", speed: float = 1.0):
     fp16 = single["ort-fp16"]
     gpu = GpuTelemetry(device_index=0, uuid="GPU-x", samples=30, interval_ms=100, window_s=3.0, utilization_mean_pct=97.0,
                        sm_clock_min_mhz=1410, sm_clock_max_mhz=1980, power_mean_w=612.0, energy_j=1836.0,
-                       energy_per_sample_j=0.0125, throttle_reasons=("SwPowerCap",), throttled=True)
+                       energy_per_sample_j=0.0125, throttle_reasons=("SwPowerCap",), throttled=True,
+                       series=GpuSeries(0.1, (95.0, None, 99.0), (1980.0, None, 1410.0), (600.0, None, 690.0),
+                                        (None, None, None)))  # no temperature reported: three panels
     cells.append(replace(fp16, id=fp16.id.replace("ort-fp16", "torch-cuda"), target=replace(
         fp16.target, name="torch-cuda", backend="torch", device="cuda:0"), timing_boundary="device", gpu=gpu,
         memory=Memory(1 << 30, 3 << 30, "torch.cuda.max_memory_allocated"), roofline=Roofline(8.2e9, "torch", 4.1e14,
@@ -66,7 +68,7 @@ def expected_charts(doc: dict) -> dict[str, list[int]]:
     """What the report must draw for run.json `doc`, by chart kind: the series of each chart,
     counted from the file by the rules the report states (not by calling it)."""
     ok = [c for c in doc["cells"] if c["status"] == "ok" and c.get("metrics")]
-    out: dict[str, list[int]] = {k: [] for k in ("cdf", "sweep", "load", "pareto", "series", "roofline")}
+    out: dict[str, list[int]] = {k: [] for k in ("cdf", "sweep", "load", "pareto", "series", "roofline", "gpu")}
     by_bench: dict[str, int] = {}
     for c in ok:
         if c["metrics"]["latency_ms"].get("histogram"):
@@ -101,6 +103,11 @@ def expected_charts(doc: dict) -> dict[str, list[int]]:
             series[c["benchmark"]] = series.get(c["benchmark"], 0) + 1
     out["series"] = list(series.values())
     out["roofline"] = [1] if any((c.get("roofline") or {}).get("fraction_of_peak") is not None for c in ok) else []
+    for c in ok:  # a panel per figure the device reported at least once
+        s = (c.get("gpu") or {}).get("series")
+        if s:
+            out["gpu"].append(sum(any(v is not None for v in s[k])
+                                  for k in ("utilization_pct", "sm_clock_mhz", "power_w", "temperature_c")))
     return out
 
 

@@ -307,6 +307,27 @@ def test_aggregates_only_inside_the_window():
     assert rec.temperature_max_c == 65.0
     assert rec.throttle_reasons == ("GpuIdle",) and rec.throttled is False  # the loud PowerCap was outside
     assert fake.live_inits == 0
+    # the course over the window: 1.5 s in windows of 0.1 s (the sample interval), each the mean of
+    # its samples (10.0 and 10.5 read the first reading, 11.0 and 11.5 the second); empty windows null
+    s = rec.series
+    assert s.window_s == pytest.approx(0.1) and len(s.utilization_pct) == 15
+    assert [(k, v) for k, v in enumerate(s.utilization_pct) if v is not None] == [(0, 40), (5, 40), (10, 60), (14, 60)]
+    assert [v for v in s.power_w if v is not None] == [200.0, 200.0, 300.0, 300.0]
+    assert [v for v in s.sm_clock_mhz if v is not None] == [1500, 1500, 1700, 1700]
+    assert [v for v in s.temperature_c if v is not None] == [61, 61, 65, 65]
+
+
+def test_a_long_window_is_stored_in_at_most_series_points_windows():
+    from bench.measure.nvml_sampler import SERIES_POINTS
+
+    sampler, fake, clock = make(timeline=[(0.0, Reading(util_pct=50, power_mw=100_000)),
+                                          (100.0, Reading(util_pct=90, power_mw=300_000))])
+    window(sampler, clock, [0.0 + 0.5 * k for k in range(401)])  # 200 s at 2 Hz
+    s = sampler.telemetry(samples_in_window=1).series
+    assert len(s.utilization_pct) == SERIES_POINTS and s.window_s == pytest.approx(200 / SERIES_POINTS)
+    assert s.utilization_pct[0] == 50 and s.utilization_pct[-1] == 90 and None not in s.utilization_pct
+    half = SERIES_POINTS // 2
+    assert s.power_w[half - 2] == pytest.approx(100.0) and s.power_w[half + 1] == pytest.approx(300.0)
 
 
 def test_energy_per_sample_from_the_counter_delta():

@@ -35,12 +35,16 @@ from bench.measure.nvml_devices import (
     THROTTLING_REASONS, device_handle, is_unsupported, load_nvml, normalize_uuid,
     nvml_errors, nvml_index_for_cuda, reason_names,
 )
-from bench.results.records import GpuTelemetry
+from bench.results.records import GpuSeries, GpuTelemetry
 
 # NVML's energy counter moves in coarse steps: below this window its delta is mostly rounding.
 ENERGY_MIN_WINDOW_S = 1.0
 
 DEFAULT_INTERVAL_S = 0.1
+# The telemetry's course over the window is stored in at most this many windows (each the mean of
+# the samples in it): enough to see a clock fall or a temperature climb, small in run.json.
+SERIES_POINTS = 120
+
 # Samples kept per window: an hour at the default 10 Hz. A longer window keeps its first hour of
 # samples (the energy figure still covers it all) and says so in the notes.
 DEFAULT_CAPACITY = 36_000
@@ -414,7 +418,28 @@ class NvmlSampler:
             throttled=any(r in THROTTLING_REASONS for r in reasons),
             notes=tuple(notes),
             other_processes=len(self._other_pids),
+            series=self._series(idx, t_start, window_s),
         )
+
+    def _series(self, idx: list[int], t_start: float, window_s: float) -> GpuSeries | None:
+        """The window's course: samples binned into at most SERIES_POINTS windows from its start."""
+        if not idx:
+            return None
+        width = max(self.interval_s, window_s / SERIES_POINTS)
+        bins = max(1, min(SERIES_POINTS, math.ceil(window_s / width - 1e-9)))
+        members: list[list[int]] = [[] for _ in range(bins)]
+        for i in idx:
+            members[min(bins - 1, int((self._t[i] - t_start) / width))].append(i)
+
+        def course(values: array, scale: float = 1.0) -> tuple[float | None, ...]:
+            out = []
+            for group in members:
+                present = _present(values, group)
+                out.append(None if not present else sum(present) / len(present) * scale)
+            return tuple(out)
+
+        return GpuSeries(window_s=width, utilization_pct=course(self._util_pct), sm_clock_mhz=course(self._sm_mhz),
+                         power_w=course(self._power_mw, 1e-3), temperature_c=course(self._temp_c))
 
 
 def _present(values: array, idx: list[int]) -> list[float]:

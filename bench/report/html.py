@@ -168,8 +168,9 @@ def _run_sections(run: Run, canvas: Canvas, colors: dict[str, str], detail_rows:
         if plots[key]:
             sections.append((f"{prefix}{key}", name + tail, _plots(plots[key])))
     gpu = gpu_table(run)
-    if gpu is not None or plots["roofline"]:
-        sections.append((f"{prefix}gpu", "GPU" + tail, (table_html(gpu) if gpu else "") + _plots(plots["roofline"])))
+    if gpu is not None or plots["roofline"] or plots["gpu"]:
+        sections.append((f"{prefix}gpu", "GPU" + tail, (table_html(gpu) if gpu else "")
+                         + _plots(plots["gpu"] + plots["roofline"])))
     tables = [targets_table(run)]
     sweeps = sweeps_table(run)
     if sweeps.rows:

@@ -4,10 +4,11 @@ Each chart is drawn only where the run has its data: a latency CDF per benchmark
 cells' stored histograms, throughput and p99 against batch size and concurrency, latency against
 offered load for server cells (the peak search's curve, the SLO drawn), throughput against p99
 per target group with the Pareto front, the stored throughput series over the measured window,
-and each GPU cell's fraction of peak.
+each GPU cell's telemetry over its window, and each GPU cell's fraction of peak.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from bench.analysis.ranking import rank_targets
@@ -232,6 +233,33 @@ def roofline_plot(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot
                  caption="FLOPs per sample × throughput against the peak a GEMM probe reached at the cell's precision")]
 
 
+_GPU_PANELS = (("utilization_pct", "utilization %"), ("sm_clock_mhz", "SM clock MHz"), ("power_w", "power W"),
+               ("temperature_c", "temperature °C"))
+
+
+def gpu_series_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
+    """Each GPU cell's telemetry over its measured window (schema 8 on): a panel per figure the
+    device reported; a gap where a window held no sample."""
+    plots = []
+    for c in _measured(run):
+        s = c.gpu.series if c.gpu is not None else None
+        if s is None:
+            continue
+        panels = []
+        for attr, name in _GPU_PANELS:
+            values = getattr(s, attr)
+            if any(v is not None for v in values):
+                xs = [(k + 0.5) * s.window_s for k in range(len(values))]
+                panels.append(Panel((Line(name, xs, [math.nan if v is None else v for v in values],
+                                          colors[c.target.name]),), "seconds into the window", name))
+        if panels:
+            throttled = f"; throttled: {', '.join(c.gpu.throttle_reasons)}" if c.gpu.throttled else ""
+            plots.append(chart(canvas, "gpu", f"{c.id}: GPU telemetry over the measured window", panels,
+                               width_in=2.6 * len(panels), height_in=2.4,
+                               caption=f"NVML every {c.gpu.interval_ms:g} ms, in windows of {s.window_s:.3g} s{throttled}"))
+    return plots
+
+
 def run_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> dict[str, list[Plot]]:
     """Every chart of one run, by section."""
     return {
@@ -241,4 +269,5 @@ def run_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> dict[str, lis
         "pareto": pareto_plots(run, canvas, colors),
         "series": series_plots(run, canvas, colors),
         "roofline": roofline_plot(run, canvas, colors),
+        "gpu": gpu_series_plots(run, canvas, colors),
     }

@@ -66,8 +66,15 @@ def update_to_7(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def update_to_8(doc: dict[str, Any]) -> dict[str, Any]:
+    """v7 -> v8: a GPU cell's telemetry gains `series` (its course over the window, default null):
+    version alone."""
+    return doc
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6, 7: update_to_7}
+    2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6, 7: update_to_7,
+    8: update_to_8}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 CellStatus = Literal["ok", "failed", "skipped"]
 # "failed": the run could not go on (its results could not be written: a full disk); its
@@ -165,6 +165,19 @@ class Memory:
 
 
 @dataclass(frozen=True)
+class GpuSeries:
+    """Telemetry over the measured window, in consecutive windows of `window_s` seconds from its
+    start: each value the mean of the samples taken in that window; null where a window holds no
+    sample or the device does not report the figure."""
+
+    window_s: float
+    utilization_pct: tuple[float | None, ...]
+    sm_clock_mhz: tuple[float | None, ...]
+    power_w: tuple[float | None, ...]
+    temperature_c: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
 class GpuTelemetry:
     """NVML, sampled by a thread during the measured window (bench/measure/nvml_sampler.py).
 
@@ -195,6 +208,7 @@ class GpuTelemetry:
     notes: tuple[str, ...] = ()
     # other processes NVML listed computing on the device during the window (interference)
     other_processes: int = 0
+    series: GpuSeries | None = None  # the window's course (schema 8); the figures above are over all of it
 
 
 @dataclass(frozen=True)
