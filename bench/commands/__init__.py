@@ -2,13 +2,14 @@
 COMMANDS lists them in the order `bench --help` shows."""
 from __future__ import annotations
 
-from bench.commands import compare, env, history, report, run, self_check
+from bench.commands import compare, env, history, monitor, report, run, self_check
 
 COMMANDS = {
     "run": run,
     "compare": compare,
     "report": report,
     "history": history,
+    "monitor": monitor,
     "env": env,
     "self-check": self_check,
 }

@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 CellStatus = Literal["ok", "failed", "skipped"]
 # "failed": the run could not go on (its results could not be written: a full disk); its
@@ -336,6 +336,45 @@ class LoadGenInfo:
 
 
 @dataclass(frozen=True)
+class Alarm:
+    """What a monitor's detector raised: which figure moved, from which window, by how much."""
+
+    kind: Literal["drift", "leak"]
+    figure: str  # "p99", "throughput", "rss", "gpu_memory"
+    window: int  # 0-based index of the window that raised it
+    at_s: float  # seconds into the monitor's measured time
+    change: float  # drift: relative change against the baseline; leak: slope in MiB per hour
+    message: str
+
+
+@dataclass(frozen=True)
+class MonitorInfo:
+    """A monitor's course: one value per window of `window_s` seconds, never the raw latencies,
+    and the alarms its detectors raised (bench.analysis.drift, bench.analysis.leak)."""
+
+    load: str  # "open loop, Poisson at 200 requests/s" or "4 closed-loop clients"
+    qps: float | None
+    concurrency: int | None
+    window_s: float
+    windows: int
+    requests: int
+    errors: int
+    throughput: Series  # samples/s per window
+    p50_ms: Series
+    p99_ms: Series
+    rss_bytes: Series
+    errors_per_window: tuple[int, ...]
+    baseline: str  # what the drift detector compared with
+    detector: str  # the drift detector and its settings
+    alarms: tuple[Alarm, ...] = ()
+    leak_slope_mib_per_h: float | None = None  # RSS slope after warm-up (Theil-Sen)
+    leak_slope_low: float | None = None
+    leak_slope_high: float | None = None
+    gpu_memory_bytes: Series | None = None
+    end_reason: str = ""  # the duration ended, a signal, an alarm with --fail-on-alarm
+
+
+@dataclass(frozen=True)
 class Cell:
     id: str
     benchmark: str
@@ -370,6 +409,7 @@ class Cell:
     repetitions: tuple[Repetition, ...] = ()  # empty in runs before schema 6 (one process per cell)
     variance: tuple[VarianceSplit, ...] = ()
     unstable: str | None = None  # why the figures are not stable across processes (None: stable)
+    monitor: MonitorInfo | None = None  # a `bench monitor` cell's windows and alarms (schema 9)
 
     @property
     def used_repetitions(self) -> tuple[Repetition, ...]:

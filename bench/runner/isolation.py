@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,20 @@ def _death_reason(code: int | None) -> str:
     return f"worker exited with code {code} without a result"
 
 
+_MAX_POLL_S = 86_400.0  # the selector's timeout is a 32-bit count of ms (about 24 days)
+
+
+def _poll(conn, timeout_s: float) -> bool:
+    """conn.poll for any timeout, a long one (a monitor's) in slices the selector accepts."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if conn.poll(max(0.0, min(left, _MAX_POLL_S))):
+            return True
+        if left <= _MAX_POLL_S:
+            return False
+
+
 def run_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeout_s: float,
                   name: str = "bench-worker", start_method: str = "spawn") -> Any:
     """task(job) in a fresh child: its return value, or a WorkerFailure. `task` must be a
@@ -153,7 +168,7 @@ def run_in_worker(task: Callable[[Any], Any], job: Any, stderr_path: Path, timeo
     _start(proc)
     send.close()
     try:
-        if not recv.poll(timeout_s):
+        if not _poll(recv, timeout_s):
             return WorkerFailure("timeout", f"timed out after {timeout_s:.0f} s", _tail(stderr_path))
         try:
             message = recv.recv()

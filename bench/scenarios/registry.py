@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from bench.scenarios.base import Scenario
 from bench.scenarios.loadgen import LoadGenOffline, LoadGenServer
+from bench.scenarios.monitor import Monitor
 from bench.scenarios.multi_stream import MultiStream
 from bench.scenarios.offline import Offline
 from bench.scenarios.server import Server
@@ -15,6 +16,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     MultiStream(),
     LoadGenServer(),
     LoadGenOffline(),
+    Monitor(),
 )}
 DEFAULT = ("single-stream", "offline")  # a benchmark that names no scenarios runs these
 

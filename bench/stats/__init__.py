@@ -30,6 +30,7 @@ from bench.stats.streams import MAX_SERIES_WINDOWS, LatencyHistogram, Welford, t
 from bench.stats.summary import (  # noqa: E402
     PERCENTILES, latency_summary, min_samples_for_bound, percentile_interval, percentile_upper_bound, quantiles,
 )
+from bench.stats.trend import MAX_TREND_POINTS, Slope, theil_sen  # noqa: E402
 from bench.stats.warm import kernels_cached, warm_kernels  # noqa: E402
 
 __all__ = [
@@ -38,5 +39,6 @@ __all__ = [
     "LatencySummary", "MAX_SERIES_WINDOWS", "Welford", "bootstrap_mean", "bootstrap_quantile", "bootstrap_ratio", "change_points",
     "check_confidence", "kernels_cached", "latency_summary", "mann_whitney", "min_samples_for_bound",
     "noise_sigma", "normal_quantile", "percentile_interval", "percentile_upper_bound", "quantiles",
-    "resample_quantiles", "steady_state_cut", "throughput_series", "warm_kernels",
+    "resample_quantiles", "steady_state_cut", "throughput_series", "warm_kernels", "MAX_TREND_POINTS", "Slope",
+    "theil_sen",
 ]

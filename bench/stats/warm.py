@@ -8,6 +8,7 @@ from bench.stats.changes import change_points, mann_whitney, steady_state_cut
 from bench.stats.checks import normal_quantile
 from bench.stats.streams import LatencyHistogram, Welford, throughput_series
 from bench.stats.summary import latency_summary, min_samples_for_bound, percentile_interval, percentile_upper_bound
+from bench.stats.trend import theil_sen
 from kernels import bootstrap as _boot
 from kernels import histogram as _hist
 from kernels import moments as _mom
@@ -15,6 +16,7 @@ from kernels import order_stats as _os
 from kernels import steady as _steady
 from kernels import student as _student
 from kernels import tests as _tests
+from kernels import trend as _trend
 
 
 def _warm_group(group: str) -> None:
@@ -44,6 +46,7 @@ def _warm_group(group: str) -> None:
         change_points(x, min_size=1)
         _student.t_ppf(0.975, 2.0)
         _student.betainc(1.0, 0.5, 0.5)
+        theil_sen(x[:10], x[:10] * 2.0)
 
 
 def _kernel_dispatchers() -> list:
@@ -52,7 +55,7 @@ def _kernel_dispatchers() -> list:
     from kernels import summary as _summary
 
     # Public kernels only: private helpers are compiled into their callers, never cached alone.
-    return [f for mod in (_boot, _hist, _mom, _os, _steady, _student, _tests, _summary)
+    return [f for mod in (_boot, _hist, _mom, _os, _steady, _student, _tests, _summary, _trend)
             for name, f in vars(mod).items()
             if isinstance(f, numba.core.registry.CPUDispatcher) and not name.startswith("_")]
 
