@@ -2,7 +2,7 @@
 COMMANDS lists them in the order `bench --help` shows."""
 from __future__ import annotations
 
-from bench.commands import compare, env, history, monitor, report, run, self_check
+from bench.commands import compare, env, export, history, monitor, report, run, self_check
 
 COMMANDS = {
     "run": run,
@@ -10,6 +10,7 @@ COMMANDS = {
     "report": report,
     "history": history,
     "monitor": monitor,
+    "export": export,
     "env": env,
     "self-check": self_check,
 }
