@@ -98,10 +98,10 @@ def lognormal_stream(n: int, noise: float, seed: int, step_at: int | None = None
             for i in range(n)]
 
 
-@pytest.mark.parametrize("noise, step, within", [(0.05, 1.3, 8), (0.15, 2.0, 10)])
+@pytest.mark.parametrize("noise, step, within", [(0.05, 1.3, 10), (0.15, 2.0, 12)])
 @pytest.mark.parametrize("seed", range(5))
 def test_a_step_raises_the_alarm_within_a_few_windows(noise, step, within, seed):
-    """A 30% step at 5% window noise within 8 windows; a doubling at 15% within 10."""
+    """A 30% step at 5% window noise within 10 windows; a doubling at 15% within 12."""
     from bench.analysis.drift import Drift
 
     for figure, worse_up, factor in (("p99", True, step), ("throughput", False, 1 / step)):
@@ -118,17 +118,17 @@ def test_the_better_direction_raises_nothing_and_an_alarm_clears_when_the_figure
     d = Drift("p99", True, baseline_windows=20)
     assert all(d.update(v) is None for v in lognormal_stream(60, 0.05, 1, step_at=20, step=0.6))  # faster: no alarm
     d = Drift("p99", True, baseline_windows=20)
-    stream = lognormal_stream(120, 0.05, 2, step_at=30, step=1.5)
-    stream[60:90] = lognormal_stream(30, 0.05, 3)  # back to normal
+    stream = lognormal_stream(180, 0.05, 2, step_at=30, step=1.5)
+    stream[60:120] = lognormal_stream(60, 0.05, 3)  # back to normal: the capped sum drains in about h / k windows
     raised = [i for i, v in enumerate(stream) if d.update(v) is not None]
-    assert len(raised) == 2 and 30 <= raised[0] < 40 and raised[1] >= 90  # two separate drifts, two alarms
+    assert len(raised) == 2 and 30 <= raised[0] < 40 and 120 <= raised[1] < 130  # two separate drifts, two alarms
 
 
 def test_a_a_streams_raise_no_alarm_at_5_percent_noise_and_few_at_this_machines_noise():
     from bench.analysis.drift import simulate_false_alarms
 
     assert simulate_false_alarms(0.05, 0.0, hours=100, window_s=5.0, seed=11) == (0, 100.0)
-    # this machine's window p99: the README states 0.08 false alarms an hour per detector
+    # this machine's window p99: the README states 0.06 to 0.09 false alarms an hour per detector
     alarms, hours = simulate_false_alarms(MACHINE_P99_NOISE, MACHINE_P99_RHO, hours=100, window_s=5.0, seed=11)
     assert alarms / hours / 2 <= 0.15, alarms
 
