@@ -130,3 +130,40 @@ def test_running_precision_tracks_the_exact_kernel_bounds():
         value = float(np.quantile(x, q))
         exact = stats.percentile_interval(x, q, 0.95).rel_half_width(value)
         assert approx[fig] == pytest.approx(exact, rel=0.15)
+
+
+def test_past_max_samples_the_loop_keeps_an_even_subsample_and_counts_every_call():
+    # 10 µs per call, 0.5 s: 50,000 calls, at most 5,000 latencies kept. Each call's latency is its
+    # own index (in µs-ish units), so what was kept says which calls were kept.
+    durations = 10_000 + np.arange(200_000, dtype=np.int64)
+    clock = FakeClock(durations)
+    spec = StopSpec(min_seconds=0.5, max_seconds=2.0, min_iterations=10, warmup_iterations=0, warmup_seconds=0.0,
+                    max_samples=5000)
+    result = measure(clock.work, spec, FixedStop.from_spec(spec), clock=clock)
+    assert result.calls == clock.calls  # no warm-up: every call was measured, and counted
+    assert result.stride in (16, 32) and result.latencies_ns.size <= 5000
+    assert result.latencies_ns.size == -(-result.calls // result.stride)  # ceil: every stride-th call, from the first
+    index = result.latencies_ns - 10_000  # the kept calls' indices
+    assert np.all(index % result.stride == 0) and np.all(np.diff(index) == result.stride)
+    assert result.window_ns == int(durations[:result.calls].sum())  # the window still covers every call
+    assert f"1 in {result.stride} kept" in result.stop_reason
+
+
+def test_thinned_figures_count_every_call_in_throughput():
+    from bench.analysis.figures import cell_metrics
+
+    rng = np.random.default_rng(0)
+    lat = rng.lognormal(np.log(1e6), 0.2, 4000).astype(np.int64)
+    full, _ = cell_metrics(lat, int(lat.sum()), 2, 0.95, 0)
+    thin, series = cell_metrics(lat[::8], int(lat.sum()), 2, 0.95, 0, stride=8)
+    assert thin.throughput.value == pytest.approx(full.throughput.value, rel=0.02)  # every call counted
+    assert thin.latency_ms.p50.value == pytest.approx(full.latency_ms.p50.value, rel=0.05)
+    # the kept sample is an eighth: its intervals are wider, not falsely narrow
+    width = lambda e: e.ci_high - e.ci_low  # noqa: E731
+    assert width(thin.latency_ms.p50) > 2 * width(full.latency_ms.p50)
+    assert sum(series.values) * series.window_s == pytest.approx(4000 * 2, rel=0.15)  # samples over the window
+
+
+def test_max_samples_below_1000_is_refused():
+    assert StopSpec(max_samples=999).validate()[0] == "max_samples"
+    assert StopSpec(max_samples=1000).validate() is None

@@ -32,7 +32,9 @@ def histogram_record(latencies_ns: np.ndarray) -> Histogram:
 
 
 def cell_metrics(latencies_ns: np.ndarray, window_ns: int, batch_size: int, confidence: float,
-                 seed: int) -> tuple[Metrics, Series]:
+                 seed: int, stride: int = 1) -> tuple[Metrics, Series]:
+    """`stride`: each latency stands for that many calls (the loop kept 1 in `stride`), so
+    throughput counts them all while the other figures and every interval come from the sample."""
     c = confidence
     summary = stats.latency_summary(latencies_ns)
     s = np.sort(latencies_ns)
@@ -51,14 +53,17 @@ def cell_metrics(latencies_ns: np.ndarray, window_ns: int, batch_size: int, conf
         histogram=histogram_record(latencies_ns),
         confidence=c,
     )
-    value = summary.n * batch_size / (window_ns / 1e9)
+    value = summary.n * stride * batch_size / (window_ns / 1e9)
     # throughput = batch / mean latency (x clients): its relative interval is the mean's, inverted
     mean_ns = summary.mean_ms * 1e6
     tp = Throughput(value, value * mean_ns / mean_iv.high, value * mean_ns / mean_iv.low,
                     method=f"samples / window; relative interval of the mean latency by {mean_iv.method}, inverted",
                     confidence=c)
-    window = series_window_ns(window_ns)
-    series = Series(window / 1e9, tuple(float(v) for v in stats.throughput_series(latencies_ns, batch_size, window)))
+    # Kept latencies laid end to end span window_ns / stride: a series window there is `stride`
+    # times as long in measured time, and its rate (kept calls / kept time) is the true one.
+    window = series_window_ns(window_ns // stride)
+    series = Series(window * stride / 1e9,
+                    tuple(float(v) for v in stats.throughput_series(latencies_ns, batch_size, window)))
     return Metrics(tp, latency), series
 
 

@@ -46,6 +46,11 @@ class StopSpec:
     # time (or a GPU the cell used) is flagged as interfered, and left out of the figures while
     # at least two clean repetitions remain.
     max_interference: float = 0.1
+    # Raw latencies a worker keeps (8 bytes each): past this many, the measured loop keeps every
+    # 2nd, then every 4th, ... call's latency, evenly over the whole window (memory stays under
+    # max_samples x 8 bytes, 32 MiB by default, however long the window); throughput still counts
+    # every call, and the other figures come from the kept sample, their intervals widened to match.
+    max_samples: int = 1 << 22
 
     @property
     def repeat_limit(self) -> int:
@@ -84,6 +89,8 @@ class StopSpec:
         if self.max_repeats is not None and not self.repeats <= self.max_repeats <= MAX_REPEATS:
             return "max_repeats", (f"{self.max_repeats!r} is not allowed; expected an integer from repeats "
                                    f"({self.repeats}) to {MAX_REPEATS}")
+        if self.max_samples < 1000:
+            return "max_samples", f"{self.max_samples!r} is not allowed; expected an integer >= 1000"
         if not 0 < self.max_interference <= 1:
             return "max_interference", (f"{self.max_interference!r} is not allowed; expected a share of the "
                                         "machine's CPU time in (0, 1] (e.g. 0.1)")

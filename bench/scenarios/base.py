@@ -46,6 +46,7 @@ class ScenarioRun:
     stop_reason: str
     window_calls: int | None = None  # calls inside the telemetry window, where not latencies_ns.size
     detail: Any = None  # the scenario's own payload (a server schedule, per-client samples, LoadGen's summary)
+    stride: int = 1  # latencies_ns keeps 1 call in `stride` (the loop's max_samples)
 
     @property
     def warmup_seconds(self) -> float:
@@ -165,7 +166,8 @@ def measured_run(session: Session, wait_each_call: bool) -> ScenarioRun:
     with session.context():
         result = measure(session.call, session.stop, rule_for(session.stop), events=session.events(),
                          window_marks=session.window, wait_each_call=wait_each_call)
-    return ScenarioRun(result.latencies_ns, result.window_ns, result.warmup_latencies_ns, result.stop_reason)
+    return ScenarioRun(result.latencies_ns, result.window_ns, result.warmup_latencies_ns, result.stop_reason,
+                       window_calls=result.calls if result.stride > 1 else None, stride=result.stride)
 
 
 def steady_figures(run: ScenarioRun, bench: BenchmarkSpec, key: CellKey, steady: bool = True,
@@ -177,9 +179,10 @@ def steady_figures(run: ScenarioRun, bench: BenchmarkSpec, key: CellKey, steady:
 
     cut = steady_state_cut(run.latencies_ns) if steady else 0
     kept = run.latencies_ns[cut:]
-    # Calls within a chunk run back to back: the kept window is the sum of kept latencies.
-    window_ns = run.window_ns if cut == 0 else int(kept.sum())
-    metrics, series = cell_metrics(kept, window_ns, key.batch_size, bench.stop.confidence, bench.seed)
+    # Calls within a chunk run back to back: the kept window is the sum of kept latencies (each
+    # kept latency standing for `stride` calls when the loop thinned them).
+    window_ns = run.window_ns if cut == 0 else int(kept.sum()) * run.stride
+    metrics, series = cell_metrics(kept, window_ns, key.batch_size, bench.stop.confidence, bench.seed, run.stride)
     return Figures(metrics, kept, window_ns, cut, series,
                    slos.of_latency(bench.slo_limits(), metrics.latency_ms) if slo else None)
 

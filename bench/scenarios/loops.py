@@ -32,13 +32,15 @@ MAX_CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class LoopResult:
-    latencies_ns: np.ndarray  # int64, one per measured call
+    latencies_ns: np.ndarray  # int64, one per measured call (one per `stride` calls past max_samples)
     # Sum of the chunks' spans: the time during which measured calls ran back to back. The
     # gaps between chunks (the stop rule, converting stamps) are the harness's, not the target's.
     window_ns: int
     warmup_latencies_ns: np.ndarray
     warmup_seconds: float
     stop_reason: str
+    stride: int = 1  # latencies_ns keeps the calls whose index is a multiple of this
+    calls: int = -1  # every measured call (-1: latencies_ns.size)
 
 
 def timed_chunk(call: BoundCall | Callable[[], Any], stamps: list[int], clock: Clock) -> None:
@@ -129,6 +131,8 @@ def measure(
     chunk = int(min(max_chunk, max(1, CHUNK_TARGET_NS // max(per_call, 1.0))))
     chunks: list[np.ndarray] = []
     window = 0
+    calls = kept = 0
+    stride = 1
     window_marks.start()
     while True:
         if event_clock is None:
@@ -144,19 +148,34 @@ def measure(
             timed_chunk(fn, stamps, event_clock.clock_for(chunk))
             latencies = event_clock.latencies_ns(stamps)
         window += int(latencies.sum())
+        measured = int(latencies.size)
+        if stride > 1:  # keep the calls whose overall index is a multiple of the stride
+            latencies = latencies[(-calls) % stride::stride]
+        calls += measured
         chunks.append(latencies)
+        kept += int(latencies.size)
+        if kept > spec.max_samples:  # thin what is kept by half (again), evenly: memory stays bounded
+            kept_all = np.concatenate(chunks)
+            while kept_all.size > spec.max_samples:
+                kept_all, stride = kept_all[::2], stride * 2
+            chunks, kept = [kept_all], int(kept_all.size)
         reason = rule.check(window, chunks)
         if reason is not None:
             break
         # Near max_seconds, shrink the chunk so the window does not overshoot it by much.
         left_ns = spec.max_seconds * 1e9 - window
-        per_call = max(window / sum(c.size for c in chunks), 1.0)
+        per_call = max(window / calls, 1.0)
         chunk = int(min(max_chunk, max(1, min(CHUNK_TARGET_NS, left_ns) // per_call)))
     window_marks.end()
+    if stride > 1:
+        reason += (f"; {calls} calls measured, the latency of 1 in {stride} kept ({kept} samples, "
+                   f"under max_samples {spec.max_samples}): throughput counts every call")
     return LoopResult(
         latencies_ns=np.concatenate(chunks),
         window_ns=int(window),
         warmup_latencies_ns=warm,
         warmup_seconds=float(warm.sum()) / 1e9,
         stop_reason=reason,
+        stride=stride,
+        calls=calls,
     )

@@ -105,6 +105,8 @@ class CIStop:
     def check(self, elapsed_ns: int, latencies_ns: list[np.ndarray]) -> str | None:
         s = self.spec
         n = sum(a.size for a in latencies_ns)
+        if n < self._checked_n:  # the loop thinned what it keeps (max_samples): judge the new sample afresh
+            self._checked_n = 0
         elapsed_s = elapsed_ns / 1e9
         at_max = elapsed_s >= s.max_seconds
         if not at_max and (elapsed_s < s.min_seconds or n < s.min_iterations or n < self._checked_n * 1.1):
