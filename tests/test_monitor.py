@@ -339,3 +339,43 @@ def test_window_figures_merge_the_windows():
     assert metrics.latency_ms.p99.value == pytest.approx(np.percentile(everything, 99) / 1e6, rel=0.02)
     assert metrics.latency_ms.p50.ci_low <= metrics.latency_ms.p50.value <= metrics.latency_ms.p50.ci_high
     assert sum(metrics.latency_ms.histogram.counts) == 6000
+
+
+def test_gpu_figures_per_window_come_from_nvml_and_reach_the_endpoint():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bench.report.prometheus import MonitorMetrics
+    from bench.scenarios.monitor import PROM_BUCKETS_S, GpuWindows, summarize
+    from tests.test_nvml import PID, Reading, make
+
+    sampler, fake, clock = make(timeline=[
+        (0.0, Reading(util_pct=80, sm_mhz=1800, power_mw=300_000, temp_c=70, processes=((PID, 2_000_000_000),))),
+        (10.0, Reading(util_pct=40, sm_mhz=1200, power_mw=150_000, temp_c=75, processes=((PID, 3_000_000_000),))),
+    ])
+    gpu = GpuWindows(sampler)
+    clock.t = 1.0
+    gpu.start()
+    for t in (1.5, 2.0):  # the sampler thread's readings, taken by hand
+        clock.t = t
+        sampler.sample_once()
+    first = gpu.window(1000)  # ends at 2.0 and starts the next window there
+    assert first == {"gpu_utilization_pct": 80.0, "gpu_sm_clock_mhz": 1800.0, "gpu_power_w": 300.0,
+                     "gpu_temperature_c": 70.0, "gpu_memory_bytes": 2_000_000_000, "gpu_throttled": False}
+    for t in (10.5, 11.0):
+        clock.t = t
+        sampler.sample_once()
+    second = gpu.window(1000)
+    # readings at 2.0 (the new window's first), 10.5 and 11.0 (the second timeline entry), and 11.0 at mark_end
+    assert second["gpu_utilization_pct"] == pytest.approx((80 + 40 + 40 + 40) / 4)
+    assert second["gpu_temperature_c"] == 75.0 and second["gpu_memory_bytes"] == 3_000_000_000
+    gpu.stop()
+
+    m = MonitorMetrics("r50", "torch-cuda", 64, PROM_BUCKETS_S)
+    m.update({**summarize(0, 1.0, 1_000_000_000, [1_000_000] * 10, 0, 64), **second})
+    body = urllib.request.urlopen(f"http://127.0.0.1:{m.serve('127.0.0.1', free_port()).server_port}/metrics",
+                                  timeout=10).read().decode()
+    values = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples}
+    assert values["bench_monitor_gpu_utilization_ratio"] == pytest.approx(0.5)
+    assert values["bench_monitor_gpu_sm_clock_hertz"] == pytest.approx(1350e6)
+    assert values["bench_monitor_gpu_memory_used_bytes"] == 3_000_000_000
+    assert values["bench_monitor_gpu_temperature_celsius"] == 75.0

@@ -143,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
     alarms: list[Alarm] = []
     at_s: list[float] = []
     rss: list[float] = []
-    leak_raised = [False]
+    gpu_at_s: list[float] = []
+    gpu_mem: list[float] = []
+    leak_raised: set[str] = set()
 
     def on_window(w: dict, stopper) -> None:
         metrics.update(w)
@@ -152,8 +154,11 @@ def run(args: argparse.Namespace) -> int:
         rss.append(float(w["rss_bytes"]))
         if not args.quiet:
             p = "-" if w["p99_ms"] is None else f"p50 {w['p50_ms']:.3g} ms, p99 {w['p99_ms']:.3g} ms"
+            gpu = "" if w.get("gpu_utilization_pct") is None else (
+                f", GPU {w['gpu_utilization_pct']:.0f}% at {w.get('gpu_sm_clock_mhz') or 0:.0f} MHz, "
+                f"{w.get('gpu_power_w') or 0:.0f} W, {(w.get('gpu_memory_bytes') or 0) / 2**20:.0f} MiB")
             err(f"window {w['index']}: {tput:,.0f} samples/s, {p}, {w['requests']} requests, {w['errors']} errors, "
-                f"RSS {w['rss_bytes'] / 2**20:.0f} MiB")
+                f"RSS {w['rss_bytes'] / 2**20:.0f} MiB{gpu}")
         raised = []
         for figure, value in (("p99", w["p99_ms"]), ("throughput", tput if w["requests"] else None)):
             d = drifts[figure]
@@ -161,12 +166,16 @@ def run(args: argparse.Namespace) -> int:
             metrics.set_alarm("drift", figure, d.active)
             if found is not None:
                 raised.append(Alarm("drift", figure, w["index"], w["end_s"], found[0], found[1]))
+        if w.get("gpu_memory_bytes") is not None:
+            gpu_at_s.append(w["end_s"])
+            gpu_mem.append(float(w["gpu_memory_bytes"]))
         if len(rss) < 200 or len(rss) % 10 == 0:
-            leak = leak_check("RSS", at_s, rss, args.leak_mib_per_h)
-            if leak is not None and leak.leaking and not leak_raised[0]:
-                leak_raised[0] = True
-                raised.append(Alarm("leak", "rss", w["index"], w["end_s"], leak.slope_mib_per_h, leak.message))
-            metrics.set_alarm("leak", "rss", leak_raised[0])
+            for figure, name, xs, ys in (("rss", "RSS", at_s, rss), ("gpu_memory", "GPU memory", gpu_at_s, gpu_mem)):
+                leak = leak_check(name, xs, ys, args.leak_mib_per_h) if ys else None
+                if leak is not None and leak.leaking and figure not in leak_raised:
+                    leak_raised.add(figure)
+                    raised.append(Alarm("leak", figure, w["index"], w["end_s"], leak.slope_mib_per_h, leak.message))
+                metrics.set_alarm("leak", figure, figure in leak_raised)
         for a in raised:
             alarms.append(a)
             err(f"ALARM ({a.kind}) at window {a.window}, {a.at_s:.0f} s: {a.message}")
@@ -186,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
             rss_bytes=series(w["rss_bytes"] for w in windows), errors_per_window=tuple(w["errors"] for w in windows),
             baseline=baseline, detector=describe(args.baseline_windows), alarms=tuple(alarms),
             leak_slope_mib_per_h=leak.slope_mib_per_h if leak else None, leak_slope_low=leak.low if leak else None,
-            leak_slope_high=leak.high if leak else None, end_reason=end_reason)}
+            leak_slope_high=leak.high if leak else None, end_reason=end_reason,
+            gpu_memory_bytes=series(w["gpu_memory_bytes"] or 0 for w in windows)
+            if any(w.get("gpu_memory_bytes") is not None for w in windows) else None)}
 
     err(f"monitor: {bench.name} on {target.name}, batch {batch}, {spec.load}, windows of {args.window_s:g} s"
         f"{f', for {args.duration_s:g} s' if args.duration_s else ', until SIGINT or SIGTERM'}; "

@@ -11,6 +11,11 @@ Metric names follow Prometheus conventions (base units in the name, `_total` on 
   bench_monitor_throughput_samples_per_second  gauge: the last window's samples (requests x batch) / s
   bench_monitor_window_latency_seconds         gauge, label quantile ("0.5", "0.9", "0.99"): the last window's
   bench_monitor_worker_resident_memory_bytes   gauge: the worker's RSS at the last window's end
+  bench_monitor_gpu_utilization_ratio          gauge (GPU targets): the last window's mean utilization, 0 to 1
+  bench_monitor_gpu_sm_clock_hertz             gauge (GPU targets): the last window's mean SM clock
+  bench_monitor_gpu_power_watts                gauge (GPU targets): the last window's mean power
+  bench_monitor_gpu_temperature_celsius        gauge (GPU targets): the last window's highest temperature
+  bench_monitor_gpu_memory_used_bytes          gauge (GPU targets): the worker's GPU memory (NVML) at most in the window
   bench_monitor_alarm                          gauge, labels kind ("drift", "leak") and figure: 1 while raised
   bench_monitor_alarms_total                   counter: alarms raised
 
@@ -25,7 +30,15 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-ALARM_FIGURES = (("drift", "p99"), ("drift", "throughput"), ("leak", "rss"))
+ALARM_FIGURES = (("drift", "p99"), ("drift", "throughput"), ("leak", "rss"), ("leak", "gpu_memory"))
+# (summary field, metric, help, scale to the metric's unit)
+GPU_GAUGES = (
+    ("gpu_utilization_pct", "bench_monitor_gpu_utilization_ratio", "The last window's mean GPU utilization (0 to 1)", 0.01),
+    ("gpu_sm_clock_mhz", "bench_monitor_gpu_sm_clock_hertz", "The last window's mean SM clock, hertz", 1e6),
+    ("gpu_power_w", "bench_monitor_gpu_power_watts", "The last window's mean GPU power, watts", 1.0),
+    ("gpu_temperature_c", "bench_monitor_gpu_temperature_celsius", "The last window's highest GPU temperature", 1.0),
+    ("gpu_memory_bytes", "bench_monitor_gpu_memory_used_bytes", "The worker's GPU memory at most in the last window", 1.0),
+)
 
 
 class MonitorMetrics(Collector):
@@ -43,6 +56,7 @@ class MonitorMetrics(Collector):
         self._throughput = 0.0
         self._quantiles: dict[str, float] = {}
         self._rss = 0.0
+        self._gpu: dict[str, float] = {}
         self._alarms = {k: 0 for k in ALARM_FIGURES}
         self._alarms_total = 0
         self.registry = CollectorRegistry(auto_describe=False)
@@ -60,6 +74,8 @@ class MonitorMetrics(Collector):
             self._quantiles = {q: window[k] / 1e3 for q, k in (("0.5", "p50_ms"), ("0.9", "p90_ms"), ("0.99", "p99_ms"))
                                if window.get(k) is not None}
             self._rss = float(window["rss_bytes"])
+            self._gpu = {metric: float(window[key]) * scale for key, metric, _, scale in GPU_GAUGES
+                         if window.get(key) is not None}
 
     def set_alarm(self, kind: str, figure: str, raised: bool) -> None:
         with self._lock:
@@ -96,6 +112,11 @@ class MonitorMetrics(Collector):
                                   "The worker process's resident memory at the last window's end, bytes", labels=names)
             g.add_metric(values, self._rss)
             yield g
+            for _, metric, doc, _ in GPU_GAUGES:
+                if metric in self._gpu:
+                    g = GaugeMetricFamily(metric, doc, labels=names)
+                    g.add_metric(values, self._gpu[metric])
+                    yield g
             g = GaugeMetricFamily("bench_monitor_alarm", "1 while an alarm is raised", labels=names + ["kind", "figure"])
             for (kind, figure), v in self._alarms.items():
                 g.add_metric(values + [kind, figure], float(v))

@@ -11,7 +11,8 @@ the stop file exists or the duration is reached.
 A window's summary: completions and errors, the latency sum, p50/p90/p99/max of the window (exact,
 from its own latencies), cumulative counts at the Prometheus buckets (PROM_BUCKETS_S), the
 window's log histogram (the bucket scheme of kernels/histogram.py, relative error 1%, so windows
-merge into the cell's histogram), and the worker's RSS at the window's end.
+merge into the cell's histogram), the worker's RSS at the window's end, and on a GPU target the
+window's NVML figures (GpuWindows).
 
 A monitor runs only through `bench monitor` (its settings are the command's flags, not a table):
 a suite that lists the scenario is refused.
@@ -100,14 +101,54 @@ def summarize(index: int, end_s: float, span_ns: int, latencies_ns: list[int], e
     return out
 
 
+class GpuWindows:
+    """NVML figures per window for a GPU target (bench.measure.nvml_sampler, its own sampler
+    thread at 10 Hz): each window's mean utilization, SM clock and power, maximum temperature and
+    device memory used (this process's, where NVML lists it, else the device's)."""
+
+    def __init__(self, sampler: Any):
+        self.sampler = sampler
+
+    @classmethod
+    def for_backend(cls, backend: Any) -> GpuWindows | None:
+        index = backend.cuda_index()
+        if index is None:
+            return None
+        from bench.measure.nvml_sampler import NvmlSampler
+
+        sampler = NvmlSampler.for_cuda_device(index)
+        return cls(sampler) if sampler.start() else None
+
+    def start(self) -> None:
+        self.sampler.mark_start()
+
+    def window(self, samples: int) -> dict:
+        """The window just ended, as summary fields; the next window starts at once."""
+        self.sampler.mark_end()
+        t = self.sampler.telemetry(samples)
+        self.sampler.mark_start()
+        if t is None:
+            return {}
+        memory = t.process_memory_max_bytes if t.process_memory_max_bytes is not None else t.memory_used_max_bytes
+        return {"gpu_utilization_pct": t.utilization_mean_pct, "gpu_sm_clock_mhz": t.sm_clock_mean_mhz,
+                "gpu_power_w": t.power_mean_w, "gpu_temperature_c": t.temperature_max_c, "gpu_memory_bytes": memory,
+                "gpu_throttled": t.throttled}
+
+    def stop(self) -> None:
+        self.sampler.stop()
+
+
 class _Stream:
     """The worker's side of the stream: a summary per line, flushed as written."""
 
-    def __init__(self, spec: MonitorSpec):
+    def __init__(self, spec: MonitorSpec, gpu: GpuWindows | None = None):
         self.spec = spec
+        self.gpu = gpu
         self.fh = open(spec.stream_path, "a", encoding="utf-8") if spec.stream_path else None
 
     def emit(self, summary: dict) -> None:
+        if self.gpu is not None:
+            summary.update(self.gpu.window(summary["samples"]))
         if self.fh is not None:
             self.fh.write(json.dumps(summary, allow_nan=False) + "\n")
             self.fh.flush()
@@ -120,6 +161,8 @@ class _Stream:
         return None
 
     def close(self) -> None:
+        if self.gpu is not None:
+            self.gpu.stop()
         if self.fh is not None:
             self.fh.close()
 
@@ -305,11 +348,13 @@ class Monitor(Scenario):
 
     def run(self, session: Session) -> ScenarioRun:
         spec = monitor_spec(session.bench)
-        stream = _Stream(spec)
+        stream = _Stream(spec, GpuWindows.for_backend(session.backend))
         try:
             with session.context():
                 warm = warm_up(session.call, session.stop, time.perf_counter_ns)
                 session.window.start()
+                if stream.gpu is not None:
+                    stream.gpu.start()
                 if spec.qps > 0:
                     windows, requests, why = run_open_loop(session.call, spec, session.batch_size, stream)
                 else:
