@@ -227,6 +227,16 @@ def test_a_backend_that_becomes_5x_slower_raises_the_alarm_and_fail_on_alarm_exi
     assert m["windows"] < 80 and cell["scenario"] == "monitor" and run["status"] == "complete"
     assert len(m["throughput"]["values"]) == m["windows"] and sum(m["errors_per_window"]) == 0
     assert cell["metrics"]["latency_ms"]["n"] == m["requests"]
+    # the report draws its windows: throughput, p99 and p50, RSS; the alarm a red line
+    from tests.test_html_report import Page, charts_by_kind
+
+    run_dir = next((tmp_path / "out").glob("*/run.json")).parent
+    code, _, err = run_cli(capsys, "report", str(run_dir), "--html", str(tmp_path / "m.html"))
+    assert code == 0, err
+    text = (tmp_path / "m.html").read_text()
+    assert charts_by_kind(Page(text))["monitor"] == [4]
+    assert f"{first['figure']} {first['change']:+.0%}" in text
+    assert "ALARM (drift)" in text  # and among what to read with care, first
 
 
 def test_sigterm_writes_the_run_directory_and_the_endpoint_answers_while_it_runs(tmp_path):

@@ -109,6 +109,8 @@ def verdict_html(run: Run) -> str:
     warn = [f"<li><code>{_e(c.id)}</code> GPU clocks throttled: {_e(', '.join(c.gpu.throttle_reasons))}</li>"
             for c in v.throttled]
     warn += [f"<li><code>{_e(c.id)}</code> unstable: {_e(c.unstable)}</li>" for c in run.cells if c.unstable]
+    warn += [f"<li><code>{_e(c.id)}</code> ALARM ({_e(a.kind)}) at {a.at_s:.0f} s: {_e(a.message)}</li>"
+             for c in run.cells if c.monitor is not None for a in c.monitor.alarms]
     counts = {s: sum(c.status == s for c in run.cells) for s in ("ok", "failed", "skipped")}
     head = (f"<b>{'pass' if v.passed else 'FAIL'}</b> · run {_e(run.status)} · {len(run.cells)} cells: "
             f"{counts['ok']} measured, {counts['failed']} failed, {counts['skipped']} skipped · "
@@ -161,7 +163,7 @@ def _run_sections(run: Run, canvas: Canvas, colors: dict[str, str], detail_rows:
     plots = run_plots(run, canvas, colors)
     tail = f" · {run.run_id}" if prefix else ""
     sections = [(f"{prefix}summary", "Summary" + tail, verdict_html(run) + table_html(summary_table(run)))]
-    charts = [("latency", "Latency distribution"), ("sweeps", "Throughput and p99 against batch and concurrency"),
+    charts = [("monitor", "Monitor: figures per window"), ("latency", "Latency distribution"), ("sweeps", "Throughput and p99 against batch and concurrency"),
               ("load", "Latency against offered load"), ("pareto", "Targets: throughput against p99"),
               ("series", "Throughput over the measured window")]
     for key, name in charts:

@@ -260,6 +260,30 @@ def gpu_series_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[P
     return plots
 
 
+def monitor_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
+    """A monitor cell's windows: throughput, p50 and p99, and RSS over its time, each alarm a red line."""
+    plots = []
+    for c in _measured(run):
+        m = c.monitor
+        if m is None or not m.throughput.values:
+            continue
+        xs = [(k + 1) * m.window_s for k in range(len(m.throughput.values))]
+        guides = tuple(Guide("v", (a.window + 1) * m.window_s, f"{a.figure} {a.change:+.0%}" if a.kind == "drift"
+                             else f"{a.figure} leak", BAD) for a in m.alarms)
+        positive = lambda values: [v if v > 0 else math.nan for v in values]  # noqa: E731 - no request: a gap
+        color = colors[c.target.name]
+        panels = [
+            Panel((Line("throughput", xs, list(m.throughput.values), color),), "seconds", "samples/s", guides=guides),
+            Panel((Line("p99", xs, positive(m.p99_ms.values), color), Line("p50", xs, positive(m.p50_ms.values), PALETTE[7])),
+                  "seconds", "latency ms (log)", ylog=True, guides=guides),
+            Panel((Line("RSS", xs, [v / 2**20 for v in m.rss_bytes.values], color),), "seconds", "worker RSS MiB"),
+        ]
+        plots.append(chart(canvas, "monitor", f"{c.id}: {m.windows} windows of {m.window_s:g} s", panels,
+                           width_in=10.5, height_in=2.6,
+                           caption=f"{m.load}; {len(m.alarms)} alarm(s) (red lines); {m.end_reason}"))
+    return plots
+
+
 def run_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> dict[str, list[Plot]]:
     """Every chart of one run, by section."""
     return {
@@ -270,4 +294,5 @@ def run_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> dict[str, lis
         "series": series_plots(run, canvas, colors),
         "roofline": roofline_plot(run, canvas, colors),
         "gpu": gpu_series_plots(run, canvas, colors),
+        "monitor": monitor_plots(run, canvas, colors),
     }
