@@ -209,34 +209,41 @@ def test_endpoint_is_scraped_over_http_and_parsed_by_prometheus_client():
 
 def test_a_backend_that_becomes_5x_slower_raises_the_alarm_and_fail_on_alarm_exits_1(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    # 200 µs a call, closed loop: ~5000 calls/s; 5x slower after 12,000 calls (about 2.4 s in)
-    suite = monitor_suite(tmp_path, delay_us=200, slow_after=12_000, factor=5.0)
-    code, out, err = run_cli(capsys, "monitor", str(suite), "--benchmark", "spin", "--target", "slow",
-                             "--window-s", "0.25", "--baseline-windows", "5", "--duration-s", "20", "--fail-on-alarm",
-                             "--port", str(free_port()), "--out", str(tmp_path / "out"), "--quiet")
-    assert code == 1, err
-    alarm_lines = [line for line in err.splitlines() if "ALARM (drift)" in line]
-    assert alarm_lines, err
-    run = json.loads(next((tmp_path / "out").glob("*/run.json")).read_text())
+    # 200 µs a call, closed loop: up to ~5000 calls/s; 5x slower after 16,000 calls (3 s or more in),
+    # after the 8 baseline windows of 0.25 s
+    suite = monitor_suite(tmp_path, delay_us=200, slow_after=16_000, factor=5.0)
+    common = ["monitor", str(suite), "--benchmark", "spin", "--target", "slow", "--window-s", "0.25",
+              "--baseline-windows", "8", "--quiet"]
+    code, out, err = run_cli(capsys, *common, "--duration-s", "7", "--port", str(free_port()), "--out", str(tmp_path / "a"))
+    assert code == 0, err  # alarms without --fail-on-alarm: logged and kept, exit 0
+    run = json.loads(next((tmp_path / "a").glob("*/run.json")).read_text())
     cell = run["cells"][0]
     m = cell["monitor"]
-    first = m["alarms"][0]
-    assert first["kind"] == "drift" and first["figure"] in ("p99", "throughput")
-    assert abs(first["change"]) >= 0.3  # a 5x step, not noise (the estimate averages the windows since the sum left zero)
-    assert m["end_reason"].startswith("alarm with --fail-on-alarm")
-    assert m["windows"] < 80 and cell["scenario"] == "monitor" and run["status"] == "complete"
-    assert len(m["throughput"]["values"]) == m["windows"] and sum(m["errors_per_window"]) == 0
-    assert cell["metrics"]["latency_ms"]["n"] == m["requests"]
-    # the report draws its windows: throughput, p99 and p50, RSS; the alarm a red line
+    tput = m["throughput"]["values"]
+    step = next(i for i, v in enumerate(tput) if v < 0.5 * float(np.median(tput[:8])))  # where it got slow
+    after = [a for a in m["alarms"] if a["window"] >= step - 1 and a["kind"] == "drift"]
+    # Machine noise may raise an alarm of its own before the step (small windows, a busy CI machine);
+    # the step raises one that noise cannot: throughput down or p99 up by 30% or more.
+    assert after and max(abs(a["change"]) for a in after) >= 0.3, (step, m["alarms"])
+    assert sum("ALARM (drift)" in line for line in err.splitlines()) == len([a for a in m["alarms"] if a["kind"] == "drift"])
+    assert m["end_reason"].startswith("duration 7 s reached") and run["status"] == "complete"
+    assert len(tput) == m["windows"] and sum(m["errors_per_window"]) == 0
+    assert cell["scenario"] == "monitor" and cell["metrics"]["latency_ms"]["n"] == m["requests"]
+    # the report draws its windows: throughput, p99 and p50, RSS; each alarm a red line
     from tests.test_html_report import Page, charts_by_kind
 
-    run_dir = next((tmp_path / "out").glob("*/run.json")).parent
-    code, _, err = run_cli(capsys, "report", str(run_dir), "--html", str(tmp_path / "m.html"))
+    code, _, err = run_cli(capsys, "report", str(next((tmp_path / "a").glob("*/"))), "--html", str(tmp_path / "m.html"))
     assert code == 0, err
     text = (tmp_path / "m.html").read_text()
     assert charts_by_kind(Page(text))["monitor"] == [4]
-    assert f"{first['figure']} {first['change']:+.0%}" in text
+    assert f"{after[0]['figure']} {after[0]['change']:+.0%}" in text
     assert "ALARM (drift)" in text  # and among what to read with care, first
+    # with --fail-on-alarm the first alarm ends the monitor, exit 1
+    code, out, err = run_cli(capsys, *common, "--duration-s", "30", "--fail-on-alarm", "--port", str(free_port()),
+                             "--out", str(tmp_path / "b"))
+    assert code == 1, err
+    m = json.loads(next((tmp_path / "b").glob("*/run.json")).read_text())["cells"][0]["monitor"]
+    assert m["alarms"] and m["end_reason"].startswith("alarm with --fail-on-alarm") and m["windows"] < 100
 
 
 def test_sigterm_writes_the_run_directory_and_the_endpoint_answers_while_it_runs(tmp_path):
