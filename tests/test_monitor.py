@@ -32,6 +32,17 @@ import numpy as np
 from bench.backends import Backend, BackendInfo
 
 
+class Broken(Backend):
+    def load(self, model, target):
+        raise RuntimeError("this runtime cannot load the model")
+
+    def bind(self, feeds):
+        return lambda: None
+
+    def outputs(self, feeds):
+        return [np.zeros(1)]
+
+
 class Slowing(Backend):
     '''Busy-waits delay_us per call; after slow_after calls, factor times longer.'''
 
@@ -396,3 +407,14 @@ def test_gpu_figures_per_window_come_from_nvml_and_reach_the_endpoint():
     assert values["bench_monitor_gpu_sm_clock_hertz"] == pytest.approx(1350e6)
     assert values["bench_monitor_gpu_memory_used_bytes"] == 3_000_000_000
     assert values["bench_monitor_gpu_temperature_celsius"] == 75.0
+
+
+def test_a_target_that_cannot_load_is_a_failed_cell_and_exit_3(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = monitor_suite(tmp_path)
+    suite.write_text(suite.read_text().replace("bench_slowing:Slowing", "bench_slowing:Broken"))
+    code, _, err = run_cli(capsys, "monitor", str(suite), "--benchmark", "spin", "--target", "slow", "--duration-s", "5",
+                           "--port", str(free_port()), "--out", str(tmp_path / "out"), "--quiet")
+    assert code == 3 and "cannot load the model" in err and "Traceback" not in err
+    cell = json.loads(next((tmp_path / "out").glob("*/run.json")).read_text())["cells"][0]
+    assert cell["status"] == "failed" and cell["failure_kind"] == "error"

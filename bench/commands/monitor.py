@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.commands.output import err
-from bench.errors import EXIT_INTERRUPTED, EXIT_NO, EXIT_OK, UsageError
+from bench.errors import EXIT_CELL_FAILED, EXIT_INTERRUPTED, EXIT_NO, EXIT_OK, UsageError
 
 DEFAULT_PORT = 9400
 MIN_WINDOW_REQUESTS = 100  # a window's p99 needs at least 100 requests
@@ -216,6 +216,10 @@ def run(args: argparse.Namespace) -> int:
         err(f"RSS slope after warm-up: {m.leak_slope_mib_per_h:+.3g} MiB/h [{m.leak_slope_low:+.3g}, "
             f"{m.leak_slope_high:+.3g}] over {m.windows} windows")
     err(f"{len(alarms)} alarm(s); results: {result.path}")
+    if cell.status == "failed":
+        err(f"{cell.id} failed ({cell.failure_kind}): {cell.reason}")
     if result.interrupted:
         return EXIT_INTERRUPTED
+    if cell.status == "failed":
+        return EXIT_CELL_FAILED
     return EXIT_NO if alarms and args.fail_on_alarm else EXIT_OK
