@@ -14,9 +14,11 @@ from bench.codec import from_json, to_json
 from bench.results.schema import run_schema
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v9.json"  # the current version (a real run's v6 file, upgraded)
+SAMPLE = ROOT / "tests/data/run_v10.json"  # the current version (a real run's v6 file, upgraded)
 SAMPLE_V8 = ROOT / "tests/data/run_v8.json"  # the same run at schema version 8
 SCHEMA_V8_FILE = ROOT / "tests/data/run_v8.schema.json"
+SAMPLE_V9 = ROOT / "tests/data/run_v9.json"  # the same run at schema version 9
+SCHEMA_V9_FILE = ROOT / "tests/data/run_v9.schema.json"
 SAMPLE_V7 = ROOT / "tests/data/run_v7.json"  # the same run at schema version 7
 SCHEMA_V7_FILE = ROOT / "tests/data/run_v7.schema.json"
 SAMPLE_V6 = ROOT / "tests/data/run_v6.json"  # written by the harness at schema version 6
@@ -45,7 +47,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 9
+    assert run.schema_version == SCHEMA_VERSION == 10
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
@@ -134,6 +136,16 @@ def test_committed_v8_file_upgrades_with_no_monitor():
     assert run.schema_version == SCHEMA_VERSION
     jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
     assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
+
+
+def test_committed_v9_file_upgrades_with_no_generate_figures():
+    doc = json.loads(SAMPLE_V9.read_text())
+    assert doc["schema_version"] == 9
+    jsonschema.validate(doc, json.loads(SCHEMA_V9_FILE.read_text()))
+    run = read_run(SAMPLE_V9)
+    assert run.schema_version == SCHEMA_VERSION
+    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
+    assert all(c.generate is None and (c.agreement is None or c.agreement.first_divergence is None) for c in run.cells)
 
 
 def test_current_sample_keeps_each_repetition_and_their_samples_in_order():

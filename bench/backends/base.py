@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
@@ -95,3 +95,34 @@ class Backend:
     def cuda_index(self) -> int | None:
         """The CUDA ordinal this backend runs on, for NVML telemetry; None off CUDA."""
         return None
+
+    def generator(self, batch_size: int) -> Generator:
+        """Greedy generation with the loaded decoder (bench.models.decoder) for `batch_size`
+        sequences at once, with its own KV cache. Raise CellFailure when the backend or model cannot."""
+        from bench.errors import CellFailure
+
+        raise CellFailure(f"backend {type(self).__name__} cannot generate (it has no generator())", kind="unsupported")
+
+
+class Generator(Protocol):
+    """One stream of greedy generation: `batch` sequences decoded together over one KV cache.
+
+    Each call returns the next token of every sequence on the host (the arg-max of its logits), so
+    a host clock around it sees the token as a client would; the cache stays where the runtime
+    keeps it between calls. Compiling or capturing happens on the first calls (the scenario's
+    warm-up), never inside a measured one."""
+
+    cache_source: str  # how cache_bytes is counted
+    vocab: int  # the logits' width: prompt ids are drawn below it
+
+    def prefill(self, input_ids: np.ndarray) -> np.ndarray:
+        """[B, P] int64 prompt ids -> [B] int64 next tokens; the cache restarts from this prompt."""
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        """[B] int64 tokens at the next position -> [B] int64 next tokens."""
+
+    def last_logits(self) -> np.ndarray:
+        """The first sequence's logits of the last call, on the host as float64 (the agreement check)."""
+
+    def cache_bytes(self) -> int:
+        """Bytes the KV cache holds now."""

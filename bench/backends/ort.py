@@ -59,6 +59,10 @@ class OrtBackend(Backend):
         self._io_binding = False
         self._fp16 = False
         self._bound: list[Any] = []
+        self._decoder_paths: tuple[str, str] | None = None
+        self._decoder_note = ""
+        self._prefill: tuple[Any, Any] | None = None
+        self._decoder_max_len = 0
 
     def load(self, model: Any, target: Any) -> None:
         opts = target.options
@@ -74,8 +78,10 @@ class OrtBackend(Backend):
         if target.is_cuda:
             self._count_devices_or_fail(target.device)
         path = model.onnx_fp16_path if target.precision == "fp16" else model.onnx_path
-        if path is None:
-            raise CellFailure(f"model {model.source.ref!r} has no {target.precision} ONNX form for onnxruntime")
+        decoder = model.decoder_onnx_fp16 if target.precision == "fp16" else model.decoder_onnx
+        if path is None and decoder is None:
+            why = f": {model.decoder_onnx_note}" if model.decoder_onnx_note else ""
+            raise CellFailure(f"model {model.source.ref!r} has no {target.precision} ONNX form for onnxruntime{why}")
         self._fp16 = target.precision == "fp16"
         so = ort.SessionOptions()
         so.intra_op_num_threads = opts.intra_op_threads
@@ -86,10 +92,21 @@ class OrtBackend(Backend):
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
         so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         provider_options = [_provider_options(p, target) for p in requested]
-        try:
-            self.session = ort.InferenceSession(path, so, providers=requested, provider_options=provider_options)
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types for a model it cannot load
-            raise CellFailure(f"onnxruntime cannot load the model: {type(exc).__name__}: {exc}") from None
+        self._decoder_paths = decoder
+        self._decoder_note = model.decoder_onnx_note
+        self._decoder_max_len = model.decoder_max_len or 0
+        self._source = model.source
+
+        def session(p: str) -> ort.InferenceSession:
+            try:
+                return ort.InferenceSession(p, so, providers=requested, provider_options=provider_options)
+            except Exception as exc:  # ORT raises its own Fail/InvalidGraph types for a model it cannot load
+                raise CellFailure(f"onnxruntime cannot load the model: {type(exc).__name__}: {exc}") from None
+
+        self._new_session = session
+        # A decoder that only generates loads its prefill graph here (the providers are checked on
+        # it); the decode graph is loaded with the first generator.
+        self.session = session(path if path is not None else decoder[0])
         active = self.session.get_providers()
         not_active = [p for p in requested if p not in active]
         if not_active and not opts.allow_fallback:
@@ -162,6 +179,22 @@ class OrtBackend(Backend):
 
     def cuda_index(self) -> int | None:
         return self._device_id if self._device == "cuda" else None
+
+    def generator(self, batch_size: int):
+        from bench.backends.ort_generate import OrtGenerator
+
+        if self._decoder_paths is None:
+            raise CellFailure(f"model {self._source.ref!r} has no ONNX decoder form: {self._decoder_note or 'not a decoder'}",
+                              kind="unsupported")
+        assert self.session is not None
+        if self._prefill is None:
+            prefill = self.session if self.session._model_path == self._decoder_paths[0] else self._new_session(
+                self._decoder_paths[0])
+            self._prefill = (prefill, self._new_session(self._decoder_paths[1]))
+            self._info.details["generation"] = ("prefill and decode graphs (past/present), IOBinding: the cache kept "
+                                                f"as OrtValues on {self._device} between steps")
+        prefill, decode = self._prefill
+        return OrtGenerator(prefill, decode, batch_size, self._device, self._device_id, self._decoder_max_len)
 
     def info(self) -> BackendInfo:
         return self._info

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.config.suite import load_suite
     from bench.report import markdown, terminal
     from bench.commands.live import RunProgress, choose_mode
-    from bench.report.run_tables import gpu_table, summary_table, sweeps_table
+    from bench.report.run_tables import generation_table, gpu_table, summary_table, sweeps_table
     from bench.results.stores import open_store, redact
     from bench.runner.suite import run_suite
     from bench.scenarios.registry import detail_rows
@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = terminal.console()
         out.print(terminal.render(summary_table(result.run)))
-        gpu = gpu_table(result.run)
-        if gpu is not None:
-            out.print(terminal.render(gpu))
+        for extra in (generation_table(result.run), gpu_table(result.run)):
+            if extra is not None:
+                out.print(terminal.render(extra))
         if sweeps(result.run):
             out.print(terminal.render(sweeps_table(result.run)))
     for note in result.notes:

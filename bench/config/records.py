@@ -15,6 +15,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
 CI_FIGURES = ("throughput", "mean", "p50", "p90", "p95", "p99", "p999")
 SLO_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")
+TOKEN_SLO_KEYS = ("ttft_ms", "tpot_ms")  # per request, of a scenario that generates tokens
 MAX_SECONDS_LIMIT = 86_400.0  # one cell for a day at most: a larger value is a typo
 MAX_REPEATS = 1000
 
@@ -113,7 +114,9 @@ class StopSpec:
 
 @dataclass(frozen=True)
 class SloSpec:
-    """Latency limits in milliseconds; a cell passes when every set limit holds."""
+    """Latency limits in milliseconds; a cell passes when every set limit holds. ttft_ms and tpot_ms
+    limit each generated request's time to first token and time per output token (the generate
+    scenario: bench.analysis.generation says how they make goodput)."""
 
     mean_ms: float | None = None
     p50_ms: float | None = None
@@ -121,12 +124,18 @@ class SloSpec:
     p95_ms: float | None = None
     p99_ms: float | None = None
     p999_ms: float | None = None
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
 
     def limits(self) -> dict[str, float]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The latency limits (on a cell's request latency figures)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k in SLO_KEYS}
+
+    def token_limits(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k in TOKEN_SLO_KEYS}
 
     def validate(self) -> tuple[str, str] | None:
-        for key, limit in self.limits().items():
+        for key, limit in {**self.limits(), **self.token_limits()}.items():
             if limit <= 0:
                 return key, f"{limit!r} is not allowed; expected a number of ms > 0"
         return None

@@ -17,7 +17,8 @@ from typing import Any
 from bench.backends.options import PluginOptions
 from bench.backends.registry import BACKENDS, PLUGIN_PATTERN, BackendImportError, backend_class
 from bench.config.reader import Reader
-from bench.config.records import PRECISIONS, SLO_KEYS, BenchmarkSpec, SloSpec, StopSpec, SuiteSpec, TargetSpec
+from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, BenchmarkSpec, SloSpec, StopSpec, SuiteSpec,
+                                  TargetSpec)
 from bench.errors import ConfigError
 from bench.scenarios.registry import DEFAULT as DEFAULT_SCENARIOS
 from bench.scenarios.registry import SCENARIOS, table_owners
@@ -91,8 +92,8 @@ def _parse_stop(r: Reader, table: dict, path: str, quick: bool) -> StopSpec:
 
 def _parse_slo(r: Reader, table: Any, path: str) -> SloSpec:
     slo = r.record(SloSpec, table, path)
-    if not slo.limits():
-        raise r.fail(path, f"empty SLO; set at least one of {', '.join(SLO_KEYS)}")
+    if not slo.limits() and not slo.token_limits():
+        raise r.fail(path, f"empty SLO; set at least one of {', '.join(SLO_KEYS + TOKEN_SLO_KEYS)}")
     return slo
 
 
@@ -149,6 +150,11 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
         reference=reference, stop=stop, slo=slo, model_args=tuple(sorted(model_args.items())),
         dims=tuple(sorted(dims.items())), seed=seed, tolerance=tolerance, trust_model=trust_model, tables=tables,
     )
+    if slo is not None and slo.token_limits() and not any(SCENARIOS[s].token_slo for s in scenarios):
+        key = next(iter(slo.token_limits()))
+        readers = [n for n, s in SCENARIOS.items() if s.token_slo]
+        raise r.fail(f"{path}.slo.{key}", f"limits generated tokens, which none of this benchmark's scenarios makes "
+                                          f"(it applies to: {', '.join(readers)})")
     for key, _ in tables:
         owners[key].check_table(r, bench, path)
     for scenario in scenarios:

@@ -64,6 +64,13 @@ class PreparedModel:
     onnx_fp16_path: str | None = None  # the fp16 conversion, when an fp16 onnxruntime target needs it
     flops_per_sample: float | None = None  # multiply-add = 2; None where it could not be counted
     flops_source: str = ""  # how it was counted, or why not
+    # A decoder (the generate scenario): its ONNX past/present graphs (prefill, decode) when an
+    # onnxruntime target generates with it, and their fp16 forms; why there are none otherwise.
+    decoder_onnx: tuple[str, str] | None = None
+    decoder_onnx_fp16: tuple[str, str] | None = None
+    decoder_onnx_note: str = ""
+    decoder_max_len: int | None = None  # positions its cache holds (None: not checked as a decoder)
+    decoder_vocab: int | None = None
 
 
 def classify(ref: str) -> str:
@@ -231,11 +238,68 @@ def _export_onnx(module, specs: tuple[InputSpec, ...], path: Path) -> None:
         )
 
 
-def _prepare_torch_model(source: ModelRef, need_onnx: bool):
+def check_decoder(source: ModelRef, module) -> None:
+    """Refuse a module that does not follow the decoder contract (bench.models.decoder), naming what it lacks."""
+    from bench.models.decoder import contract_problem
+
+    problem = contract_problem(module)
+    if problem:
+        raise ModelError(f"model {source.ref!r} is not a decoder, which the generate scenario needs: its module "
+                         f"{type(module).__name__} {problem}")
+
+
+def _export_decoder(source: ModelRef, module, sha: str) -> tuple[tuple[str, str] | None, str]:
+    """The decoder's prefill and decode graphs, cached by content; (None, why) for a module with no ONNX form."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from bench.models.decoder import GPTDecoder, export_onnx
+
+    if not isinstance(module, GPTDecoder):
+        return None, (f"{type(module).__name__} has no ONNX past/present form (the zoo decoders have one); "
+                      "run it on torch targets")
+    key = hashlib.sha256(f"{sha}|{torch.__version__}|{EXPORT_OPSET}|{CACHE_FORMAT}|decoder".encode()).hexdigest()[:24]
+    stem = source.display_name.replace('/', '_').replace(':', '_')
+    prefill = cache_dir() / f"{stem}-prefill-{key}.onnx"
+    decode = cache_dir() / f"{stem}-decode-{key}.onnx"
+    made: dict[str, Path] = {}
+
+    def build(which: str):
+        def place(tmp: Path) -> None:
+            if not made:  # one export writes both graphs; each is then cached (and verified) on its own
+                made["dir"] = Path(tempfile.mkdtemp(prefix=".decoder-export-", dir=cache_dir()))
+                try:
+                    export_onnx(module, str(made["dir"] / "prefill.onnx"), str(made["dir"] / "decode.onnx"), EXPORT_OPSET)
+                except OSError:
+                    raise
+                except Exception as exc:  # exporter failures are about the model
+                    raise ModelError(f"model {source.ref!r}: ONNX export of the decoder failed: "
+                                     f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+            os.replace(made["dir"] / which, tmp)
+        return place
+
+    try:
+        paths = (str(cached(prefill, build("prefill.onnx"))), str(cached(decode, build("decode.onnx"))))
+    finally:
+        if made:
+            shutil.rmtree(made["dir"], ignore_errors=True)
+    return paths, ""
+
+
+def _prepare_torch_model(source: ModelRef, need_onnx: bool, decoder: bool = False, decoder_onnx: bool = False):
     module, example = build_torch(source)
+    extra: dict[str, Any] = {}
+    if decoder:
+        check_decoder(source, module)
+        extra = dict(decoder_max_len=int(module.max_len), decoder_vocab=int(module.vocab_size))
     specs = _torch_input_specs(source, module, example)
     sha = _torch_hash(source, module)
     onnx_path = None
+    if decoder and decoder_onnx:
+        paths, note = _export_decoder(source, module, sha)
+        extra.update(decoder_onnx=paths, decoder_onnx_note=note)
     if need_onnx:
         import torch
 
@@ -251,7 +315,7 @@ def _prepare_torch_model(source: ModelRef, need_onnx: bool):
                 raise ModelError(f"model {source.ref!r}: ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 
         onnx_path = str(cached(path, export))
-    return PreparedModel(source, sha, specs, onnx_path), module
+    return PreparedModel(source, sha, specs, onnx_path, **extra), module
 
 
 # --- ONNX files ------------------------------------------------------------------------------
@@ -357,12 +421,18 @@ def _count_flops(prepared: PreparedModel, module=None) -> PreparedModel:
     return replace(prepared, flops_per_sample=count, flops_source=source)
 
 
-def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool = False) -> PreparedModel:
-    """Resolve, load-check and (when needed) export a model once, in the parent process."""
+def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool = False,
+            decoder_forms: frozenset[str] = frozenset()) -> PreparedModel:
+    """Resolve, load-check and (when needed) export a model once, in the parent process.
+    `decoder_forms`: the forms a generating target loads ("torch", "onnx", "onnx-fp16"); any
+    makes the model checked against the decoder contract."""
     from dataclasses import replace
 
     if source.kind == "onnx":
         path = Path(source.ref)
+        if decoder_forms:
+            raise ModelError(f"model {source.ref!r} is not a decoder, which the generate scenario needs: an ONNX file "
+                             "has no prefill/decode contract; use zoo:decoder or a package.module:factory decoder")
         if need_torch:
             raise ModelError(f"model {source.ref!r}: an ONNX file cannot run on a torch target; use onnxruntime")
         if not path.is_file():
@@ -370,7 +440,8 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
         specs = onnx_input_specs(path, source.ref, dict(source.dims))
         prepared = _count_flops(PreparedModel(source, sha256_file(path), specs, str(path.resolve())))
     else:
-        prepared, module = _prepare_torch_model(source, need_onnx or need_fp16)
+        prepared, module = _prepare_torch_model(source, need_onnx or need_fp16, bool(decoder_forms),
+                                                bool(decoder_forms & {"onnx", "onnx-fp16"}))
         if source.kind == "pt2":
             # The program file is the identity a user can check; keep the weights hash out.
             prepared = replace(prepared, sha256=sha256_file(Path(source.ref)))
@@ -378,4 +449,8 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
     if need_fp16:
         assert prepared.onnx_path is not None
         prepared = replace(prepared, onnx_fp16_path=fp16_onnx(prepared.onnx_path, prepared.sha256, source.ref))
+    if "onnx-fp16" in decoder_forms and prepared.decoder_onnx is not None:
+        prepared = replace(prepared, decoder_onnx_fp16=tuple(
+            fp16_onnx(p, hashlib.sha256(f"{prepared.sha256}|{p}".encode()).hexdigest(), source.ref)
+            for p in prepared.decoder_onnx))
     return prepared

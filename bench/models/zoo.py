@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from bench.models.decoder import GPTDecoder
 from bench.models.inputs import InputSpec
 
 
@@ -172,12 +173,20 @@ def _bert_inputs(a: dict[str, Any]) -> tuple[InputSpec, ...]:
     return (InputSpec("input_ids", (a["seq_len"],), "int64", 0, a["vocab"]),)
 
 
+def _decoder_inputs(a: dict[str, Any]) -> tuple[InputSpec, ...]:
+    # A plain forward (single-stream and the other scenarios) runs over a prompt of up to 64 tokens.
+    return (InputSpec("input_ids", (min(a["max_len"], 64),), "int64", 0, a["vocab"]),)
+
+
 ZOO: dict[str, ZooEntry] = {
     "mlp": ZooEntry(MLP, _mlp_inputs, dict(in_features=256, width=512, depth=3, classes=10)),
     "resnet-mini": ZooEntry(ResNet, _resnet_inputs, dict(width=16, blocks="1,1,1", image=32, classes=10, bottleneck=False)),
     "resnet50-like": ZooEntry(ResNet, _resnet_inputs, dict(width=256, blocks="3,4,6,3", image=224, classes=1000, bottleneck=True)),
     "bert-mini": ZooEntry(BertEncoder, _bert_inputs, dict(vocab=1000, hidden=128, depth=2, heads=2, seq_len=32, ffn_mult=4)),
     "bert-base-like": ZooEntry(BertEncoder, _bert_inputs, dict(vocab=30522, hidden=768, depth=12, heads=12, seq_len=128, ffn_mult=4)),
+    # GPT-style decoders with a KV cache (bench.models.decoder): the generate scenario's models.
+    "decoder": ZooEntry(GPTDecoder, _decoder_inputs, dict(vocab=512, hidden=64, depth=2, heads=2, max_len=128, ffn_mult=4)),
+    "gpt2-like": ZooEntry(GPTDecoder, _decoder_inputs, dict(vocab=50257, hidden=768, depth=12, heads=12, max_len=1024, ffn_mult=4)),
 }
 
 

@@ -23,7 +23,8 @@ from bench.report.compare_table import comparison_table, environment_lines
 from bench.report.model import Table, Text
 from bench.report.plots import BAD, GOOD, NEUTRAL, Canvas, Guide, Interval, Line, Panel, Plot, chart, intervals
 from bench.report.run_plots import run_plots, target_colors
-from bench.report.run_tables import DetailRows, details_table, gpu_table, summary_table, sweeps_table, targets_table
+from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
+                                     sweeps_table, targets_table)
 from bench.results.records import Run
 
 _CSS = """
@@ -163,6 +164,10 @@ def _run_sections(run: Run, canvas: Canvas, colors: dict[str, str], detail_rows:
     plots = run_plots(run, canvas, colors)
     tail = f" · {run.run_id}" if prefix else ""
     sections = [(f"{prefix}summary", "Summary" + tail, verdict_html(run) + table_html(summary_table(run)))]
+    generation = generation_table(run)
+    if generation is not None or plots["decode"]:
+        sections.append((f"{prefix}generation", "Generation: TTFT, TPOT, tokens/s, decode step against KV length" + tail,
+                         (table_html(generation) if generation else "") + _plots(plots["decode"])))
     charts = [("monitor", "Monitor: figures per window"), ("latency", "Latency distribution"), ("sweeps", "Throughput and p99 against batch and concurrency"),
               ("load", "Latency against offered load"), ("pareto", "Targets: throughput against p99"),
               ("series", "Throughput over the measured window")]

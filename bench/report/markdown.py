@@ -5,7 +5,8 @@ from bench.analysis.compare import Comparison
 from bench.analysis.verdict import RunVerdict
 from bench.report.compare_table import comparison_table, environment_lines
 from bench.report.model import Table, Text
-from bench.report.run_tables import DetailRows, details_table, gpu_table, summary_table, sweeps_table, targets_table
+from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
+                                     sweeps_table, targets_table)
 from bench.results.records import Run
 
 
@@ -65,10 +66,10 @@ def run_summary(run: Run, detail_rows: DetailRows = lambda c: (), html_path: str
                       + [f"`{c.id}` server run invalid" for c in v.invalid])
     lines += _html_line(html_path)
     sweeps = sweeps_table(run)
-    more = [targets_table(run), gpu_table(run), details_table(run, detail_rows), sweeps if sweeps.rows else None]
+    more = [generation_table(run), targets_table(run), gpu_table(run), details_table(run, detail_rows), sweeps if sweeps.rows else None]
     folded = "\n".join(render(t) for t in more if t is not None)
     return ("\n".join(lines) + render(summary_table(run))
-            + f"\n<details><summary>targets ranked, GPU, scenario details, sweeps</summary>\n\n{folded}\n</details>\n")
+            + f"\n<details><summary>generation, targets ranked, GPU, scenario details, sweeps</summary>\n\n{folded}\n</details>\n")
 
 
 def compare_summary(cmp: Comparison, html_path: str | None = None) -> str:

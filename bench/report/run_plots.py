@@ -284,6 +284,23 @@ def monitor_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot
     return plots
 
 
+def decode_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
+    """Per benchmark that generates: each cell's decode step (median) against the KV length."""
+    by_bench: dict[str, list[Cell]] = {}
+    for c in _measured(run):
+        if c.generate is not None and c.generate.decode_curve:
+            by_bench.setdefault(c.benchmark, []).append(c)
+    plots = []
+    for bench, cells in by_bench.items():
+        lines = tuple(Line(f"{c.target.name} b{c.batch_size}" + (f" c{c.concurrency}" if c.concurrency else ""),
+                           [p.kv_len for p in c.generate.decode_curve], [p.p50_ms for p in c.generate.decode_curve],
+                           colors[c.target.name]) for c in cells)
+        plots.append(chart(canvas, "decode", f"{bench}: decode step against KV length", [
+            Panel(lines, "tokens in the KV cache", "decode step p50 ms")],
+            caption="each point: the median step whose KV length fell in that bin (the bin's upper edge)"))
+    return plots
+
+
 def run_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> dict[str, list[Plot]]:
     """Every chart of one run, by section."""
     return {
@@ -295,4 +312,5 @@ def run_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> dict[str, lis
         "roofline": roofline_plot(run, canvas, colors),
         "gpu": gpu_series_plots(run, canvas, colors),
         "monitor": monitor_plots(run, canvas, colors),
+        "decode": decode_plots(run, canvas, colors),
     }

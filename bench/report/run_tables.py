@@ -60,7 +60,8 @@ def _summary_row(c: Cell) -> tuple[str | Text, ...]:
         status = Text("ok, unstable", "warn")
     if any(r.interfered for r in c.repetitions):
         status = Text(f"{status if isinstance(status, str) else status.text}, interfered", "warn")
-    return (*head, status, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
+    unit = "" if tp.unit == "samples/s" else f" {tp.unit.replace('tokens/s', 'tok/s')}"
+    return (*head, status, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4) + unit,
             fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high),
             fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high), str(lat.n),
             f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", agree_text, slo, stop)
@@ -171,3 +172,42 @@ def details_table(run: Run, detail_rows: DetailRows) -> Table | None:
     if not rows:
         return None
     return Table("scenario details", (Column("cell", code=True), Column("what"), Column("")), tuple(rows))
+
+
+_GENERATION_COLUMNS = (Column("cell", code=True), Column("load"),
+                       *(Column(n, numeric=True) for n in (
+                           "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "ITL p99 ms", "tokens/s",
+                           "tok/s/stream", "prefill tok/s", "KV MiB")), Column("goodput"))
+
+
+def _est(e, digits: int = 3) -> str:
+    return "-" if e is None else fmt_estimate(e.value, e.ci_low, e.ci_high, digits)
+
+
+def generation_table(run: Run) -> Table | None:
+    """The generate cells' token figures, each with its interval; None when the run has none."""
+    rows = []
+    for c in run.cells:
+        g = c.generate
+        if c.status != "ok" or g is None or c.metrics is None:
+            continue
+        tp = c.metrics.throughput
+        good: str | Text = "-"
+        if g.attainment is not None:
+            text = f"{g.goodput_qps:,.3g} req/s ({g.attainment:.0%})"
+            good = Text(text, "bad") if g.min_attainment is not None and g.attainment < g.min_attainment else text
+        if g.max_qps is not None or g.curve:
+            good = f"{good}; max {g.max_qps:,.3g}/s" if g.max_qps else Text(f"{good}; no rate met the SLO", "bad")
+        rows.append((c.id, g.load, _est(g.ttft_ms.p50), _est(g.ttft_ms.p99),
+                     _est(g.tpot_ms.p50 if g.tpot_ms else None), _est(g.tpot_ms.p99 if g.tpot_ms else None),
+                     _est(g.itl_ms.p99 if g.itl_ms else None), fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
+                     _est(g.tokens_per_s_per_stream, 4), _est(g.prefill_tokens_per_s, 4),
+                     f"{g.kv_cache_bytes / 2**20:,.2f}", good))
+    if not rows:
+        return None
+    return Table("generation · TTFT = time to first token (from the request's start or scheduled arrival), TPOT = "
+                 "time per output token after the first, ITL = gap between tokens · tokens/s = output tokens in "
+                 "aggregate · goodput = requests/s meeting slo.ttft_ms and slo.tpot_ms (share of requests)",
+                 _GENERATION_COLUMNS, tuple(rows),
+                 "the summary's samples/s column holds tokens/s, and its p50/p99 the end-to-end request latency, "
+                 "for these cells")

@@ -33,6 +33,12 @@ committed file of the old version):
      samples one after another (`n` each). A v5 file upgrades by its version alone: one process
      per cell, `repetitions` empty, which compare reads as "within-process figures only".
 
+  7-9 (2026-11) `unstable` reasons, GPU telemetry series, `monitor` (see migrations.py).
+  10 (2026-11) the generate scenario: `generate` per cell (time to first token, time per output
+     token, inter-token latency, tokens/s, the decode step against KV length, KV-cache bytes,
+     goodput under an SLO, each process's figures) and `agreement.first_divergence`. A v9 file
+     upgrades by its version alone (no v9 cell generated).
+
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 (bench.results.schema.run_schema); a test keeps the two equal.
 """
@@ -41,7 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 CellStatus = Literal["ok", "failed", "skipped"]
 # "failed": the run could not go on (its results could not be written: a full disk); its
@@ -238,6 +244,9 @@ class Agreement:
     tolerance: float | None = None
     metric: str = "max|out-ref| / max|ref|"
     reason: str = ""
+    # generate: the first output position (0-based) whose token differs from the reference's;
+    # None where every token is equal (schema 10)
+    first_divergence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -375,6 +384,74 @@ class MonitorInfo:
 
 
 @dataclass(frozen=True)
+class DecodePoint:
+    """Decode steps whose KV length fell in one bin: their median latency."""
+
+    kv_len: int  # the bin's upper edge (tokens in the cache, the step's own included)
+    p50_ms: float
+    steps: int
+
+
+@dataclass(frozen=True)
+class GenerateProcess:
+    """One worker process's headline figures of a generate cell (what compare tests over processes)."""
+
+    tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    tpot_p50_ms: float | None  # None where no request made more than one token
+    tpot_p99_ms: float | None
+    requests: int
+
+
+@dataclass(frozen=True)
+class GenerateLoadPoint:
+    """One offered rate of a generate rate search."""
+
+    offered_qps: float
+    achieved_qps: float
+    goodput_qps: float
+    attainment: float  # share of requests that met every limit
+    ttft_p99_ms: float
+    tpot_p99_ms: float | None
+    requests: int
+    good: bool  # attainment at least the target
+
+
+@dataclass(frozen=True)
+class GenerateInfo:
+    """What a generate cell measured (bench.scenarios.generate): per request, time to first token
+    (prefill, from the request's scheduled start), time per output token after the first, the gaps
+    between tokens, and the tokens made; the cell's metrics hold the end-to-end request latency and
+    the output tokens/s in aggregate. Each figure is the mean over processes with its interval."""
+
+    load: str  # "static batch, closed loop", "2 streams", "Poisson 4 requests/s", "trace replay"
+    streams: int
+    requests: int  # per process, in the median process
+    prompt_len: str  # the distribution, in words
+    output_len: str
+    prompt_tokens: int  # per process (padding excluded)
+    output_tokens: int
+    ttft_ms: Latency
+    tpot_ms: Latency | None  # None where no request made more than one token
+    itl_ms: Latency | None
+    tokens_per_s_per_stream: Estimate  # a request's output tokens over its end-to-end time, mean over requests
+    prefill_tokens_per_s: Estimate  # prompt tokens (padding included) over prefill time
+    decode_curve: tuple[DecodePoint, ...]
+    kv_cache_bytes: int  # the cache's largest size in the cell
+    kv_cache_source: str
+    padding: str = ""  # what static batching padded: prompts to the batch's longest, steps to its longest output
+    offered_qps: float | None = None
+    achieved_qps: float | None = None
+    goodput_qps: float | None = None  # requests/s that met every SLO limit
+    attainment: float | None = None  # their share of all requests
+    min_attainment: float | None = None  # the target share (generate.min_goodput)
+    max_qps: float | None = None  # rate search: the highest rate whose attainment met the target
+    curve: tuple[GenerateLoadPoint, ...] = ()
+    per_process: tuple[GenerateProcess, ...] = ()
+
+
+@dataclass(frozen=True)
 class Cell:
     id: str
     benchmark: str
@@ -410,6 +487,7 @@ class Cell:
     variance: tuple[VarianceSplit, ...] = ()
     unstable: str | None = None  # why the figures are not stable across processes (None: stable)
     monitor: MonitorInfo | None = None  # a `bench monitor` cell's windows and alarms (schema 9)
+    generate: GenerateInfo | None = None  # a generate cell's token figures (schema 10)
 
     @property
     def used_repetitions(self) -> tuple[Repetition, ...]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.analysis.agreement import check_reference, compare_outputs, load_outputs
+from bench.analysis.agreement import check_reference, load_outputs
 from bench.models.loader import ModelRef, PreparedModel, classify
 from bench.results.files import RunDir
 from bench.results.records import Agreement, Cell, Memory, ModelInfo, Repetition, Roofline, TargetInfo, Warmup
@@ -165,7 +165,7 @@ class CellBuilder:
                              reason=f"no reference outputs: target {ref_name!r} did not run at batch {p.key.batch_size}")
         try:
             own = load_outputs(self.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size))
-            return compare_outputs(own, load_outputs(ref_path), ref_name, tolerance)
+            return p.scenario.compare_outputs(own, load_outputs(ref_path), ref_name, tolerance, p.target.precision)
         except (OSError, ValueError) as exc:
             return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
 
@@ -220,9 +220,10 @@ class CellBuilder:
         slo = rep.figures.slo
         if slo is not None:
             slo = slos.of_latency(p.benchmark.slo_limits(), merged.metrics.latency_ms) or slo
+        own = p.scenario.merge_records([r.figures for r in chosen], rep.figures, stop.confidence)
+        slo = p.scenario.merged_slo(p.benchmark, [r.figures for r in chosen], own, slo)
         figures = Figures(merged.metrics, np.concatenate([r.figures.kept_ns for r in chosen]),
-                          rep.figures.window_ns, rep.figures.steady_state_cut, rep.figures.series, slo,
-                          rep.figures.records)
+                          rep.figures.window_ns, rep.figures.steady_state_cut, rep.figures.series, slo, own)
         cell = self.ok(p, rep.outcome, figures)
         reason = cell.reason
         if interfered_used:
@@ -252,7 +253,8 @@ class CellBuilder:
             timing_boundary=out.timing_boundary,
             compile_s=setup.get("compile"),
             capture_s=setup.get("capture"),
-            roofline=roofline(self.models.get(bench.name), figures.metrics.throughput.value, p.target.precision, peaks),
+            roofline=roofline(self.models.get(bench.name), figures.metrics.throughput.value, p.target.precision, peaks)
+            if p.scenario.has_roofline else None,
             agreement=self.agreement(p),
             warmup=Warmup(
                 iterations=int(run.warmup_latencies_ns.size) + cut,

@@ -58,15 +58,20 @@ def plan(suite: SuiteSpec, only: str | None = None) -> list[PlannedCell]:
     return cells
 
 
-def model_forms(cells: list[PlannedCell], cuda: bool) -> dict[str, tuple[BenchmarkSpec, frozenset[str]]]:
+def model_forms(cells: list[PlannedCell], cuda: bool) -> dict[str, tuple[BenchmarkSpec, frozenset[str], frozenset[str]]]:
     """Each benchmark's prepared model forms its runnable cells' targets load (none for a cuda
-    target on a machine without CUDA: those cells are skipped)."""
-    needs: dict[str, tuple[BenchmarkSpec, frozenset[str]]] = {}
+    target on a machine without CUDA: those cells are skipped): (benchmark, forms of a forward,
+    forms of a decoder, for the cells whose scenario generates)."""
+    needs: dict[str, tuple[BenchmarkSpec, frozenset[str], frozenset[str]]] = {}
     for c in cells:
         if c.target.is_cuda and not cuda:
             continue
-        bench, forms = needs.get(c.benchmark.name, (c.benchmark, frozenset()))
-        needs[c.benchmark.name] = (bench, forms | {c.target.model_form})
+        bench, forms, decoder = needs.get(c.benchmark.name, (c.benchmark, frozenset(), frozenset()))
+        if c.scenario.needs_decoder:
+            decoder |= {c.target.model_form}
+        else:
+            forms |= {c.target.model_form}
+        needs[c.benchmark.name] = (bench, forms, decoder)
     return needs
 
 

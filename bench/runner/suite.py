@@ -101,11 +101,16 @@ def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedMo
     each within prepare_timeout_s()."""
     seconds = prepare_timeout_s()
     out = {}
-    for name, (bench, forms) in model_forms(cells, cuda).items():
+    for name, (bench, forms, decoder) in model_forms(cells, cuda).items():
         ref = model_ref(bench)
         out[name] = _time_boxed(lambda: prepare(ref, need_onnx=bool(forms & {"onnx", "onnx-fp16"}),
-                                                need_torch="torch" in forms, need_fp16="onnx-fp16" in forms),
+                                                need_torch="torch" in forms, need_fp16="onnx-fp16" in forms,
+                                                decoder_forms=decoder),
                                 seconds, ref.ref)
+        for scenario in {c.scenario.name: c.scenario for c in cells if c.benchmark.name == name}.values():
+            problem = scenario.check_model(bench, out[name])
+            if problem:
+                raise ModelError(problem)
     return out
 
 

@@ -76,7 +76,7 @@ def _run(job: UnitJob) -> UnitOutcome:
         np.savez(job.outputs_path, *outputs)
         loaded.append(time.perf_counter() - t0)
 
-    session.start(keep_outputs)
+    scenario.start(session, keep_outputs)
     info = backend.info()
     if not isinstance(info, BackendInfo):
         raise CellFailure(f"backend {job.target.backend!r}: info() returned {type(info).__name__}, "

@@ -103,6 +103,7 @@ class Session:
         self._make_inputs = lambda batch: make_inputs(model_inputs, batch, bench.seed)
         self.feeds = self._make_inputs(key.batch_size)
         self.call: BoundCall = BoundCall(lambda: None)
+        self.scenario_state: Any = None  # what a scenario's start() leaves for its run()
 
     @property
     def stop(self) -> StopSpec:
@@ -193,6 +194,9 @@ class Scenario:
     name: str = ""
     table_key: str | None = None  # the [[benchmark]] key this scenario reads, if any
     device_timed: bool = False  # whether CUDA events can time its calls (the `device` boundary)
+    needs_decoder: bool = False  # its model must follow the decoder contract (bench.models.decoder)
+    token_slo: bool = False  # it reads the SLO's token limits (slo.ttft_ms, slo.tpot_ms)
+    has_roofline: bool = True  # its throughput is samples of the model's forward (FLOPs per sample apply)
 
     def parse_table(self, reader: Reader, value: Any, path: str) -> Any:
         raise NotImplementedError(f"{self.name}: no table")
@@ -211,11 +215,34 @@ class Scenario:
         """Measured time beyond the stop rule's max_seconds that a cell may take (its timeout)."""
         return 0.0
 
+    def check_model(self, bench: BenchmarkSpec, model: Any) -> str | None:
+        """Why the prepared model (bench.models.loader.PreparedModel) cannot run this benchmark, or None."""
+        return None
+
+    def start(self, session: Session, keep_outputs: Callable[[list[np.ndarray]], None]) -> None:
+        """The worker's setup before run(): the outputs for the agreement check, the bound call."""
+        session.start(keep_outputs)
+
     def run(self, session: Session) -> ScenarioRun:
         raise NotImplementedError
 
     def figures(self, run: ScenarioRun, bench: BenchmarkSpec, key: CellKey) -> Figures:
         return steady_figures(run, bench, key)
+
+    def merge_records(self, chosen: list[Figures], median: Figures, confidence: float) -> dict[str, Any]:
+        """The cell's own records from its used repetitions' figures: the median one's by default."""
+        return median.records
+
+    def merged_slo(self, bench: BenchmarkSpec, chosen: list[Figures], records: dict[str, Any], fallback: Any) -> Any:
+        """The cell's SLO over its repetitions: `fallback` (its latency limits on the merged figures)."""
+        return fallback
+
+    def compare_outputs(self, own: list[np.ndarray], ref: list[np.ndarray], reference: str, tolerance: float,
+                        precision: str) -> Any:
+        """The agreement of a target's outputs with the reference's (bench.analysis.agreement)."""
+        from bench.analysis.agreement import compare_outputs
+
+        return compare_outputs(own, ref, reference, tolerance)
 
     def compare_policy(self) -> ComparePolicy:
         from bench.analysis.compare import SampleTest

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bench.scenarios.base import Scenario
+from bench.scenarios.generate import Generate
 from bench.scenarios.loadgen import LoadGenOffline, LoadGenServer
 from bench.scenarios.monitor import Monitor
 from bench.scenarios.multi_stream import MultiStream
@@ -17,6 +18,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     LoadGenServer(),
     LoadGenOffline(),
     Monitor(),
+    Generate(),
 )}
 DEFAULT = ("single-stream", "offline")  # a benchmark that names no scenarios runs these
 

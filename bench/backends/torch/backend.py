@@ -68,6 +68,8 @@ class TorchBackend(Backend):
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.runner = make_runner(opts.mode, module, self.device, self.context, opts.compile_mode)
+        self.module = module
+        self._compile_mode = opts.compile_mode
         self._mode = opts.mode
         details: dict[str, Any] = {
             "threads": torch.get_num_threads(),
@@ -143,6 +145,13 @@ class TorchBackend(Backend):
 
     def cuda_index(self) -> int | None:
         return self.device.index if self.device.type == "cuda" else None
+
+    def generator(self, batch_size: int):
+        from bench.backends.torch.generate import TorchGenerator
+
+        assert self.runner is not None
+        return TorchGenerator(self.module, batch_size, self.device, self.dtype, self._mode, self.context,
+                              self._compile_mode)
 
     def info(self) -> BackendInfo:
         return self._info
