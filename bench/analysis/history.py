@@ -36,7 +36,9 @@ WINDOWS = (1, 2)  # the latest run alone, and the latest two
 # gate raised a false alarm on 7.3% of simulated A/A nights (5 processes a run; 1.7% with this cap,
 # while a 15% step in every series was still found within 2 runs in 96%).
 GATE_MAX_DF = 10
-METRICS = {"throughput": ("throughput", True), "p50": ("p50_ms", False), "p99": ("p99_ms", False)}
+# metric -> (CellRow column, higher is better); ttft and tpot exist for generate cells only
+METRICS = {"throughput": ("throughput", True), "p50": ("p50_ms", False), "p99": ("p99_ms", False),
+           "ttft": ("ttft_p50_ms", False), "tpot": ("tpot_p50_ms", False)}
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def gate(reports: list[SeriesReport], threshold: float, alpha: float = GATE_ALPH
     out = list(reports)
     for i, rejected in zip(tested, reject):
         r = reports[i]
-        worse = r.latest_step is not None and (-r.latest_step if r.metric == "throughput" else r.latest_step) >= threshold
+        worse = r.latest_step is not None and (-r.latest_step if METRICS[r.metric][1] else r.latest_step) >= threshold
         out[i] = replace(r, alarm=bool(rejected and worse))
     return out
 
@@ -120,6 +122,8 @@ def analyse(rows: list[CellRow], metric: str = "throughput", threshold: float = 
     column, higher_is_better = METRICS[metric]
     series: dict[tuple[str, str], list[CellRow]] = {}
     for r in rows:
+        if getattr(r, column) is None:  # a figure this cell does not have (ttft of a non-generate cell)
+            continue
         series.setdefault((r.cell_key, r.machine), []).append(r)
     out = []
     for (key, machine), points in series.items():

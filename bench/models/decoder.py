@@ -104,8 +104,8 @@ def causal_mask(queries: int, keys: int, first_query: Any, device: torch.device)
 
 class GPTDecoder(nn.Module):
     """GPT-style decoder: token and learned position embeddings, pre-LN blocks, a final LayerNorm and
-    an untied LM head; random weights from the seed. depth=12, hidden=768, heads=12, vocab=50257,
-    max_len=1024 is GPT-2 small's shape (124M parameters)."""
+    an LM head tied to the token embedding; random weights from the seed. depth=12, hidden=768,
+    heads=12, vocab=50257, max_len=1024 is GPT-2 small's shape (124M parameters)."""
 
     def __init__(self, vocab: int = 512, hidden: int = 64, depth: int = 2, heads: int = 2, max_len: int = 128,
                  ffn_mult: int = 4):
@@ -121,6 +121,7 @@ class GPTDecoder(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(hidden, heads, hidden * ffn_mult) for _ in range(depth))
         self.ln_f = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, vocab, bias=False)
+        self.head.weight = self.tok.weight  # tied, as GPT-2's
 
     # --- the contract ---------------------------------------------------------------------
 

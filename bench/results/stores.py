@@ -22,7 +22,8 @@ from bench.codec import to_json
 from bench.results.records import Run
 from bench.results.safe_read import check_domain
 
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
+# Store versions: 1 first; 2 adds the generate cells' ttft_p50_ms and tpot_p50_ms (null elsewhere).
 DEFAULT_DB = "results/history.sqlite"
 _PG_LOCK_KEY = 0x62656E6368  # "bench"
 
@@ -78,6 +79,8 @@ class CellRow:
     throughput_hi: float | None
     p50_ms: float
     p99_ms: float
+    ttft_p50_ms: float | None = None  # generate cells: time to first token, median request
+    tpot_p50_ms: float | None = None  # generate cells: time per output token, median request
 
 
 class HistoryStore(Protocol):
@@ -101,9 +104,11 @@ def _cell_rows(run: Run) -> list[tuple]:
     for c in run.cells:
         if c.status != "ok" or c.metrics is None:
             continue
-        tp, lat = c.metrics.throughput, c.metrics.latency_ms
+        tp, lat, g = c.metrics.throughput, c.metrics.latency_ms, c.generate
         out.append((run.run_id, c.key.stable_id, c.benchmark, c.target.name, c.batch_size, c.scenario, c.status,
-                    tp.value, tp.ci_low, tp.ci_high, lat.p50.value, lat.p99.value))
+                    tp.value, tp.ci_low, tp.ci_high, lat.p50.value, lat.p99.value,
+                    g.ttft_ms.p50.value if g is not None else None,
+                    g.tpot_ms.p50.value if g is not None and g.tpot_ms is not None else None))
     return out
 
 
@@ -122,8 +127,8 @@ _DDL = [
 ]
 
 _SELECT = """SELECT r.run_id, r.created_at, r.commit_sha, r.machine, c.cell_key, c.benchmark, c.target,
-    c.batch_size, c.scenario, c.throughput, c.throughput_lo, c.throughput_hi, c.p50_ms, c.p99_ms
-    FROM cells c JOIN runs r ON r.run_id = c.run_id ORDER BY r.created_at, r.run_id, c.cell_key"""
+    c.batch_size, c.scenario, c.throughput, c.throughput_lo, c.throughput_hi, c.p50_ms, c.p99_ms, c.ttft_p50_ms,
+    c.tpot_p50_ms FROM cells c JOIN runs r ON r.run_id = c.run_id ORDER BY r.created_at, r.run_id, c.cell_key"""
 
 
 class _SqlStore:
@@ -152,12 +157,19 @@ class _SqlStore:
             cur.execute(ddl)
         cur.execute("SELECT version FROM bench_store")
         found = cur.fetchone()
+        version = 1
         if found is None:
-            cur.execute(self._sql("INSERT INTO bench_store (version) VALUES (?)"), (STORE_SCHEMA_VERSION,))
+            cur.execute(self._sql("INSERT INTO bench_store (version) VALUES (?)"), (1,))
         elif found[0] > STORE_SCHEMA_VERSION:
             self.conn.rollback()
             raise StoreError(f"{redact(self.url)}: history schema version {found[0]} is newer than this harness "
                              f"({STORE_SCHEMA_VERSION}); upgrade the bench harness")
+        else:
+            version = found[0]
+        if version < 2:  # under the same lock: one writer upgrades, the others find it done
+            cur.execute("ALTER TABLE cells ADD COLUMN ttft_p50_ms DOUBLE PRECISION")
+            cur.execute("ALTER TABLE cells ADD COLUMN tpot_p50_ms DOUBLE PRECISION")
+            cur.execute(self._sql("UPDATE bench_store SET version = ?"), (2,))
         self.conn.commit()
 
     def add_run(self, run: Run) -> bool:
@@ -179,7 +191,8 @@ class _SqlStore:
             for row in _cell_rows(run):
                 cur.execute(self._sql(
                     "INSERT INTO cells (run_id, cell_key, benchmark, target, batch_size, scenario, status, throughput, "
-                    "throughput_lo, throughput_hi, p50_ms, p99_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), row)
+                    "throughput_lo, throughput_hi, p50_ms, p99_ms, ttft_p50_ms, tpot_p50_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), row)
             self.conn.commit()
             return True
         except BaseException:

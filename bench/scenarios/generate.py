@@ -239,7 +239,7 @@ class Generate(Scenario):
         """A generator per stream; the probe batch's tokens and logits for the agreement check (its
         first generation also compiles or captures: the setup cost is its time over a second's);
         then warm-up."""
-        from bench.analysis.generation import LOGITS_STEPS
+        from bench.analysis.goodput import LOGITS_STEPS
 
         spec = spec_of(session.bench)
         streams = session.key.concurrency or 1
@@ -288,7 +288,7 @@ class Generate(Scenario):
         session.scenario_state = state
 
     def run(self, session: Session) -> ScenarioRun:
-        from bench.analysis.generation import RequestFigures, load_point
+        from bench.analysis.goodput import RequestFigures, load_point
 
         state: _State = session.scenario_state
         spec = spec_of(session.bench)
@@ -353,8 +353,8 @@ class Generate(Scenario):
     def figures(self, run: ScenarioRun, bench: BenchmarkSpec, key: CellKey) -> Figures:
         from bench import stats
         from bench.analysis import slo as slos
-        from bench.analysis.generation import (RequestFigures, _latency, decode_curve, slo_of, tokens_throughput,
-                                               with_process)
+        from bench.analysis.generation import _latency, decode_curve, slo_of, tokens_throughput, with_process
+        from bench.analysis.goodput import RequestFigures
         from bench.results.records import Estimate, GenerateInfo, Metrics
 
         d: GenerateRun = run.detail
