@@ -75,9 +75,15 @@ def suites(out: Path, ort_cuda: bool) -> None:
     # the inputs themselves (int64 ids) are 1 GiB on the host.
     oom = [{"name": "bert-base", "model": "zoo:bert-base-like", "batch_sizes": [64, 1 << 20], "scenarios": ["offline"],
             "targets": ["torch-cuda"], "stop": SMALL_STOP}]
+    # GPT-2 small's shape generating (issue 16): fp32 eager the reference, fp16 eager, CUDA graphs, ORT CUDA.
+    gen_targets = [t for t in ("torch-cuda", "torch-cuda-fp16", "torch-cuda-graph", "ort-cuda-fp16") if t in cuda]
+    generate = [{"name": "gpt2", "model": "zoo:gpt2-like", "batch_sizes": [1, 32], "scenarios": ["generate"],
+                 "targets": gen_targets, "generate": {"prompt_len": 128, "output_len": 32, "requests": 8},
+                 "stop": {**SMALL_STOP, "warmup_seconds": 0.0}}]
     d = out / "suites"
     d.mkdir(parents=True, exist_ok=True)
-    for name, benches in (("default-gpu", small), ("big-models", big), ("telemetry", telemetry), ("out-of-memory", oom)):
+    for name, benches in (("default-gpu", small), ("big-models", big), ("telemetry", telemetry), ("out-of-memory", oom),
+                          ("generate-gpt2", generate)):
         path = d / f"{name}.toml"
         used = {t for b in benches for t in b["targets"]}
         path.write_text(_suite(f"gpu-verify-{name}", {n: t for n, t in targets.items() if n in used}, benches))
@@ -128,7 +134,7 @@ def summary(out: Path, seconds: str, ort_reason: str) -> str:
     fidelity = out / "fidelity.log"
     if fidelity.exists() and fidelity.stat().st_size:
         lines += ["", "## Fidelity (harness vs hand loop)", "", "```", fidelity.read_text(errors="replace").strip(), "```"]
-    for name in ("default-gpu", "big-models", "telemetry", "out-of-memory"):
+    for name in ("default-gpu", "big-models", "generate-gpt2", "telemetry", "out-of-memory"):
         md = out / f"{name}.md"
         if md.exists():
             lines += ["", f"## {name}", "", md.read_text(errors="replace").strip()]

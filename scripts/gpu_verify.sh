@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU path of the harness checked in one call, within 8 minutes, each step time-boxed so that
+# Every GPU path of the harness checked in one call, within 10 minutes, each step time-boxed so that
 # one hang cannot eat the rest. Run from the repository root:
 #
 #   scripts/gpu_verify.sh [--dry-run] [OUT_DIR]        (OUT_DIR defaults to $OUT, else ./gpu-verify)
@@ -72,7 +72,7 @@ step env 20 $PY -m bench.cli env
 cp "$OUT_DIR/env.log" "$OUT_DIR/env.json" 2> /dev/null
 
 if [ -n "$CUDA_REASON" ]; then
-  for s in nvidia-smi pytest-gpu default-gpu-cells big-models fidelity telemetry out-of-memory; do
+  for s in nvidia-smi pytest-gpu default-gpu-cells big-models generate-gpt2 fidelity telemetry out-of-memory; do
     skip "$s" "$CUDA_REASON"
   done
 else
@@ -84,6 +84,9 @@ else
   # ResNet-50-like and BERT-base-like at batch 1 and 64 in fp16: eager, CUDA graphs, compile, ORT CUDA.
   step big-models 170 $PY -m bench.cli run "$OUT_DIR/suites/big-models.toml" \
     --out "$OUT_DIR/runs/big-models" --md "$OUT_DIR/big-models.md"
+  # GPT-2-small-shaped decoder generating, batch 1 and 32: TTFT, TPOT, tokens/s per target.
+  step generate-gpt2 100 $PY -m bench.cli run "$OUT_DIR/suites/generate-gpt2.toml" \
+    --out "$OUT_DIR/runs/generate-gpt2" --md "$OUT_DIR/generate-gpt2.md"
   step fidelity 45 $PY -m bench.cli self-check --checks fidelity --rounds 5
   # One cell over a window of at least 2 s: NVML telemetry, energy per sample, roofline position.
   step telemetry 35 $PY -m bench.cli run "$OUT_DIR/suites/telemetry.toml" \

@@ -9,7 +9,8 @@ from pathlib import Path
 from bench.config.suite import load_suite
 
 ROOT = Path(__file__).parents[1]
-GPU_STEPS = ("nvidia-smi", "pytest-gpu", "default-gpu-cells", "big-models", "fidelity", "telemetry", "out-of-memory")
+GPU_STEPS = ("nvidia-smi", "pytest-gpu", "default-gpu-cells", "big-models", "generate-gpt2", "fidelity", "telemetry",
+             "out-of-memory")
 
 
 def test_the_dry_run_writes_and_checks_every_suite_and_skips_each_gpu_step_with_its_reason(tmp_path):
@@ -27,7 +28,11 @@ def test_the_dry_run_writes_and_checks_every_suite_and_skips_each_gpu_step_with_
         assert rows[step][0] == "skipped" and rows[step][2] == "dry run: GPU steps are not run", step
     # the suites the GPU steps would run exist and parse, with the cells the issue asks for
     suites = {p.stem: load_suite(p) for p in (out / "suites").glob("*.toml")}
-    assert set(suites) == {"default-gpu", "big-models", "telemetry", "out-of-memory"}
+    assert set(suites) == {"default-gpu", "big-models", "telemetry", "out-of-memory", "generate-gpt2"}
+    gen = suites["generate-gpt2"].benchmarks[0]
+    assert gen.model == "zoo:gpt2-like" and gen.scenarios == ("generate",) and gen.batch_sizes == (1, 32)
+    assert gen.reference == "torch-cuda" and {"torch-cuda-fp16", "torch-cuda-graph", "ort-cuda-fp16"} <= set(gen.targets)
+    assert "decoder" in {b.name for b in suites["default-gpu"].benchmarks}
     big = suites["big-models"]
     assert {b.model for b in big.benchmarks} == {"zoo:resnet50-like", "zoo:bert-base-like"}
     assert all(b.batch_sizes == (1, 64) for b in big.benchmarks)

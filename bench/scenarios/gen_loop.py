@@ -120,8 +120,9 @@ def _threads(n: int, body: Callable[[int], None]) -> None:
 def closed_loop(gens: list[Any], pool: list[Request], batch: int, requests: int, stop: StopSpec, seed: int,
                 vocab: int, context: Callable[[], Any], clock: Callable[[], int] = time.perf_counter_ns
                 ) -> tuple[list[StreamLog], int, str]:
-    """Each stream takes the next `batch` requests (cycling over `pool`) until `requests` are taken,
-    or (requests = 0) until min_seconds and min_iterations requests are past, at most max_seconds."""
+    """Each stream takes the next `batch` requests (cycling over `pool`: every batch full) until at
+    least `requests` are taken, or (requests = 0) until min_seconds and min_iterations requests are
+    past, at most max_seconds."""
     lock = threading.Lock()
     taken = [0]
     logs = [StreamLog() for _ in gens]
@@ -134,9 +135,8 @@ def closed_loop(gens: list[Any], pool: list[Request], batch: int, requests: int,
             n = taken[0]
             if requests:
                 if n >= requests:
-                    reason[0] = f"{requests} requests done (generate.requests)"
+                    reason[0] = f"{n} requests done (generate.requests = {requests}, in whole batches of {batch})"
                     return None
-                count = min(batch, requests - n)
             else:
                 if elapsed_s >= stop.max_seconds:
                     reason[0] = f"max_seconds {stop.max_seconds:g} s reached after {n} requests"
@@ -144,9 +144,8 @@ def closed_loop(gens: list[Any], pool: list[Request], batch: int, requests: int,
                 if elapsed_s >= stop.min_seconds and n >= stop.min_iterations:
                     reason[0] = f"min_seconds {stop.min_seconds:g} s and min_iterations {stop.min_iterations} met"
                     return None
-                count = batch
-            taken[0] = n + count
-        return [pool[(n + i) % len(pool)] for i in range(count)]
+            taken[0] = n + batch
+        return [pool[(n + i) % len(pool)] for i in range(batch)]
 
     def stream(k: int) -> None:
         with context():

@@ -4,7 +4,8 @@ Its table, `generate = { prompt_len = 32, output_len = 64, streams = 1, ... }` (
   prompt_len, output_len  a length (fixed, { uniform = [LOW, HIGH] }, { mean = M, std = S }),
                           seeded (bench.scenarios.gen_workload)
   streams                 concurrent streams, an integer or a list (the cells' concurrency axis)
-  requests                requests per process (0: by the stop rule's min/max seconds)
+  requests                requests per process, at least (closed loop: whole batches; open loop:
+                          exactly); 0: by the stop rule's min/max seconds
   qps                     open loop: Poisson arrivals at this rate, each request's clock from its
                           scheduled arrival (the server scenario's generator); 0: closed loop
   trace                   open loop from a JSON Lines file of (arrival_s, prompt_len, output_len)
