@@ -429,3 +429,47 @@ def test_gpt2_like_decoder_has_gpt2_small_parameter_count():
     count = sum(p.numel() for p in module.parameters())
     assert count == 124_439_808  # GPT-2 small's count (head tied to the token embedding)
     assert module.cache_bytes(1, 2) == 2 * 12 * 1024 * 768 * 2
+
+
+HF_ARGS = "model_args = { n_layer = 2, n_embd = 32, n_head = 2, vocab_size = 61, n_positions = 48, initializer_range = 0.5 }"
+
+
+def test_a_hugging_face_model_generates_what_its_own_generate_makes(tmp_path, capsys):
+    """hf:gpt2 from a tiny local config (no download): our loop's tokens equal transformers'
+    greedy generate() on the same weights and prompt; its cache is counted; static modes refuse it."""
+    from bench.models.loader import ModelRef, build_torch
+
+    args = (("initializer_range", 0.5), ("n_embd", 32), ("n_head", 2), ("n_layer", 2), ("n_positions", 48),
+            ("vocab_size", 61))
+    module, _ = build_torch(ModelRef("hf:gpt2", "hf", args, seed=3))
+    ids = np.random.default_rng(2).integers(0, 61, (2, 6))
+    gen = TorchGenerator(module, 2, torch.device("cpu"), torch.float32, "eager", torch.inference_mode)
+    with torch.inference_mode():
+        ours = [gen.prefill(ids)]
+        for _ in range(7):
+            ours.append(gen.decode(ours[-1]))
+        theirs = module.model.generate(torch.from_numpy(ids), max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert (np.stack(ours, axis=1) == theirs[:, 6:].numpy()).all()
+    assert len(set(np.stack(ours, axis=1).ravel().tolist())) > 2  # not a degenerate constant stream
+    # keys and values: 2 layers, 2 sequences, 2 heads, 6 + 7 positions, 16 dims, fp32
+    assert gen.cache_bytes() == 2 * 2 * 2 * 2 * 13 * 16 * 4
+    from bench.errors import CellFailure
+
+    with pytest.raises(CellFailure, match="needs a decoder with a static cache"):
+        TorchGenerator(module, 2, torch.device("cpu"), torch.float32, "cudagraph", torch.inference_mode)
+    # and through the CLI: the cell runs, the torch target as its own reference
+    suite = write_suite(tmp_path, tiny_decoder_suite("generate = { prompt_len = 6, output_len = 5, requests = 4 }",
+                                                     model="hf:gpt2", targets='["torch"]', model_args=HF_ARGS,
+                                                     batch_sizes="[2]"))
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    cell = load_run_json(tmp_path / "r")["cells"][0]
+    assert cell["generate"]["output_tokens"] == 4 * 5 and cell["generate"]["kv_cache_bytes"] > 0
+
+
+def test_an_unknown_hugging_face_model_type_is_one_line(tmp_path, capsys):
+    suite = write_suite(tmp_path, tiny_decoder_suite("", model="hf:no-such-model", targets='["torch"]',
+                                                     model_args="", batch_sizes="[1]"))
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "'hf:no-such-model'" in err and "transformers cannot build it" in err

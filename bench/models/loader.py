@@ -7,6 +7,8 @@ References (the `model` key of a benchmark):
                         torch.export.load may unpickle objects from the file
   package.module:fn     a factory returning (torch module, example inputs); called with torch's
                         RNG seeded by the benchmark seed, so every process builds the same weights
+  hf:MODEL_TYPE         a Hugging Face causal LM built from its config (model_args), random weights
+                        from the seed, never downloaded (bench.models.hf; the `hf` extra)
 
 The parent process prepares each model once (exporting to ONNX with a dynamic batch axis when an
 onnxruntime target needs one, cached on disk by a content hash); workers rebuild the torch module
@@ -76,6 +78,8 @@ class PreparedModel:
 def classify(ref: str) -> str:
     if ref.startswith("zoo:"):
         return "zoo"
+    if ref.startswith("hf:") and len(ref) > 3:
+        return "hf"
     if ref.endswith(".onnx"):
         return "onnx"
     if ref.endswith(".pt2"):
@@ -84,7 +88,7 @@ def classify(ref: str) -> str:
         return "factory"
     raise ModelError(
         f"model {ref!r}: not a model reference (allowed: zoo:NAME, path/to/model.onnx, "
-        "path/to/program.pt2, package.module:factory)"
+        "path/to/program.pt2, package.module:factory, hf:MODEL_TYPE)"
     )
 
 
@@ -141,6 +145,19 @@ def build_torch(source: ModelRef):
         except Exception as exc:  # e.g. width = -3 or heads = 0: torch or arithmetic refuses the shape
             raise ModelError(f"model {source.ref!r}: cannot build with model_args {dict(source.args)}: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if source.kind == "hf":
+        from bench.models import hf
+
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(source.seed)
+                return hf.build(source.ref.removeprefix("hf:"), dict(source.args))
+        except ImportError as exc:
+            raise ModelError(f"model {source.ref!r}: {exc}") from None
+        except Exception as exc:  # an unknown model type, a config field it does not take
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ModelError(f"model {source.ref!r}: transformers cannot build it from model_args "
+                             f"{dict(source.args)}: {type(exc).__name__}: {first}") from None
     if source.kind == "factory":
         module_name, _, attr = source.ref.partition(":")
         try:

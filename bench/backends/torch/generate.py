@@ -31,6 +31,9 @@ class TorchGenerator:
         problem = contract_problem(module)
         if problem:
             raise CellFailure(f"the model is not a decoder: its module {type(module).__name__} {problem}")
+        if mode != "eager" and not getattr(module, "static_cache", True):
+            raise CellFailure(f"mode {mode!r} needs a decoder with a static cache; {type(module).__name__} grows its "
+                              "cache each step (run it with mode = \"eager\")", kind="unsupported")
         self.module = module
         self.batch = batch
         self.device = device
@@ -42,6 +45,8 @@ class TorchGenerator:
         self.vocab = int(module.vocab_size)
         with self.context():
             self.cache = module.new_cache(batch, device, dtype)
+        if callable(getattr(self.cache, "nbytes", None)):
+            self.cache_source = "the decoder's own cache object (it grows with the sequence), its tensors' bytes"
             self.ids = torch.zeros(batch, 1, dtype=torch.int64, device=device)
             self.position = torch.zeros((), dtype=torch.int64, device=device)
         self.length = 0  # tokens in the cache
@@ -62,6 +67,9 @@ class TorchGenerator:
             self._step = torch.compile(step, mode=compile_mode, dynamic=False)
 
     def cache_bytes(self) -> int:
+        own = getattr(self.cache, "nbytes", None)
+        if callable(own):  # a cache object that counts itself (bench.models.hf)
+            return int(own())
         return int(sum(t.numel() * t.element_size() for t in self.cache))
 
     def _host(self, t: torch.Tensor) -> np.ndarray:
