@@ -45,10 +45,10 @@ class TorchGenerator:
         self.vocab = int(module.vocab_size)
         with self.context():
             self.cache = module.new_cache(batch, device, dtype)
-        if callable(getattr(self.cache, "nbytes", None)):
-            self.cache_source = "the decoder's own cache object (it grows with the sequence), its tensors' bytes"
             self.ids = torch.zeros(batch, 1, dtype=torch.int64, device=device)
             self.position = torch.zeros((), dtype=torch.int64, device=device)
+        if callable(getattr(self.cache, "nbytes", None)):
+            self.cache_source = "the decoder's own cache object (it grows with the sequence), its tensors' bytes"
         self.length = 0  # tokens in the cache
         self._kv_len = mode == "eager" and accepts_kv_len(module)
         self._logits: torch.Tensor | None = None
