@@ -473,3 +473,61 @@ def test_an_unknown_hugging_face_model_type_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "'hf:no-such-model'" in err and "transformers cannot build it" in err
+
+
+def test_a_version_1_history_store_is_upgraded_in_place(tmp_path):
+    """A store written before generate cells existed gains the TTFT/TPOT columns and keeps its rows."""
+    import sqlite3
+
+    from bench.results.stores import STORE_SCHEMA_VERSION, open_store
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE bench_store (version INTEGER NOT NULL);
+        INSERT INTO bench_store VALUES (1);
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, suite TEXT NOT NULL,
+            machine TEXT NOT NULL, commit_sha TEXT, run_json TEXT NOT NULL);
+        CREATE TABLE cells (run_id TEXT NOT NULL REFERENCES runs(run_id), cell_key TEXT NOT NULL,
+            benchmark TEXT NOT NULL, target TEXT NOT NULL, batch_size INTEGER NOT NULL, scenario TEXT NOT NULL,
+            status TEXT NOT NULL, throughput DOUBLE PRECISION NOT NULL, throughput_lo DOUBLE PRECISION,
+            throughput_hi DOUBLE PRECISION, p50_ms DOUBLE PRECISION NOT NULL, p99_ms DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (run_id, cell_key));
+        INSERT INTO runs VALUES ('r1', '2026-11-01T00:00:00Z', 's', 'm', NULL, '{}');
+        INSERT INTO cells VALUES ('r1', 'k', 'b', 't', 1, 'offline', 'ok', 100.0, NULL, NULL, 1.0, 2.0);
+    """)
+    conn.close()
+    store = open_store(str(path), create=False)
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    assert STORE_SCHEMA_VERSION == 2
+    assert [(r.cell_key, r.throughput, r.ttft_p50_ms, r.tpot_p50_ms) for r in rows] == [("k", 100.0, None, None)]
+    assert sqlite3.connect(path).execute("SELECT version FROM bench_store").fetchone() == (2,)
+    open_store(str(path)).close()  # a second open finds it upgraded: no second ALTER
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_decode_makes_the_eager_tokens_on_the_gpu():
+    from bench.models.decoder import GPTDecoder
+
+    torch.manual_seed(0)
+    module = GPTDecoder(vocab=61, hidden=32, depth=2, heads=2, max_len=24).eval().cuda()
+    ids = np.random.default_rng(1).integers(0, 61, (2, 6))
+
+    def tokens(mode: str) -> tuple[np.ndarray, TorchGenerator]:
+        gen = TorchGenerator(module, 2, torch.device("cuda"), torch.float32, mode, torch.inference_mode)
+        out = [gen.prefill(ids)]
+        for _ in range(8):
+            out.append(gen.decode(out[-1]))
+        return np.stack(out, axis=1), gen
+
+    eager, _ = tokens("eager")
+    graph, gen = tokens("cudagraph")
+    assert (graph == eager).all() and gen._graph is not None  # captured once, replayed for each step
+    again = [gen.prefill(ids)]  # the same buffers serve a second sequence
+    for _ in range(8):
+        again.append(gen.decode(again[-1]))
+    assert (np.stack(again, axis=1) == eager).all()
