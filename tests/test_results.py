@@ -118,33 +118,19 @@ def test_committed_v6_file_upgrades_as_a_run_that_completed():
     assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
 
 
-def test_committed_v7_file_upgrades_with_no_gpu_series():
-    doc = json.loads(SAMPLE_V7.read_text())
-    assert doc["schema_version"] == 7
-    jsonschema.validate(doc, json.loads(SCHEMA_V7_FILE.read_text()))
-    run = read_run(SAMPLE_V7)
+@pytest.mark.parametrize("version,sample,schema", [
+    (7, SAMPLE_V7, SCHEMA_V7_FILE),  # no GPU series then
+    (8, SAMPLE_V8, SCHEMA_V8_FILE),  # no monitor then
+    (9, SAMPLE_V9, SCHEMA_V9_FILE),  # no generate figures then
+])
+def test_committed_v7_to_v9_files_upgrade_by_version_alone(version, sample, schema):
+    doc = json.loads(sample.read_text())
+    assert doc["schema_version"] == version
+    jsonschema.validate(doc, json.loads(schema.read_text()))
+    run = read_run(sample)
     assert run.schema_version == SCHEMA_VERSION
     jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
     assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
-
-
-def test_committed_v8_file_upgrades_with_no_monitor():
-    doc = json.loads(SAMPLE_V8.read_text())
-    assert doc["schema_version"] == 8
-    jsonschema.validate(doc, json.loads(SCHEMA_V8_FILE.read_text()))
-    run = read_run(SAMPLE_V8)
-    assert run.schema_version == SCHEMA_VERSION
-    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
-    assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
-
-
-def test_committed_v9_file_upgrades_with_no_generate_figures():
-    doc = json.loads(SAMPLE_V9.read_text())
-    assert doc["schema_version"] == 9
-    jsonschema.validate(doc, json.loads(SCHEMA_V9_FILE.read_text()))
-    run = read_run(SAMPLE_V9)
-    assert run.schema_version == SCHEMA_VERSION
-    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
     assert all(c.generate is None and (c.agreement is None or c.agreement.first_divergence is None) for c in run.cells)
 
 

@@ -259,11 +259,12 @@ class CellBuilder:
             warmup=Warmup(
                 iterations=int(run.warmup_latencies_ns.size) + cut,
                 seconds=run.warmup_seconds + float(run.latencies_ns[:cut].sum()) / 1e9,
-                rule=f"fixed minimum of {bench.stop.warmup_iterations} iterations and "
+                rule=p.scenario.warmup_rule(bench) or (
+                     f"fixed minimum of {bench.stop.warmup_iterations} iterations and "
                      f"{bench.stop.warmup_seconds:g} s, then MSER-5 on the measured series, a cut of "
                      f"over 1% kept only if the dropped part is slower (Mann-Whitney p < 0.01) and only as far as "
                      f"its leading stretches are slower than twice the between-stretch noise: dropped {cut} more "
-                     f"(in the median repetition; each repetition's cut is in repetitions[])",
+                     f"(in the median repetition; each repetition's cut is in repetitions[])"),
                 steady_state_cut=cut,
             ),
             duration_s=figures.window_ns / 1e9,

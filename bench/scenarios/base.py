@@ -229,6 +229,10 @@ class Scenario:
     def figures(self, run: ScenarioRun, bench: BenchmarkSpec, key: CellKey) -> Figures:
         return steady_figures(run, bench, key)
 
+    def warmup_rule(self, bench: BenchmarkSpec) -> str | None:
+        """How this scenario warms up, in words, where it is not the measured loop's rule (None)."""
+        return None
+
     def merge_records(self, chosen: list[Figures], median: Figures, confidence: float) -> dict[str, Any]:
         """The cell's own records from its used repetitions' figures: the median one's by default."""
         return median.records

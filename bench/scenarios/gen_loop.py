@@ -23,8 +23,8 @@ import numpy as np
 
 from bench.config.records import StopSpec
 from bench.scenarios.gen_workload import Request, prompt_ids
+from bench.scenarios.open_loop import wait_for
 
-SPIN_BELOW_NS = 1_000_000  # sleep until 1 ms before a due time, then spin (as the server scenario)
 
 
 @dataclass
@@ -169,13 +169,6 @@ def open_loop(gens: list[Any], requests: list[Request], batch: int, seed: int, v
     origin = clock() + 1_000_000  # the first arrival is not already late
     n = len(requests)
 
-    def wait_until(due: int) -> None:
-        now = clock()
-        if due - now > SPIN_BELOW_NS:
-            sleep((due - now - SPIN_BELOW_NS) / 1e9)
-        while clock() < due:
-            pass
-
     def stream(k: int) -> None:
         with context():
             while True:
@@ -183,7 +176,7 @@ def open_loop(gens: list[Any], requests: list[Request], batch: int, seed: int, v
                     if head[0] >= n:
                         return
                     due = origin + requests[head[0]].arrival_ns
-                wait_until(due)
+                wait_for(due, clock, sleep)
                 with lock:
                     now = clock()
                     take: list[Request] = []

@@ -221,9 +221,16 @@ class Generate(Scenario):
         return spec_of(bench).streams
 
     def busy_s(self, bench: BenchmarkSpec) -> float:
+        """A schedule's length (a trace's, or requests / qps), else the stop rule's; a search runs up
+        to max_probes + 1 of them."""
         spec = spec_of(bench)
-        one = spec.trace[-1].arrival_s if spec.trace else (spec.requests / spec.qps if spec.qps and spec.requests else 0.0)
-        return one * (spec.max_probes if spec.search else 1) + bench.stop.max_seconds * (spec.max_probes if spec.search else 0)
+        if spec.trace:
+            one = spec.trace[-1].arrival_s
+        elif spec.qps and spec.requests:
+            one = spec.requests / spec.qps
+        else:
+            one = bench.stop.max_seconds
+        return one * (spec.max_probes + 1 if spec.search else 1)
 
     def check_model(self, bench: BenchmarkSpec, model: Any) -> str | None:
         spec = spec_of(bench)
@@ -392,6 +399,11 @@ class Generate(Scenario):
             max_qps=peak, curve=d.probes)
         info = with_process(info, tp.value)
         return Figures(Metrics(tp, e2e), req.e2e_ns.astype(np.int64), d.window_ns, 0, None, slo, {"generate": info})
+
+    def warmup_rule(self, bench: BenchmarkSpec) -> str | None:
+        return (f"the probe batch generated twice on the first stream (the agreement outputs, then the setup "
+                f"cost: the first's time over the second's), one batch on each other stream, then batches until "
+                f"{bench.stop.warmup_seconds:g} s; nothing cut from the measured requests")
 
     def merge_records(self, chosen: list[Figures], median: Figures, confidence: float) -> dict[str, Any]:
         from bench.analysis.generation import merge_infos

@@ -31,6 +31,15 @@ ISSUE_ERROR_LIMIT_NS = 50_000  # 50 µs at p99
 SPIN_BELOW_NS = 1_000_000  # sleep until 1 ms before the due time, then spin (sleep overshoots by 100s of µs on a VM)
 
 
+def wait_for(due_ns: int, clock: Callable[[], int], sleep: Callable[[float], None]) -> None:
+    """Return at `due_ns` on `clock`: sleep until SPIN_BELOW_NS before it, then spin."""
+    now = clock()
+    if due_ns - now > SPIN_BELOW_NS:
+        sleep((due_ns - now - SPIN_BELOW_NS) / 1e9)
+    while clock() < due_ns:
+        pass
+
+
 def poisson_schedule(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
     """Arrival offsets (ns, int64, from 0) of a Poisson process of `rate_qps` over `duration_s`."""
     if not rate_qps > 0:
@@ -129,11 +138,7 @@ def run_batching_server(calls: list, schedule_ns: np.ndarray, max_wait_ns: int,
     t0 = clock() + 1_000_000
 
     def wait_until(due: int) -> None:
-        now = clock()
-        if due - now > SPIN_BELOW_NS:
-            sleep((due - now - SPIN_BELOW_NS) / 1e9)
-        while clock() < due:
-            pass
+        wait_for(due, clock, sleep)
 
     errors: list[int] = []
     k = 0
