@@ -145,6 +145,33 @@ def test_calls_counted_exactly_and_ttft_tpot_exact_on_an_injected_clock(fake):
     assert [p.steps for p in g.decode_curve] and sum(p.steps for p in g.decode_curve) == steps
 
 
+def test_merged_token_figures_are_the_process_means_moderated_by_the_run(fake):
+    """Three processes' TTFT p50 of 5, 6 and 7 ms: the cell's is 6 ms, its interval the moderated t
+    over processes the cell's other figures get (the run's spread of p50 as the prior)."""
+    from dataclasses import replace
+
+    from bench.analysis.generation import merge_infos
+    from bench.stats import Prior
+
+    decoder = fake.FakeDecoder()
+    gen = TorchGenerator(decoder, 1, torch.device("cpu"), torch.float32, "eager", torch.inference_mode)
+    pool = draw_requests(LengthSpec("fixed", 4, 4), LengthSpec("fixed", 3, 3), 4, seed=0)
+    logs, window, reason = gen_loop.closed_loop([gen], pool, 1, 4, StopSpec(), 0, 50, torch.inference_mode,
+                                                clock=fake.CLOCK)
+    run = _collect(logs, window, 1, "closed loop", gen.cache_source)
+    g = Generate().figures(ScenarioRun(run.end_ns - run.start_ns, window, np.zeros(0, dtype=np.int64), reason,
+                                       detail=run), bench_spec(GenerateSpec()), CellKey("g", "", "t", 1, "generate", 1)
+                           ).records["generate"]
+    infos = [replace(g, ttft_ms=replace(g.ttft_ms, p50=replace(g.ttft_ms.p50, value=v))) for v in (5.0, 6.0, 7.0)]
+    plain = merge_infos(infos, infos[1], 0.95)
+    moderated = merge_infos(infos, infos[1], 0.95, {"p50": Prior(cv2=0.01, df=20)})
+    assert plain.ttft_ms.p50.value == moderated.ttft_ms.p50.value == 6.0
+    assert "t over 3 processes" in plain.ttft_ms.p50.method and "moderated" in moderated.ttft_ms.p50.method
+    # a run whose processes agree within 10% narrows a 3-process interval that 2 df would leave wide
+    assert moderated.ttft_ms.p50.ci_high - moderated.ttft_ms.p50.ci_low < plain.ttft_ms.p50.ci_high - plain.ttft_ms.p50.ci_low
+    assert len(plain.per_process) == 3
+
+
 def test_trace_replay_runs_each_request_from_its_scheduled_arrival(fake, tmp_path):
     """One stream, batch 1, service 5 + 2 x 2 = 9 ms: the request arriving 1 ms in waits for the
     first, so its TTFT holds 8 ms of queueing; the one at 50 ms finds the stream idle."""

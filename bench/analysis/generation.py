@@ -97,25 +97,30 @@ def with_process(info: GenerateInfo, tokens_per_s: float) -> GenerateInfo:
     return replace(info, per_process=(_process(info, tokens_per_s),))
 
 
-def _merge_latency(per: list[Latency | None], confidence: float) -> Latency | None:
+def _merge_latency(per: list[Latency | None], confidence: float, prior: dict | None) -> Latency | None:
     from bench.analysis.repetitions import merge
 
     if any(lat is None for lat in per):
         return None
     dummy = Throughput(1.0)
-    return merge([Metrics(dummy, lat) for lat in per], [], confidence).metrics.latency_ms
+    return merge([Metrics(dummy, lat) for lat in per], [], confidence, prior).metrics.latency_ms
 
 
-def _merge_estimate(per: list[Estimate], confidence: float) -> Estimate:
+def _merge_estimate(per: list[Estimate], confidence: float, prior: Any) -> Estimate:
     if len(per) < 2:
         return per[0]
-    iv = stats.process_interval([e.value for e in per], confidence, None, rerun=True)
+    iv = stats.process_interval([e.value for e in per], confidence, prior, rerun=True)
     return Estimate(float(np.mean([e.value for e in per])), iv.low, iv.high, iv.method)
 
 
-def merge_infos(infos: list[GenerateInfo], median: GenerateInfo, confidence: float) -> GenerateInfo:
+def merge_infos(infos: list[GenerateInfo], median: GenerateInfo, confidence: float,
+                prior: dict | None = None) -> GenerateInfo:
     """The cell's GenerateInfo from its used processes': each figure merged over them, the rest
-    (curve, cache, load) from the median process."""
+    (curve, cache, load) from the median process. `prior`: the run's typical between-process
+    spread per figure (bench.analysis.repetitions.priors), which moderates each interval as it
+    does the cell's other figures: a token latency's percentile by the run's spread of that
+    percentile, a rate by the run's spread of throughput."""
+    prior = prior or {}
     if len(infos) < 2:
         return median
 
@@ -124,11 +129,13 @@ def merge_infos(infos: list[GenerateInfo], median: GenerateInfo, confidence: flo
 
     return replace(
         median,
-        ttft_ms=_merge_latency([i.ttft_ms for i in infos], confidence),
-        tpot_ms=_merge_latency([i.tpot_ms for i in infos], confidence),
-        itl_ms=_merge_latency([i.itl_ms for i in infos], confidence),
-        tokens_per_s_per_stream=_merge_estimate([i.tokens_per_s_per_stream for i in infos], confidence),
-        prefill_tokens_per_s=_merge_estimate([i.prefill_tokens_per_s for i in infos], confidence),
+        ttft_ms=_merge_latency([i.ttft_ms for i in infos], confidence, prior),
+        tpot_ms=_merge_latency([i.tpot_ms for i in infos], confidence, prior),
+        itl_ms=_merge_latency([i.itl_ms for i in infos], confidence, prior),
+        tokens_per_s_per_stream=_merge_estimate([i.tokens_per_s_per_stream for i in infos], confidence,
+                                                prior.get("throughput")),
+        prefill_tokens_per_s=_merge_estimate([i.prefill_tokens_per_s for i in infos], confidence,
+                                             prior.get("throughput")),
         goodput_qps=mean_of([i.goodput_qps for i in infos]),
         attainment=mean_of([i.attainment for i in infos]),
         achieved_qps=mean_of([i.achieved_qps for i in infos]),

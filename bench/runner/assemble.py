@@ -220,7 +220,7 @@ class CellBuilder:
         slo = rep.figures.slo
         if slo is not None:
             slo = slos.of_latency(p.benchmark.slo_limits(), merged.metrics.latency_ms) or slo
-        own = p.scenario.merge_records([r.figures for r in chosen], rep.figures, stop.confidence)
+        own = p.scenario.merge_records([r.figures for r in chosen], rep.figures, stop.confidence, prior)
         slo = p.scenario.merged_slo(p.benchmark, [r.figures for r in chosen], own, slo)
         figures = Figures(merged.metrics, np.concatenate([r.figures.kept_ns for r in chosen]),
                           rep.figures.window_ns, rep.figures.steady_state_cut, rep.figures.series, slo, own)

@@ -233,8 +233,10 @@ class Scenario:
         """How this scenario warms up, in words, where it is not the measured loop's rule (None)."""
         return None
 
-    def merge_records(self, chosen: list[Figures], median: Figures, confidence: float) -> dict[str, Any]:
-        """The cell's own records from its used repetitions' figures: the median one's by default."""
+    def merge_records(self, chosen: list[Figures], median: Figures, confidence: float,
+                      prior: dict | None = None) -> dict[str, Any]:
+        """The cell's own records from its used repetitions' figures: the median one's by default.
+        `prior`: the run's typical between-process spread per figure (bench.analysis.repetitions)."""
         return median.records
 
     def merged_slo(self, bench: BenchmarkSpec, chosen: list[Figures], records: dict[str, Any], fallback: Any) -> Any:

@@ -405,11 +405,12 @@ class Generate(Scenario):
                 f"cost: the first's time over the second's), one batch on each other stream, then batches until "
                 f"{bench.stop.warmup_seconds:g} s; nothing cut from the measured requests")
 
-    def merge_records(self, chosen: list[Figures], median: Figures, confidence: float) -> dict[str, Any]:
+    def merge_records(self, chosen: list[Figures], median: Figures, confidence: float,
+                      prior: dict | None = None) -> dict[str, Any]:
         from bench.analysis.generation import merge_infos
 
         infos = [f.records["generate"] for f in chosen]
-        return {**median.records, "generate": merge_infos(infos, median.records["generate"], confidence)}
+        return {**median.records, "generate": merge_infos(infos, median.records["generate"], confidence, prior)}
 
     def merged_slo(self, bench: BenchmarkSpec, chosen: list[Figures], records: dict[str, Any], fallback):
         from bench.analysis.generation import merge_slo
