@@ -558,3 +558,15 @@ def test_cuda_graph_decode_makes_the_eager_tokens_on_the_gpu():
     for _ in range(8):
         again.append(gen.decode(again[-1]))
     assert (np.stack(again, axis=1) == eager).all()
+
+
+def test_an_onnxruntime_worker_that_generates_imports_no_torch():
+    """Its memory and load time are figures: torch (a second runtime, ~1 s and ~60 MiB) stays out."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import bench.backends.ort, bench.backends.ort_generate, bench.scenarios.generate, "
+            "bench.runner.unit; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.models.decoder_io import onnx_names
+
 CONTRACT_METHODS = ("new_cache", "prefill", "decode")
 CONTRACT_ATTRIBUTES = ("vocab_size", "max_len")
 CONTRACT_DOC = "bench.models.decoder (README, \"Generation\")"
@@ -220,12 +222,6 @@ class OnnxDecode(nn.Module):
             x = block.attend(x, q, keys, values, None)
         logits = d._logits(x[:, -1])
         return (logits.argmax(dim=-1), logits, *presents)
-
-
-def onnx_names(depth: int) -> tuple[list[str], list[str]]:
-    """(past input names, present output names) in the graphs' order: key then value per block."""
-    past = [f"past_{kind}_{i}" for i in range(depth) for kind in ("key", "value")]
-    return past, [p.replace("past_", "present_") for p in past]
 
 
 def export_onnx(module: nn.Module, prefill_path: str, decode_path: str, opset: int) -> None:
