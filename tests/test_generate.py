@@ -570,3 +570,37 @@ def test_an_onnxruntime_worker_that_generates_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_planted_slowdown_reaches_a_generating_target(monkeypatch):
+    """The reproducibility check's 20%-slower ONNX Runtime target slows each prefill and decode step
+    (so its power check covers generate cells) and hands back the wrapped generator's own tokens."""
+    from bench.selfcheck import slowed
+
+    calls = []
+
+    def recorded(fn, *args):
+        calls.append(fn.__name__)
+        return fn(*args)
+
+    monkeypatch.setattr(slowed, "_slowed_call", recorded)
+
+    class Gen:
+        cache_source, vocab = "src", 7
+
+        def prefill(self, ids):
+            return ids[:, -1] + 1
+
+        def decode(self, tokens):
+            return tokens + 1
+
+        def last_logits(self):
+            return np.ones(7)
+
+        def cache_bytes(self):
+            return 123
+
+    g = slowed.SlowedGenerator(Gen())
+    assert list(g.prefill(np.array([[1, 2], [3, 4]]))) == [3, 5] and list(g.decode(np.array([3, 5]))) == [4, 6]
+    assert calls == ["prefill", "decode"]
+    assert g.cache_bytes() == 123 and g.vocab == 7 and g.cache_source == "src" and g.last_logits().sum() == 7
