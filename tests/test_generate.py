@@ -356,6 +356,10 @@ def test_ort_and_torch_make_the_same_tokens_and_cache_bytes_are_analytic(tmp_pat
             assert c["metrics"]["throughput"]["unit"] == "tokens/s"
             assert c["slo"]["passed"] and c["roofline"] is None
     run_dir = next((tmp_path / "r").glob("*/"))
+    from bench.selfcheck.reproducibility import _pair
+
+    pair = _pair(run_dir, run_dir)  # the re-run coverage check counts the token figures of generate cells
+    assert pair.cells == 4 and pair.token_figures == 8 and pair.token_inside == 8
     code, out, err = run_cli(capsys, "compare", str(run_dir), str(run_dir))
     assert code == 0, err
     assert "output tokens/s x1.000" in out

@@ -38,6 +38,8 @@ class PairResult:
     p50_inside: int
     exit_zero: bool  # compare found no cell slower
     flagged: tuple[str, ...]  # cells compare called slower or faster
+    token_figures: int = 0  # generate cells' TTFT p50 and TPOT p50 compared
+    token_inside: int = 0  # of those, inside this run's interval
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def _pair(a_path: Path, b_path: Path) -> PairResult:
 
     a, b = read_run(a_path), read_run(b_path)
     nxt = {c.key.stable_id: c for c in b.cells if c.status == "ok"}
-    tp = p50 = n = 0
+    tp = p50 = n = tokens = tokens_inside = 0
     for c in a.cells:
         d = nxt.get(c.key.stable_id)
         if c.status != "ok" or d is None:
@@ -75,9 +77,14 @@ def _pair(a_path: Path, b_path: Path) -> PairResult:
         n += 1
         tp += _inside(c.metrics.throughput, d.metrics.throughput.value)
         p50 += _inside(c.metrics.latency_ms.p50, d.metrics.latency_ms.p50.value)
+        if c.generate is not None and d.generate is not None:  # a generate cell's token figures too
+            for mine, theirs in ((c.generate.ttft_ms, d.generate.ttft_ms), (c.generate.tpot_ms, d.generate.tpot_ms)):
+                if mine is not None and theirs is not None:
+                    tokens += 1
+                    tokens_inside += _inside(mine.p50, theirs.p50.value)
     cmp = compare_runs(a_path, b_path, compare_policy)
     flagged = tuple(f"{c.key} {c.verdict}" for c in cmp.cells if c.verdict in ("slower", "faster"))
-    return PairResult(n, tp, p50, not cmp.slower, flagged)
+    return PairResult(n, tp, p50, not cmp.slower, flagged, tokens, tokens_inside)
 
 
 def _slowed(suite):
@@ -144,6 +151,11 @@ def lines(c: ReproducibilityCheck) -> list[str]:
     if cells:
         out.append(f"  re-run coverage: next run inside this run's 95% interval: throughput {tp}/{cells} = {tp / cells:.0%}, "
                    f"p50 {p50}/{cells} = {p50 / cells:.0%}  (goal 90%) {met(min(tp, p50) >= 0.9 * cells)}")
+    tokens = sum(p.token_figures for p in c.pairs)
+    if tokens:
+        inside = sum(p.token_inside for p in c.pairs)
+        out.append(f"  re-run coverage of the generate cells' TTFT p50 and TPOT p50: {inside}/{tokens} = "
+                   f"{inside / tokens:.0%}  (goal 90%) {met(inside >= 0.9 * tokens)}")
     out.append(f"  A/A: bench compare exits 0 in {ok_pairs} of {len(c.pairs)} pairs (goal 19 of 20) "
                f"{met(ok_pairs >= 0.95 * len(c.pairs))}")
     for p in c.pairs:
