@@ -419,6 +419,39 @@ def test_moderated_process_interval_covers_the_true_mean_on_bimodal_processes():
     assert 0.93 <= moderated / total <= 0.99
 
 
+def test_a_cell_far_noisier_than_the_run_keeps_its_own_spread(monkeypatch):
+    """20 cells as steady as the default suite's ONNX Runtime cells (between-process CV 0.01-0.08)
+    and 4 far noisier ones (CV 0.2, as its torch decoder cells): shrunk toward the typical spread,
+    the noisy cells' re-run intervals miss the next run's figure; kept to their own spread they
+    hold it, and the typical cells keep their moderated intervals."""
+    from bench.stats import pooled_prior, process_interval
+    from bench.stats import processes
+
+    def coverage() -> tuple[float, float]:
+        rng = np.random.default_rng(9)
+        hits = {"typical": [0, 0], "noisy": [0, 0]}
+
+        def run():
+            typical = [(1 + 0.05 * (rng.random(5) < 1 / 3)) * rng.lognormal(0, 0.02, 5) for _ in range(20)]
+            return typical + [rng.lognormal(0, 0.2, 5) for _ in range(4)]
+
+        for _ in range(300):
+            first, second = run(), run()
+            prior = pooled_prior(first)
+            for i, (x, y) in enumerate(zip(first, second)):
+                iv = process_interval(x, 0.95, prior, rerun=True)
+                h = hits["typical" if i < 20 else "noisy"]
+                h[0] += iv.low <= y.mean() <= iv.high
+                h[1] += 1
+        return hits["typical"][0] / hits["typical"][1], hits["noisy"][0] / hits["noisy"][1]
+
+    typical, noisy = coverage()
+    assert noisy >= 0.92 and 0.93 <= typical <= 0.995
+    monkeypatch.setattr(processes, "NOISIER_LEVEL", 1 - 1e-12)  # every cell shrunk, as before
+    typical_before, noisy_before = coverage()
+    assert noisy_before < 0.9 and abs(typical_before - typical) < 0.01
+
+
 def test_variance_split_separates_between_from_within():
     from bench.stats import variance_split
 
