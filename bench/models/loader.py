@@ -156,6 +156,9 @@ def build_torch(source: ModelRef):
             raise ModelError(f"model {source.ref!r}: {exc}") from None
         except Exception as exc:  # an unknown model type, a config field it does not take
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            # transformers lists every model type it knows after the first sentence: keep that sentence
+            first = first.split(". Should contain one of")[0]
+            first = first if len(first) <= 200 else first[:200] + "..."
             raise ModelError(f"model {source.ref!r}: transformers cannot build it from model_args "
                              f"{dict(source.args)}: {type(exc).__name__}: {first}") from None
     if source.kind == "factory":

@@ -236,9 +236,10 @@ class Generate(Scenario):
         spec = spec_of(bench)
         limit = getattr(model, "decoder_max_len", None)
         if limit is not None and spec.max_total() > limit:
-            what = "a trace row's" if spec.trace else f"prompt_len up to {spec.prompt_len.high} plus output_len up to {spec.output_len.high}"
-            return (f"benchmark {bench.name!r}: {what} prompt + output of {spec.max_total()} tokens exceeds the model's "
-                    f"maximum length of {limit} (raise model_args.max_len, or shorten the lengths)")
+            what = ("a trace row's prompt_len plus output_len" if spec.trace else
+                    f"prompt_len up to {spec.prompt_len.high} plus output_len up to {spec.output_len.high}")
+            return (f"benchmark {bench.name!r}: {what} ({spec.max_total()} tokens) exceeds the model's maximum "
+                    f"length of {limit} (raise model_args.max_len, or shorten the lengths)")
         return None
 
     # --- the worker side --------------------------------------------------------------------
