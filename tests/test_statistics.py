@@ -447,6 +447,10 @@ def test_a_cell_far_noisier_than_the_run_keeps_its_own_spread(monkeypatch):
 
     typical, noisy = coverage()
     assert noisy >= 0.92 and 0.93 <= typical <= 0.995
+    steady = [np.full(5, 1.0) * [1.0, 1.01, 0.99, 1.0, 1.02] for _ in range(10)]
+    prior = pooled_prior(steady)
+    assert "not moderated" in process_interval(np.array([1.0, 1.5, 0.7, 1.2, 0.9]), 0.95, prior).method
+    assert "moderated t over 5" in process_interval(steady[0], 0.95, prior).method
     monkeypatch.setattr(processes, "NOISIER_LEVEL", 1 - 1e-12)  # every cell shrunk, as before
     typical_before, noisy_before = coverage()
     assert noisy_before < 0.9 and abs(typical_before - typical) < 0.01

@@ -158,8 +158,13 @@ def process_interval(values, confidence: float = 0.95, prior: Prior | None = Non
     # The part of it that averages over this run's rounds (2/r of it) is already in cv2.
     var += 2 * run_cv2 * (1 - 1 / r)
     half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(var) * abs(m)
-    how = (f"t over {r} processes ({r - 1} df)" if prior is None else
-           f"moderated t over {r} processes ({df:g} df: the run's typical spread worth {prior.df:g})")
+    if prior is None:
+        how = f"t over {r} processes ({r - 1} df)"
+    elif df == r - 1:  # moderated() kept the cell's own spread: far past the run's typical one
+        how = (f"t over {r} processes ({r - 1} df; its spread, far past the run's typical one, not moderated "
+               f"toward it)")
+    else:
+        how = f"moderated t over {r} processes ({df:g} df: the run's typical spread worth {prior.df:g})"
     what = "; where a re-run with as many processes lands (its own error included)" if rerun else ""
     if run_cv2 > 0:
         what += f", at a machine speed that may differ as between this run's rounds (±{math.sqrt(run_cv2):.1%})"
