@@ -61,7 +61,8 @@ class OrtBackend(Backend):
         self._bound: list[Any] = []
         self._decoder_paths: tuple[str, str] | None = None
         self._decoder_note = ""
-        self._prefill: tuple[Any, Any] | None = None
+        self._gen_sessions: tuple[Any, Any] | None = None  # (prefill, decode), made by the first generator
+        self._session_path = ""
         self._decoder_max_len = 0
 
     def load(self, model: Any, target: Any) -> None:
@@ -106,7 +107,8 @@ class OrtBackend(Backend):
         self._new_session = session
         # A decoder that only generates loads its prefill graph here (the providers are checked on
         # it); the decode graph is loaded with the first generator.
-        self.session = session(path if path is not None else decoder[0])
+        self._session_path = path if path is not None else decoder[0]
+        self.session = session(self._session_path)
         active = self.session.get_providers()
         not_active = [p for p in requested if p not in active]
         if not_active and not opts.allow_fallback:
@@ -187,13 +189,13 @@ class OrtBackend(Backend):
             raise CellFailure(f"model {self._source.ref!r} has no ONNX decoder form: {self._decoder_note or 'not a decoder'}",
                               kind="unsupported")
         assert self.session is not None
-        if self._prefill is None:
-            prefill = self.session if self.session._model_path == self._decoder_paths[0] else self._new_session(
-                self._decoder_paths[0])
-            self._prefill = (prefill, self._new_session(self._decoder_paths[1]))
+        if self._gen_sessions is None:
+            prefill = (self.session if self._session_path == self._decoder_paths[0]
+                       else self._new_session(self._decoder_paths[0]))
+            self._gen_sessions = (prefill, self._new_session(self._decoder_paths[1]))
             self._info.details["generation"] = ("prefill and decode graphs (past/present), IOBinding: the cache kept "
                                                 f"as OrtValues on {self._device} between steps")
-        prefill, decode = self._prefill
+        prefill, decode = self._gen_sessions
         return OrtGenerator(prefill, decode, batch_size, self._device, self._device_id, self._decoder_max_len)
 
     def info(self) -> BackendInfo:

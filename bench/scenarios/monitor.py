@@ -34,6 +34,7 @@ from bench.measure.timing import as_call
 from bench.results.records import Cell, CellKey, Estimate, Latency, Metrics, Throughput
 from bench.scenarios.base import Figures, Scenario, ScenarioRun, Session
 from bench.scenarios.loops import warm_up
+from bench.scenarios.open_loop import wait_for
 
 # The latency histogram's buckets on the Prometheus endpoint, in seconds (100 µs to 10 s, about
 # 2.5x apart): inference latencies from a tiny model on a CPU to a large batch on a busy GPU.
@@ -43,7 +44,6 @@ HIST_REL_ERROR = 0.01  # as bench.analysis.figures.HISTOGRAM_REL_ERROR: windows 
 HIST_BASE_NS = 1.0
 HIST_GROWTH = (1 + HIST_REL_ERROR) / (1 - HIST_REL_ERROR)
 MIN_WINDOW_S = 0.2
-SPIN_BELOW_NS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -167,14 +167,6 @@ class _Stream:
             self.fh.close()
 
 
-def _wait_until(due: int, clock: Callable[[], int], sleep: Callable[[float], None]) -> None:
-    now = clock()
-    if due - now > SPIN_BELOW_NS:
-        sleep((due - now - SPIN_BELOW_NS) / 1e9)
-    while clock() < due:
-        pass
-
-
 def run_open_loop(call: Any, spec: MonitorSpec, batch: int, stream: _Stream,
                   clock: Callable[[], int] = time.perf_counter_ns, sleep: Callable[[float], None] = time.sleep) -> tuple[int, int, str]:
     """Poisson arrivals at spec.qps served FIFO, latency from the scheduled arrival; a window
@@ -193,7 +185,7 @@ def run_open_loop(call: Any, spec: MonitorSpec, batch: int, stream: _Stream,
         if due >= w_end or clock() >= w_end:
             # the window's end comes before the next arrival (or has passed while serving a backlog)
             if due >= w_end:
-                _wait_until(w_end, clock, sleep)
+                wait_for(w_end, clock, sleep)
             end = max(clock(), w_end)
             stream.emit(summarize(index, (end - t0) / 1e9, end - w_start, lat, errors, batch))
             total += len(lat)
@@ -204,7 +196,7 @@ def run_open_loop(call: Any, spec: MonitorSpec, batch: int, stream: _Stream,
                 return index, total, why
             w_start, w_end = end, end + window_ns
             continue
-        _wait_until(due, clock, sleep)
+        wait_for(due, clock, sleep)
         try:
             fn(*args)
             lat.append(clock() - due)
@@ -252,7 +244,7 @@ def run_closed_loop(call: Any, spec: MonitorSpec, batch: int, stream: _Stream, c
     index = total = 0
     try:
         while True:
-            _wait_until(w_start + window_ns, clock, time.sleep)
+            wait_for(w_start + window_ns, clock, time.sleep)
             end = clock()
             lat: list[int] = []
             errors = 0
