@@ -271,28 +271,27 @@ class Generate(Scenario):
                 logits.append(gen.last_logits())
 
         clock = time.perf_counter_ns
+        log = gen_loop.StreamLog()
+
+        def warm(gen: Any, keep_tokens: Any = None) -> int:
+            """One probe batch on `gen`; its time (ns), kept as warm-up."""
+            t0 = clock()
+            gen_loop.run_batch(gen, probe, batch, [t0] * len(probe), seed, vocab, clock, t0, log, keep_tokens)
+            state.warm_ns.append(clock() - t0)
+            return state.warm_ns[-1]
+
         with session.context():
-            log = gen_loop.StreamLog()
-            t0 = clock()
-            gen_loop.run_batch(gens[0], probe, batch, [t0] * len(probe), seed, vocab, clock, t0, log, keep)
-            first = clock() - t0
+            first = warm(gens[0], keep)
             keep_outputs([np.stack(tokens, axis=1), np.stack(logits)])
-            t0 = clock()
-            gen_loop.run_batch(gens[0], probe, batch, [t0] * len(probe), seed, vocab, clock, t0, log)
-            second = clock() - t0
-            state.warm_ns += [first, second]
+            second = warm(gens[0])
             kind = session.backend.setup_cost()
             if kind is not None:
                 session.setup_s[kind] = max(first - second, 0) / 1e9
             for gen in gens[1:]:  # each stream's own compile or capture, before the window
-                t0 = clock()
-                gen_loop.run_batch(gen, probe, batch, [t0] * len(probe), seed, vocab, clock, t0, log)
-                state.warm_ns.append(clock() - t0)
+                warm(gen)
             deadline = clock() + int(session.stop.warmup_seconds * 1e9)
             while clock() < deadline:
-                t0 = clock()
-                gen_loop.run_batch(gens[0], probe, batch, [t0] * len(probe), seed, vocab, clock, t0, log)
-                state.warm_ns.append(clock() - t0)
+                warm(gens[0])
         session.feeds = {"prompt_ids": gen_loop.batch_ids(probe, batch, seed, vocab)}
         session.scenario_state = state
 
