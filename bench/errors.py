@@ -51,6 +51,10 @@ class UsageError(BenchError):
     """Bad command-line usage beyond what argparse catches (e.g. an output dir that exists)."""
 
 
+class ExecutorError(BenchError):
+    """The chosen executor cannot start: Ray not installed, a cluster address that does not answer."""
+
+
 class CellFailure(Exception):
     """Raised inside a worker when one cell cannot run; becomes a failed cell, not an exit.
 

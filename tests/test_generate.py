@@ -533,9 +533,11 @@ def test_a_version_1_history_store_is_upgraded_in_place(tmp_path):
         rows = store.rows()
     finally:
         store.close()
-    assert STORE_SCHEMA_VERSION == 2
-    assert [(r.cell_key, r.throughput, r.ttft_p50_ms, r.tpot_p50_ms) for r in rows] == [("k", 100.0, None, None)]
-    assert sqlite3.connect(path).execute("SELECT version FROM bench_store").fetchone() == (2,)
+    assert STORE_SCHEMA_VERSION == 3
+    # ... and (v3) the per-cell machine column, a v1 row's machine being its run's
+    assert [(r.cell_key, r.throughput, r.ttft_p50_ms, r.tpot_p50_ms, r.machine) for r in rows] == [
+        ("k", 100.0, None, None, "m")]
+    assert sqlite3.connect(path).execute("SELECT version FROM bench_store").fetchone() == (3,)
     open_store(str(path)).close()  # a second open finds it upgraded: no second ALTER
 
 

@@ -14,7 +14,9 @@ from bench.codec import from_json, to_json
 from bench.results.schema import run_schema
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v10.json"  # the current version (a real run's v6 file, upgraded)
+SAMPLE = ROOT / "tests/data/run_v11.json"  # the current version (a real run's v6 file, upgraded)
+SAMPLE_V10 = ROOT / "tests/data/run_v10.json"  # the same run at schema version 10
+SCHEMA_V10_FILE = ROOT / "tests/data/run_v10.schema.json"
 SAMPLE_V8 = ROOT / "tests/data/run_v8.json"  # the same run at schema version 8
 SCHEMA_V8_FILE = ROOT / "tests/data/run_v8.schema.json"
 SAMPLE_V9 = ROOT / "tests/data/run_v9.json"  # the same run at schema version 9
@@ -47,7 +49,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 10
+    assert run.schema_version == SCHEMA_VERSION == 11
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
@@ -122,8 +124,9 @@ def test_committed_v6_file_upgrades_as_a_run_that_completed():
     (7, SAMPLE_V7, SCHEMA_V7_FILE),  # no GPU series then
     (8, SAMPLE_V8, SCHEMA_V8_FILE),  # no monitor then
     (9, SAMPLE_V9, SCHEMA_V9_FILE),  # no generate figures then
+    (10, SAMPLE_V10, SCHEMA_V10_FILE),  # no fleet nodes then
 ])
-def test_committed_v7_to_v9_files_upgrade_by_version_alone(version, sample, schema):
+def test_committed_v7_to_v10_files_upgrade_by_version_alone(version, sample, schema):
     doc = json.loads(sample.read_text())
     assert doc["schema_version"] == version
     jsonschema.validate(doc, json.loads(schema.read_text()))
@@ -132,6 +135,7 @@ def test_committed_v7_to_v9_files_upgrade_by_version_alone(version, sample, sche
     jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
     assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
     assert all(c.generate is None and (c.agreement is None or c.agreement.first_divergence is None) for c in run.cells)
+    assert run.executor == "local" and run.nodes == () and all(c.node is None for c in run.cells)
 
 
 def test_current_sample_keeps_each_repetition_and_their_samples_in_order():

@@ -44,7 +44,7 @@ from bench import stats
 from bench.errors import ResultFileError
 from bench.results.files import read_run
 from bench.results.safe_read import load_samples_file
-from bench.results.records import Cell, Environment
+from bench.results.records import Cell, Environment, Run
 
 CompareVerdict = Literal["faster", "slower", "unchanged", "not comparable"]
 
@@ -317,7 +317,6 @@ def compare_runs(base_path: Path, new_path: Path, policy_for: Callable[[str], Co
             "compare runs of the same suite"
         )
     env = environment_differences(base.environment, new.environment)
-    blocking = [d for d in env if d.matters]
     new_cells = {c.key.stable_id: c for c in new.cells}
     out: list[CellComparison] = []
     for b in base.cells:
@@ -330,15 +329,24 @@ def compare_runs(base_path: Path, new_path: Path, policy_for: Callable[[str], Co
         elif b.timing_boundary != n.timing_boundary:
             out.append(CellComparison(key, "not comparable", f"timing boundaries differ: base {b.timing_boundary}, "
                                       f"new {n.timing_boundary} (one includes work the other leaves out)"))
-        elif blocking and not allow_env_diff:
-            out.append(CellComparison(key, "not comparable", "environments differ in "
-                                      + ", ".join(d.field for d in blocking) + " (--allow-env-diff to compare anyway)"))
+        elif (why := _machines_differ(base, b, new, n)) and not allow_env_diff:
+            out.append(CellComparison(key, "not comparable", why + " (--allow-env-diff to compare anyway)"))
         else:
             out.append(policy_for(b.scenario).compare(key, b, n, ctx))
     for key in new_cells:
         out.append(CellComparison(key, "not comparable", "missing in BASE"))
     cells = tuple(holm_corrected(out, alpha))
     return Comparison(base.run_id, new.run_id, threshold, alpha, tuple(env), cells, common_shift(cells, threshold))
+
+
+def _machines_differ(base: Run, b: Cell, new: Run, n: Cell) -> str:
+    """Why two measurements of a cell are not of one kind of machine ("" when they are): a fleet
+    cell (measured on a node) compares only with one measured on the same machine kind, and any
+    two with the same hardware and software where it matters (environment_differences)."""
+    if (b.node or n.node) and base.machine_of(b) != new.machine_of(n):
+        return f"measured on different machine kinds: base {base.machine_of(b)!r}, new {new.machine_of(n)!r}"
+    blocking = [d for d in environment_differences(base.environment_of(b), new.environment_of(n)) if d.matters]
+    return ("environments differ in " + ", ".join(d.field for d in blocking)) if blocking else ""
 
 
 def holm_corrected(cells: list[CellComparison], alpha: float) -> list[CellComparison]:

@@ -11,8 +11,8 @@ no change points, and the output says so.
 The gate (does the latest run start a regression?) is a test, not a change point: per series,
 the latest run (and the latest two) against the runs before them, Welch-style on a robust scale
 (the baseline's mean and standard deviation, Student's t with its size - 1 df capped at
-GATE_MAX_DF, one-sided in the worse direction; the smaller of the two p-values, doubled). Across all series of the night, the
-Benjamini-Hochberg procedure at GATE_ALPHA: on a night where nothing changed it raises an alarm
+GATE_MAX_DF, one-sided in the worse direction; the smaller of the two p-values, doubled). Across all series of the night
+on one machine kind (a fleet run gates each kind apart; see Run.machine_of), the Benjamini-Hochberg procedure at GATE_ALPHA: on a night where nothing changed it raises an alarm
 with probability at most GATE_ALPHA whatever the number of series (under the null, BH's false
 discovery rate is its family-wise error), and on a night where a change hits many series at
 once, as a real regression does, it keeps its power where Bonferroni or Holm would lose it. An
@@ -99,19 +99,22 @@ def latest_test(values: np.ndarray, higher_is_better: bool) -> tuple[float, floa
 
 
 def gate(reports: list[SeriesReport], threshold: float, alpha: float = GATE_ALPHA) -> list[SeriesReport]:
-    """Each series' alarm: its latest test rejected by Benjamini-Hochberg across all the series,
-    with a step of at least `threshold` in the worse direction."""
+    """Each series' alarm: its latest test rejected by Benjamini-Hochberg across the series of its
+    machine kind, with a step of at least `threshold` in the worse direction. One gate per kind:
+    a fleet's nightly run feeds several kinds, and each kind's night keeps its own false-alarm
+    rate of at most `alpha`, as if it had been run and gated alone."""
     from dataclasses import replace
 
     from bench import stats
 
-    tested = [i for i, r in enumerate(reports) if r.p_value is not None]
-    reject = stats.benjamini_hochberg([reports[i].p_value for i in tested], alpha)
     out = list(reports)
-    for i, rejected in zip(tested, reject):
-        r = reports[i]
-        worse = r.latest_step is not None and (-r.latest_step if METRICS[r.metric][1] else r.latest_step) >= threshold
-        out[i] = replace(r, alarm=bool(rejected and worse))
+    for machine in sorted({r.machine for r in reports}):
+        tested = [i for i, r in enumerate(reports) if r.p_value is not None and r.machine == machine]
+        reject = stats.benjamini_hochberg([reports[i].p_value for i in tested], alpha)
+        for i, rejected in zip(tested, reject):
+            r = reports[i]
+            worse = r.latest_step is not None and (-r.latest_step if METRICS[r.metric][1] else r.latest_step) >= threshold
+            out[i] = replace(r, alarm=bool(rejected and worse))
     return out
 
 

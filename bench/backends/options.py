@@ -93,6 +93,10 @@ class OrtOptions:
                                  f"(allowed: {', '.join(GPU_PROVIDERS)})")
         return None
 
+    def cpu_threads(self) -> int:
+        """The compute threads it asks for (0: the runtime's default), the cores a fleet unit reserves."""
+        return self.intra_op_threads
+
     def serial_only(self) -> str | None:
         return None
 
@@ -130,6 +134,10 @@ class TorchOptions:
             return "io", "'host' copies inputs to a GPU on every call; it applies to cuda targets only"
         return None
 
+    def cpu_threads(self) -> int:
+        """The compute threads it asks for (0: the runtime's default), the cores a fleet unit reserves."""
+        return self.threads
+
     def serial_only(self) -> str | None:
         if self.mode == "cudagraph":
             # Concurrent replays of one CUDA graph must be serialized by the caller (CUDA's graph
@@ -154,6 +162,10 @@ class PluginOptions:
 
     def check_target(self, device: str, precision: str) -> tuple[str, str] | None:
         return None
+
+    def cpu_threads(self) -> int:
+        """The compute threads it asks for (0: the runtime's default), the cores a fleet unit reserves."""
+        return 0
 
     def serial_only(self) -> str | None:
         return None

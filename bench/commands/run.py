@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,11 @@ def add_parser(sub) -> None:
     p.add_argument("--record", action="store_true", help="record the run in the history store")
     p.add_argument("--db", metavar="URL", help="history store: postgresql://..., sqlite:///PATH or a file "
                    f"(default {DEFAULT_DB})")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="what runs the work units: local (worker processes on this machine, one at a time; default) "
+                        "or ray (a Ray cluster: see the README's Fleet section)")
+    p.add_argument("--address", metavar="HOST:PORT", help="--executor ray: the Ray head's address (default: $RAY_ADDRESS, "
+                   "else a one-machine Ray cluster started for this run)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (on a terminal it is a live display, "
                    "elsewhere a line per finished cell)")
 
@@ -39,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from bench.runner.suite import run_suite
     from bench.scenarios.registry import detail_rows
 
+    from bench.runner.executor import executor_factory
+
+    # The executor is checked first: an unknown name, Ray missing or a head that does not answer
+    # costs one line (exit 2) before the suite is read or a kernel compiled.
+    executor = executor_factory(args.executor, args.address or
+                                (os.environ.get("RAY_ADDRESS") if args.executor == "ray" else None))
     html = None
     if args.html:  # checked before the suite runs: a bad path costs one line, not a run's report
         check_html_path(args.html)
@@ -47,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     # argv goes into run.json: a --db URL's password must not.
     argv = tuple(redact(a) for a in sys.argv)
     with RunProgress(choose_mode(args.quiet)) as progress:
-        result = run_suite(suite, Path(args.out), only=args.only, argv=argv, progress=progress)
+        result = run_suite(suite, Path(args.out), only=args.only, argv=argv, progress=progress, executor=executor)
     if args.json:
         print(json.dumps(to_json(result.run), indent=1))
     else:

@@ -154,6 +154,29 @@ class TargetOptions(Protocol):
     def serial_only(self) -> str | None:
         """Why calls from several threads at once cannot share this target, or None when they can."""
 
+    def cpu_threads(self) -> int:
+        """The compute threads the target asks for (0: the runtime's default)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a fleet executor (bench run --executor ray) may run a target's work units, and what
+    each reserves there; the local executor runs everything here and ignores it."""
+
+    machine: str = ""  # a node label: only nodes started with `--labels machine=VALUE`
+    resources: tuple[tuple[str, float], ...] = ()  # custom Ray resources a unit needs, e.g. (("h100", 1),)
+    cpus: float = 0  # CPU cores a unit reserves; 0: the target's compute threads, else 1
+
+    def cpus_for(self, options: TargetOptions) -> float:
+        return self.cpus or float(options.cpu_threads() or 1)
+
+    def describe(self, gpus: int) -> str:
+        """What a node must have, in words: "1 GPU and label h100"."""
+        parts = [f"{gpus} GPU" if gpus else ""] + [f"{v:g} {k}" for k, v in self.resources]
+        if self.machine:
+            parts.append(f"label machine={self.machine}")
+        return " and ".join(p for p in parts if p) or "a free CPU"
+
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -162,6 +185,7 @@ class TargetSpec:
     device: str
     precision: str
     options: TargetOptions
+    placement: Placement = Placement()
 
     @property
     def is_cuda(self) -> bool:

@@ -17,14 +17,18 @@ from typing import Any
 from bench.backends.options import PluginOptions
 from bench.backends.registry import BACKENDS, PLUGIN_PATTERN, BackendImportError, backend_class
 from bench.config.reader import Reader
-from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, BenchmarkSpec, SloSpec, StopSpec, SuiteSpec,
-                                  TargetSpec)
+from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, BenchmarkSpec, Placement, SloSpec, StopSpec,
+                                  SuiteSpec, TargetSpec)
 from bench.errors import ConfigError
 from bench.scenarios.registry import DEFAULT as DEFAULT_SCENARIOS
 from bench.scenarios.registry import SCENARIOS, table_owners
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _TARGET_COMMON = ("backend", "device", "precision")
+# Where a fleet executor may run the target (bench.config.records.Placement), not backend knobs.
+_PLACEMENT_KEYS = ("machine", "resources", "cpus")
+# Ray's rule for a label value and a resource name (what `ray start --labels` accepts).
+_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 _BENCH_KEYS = ("name", "model", "batch_sizes", "scenarios", "targets", "reference", "stop", "slo",
                "model_args", "dims", "seed", "tolerance", "trust_model")
 
@@ -61,7 +65,7 @@ def _parse_target(r: Reader, name: str, table: Any) -> TargetSpec:
     if not _DEVICE_RE.match(device):
         raise r.fail(f"{path}.device", f"{device!r} is not allowed (allowed: cpu, cuda, cuda:N)")
     precision = r.choice(table.get("precision", "fp32"), PRECISIONS, f"{path}.precision")
-    knobs = {k: v for k, v in table.items() if k not in _TARGET_COMMON}
+    knobs = {k: v for k, v in table.items() if k not in _TARGET_COMMON + _PLACEMENT_KEYS}
     if plugin is None:
         options = r.record(BACKENDS[backend].options, knobs, path)
     else:  # a user backend's knobs pass through as they are
@@ -70,7 +74,29 @@ def _parse_target(r: Reader, name: str, table: Any) -> TargetSpec:
     if problem:
         key, message = problem
         raise r.fail(f"{path}.{key}", message)
-    return TargetSpec(name, backend, device, precision, options)
+    return TargetSpec(name, backend, device, precision, options, _parse_placement(r, table, path))
+
+
+def _parse_placement(r: Reader, table: dict, path: str) -> Placement:
+    machine = r.expect(table.get("machine", ""), (str,), f"{path}.machine", "a node label (a string)")
+    if machine and not _LABEL_RE.match(machine):
+        raise r.fail(f"{path}.machine", f"{machine!r} is not a node label (letters, digits, '-', '_' and '.', "
+                                        "starting and ending with a letter or digit, at most 63)")
+    raw = r.expect(table.get("resources", {}), (dict,), f"{path}.resources", "a table of resource name = amount")
+    resources = []
+    for key, amount in raw.items():
+        where = f"{path}.resources.{key}"
+        if key in ("CPU", "GPU", "memory") or not _LABEL_RE.match(key):
+            raise r.fail(where, "not a custom resource name (CPU and GPU come from `cpus` and the device; "
+                                "names are letters, digits, '-', '_' and '.')")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount > 0:
+            raise r.fail(where, f"{amount!r} is not allowed; expected a number > 0")
+        resources.append((key, float(amount)))
+    cpus = table.get("cpus", 0)
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus < 0:
+        raise r.fail(f"{path}.cpus", f"{cpus!r} is not allowed; expected a number of CPU cores >= 0 "
+                                     "(0: the target's thread count, else 1)")
+    return Placement(machine, tuple(sorted(resources)), float(cpus))
 
 
 def _parse_batch_sizes(r: Reader, value: Any, path: str) -> tuple[int, ...]:

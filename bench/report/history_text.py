@@ -6,10 +6,11 @@ from bench.analysis.history import SeriesReport
 
 def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0.05) -> str:
     lines = []
-    for r in reports:
+    kinds = sorted({r.machine for r in reports})
+    for r in sorted(reports, key=lambda r: kinds.index(r.machine)) if len(kinds) > 1 else reports:
         unit = "samples/s" if r.metric == "throughput" else "ms"
         latest = f"{r.values[-1]:,.4g} {unit}" if r.values else "-"
-        lines.append(f"{r.cell_key} on {r.machine.split('|')[0]}: {r.note}; latest {r.metric} {latest}")
+        lines.append(f"{r.cell_key} on {machine_name(r.machine)}: {r.note}; latest {r.metric} {latest}")
         for c in r.changes:
             kind = "REGRESSION" if c.regression else ("change" if abs(c.step) < threshold else "improvement"
                                                       if (c.step > 0) == (r.metric == "throughput") else "change")
@@ -19,8 +20,18 @@ def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0
         if r.latest_starts_regression:
             lines.append(f"  the latest run starts a regression: {r.latest_step:+.1%} against the runs before it, "
                          f"p = {r.p_value:.2g}")
-    tested = sum(r.p_value is not None for r in reports)
-    lines.append(f"gate: the latest run of {tested} series tested against the runs before it, Benjamini-Hochberg "
-                 f"at {alpha:g} over all of them: a night with no change raises a false alarm with probability "
-                 f"at most {alpha:.0%}, however many series; an alarm also needs a step of {threshold:.0%} or more")
+    for kind in kinds:
+        mine = [r for r in reports if r.machine == kind]
+        tested = sum(r.p_value is not None for r in mine)
+        alarms = sum(r.latest_starts_regression for r in mine)
+        where = f" on {machine_name(kind)}" if len(kinds) > 1 else ""
+        lines.append(f"gate{where}: {'ALARM in ' + str(alarms) + ' series' if alarms else 'pass'}; the latest run of "
+                     f"{tested} series tested against the runs before it, Benjamini-Hochberg at {alpha:g} over all of "
+                     f"them: a night with no change raises a false alarm with probability at most {alpha:.0%}, however "
+                     f"many series; an alarm also needs a step of {threshold:.0%} or more")
     return "\n".join(lines)
+
+
+def machine_name(kind: str) -> str:
+    """A machine kind as people read it: the fleet label, or the host of an unlabelled machine."""
+    return kind.split("|")[0]

@@ -83,9 +83,15 @@ def update_to_10(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def update_to_11(doc: dict[str, Any]) -> dict[str, Any]:
+    """v11 adds `executor`, `nodes` and `node` per cell and repetition (defaults: local, none, null:
+    every v10 cell was measured where its run ran)."""
+    return doc
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6, 7: update_to_7,
-    8: update_to_8, 9: update_to_9, 10: update_to_10}
+    8: update_to_8, 9: update_to_9, 10: update_to_10, 11: update_to_11}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

@@ -38,6 +38,10 @@ committed file of the old version):
      token, inter-token latency, tokens/s, the decode step against KV length, KV-cache bytes,
      goodput under an SLO, each process's figures) and `agreement.first_divergence`. A v9 file
      upgrades by its version alone (no v9 cell generated).
+  11 (2026-11) fleet runs: `executor` ("local" or "ray"); `nodes`, one environment per machine
+     that measured cells, each with its machine kind; `node` on each cell and repetition (which
+     node measured it; null: the run's own `environment`). A v10 file upgrades by its version
+     alone (every cell was measured where the run ran).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 (bench.results.schema.run_schema); a test keeps the two equal.
@@ -47,7 +51,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 CellStatus = Literal["ok", "failed", "skipped"]
 # "failed": the run could not go on (its results could not be written: a full disk); its
@@ -488,6 +492,7 @@ class Cell:
     unstable: str | None = None  # why the figures are not stable across processes (None: stable)
     monitor: MonitorInfo | None = None  # a `bench monitor` cell's windows and alarms (schema 9)
     generate: GenerateInfo | None = None  # a generate cell's token figures (schema 10)
+    node: str | None = None  # the Node.id that measured it (schema 11); None: the run's environment
 
     @property
     def used_repetitions(self) -> tuple[Repetition, ...]:
@@ -526,6 +531,7 @@ class Repetition:
     others_cpu_share: float | None = None
     steal_share: float | None = None
     interfered: bool = False
+    node: str | None = None  # the Node.id whose worker ran it (fleet runs)
 
 
 @dataclass(frozen=True)
@@ -583,6 +589,27 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Node:
+    """A machine that measured cells of a fleet run (a Ray node): its fingerprint and its kind."""
+
+    id: str  # "n0", "n1", ...: what cells and repetitions name in `node`
+    kind: str  # cells compare and history series group only within one kind (machine_kind)
+    environment: Environment
+    label: str = ""  # the node's `machine` label, when it was started with one
+    ray_node_id: str = ""
+
+
+def machine_kind(env: Environment, label: str = "") -> str:
+    """The kind of machine figures belong to: the node's `machine` label where the fleet declares
+    its nodes alike, else the machine itself (host, CPU, cores, GPUs), so that figures of two
+    unlabelled machines never mix."""
+    if label:
+        return label
+    gpus = ",".join(g.name for g in env.gpus)
+    return f"{env.host}|{env.cpu_model}|{env.cpu_cores_logical}|{gpus}"
+
+
+@dataclass(frozen=True)
 class Run:
     schema_version: int
     run_id: str
@@ -595,3 +622,18 @@ class Run:
     harness_version: str = ""
     argv: tuple[str, ...] = ()
     end_reason: str = ""  # why a run that did not complete ended (a signal, a write that failed)
+    executor: str = "local"  # what ran the work units: "local" (worker processes here) or "ray"
+    nodes: tuple[Node, ...] = ()  # fleet runs: the machines that measured cells
+
+    def node_of(self, cell: Cell) -> Node | None:
+        return next((n for n in self.nodes if n.id == cell.node), None) if cell.node else None
+
+    def environment_of(self, cell: Cell) -> Environment:
+        """The fingerprint of the machine that measured `cell`."""
+        node = self.node_of(cell)
+        return node.environment if node is not None else self.environment
+
+    def machine_of(self, cell: Cell) -> str:
+        """The machine kind `cell` was measured on (see machine_kind)."""
+        node = self.node_of(cell)
+        return node.kind if node is not None else machine_kind(self.environment)

@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 
 from bench.errors import BenchError
 from bench.codec import to_json
-from bench.results.records import Run
+from bench.results.records import Run, machine_kind
 from bench.results.safe_read import check_domain
 
-STORE_SCHEMA_VERSION = 2
-# Store versions: 1 first; 2 adds the generate cells' ttft_p50_ms and tpot_p50_ms (null elsewhere).
+STORE_SCHEMA_VERSION = 3
+# Store versions: 1 first; 2 adds the generate cells' ttft_p50_ms and tpot_p50_ms (null elsewhere);
+# 3 adds each cell's machine kind (a fleet run measures cells on several; null: its run's).
 DEFAULT_DB = "results/history.sqlite"
 _PG_LOCK_KEY = 0x62656E6368  # "bench"
 
@@ -94,9 +95,8 @@ class HistoryStore(Protocol):
 
 
 def machine_key(run: Run) -> str:
-    env = run.environment
-    gpus = ",".join(g.name for g in env.gpus)
-    return f"{env.host}|{env.cpu_model}|{env.cpu_cores_logical}|{gpus}"
+    """The machine kind of the run's own environment (a fleet run's cells carry their node's)."""
+    return machine_kind(run.environment)
 
 
 def _cell_rows(run: Run) -> list[tuple]:
@@ -108,7 +108,8 @@ def _cell_rows(run: Run) -> list[tuple]:
         out.append((run.run_id, c.key.stable_id, c.benchmark, c.target.name, c.batch_size, c.scenario, c.status,
                     tp.value, tp.ci_low, tp.ci_high, lat.p50.value, lat.p99.value,
                     g.ttft_ms.p50.value if g is not None else None,
-                    g.tpot_ms.p50.value if g is not None and g.tpot_ms is not None else None))
+                    g.tpot_ms.p50.value if g is not None and g.tpot_ms is not None else None,
+                    run.machine_of(c)))
     return out
 
 
@@ -126,7 +127,9 @@ _DDL = [
     """CREATE INDEX IF NOT EXISTS cells_by_key ON cells (cell_key)""",
 ]
 
-_SELECT = """SELECT r.run_id, r.created_at, r.commit_sha, r.machine, c.cell_key, c.benchmark, c.target,
+# A cell's machine kind is its own (store v3: a fleet run measures cells on several kinds), or its
+# run's for rows recorded before v3.
+_SELECT = """SELECT r.run_id, r.created_at, r.commit_sha, COALESCE(c.machine, r.machine), c.cell_key, c.benchmark, c.target,
     c.batch_size, c.scenario, c.throughput, c.throughput_lo, c.throughput_hi, c.p50_ms, c.p99_ms, c.ttft_p50_ms,
     c.tpot_p50_ms FROM cells c JOIN runs r ON r.run_id = c.run_id ORDER BY r.created_at, r.run_id, c.cell_key"""
 
@@ -170,6 +173,9 @@ class _SqlStore:
             cur.execute("ALTER TABLE cells ADD COLUMN ttft_p50_ms DOUBLE PRECISION")
             cur.execute("ALTER TABLE cells ADD COLUMN tpot_p50_ms DOUBLE PRECISION")
             cur.execute(self._sql("UPDATE bench_store SET version = ?"), (2,))
+        if version < 3:
+            cur.execute("ALTER TABLE cells ADD COLUMN machine TEXT")
+            cur.execute(self._sql("UPDATE bench_store SET version = ?"), (3,))
         self.conn.commit()
 
     def add_run(self, run: Run) -> bool:
@@ -191,8 +197,8 @@ class _SqlStore:
             for row in _cell_rows(run):
                 cur.execute(self._sql(
                     "INSERT INTO cells (run_id, cell_key, benchmark, target, batch_size, scenario, status, throughput, "
-                    "throughput_lo, throughput_hi, p50_ms, p99_ms, ttft_p50_ms, tpot_p50_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), row)
+                    "throughput_lo, throughput_hi, p50_ms, p99_ms, ttft_p50_ms, tpot_p50_ms, machine) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), row)
             self.conn.commit()
             return True
         except BaseException:

@@ -31,6 +31,7 @@ class RepResult:
     index: int
     outcome: UnitOutcome | WorkerFailure
     figures: Figures | None = None  # the scenario's figures of an ok repetition
+    node: str | None = None  # the fleet node (Node.id) whose worker ran it; None: this machine
 
     @property
     def ok(self) -> bool:
@@ -53,10 +54,16 @@ class RepResult:
         return " and ".join(parts)
 
 
+def _home_node(ok: list[RepResult]) -> str | None:
+    """The node most of a cell's finished repetitions ran on (the earliest on a tie); None locally."""
+    nodes = [r.node for r in ok if r.node]
+    return max(dict.fromkeys(nodes), key=nodes.count) if nodes else None
+
+
 def _rep_record(r: RepResult, used: bool, limit: float, why_left_out: str = "") -> Repetition:
     if not r.ok:
         f = r.outcome
-        return Repetition(r.index, "failed", f.reason, failure_kind=f.kind)
+        return Repetition(r.index, "failed", f.reason, failure_kind=f.kind, node=r.node)
     out, fig = r.outcome, r.figures
     lat, shares = fig.metrics.latency_ms, out.cpu_shares
     return Repetition(
@@ -66,7 +73,7 @@ def _rep_record(r: RepResult, used: bool, limit: float, why_left_out: str = "") 
         window_s=fig.window_ns / 1e9, stop_reason=out.run.stop_reason, peak_rss_bytes=out.peak_rss_bytes,
         others_cpu_share=None if shares is None else shares.others_share,
         steal_share=None if shares is None else shares.steal_share,
-        interfered=r.interfered(limit),
+        interfered=r.interfered(limit), node=r.node,
     )
 
 
@@ -179,6 +186,12 @@ class CellBuilder:
 
         stop = p.benchmark.stop
         ok = [r for r in reps if r.ok]
+        # A fleet cell's figures come from one machine: the node that ran most of its repetitions
+        # (the others ran where a lost node's units were retried, and are kept but not used).
+        home = _home_node(ok)
+        moved = {r.index: f"measured on node {r.node}, not the cell's node {home}: figures of two machines "
+                          "are not mixed" for r in ok if r.node != home}
+        ok = [r for r in ok if r.index not in moved]
         failed = [r for r in reps if not r.ok]
         fail_note = ""
         if failed:
@@ -191,13 +204,14 @@ class CellBuilder:
             reason = first.reason if len(reps) == 1 else f"{fail_note}; fewer than 2 finished"
             records = tuple(_rep_record(r, False, stop.max_interference) for r in reps)
             return self.base(p, "failed", reason, failure_kind=first.kind,
-                             stderr_tail=first.stderr_tail or None, repetitions=records)
+                             stderr_tail=first.stderr_tail or None, repetitions=records,
+                             node=home or next((r.node for r in failed if r.node), None))
         used = dict(zip((r.index for r in ok), pick_used([r.interfered(stop.max_interference) for r in ok])))
         left_out = [r for r in ok if not used[r.index]]
         records = tuple(
             _rep_record(r, used.get(r.index, False), stop.max_interference,
-                        f"left out as interfered: {r.interference()} (CPU limit {stop.max_interference:.0%})"
-                        if r.ok and not used[r.index] else "")
+                        moved.get(r.index) or (f"left out as interfered: {r.interference()} (CPU limit "
+                                               f"{stop.max_interference:.0%})" if r.ok and not used[r.index] else ""))
             for r in reps)
         chosen = [r for r in ok if used[r.index]]
         merged = merge([r.figures.metrics for r in chosen], [r.figures.kept_ns for r in chosen], stop.confidence, prior)
@@ -228,7 +242,9 @@ class CellBuilder:
         reason = cell.reason
         if interfered_used:
             reason = (reason + "; " if reason else "") + "measured under interference from other processes"
-        return replace(cell, reason=reason, stop_reason="; ".join(notes), repetitions=records,
+        if moved:
+            notes.append(f"{len(moved)} measured on another node, left out")
+        return replace(cell, reason=reason, stop_reason="; ".join(notes), repetitions=records, node=home,
                        variance=merged.variance, unstable=_with_thread_hint(merged.unstable, cell),
                        memory=replace(cell.memory, peak_rss_bytes=max(r.outcome.peak_rss_bytes for r in chosen)),
                        load_s=float(np.median([r.outcome.load_seconds for r in chosen])))

@@ -13,20 +13,19 @@ from pathlib import Path
 from typing import Callable
 
 from bench import stats
-from bench.config.records import SuiteSpec, TargetSpec
-from bench.errors import CellFailure, ConfigError, ModelError, ResultWriteError
+from bench.config.records import SuiteSpec
+from bench.errors import ConfigError, ModelError, ResultWriteError
 from bench.measure.environment import fingerprint
-from bench.measure.nvml_devices import visible_device_count
 from bench.models.loader import PreparedModel, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.records import SCHEMA_VERSION, Cell, Run, SuiteInfo
 from bench.results.stores import redact
 from bench.runner.assemble import CellBuilder, RepResult, model_ref
-from bench.runner.isolation import WorkerFailure, WorkerHosts
+from bench.runner.executor import Executor, LocalExecutor, UnitDone, UnitTask
+from bench.runner.isolation import WorkerFailure
 from bench.runner.plan import PlannedCell, SweepGates, model_forms, plan, with_models
-from bench.runner.probes import PeakProbes
 from bench.runner.schedule import Schedule, ShuffledRounds
-from bench.runner.unit import UnitJob, run_unit
+from bench.runner.unit import UnitJob
 
 
 @dataclass(frozen=True)
@@ -114,20 +113,6 @@ def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedMo
     return out
 
 
-def device_problem(target: TargetSpec, count: int, note: str) -> str | None:
-    """Why this machine cannot run a cuda target at all, before a worker is spawned."""
-    from bench.backends.devices import check_index
-
-    try:
-        check_index(target.device, count)
-    except CellFailure as exc:
-        reason = str(exc)
-        if count == 0 and note:
-            reason += f" ({note})"
-        return f"target {target.name!r}: {reason}" if count else reason
-    return None
-
-
 @dataclass
 class _CellState:
     """A cell while its repetitions run: what they returned, and its record once assembled."""
@@ -136,6 +121,10 @@ class _CellState:
     reps: list[RepResult]
     cell: Cell | None = None  # final (skipped, failed before running, or assembled)
     precision_note: str = ""
+
+    def node(self) -> str | None:
+        """The node the cell's finished repetitions ran on (a fleet keeps a cell on one machine)."""
+        return next((r.node for r in reversed(self.reps) if r.ok and r.node), None)
 
     def failures(self) -> list[WorkerFailure]:
         return [r.outcome for r in self.reps if not r.ok]
@@ -235,16 +224,35 @@ def run_suite(
     argv: tuple[str, ...] = (),
     progress: Callable[[Progress], None] = lambda _: None,
     schedule: Schedule = ShuffledRounds(),
+    executor: Callable[[Path], Executor] = LocalExecutor,
 ) -> SuiteResult:
+    """Run the suite's cells; `executor` makes the Executor (given the scratch directory) that
+    places each work unit: this machine by default, or a Ray cluster (bench.runner.ray_executor)."""
     from bench import __version__
-    from bench.backends.registry import worker_family
 
     cells = plan(suite, only)
     stats.warm_kernels()  # compile (or load) every kernel once here, so workers only load the cache
-    gpu_count, gpu_note = visible_device_count() if any(c.target.is_cuda for c in cells) else (0, "")
-    cuda = gpu_count > 0
-    models = prepare_models(cells, cuda)
-    cells = with_models(cells, {name: m.sha256 for name, m in models.items()})
+    _remove_stale_scratch()
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp, _ScratchLock(Path(tmp)):
+        ex = executor(Path(tmp))
+        try:
+            cuda = any(c.target.is_cuda for c in cells) and ex.has_cuda()
+            models = prepare_models(cells, cuda)
+            ex.prepare(models)
+        except BaseException:
+            ex.close()
+            raise
+        return _run_cells(suite, with_models(cells, {name: m.sha256 for name, m in models.items()}), models, ex,
+                          Path(tmp), out_root, argv, progress, schedule, __version__)
+
+
+def _sweep_of(p: PlannedCell) -> tuple[str, str, str]:
+    return p.key.benchmark, p.key.target, p.key.scenario
+
+
+def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, PreparedModel], ex: Executor,
+               tmp: Path, out_root: Path, argv: tuple[str, ...], progress: Callable[[Progress], None],
+               schedule: Schedule, version: str) -> SuiteResult:
     run_dir = RunDir(out_root, new_run_id())
     run = Run(
         schema_version=SCHEMA_VERSION,
@@ -254,8 +262,9 @@ def run_suite(
         suite=SuiteInfo(suite.name, suite.path, suite.sha256),
         environment=fingerprint(),
         cells=(),
-        harness_version=__version__,
+        harness_version=version,
         argv=argv,
+        executor=ex.name,
     )
     run_dir.write_run(run)
     states = [_CellState(p, []) for p in cells]
@@ -264,112 +273,138 @@ def run_suite(
     def finished() -> tuple[Cell, ...]:
         return tuple(st.cell for st in states if st.cell is not None)
 
-    _remove_stale_scratch()
-    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp, _ScratchLock(Path(tmp)):
-        hosts = WorkerHosts(Path(tmp))
-        peaks = PeakProbes(Path(tmp))
-        builder = CellBuilder(run_dir, models, Path(tmp), peaks)
-        gates = SweepGates()
+    peaks = ex.peaks(tmp)
+    builder = CellBuilder(run_dir, models, tmp, peaks)
+    gates = SweepGates()
 
-        def prior() -> dict:
-            """The run's typical between-process spread so far (moderates each cell's interval)."""
-            from bench.analysis.repetitions import priors
+    def prior() -> dict:
+        """The run's typical between-process spread so far (moderates each cell's interval)."""
+        from bench.analysis.repetitions import priors
 
-            ok = [[r for r in st.reps if r.ok] for st in states]
-            return priors([[r.figures.metrics for r in reps] for reps in ok], [[r.index for r in reps] for reps in ok])
+        ok = [[r for r in st.reps if r.ok] for st in states]
+        return priors([[r.figures.metrics for r in reps] for reps in ok], [[r.index for r in reps] for reps in ok])
 
-        def settle(st: _CellState, run_prior: dict) -> None:
-            st.precise_enough(run_prior)  # states the precision reached across all its processes
-            st.cell = builder.cell(st.planned, st.reps, st.precision_note, prior=run_prior)
-            progress(Progress(st.planned.index, len(cells), st.planned, st.cell))
+    def settle(st: _CellState, run_prior: dict) -> None:
+        st.precise_enough(run_prior)  # states the precision reached across all its processes
+        st.cell = builder.cell(st.planned, st.reps, st.precision_note, prior=run_prior)
+        progress(Progress(st.planned.index, len(cells), st.planned, st.cell))
 
-        def unit(st: _CellState, repetition: int) -> None:
-            p = st.planned
-            progress(Progress(p.index, len(cells), p, None, repetition))
-            if not st.reps:  # the first repetition: can this cell run at all?
-                problem = device_problem(p.target, gpu_count, gpu_note) if p.target.is_cuda else None
-                skip = gates.skip_reason(p)
-                if p.target.is_cuda and not cuda:
-                    st.cell = builder.skipped(p, problem or "no CUDA device")
-                elif problem:
-                    st.cell = builder.base(p, "failed", problem, failure_kind="unsupported")
-                elif skip:
-                    st.cell = builder.skipped(p, skip)
-                if st.cell is not None:
-                    progress(Progress(p.index, len(cells), p, st.cell))
-                    return
-            if p.target.is_cuda:
-                peaks.ensure(p.target.device)
-            job = UnitJob(p.key, repetition, p.benchmark, p.target, models[p.benchmark.name],
-                          str(builder.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size)))
-            stderr_path = Path(tmp) / f"worker-{p.index:04d}-{repetition}.stderr"
-            family, preload = worker_family(p.target.backend)
-            outcome = hosts.run(family, preload, run_unit, job, stderr_path, p.timeout_s(), f"bench-cell-{p.index}")
-            stderr_path.unlink(missing_ok=True)
-            if isinstance(outcome, WorkerFailure):
-                # A user backend's or model's error text may quote a secret: redacted as argv is.
-                outcome = replace(outcome, reason=redact(outcome.reason), stderr_tail=redact(outcome.stderr_tail))
-                st.reps.append(RepResult(repetition, outcome))
-                gates.record(p, outcome.kind, None)
-            else:
-                figures = p.scenario.figures(outcome.run, p.benchmark, p.key)
-                st.reps.append(RepResult(repetition, outcome, figures))
-                gates.record(p, None, figures.slo)
-                st.precise_enough(prior())  # the precision so far, for the watcher
-                progress(Progress(p.index, len(cells), p, None, repetition, finished_unit=True,
-                                  throughput=figures.metrics.throughput.value, precision=st.precision_note))
+    def start(st: _CellState, repetition: int) -> UnitTask | None:
+        """The cell's next unit, or None when the cell is settled before it runs (skipped, refused)."""
+        p = st.planned
+        progress(Progress(p.index, len(cells), p, None, repetition))
+        if not st.reps:  # the first repetition: can this cell run at all?
+            refused = ex.refusal(p.target)
+            skip = gates.skip_reason(p)
+            if refused is not None and refused.status == "skipped":
+                st.cell = builder.skipped(p, refused.reason)
+            elif refused is not None:
+                st.cell = builder.base(p, "failed", refused.reason, failure_kind="unsupported")
+            elif skip:
+                st.cell = builder.skipped(p, skip)
+            if st.cell is not None:
+                progress(Progress(p.index, len(cells), p, st.cell))
+                return None
+        if p.target.is_cuda:
+            peaks.ensure(p.target.device)
+        job = UnitJob(p.key, repetition, p.benchmark, p.target, models[p.benchmark.name],
+                      str(builder.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size)))
+        return UnitTask(p, repetition, job, tmp / f"worker-{p.index:04d}-{repetition}.stderr", p.timeout_s(),
+                        st.node())
 
+    def finish(st: _CellState, done: UnitDone) -> None:
+        p, outcome, repetition = st.planned, done.outcome, done.task.repetition
+        done.task.stderr_path.unlink(missing_ok=True)
+        if isinstance(outcome, WorkerFailure):
+            # A user backend's or model's error text may quote a secret: redacted as argv is.
+            outcome = replace(outcome, reason=redact(outcome.reason), stderr_tail=redact(outcome.stderr_tail))
+            st.reps.append(RepResult(repetition, outcome, node=done.node))
+            gates.record(p, outcome.kind, None)
+        else:
+            figures = p.scenario.figures(outcome.run, p.benchmark, p.key)
+            st.reps.append(RepResult(repetition, outcome, figures, node=done.node))
+            gates.record(p, None, figures.slo)
+            st.precise_enough(prior())  # the precision so far, for the watcher
+            progress(Progress(p.index, len(cells), p, None, repetition, finished_unit=True,
+                              throughput=figures.metrics.throughput.value, precision=st.precision_note))
+
+    def run_round(todo: list[_CellState], round_index: int) -> None:
+        """The round's units in the schedule's order, as many at once as the executor takes; a
+        sweep's next unit waits for its previous one (a sweep stops at the first batch out of memory)."""
+        by_index = {st.planned.index: st for st in todo}
+        queue = schedule.order([st.planned for st in todo], round_index)
+        busy: set[tuple[str, str, str]] = set()
+        in_flight = 0
+        while queue or in_flight:
+            i = 0
+            while i < len(queue) and ex.has_room():
+                p = queue[i]
+                if _sweep_of(p) in busy:
+                    i += 1
+                    continue
+                queue.pop(i)
+                st = by_index[p.index]
+                task = start(st, len(st.reps))
+                if task is not None:
+                    ex.submit(task)
+                    busy.add(_sweep_of(p))
+                    in_flight += 1
+            if not in_flight:
+                continue
+            for done in ex.wait():
+                in_flight -= 1
+                busy.discard(_sweep_of(done.task.planned))
+                finish(by_index[done.task.planned.index], done)
+
+    try:
+        round_index = 0
+        run_prior: dict = {}
+        while True:
+            todo = [st for st in states if st.needs(round_index, run_prior)]
+            if not todo:
+                break
+            run_round(todo, round_index)
+            # Cells that will not run again are assembled now, and the run file rewritten.
+            run_prior = prior()
+            for st in todo:
+                if st.cell is None and not st.needs(round_index + 1, run_prior):
+                    settle(st, run_prior)
+            run = replace(run, cells=finished(), nodes=ex.nodes())
+            run_dir.write_run(run)
+            round_index += 1
+    except KeyboardInterrupt:
+        interrupted = True
+    except ResultWriteError as exc:
+        # The disk is full or read-only: stop measuring what could not be kept; the final
+        # run.json (written after giving up the reserved space) keeps the completed cells.
+        ex.close()
+        run_dir.finish(replace(run, cells=finished(), nodes=ex.nodes(), status="failed", finished_at=utc_now_iso(),
+                               end_reason=str(exc)))
+        raise
+    except BaseException:
+        ex.close()
+        # A bug or an unexpected error in the parent: keep what was measured, then let it surface
+        # (and if even that write fails, the last good run.json stays and the first error surfaces).
         try:
-            round_index = 0
-            run_prior: dict = {}
-            while True:
-                todo = [st for st in states if st.needs(round_index, run_prior)]
-                if not todo:
-                    break
-                by_index = {st.planned.index: st for st in todo}
-                for p in schedule.order([st.planned for st in todo], round_index):
-                    unit(by_index[p.index], len(by_index[p.index].reps))
-                # Cells that will not run again are assembled now, and the run file rewritten.
-                run_prior = prior()
-                for st in todo:
-                    if st.cell is None and not st.needs(round_index + 1, run_prior):
-                        settle(st, run_prior)
-                run = replace(run, cells=finished())
-                run_dir.write_run(run)
-                round_index += 1
-        except KeyboardInterrupt:
-            interrupted = True
-        except ResultWriteError as exc:
-            # The disk is full or read-only: stop measuring what could not be kept; the final
-            # run.json (written after giving up the reserved space) keeps the completed cells.
-            hosts.close()
-            run_dir.finish(replace(run, cells=finished(), status="failed", finished_at=utc_now_iso(),
-                                   end_reason=str(exc)))
-            raise
-        except BaseException:
-            hosts.close()
-            # A bug or an unexpected error in the parent: keep what was measured, then let it surface
-            # (and if even that write fails, the last good run.json stays and the first error surfaces).
-            try:
-                run_dir.finish(replace(run, cells=finished(), status="interrupted", finished_at=utc_now_iso()))
-            except Exception:
-                pass
-            raise
-        hosts.close()
-        interrupted = interrupted or hosts.interrupted
-        if interrupted:
-            # Cells with repetitions measured keep them, said to be cut short.
-            end_reason = ""
-            try:
-                for st in states:
-                    if st.cell is None and st.reps:
-                        st.precision_note = (f"interrupted after {len(st.reps)} of "
-                                             f"{st.planned.benchmark.stop.repeats} planned repetitions")
-                        st.cell = builder.cell(st.planned, st.reps, st.precision_note, interrupted=True, prior=prior())
-            except ResultWriteError as exc:  # interrupted on a full disk: keep what was assembled
-                end_reason = str(exc)
-            run = replace(run, end_reason=end_reason)
-    run = replace(run, cells=finished(), status="interrupted" if interrupted else "complete",
+            run_dir.finish(replace(run, cells=finished(), nodes=ex.nodes(), status="interrupted",
+                                   finished_at=utc_now_iso()))
+        except Exception:
+            pass
+        raise
+    interrupted = ex.close() or interrupted
+    if interrupted:
+        # Cells with repetitions measured keep them, said to be cut short.
+        end_reason = ""
+        try:
+            for st in states:
+                if st.cell is None and st.reps:
+                    st.precision_note = (f"interrupted after {len(st.reps)} of "
+                                         f"{st.planned.benchmark.stop.repeats} planned repetitions")
+                    st.cell = builder.cell(st.planned, st.reps, st.precision_note, interrupted=True, prior=prior())
+        except ResultWriteError as exc:  # interrupted on a full disk: keep what was assembled
+            end_reason = str(exc)
+        run = replace(run, end_reason=end_reason)
+    run = replace(run, cells=finished(), nodes=ex.nodes(), status="interrupted" if interrupted else "complete",
                   finished_at=utc_now_iso())
     path = run_dir.finish(run)
     from bench.models.cache import drain_notes

@@ -1,0 +1,434 @@
+"""Work units on a Ray cluster: `bench run SUITE --executor ray [--address HOST:PORT]`.
+
+Each unit is one Ray task asking for what its target needs: `num_gpus = 1` for a CUDA target,
+the target's CPU cores (Placement.cpus_for: `cpus`, else its compute threads, else 1), its custom
+`resources`, and its `machine` label as a label selector. Ray places it on a node that has them.
+
+Isolation: the task runs in a Ray worker used for one task only (`max_calls = 1`), and that
+worker spawns the harness's usual worker process (bench.runner.isolation.run_in_worker, a fresh
+interpreter that imports no Ray), which runs the unit exactly as a local run does. Its peak RSS,
+its crash and its stderr are its own, as on one machine.
+
+A cell stays on one node: its first unit goes where Ray puts it, the next ones are pinned there
+(node affinity), so that its repetitions measure one machine. The task first yields the node it
+started on (a streaming task), so the driver knows where each unit runs before it ends.
+
+Faults: a unit whose node died, whose Ray worker died or whose worker process was killed is
+retried once, pinned to another eligible node where there is one; a second failure fails the unit
+with both reasons. A target no live node can run is a skipped cell, said before any unit is
+submitted; a unit that waits SCHEDULING_TIMEOUT_S while no live node can take it (its node left)
+is cancelled and fails. Ctrl-C cancels every unit in flight (force: their workers die) and the
+runner keeps the finished cells.
+
+Models are prepared once on the driver; their files travel through Ray's object store and each
+node keeps them in a cache by content hash. A `package.module:factory` model and a user backend
+must be importable on every node: install the same harness and packages there (README, "Fleet").
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.codec import did_you_mean
+from bench.config.records import TargetSpec
+from bench.errors import ExecutorError
+from bench.models.loader import PreparedModel
+from bench.results.records import Environment, Node, machine_kind
+from bench.runner.executor import Refusal, UnitDone, UnitTask
+from bench.runner.isolation import WorkerFailure
+
+INSTALL = "pip install 'bench-harness[ray]' (or: pip install 'ray>=2.49')"
+CONNECT_TIMEOUT_S = 10.0  # how long an --address may take to answer before the run is refused
+# How long a submitted unit may wait while no live node could take it (its pinned node or every
+# node with its label left): then it is cancelled and fails, instead of hanging the run.
+SCHEDULING_TIMEOUT_S = float(os.environ.get("BENCH_RAY_SCHEDULING_TIMEOUT_S", "60"))
+MACHINE_LABEL = "machine"  # the node label a target's `machine` selects (ray start --labels machine=...)
+_POLL_S = 0.5
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError(f"--executor ray needs Ray, which is not installed here: {INSTALL}") from None
+    return ray
+
+
+def check_answers(address: str, timeout_s: float) -> None:
+    """A head's GCS address must accept a connection within timeout_s (ray.init would wait long)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"--address {address!r}: expected the head's HOST:PORT (as `ray start --head` prints), "
+                            "or 'local' for a one-machine Ray cluster started by this run")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ExecutorError(f"--address {address}: no Ray head answers there within {timeout_s:g} s "
+                            f"({exc.strerror or type(exc).__name__}); start one with `ray start --head --port={port}` "
+                            "or fix the address") from None
+
+
+# --- the node side ------------------------------------------------------------------------------
+
+
+def _node_cache() -> Path:
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"bench-fleet-models-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def _materialize(files: dict[str, tuple[str, str, list]]) -> dict[str, str]:
+    """The driver's model files on this node (fetched once per content hash): driver path -> local path."""
+    import ray
+
+    local = {}
+    for path, (sha, name, ref) in files.items():
+        dest = _node_cache() / sha / name
+        if not dest.exists():
+            dest.parent.mkdir(exist_ok=True)
+            tmp = dest.with_name(f".{name}.{os.getpid()}.part")
+            tmp.write_bytes(ray.get(ref[0]))
+            os.replace(tmp, dest)
+        local[path] = str(dest)
+    return local
+
+
+def _relocated(model: PreparedModel, local: dict[str, str]) -> PreparedModel:
+    def at(p: str | None) -> str | None:
+        return local.get(p, p) if p else p
+
+    def pair(ps: tuple[str, str] | None) -> tuple[str, str] | None:
+        return (at(ps[0]), at(ps[1])) if ps else ps  # type: ignore[return-value]
+
+    return replace(model, source=replace(model.source, ref=at(model.source.ref)), onnx_path=at(model.onnx_path),
+                   onnx_fp16_path=at(model.onnx_fp16_path), decoder_onnx=pair(model.decoder_onnx),
+                   decoder_onnx_fp16=pair(model.decoder_onnx_fp16))
+
+
+def fleet_unit(job: Any, files: dict[str, tuple[str, str, list]], timeout_s: float, name: str) -> Any:
+    """The Ray task of one unit (a generator): yields the node it started on, then (outcome,
+    the outputs file's bytes or None, this node's fingerprint)."""
+    import sys
+    import tempfile
+    import types
+
+    import ray
+
+    from bench.measure.environment import fingerprint
+    from bench.runner.isolation import run_in_worker
+    from bench.runner.unit import run_unit
+
+    yield ray.get_runtime_context().get_node_id()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-fleet-unit-"))
+    try:
+        model = _relocated(job.model, _materialize(files))
+        target = job.target
+        if target.is_cuda:  # Ray gave this worker its GPU through CUDA_VISIBLE_DEVICES: it is cuda:0 here
+            target = replace(target, device="cuda:0")
+        job = replace(job, model=model, target=target, outputs_path=str(scratch / "outputs.npz"))
+        # The worker is spawned: a fresh interpreter. multiprocessing would re-import this
+        # process's __main__ (Ray's worker script, which imports Ray) in it; with a bare __main__
+        # it imports only what the unit needs, as a local worker does, and its memory compares.
+        saved = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            outcome = run_in_worker(run_unit, job, scratch / "worker.stderr", timeout_s, name)
+        finally:
+            sys.modules["__main__"] = saved
+        outputs = Path(job.outputs_path)
+        yield outcome, outputs.read_bytes() if outputs.exists() else None, fingerprint()
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- the driver side ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Flight:
+    task: UnitTask
+    ref: Any  # the task's ObjectRefGenerator
+    submitted: float
+    started_on: str | None = None  # Ray node id, once the task yielded it
+    attempt: int = 0
+    first_failure: str = ""
+    first_node: str | None = None
+    waiting_since: float | None = None  # when no live node could take it (not started)
+
+
+def _request(target: TargetSpec) -> tuple[dict[str, float], str]:
+    """The resources a unit of `target` asks for (CPU, GPU, custom) and its machine label ("")."""
+    need = {"CPU": target.placement.cpus_for(target.options)}
+    if target.is_cuda:
+        need["GPU"] = 1.0
+    need.update(dict(target.placement.resources))
+    return need, target.placement.machine
+
+
+def _fits(node: dict, need: dict[str, float], label: str) -> bool:
+    if not node.get("Alive"):
+        return False
+    if label and (node.get("Labels") or {}).get(MACHINE_LABEL) != label:
+        return False
+    have = node.get("Resources") or {}
+    return all(have.get(k, 0.0) >= v for k, v in need.items())
+
+
+@dataclass
+class _NoPeaks:
+    """No GPU peak probe on fleet nodes (the probe runs on the driver's machine): rooflines of
+    fleet cells give FLOP/s without a fraction of peak, and say why."""
+
+    reason: str = "no peak: GPU peaks are probed on the driver's machine, and this cell ran on a fleet node"
+
+    def ensure(self, device: str) -> None:
+        return None
+
+    def get(self, device: str) -> str:
+        return self.reason
+
+
+@dataclass
+class RayExecutor:
+    """Units as Ray tasks (see the module docstring). `address`: a head's HOST:PORT, or None or
+    "local" to start a one-machine Ray cluster for this run (on loopback)."""
+
+    address: str | None = None
+    scheduling_timeout_s: float = SCHEDULING_TIMEOUT_S
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    name: str = "ray"
+    _flights: list[_Flight] = field(default_factory=list)
+    _files: dict[str, tuple[str, str, list]] = field(default_factory=dict)
+    _nodes: dict[str, Node] = field(default_factory=dict)  # Ray node id -> Node
+    _remote: Any = None
+
+    def __post_init__(self) -> None:
+        import logging
+
+        ray = import_ray()
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
+        if self.address in (None, "", "local"):
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        else:
+            if self.address.startswith("ray://"):
+                raise ExecutorError(f"--address {self.address}: give the head's HOST:PORT (the GCS address "
+                                    "`ray start --head` prints); the driver runs on a machine of the cluster")
+            check_answers(self.address, self.connect_timeout_s)
+            try:
+                ray.init(address=self.address, **quiet)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ExecutorError(f"--address {self.address}: Ray could not connect ({str(exc).splitlines()[0]})") \
+                    from None
+        self._remote = ray.remote(max_calls=1, max_retries=0)(fleet_unit)
+
+    # --- what the cluster has --------------------------------------------------------------------
+
+    def _cluster(self) -> list[dict]:
+        import ray
+
+        return [n for n in ray.nodes() if n.get("Alive")]
+
+    def has_cuda(self) -> bool:
+        return any((n.get("Resources") or {}).get("GPU", 0) > 0 for n in self._cluster())
+
+    def refusal(self, target: TargetSpec) -> Refusal | None:
+        need, label = _request(target)
+        nodes = self._cluster()
+        if any(_fits(n, need, label) for n in nodes):
+            return None
+        what = target.placement.describe(1 if target.is_cuda else 0)
+        cpus = need["CPU"]
+        if cpus > 1 or target.placement.cpus:
+            what += f" and {cpus:g} CPUs"
+        labels = sorted({(n.get("Labels") or {}).get(MACHINE_LABEL) for n in nodes} - {None})
+        known = (f"; the nodes' machine labels: {', '.join(labels)}{did_you_mean(label, labels)}" if labels
+                 else "; no node has a machine label")
+        return Refusal("skipped", f"no node with {what} ({len(nodes)} live node{'s' if len(nodes) != 1 else ''}"
+                                  f"{known if label else ''})")
+
+    def prepare(self, models: dict[str, PreparedModel]) -> None:
+        import ray
+
+        for model in models.values():
+            paths = [model.source.ref if model.source.kind in ("onnx", "pt2") else None, model.onnx_path,
+                     model.onnx_fp16_path, *(model.decoder_onnx or ()), *(model.decoder_onnx_fp16 or ())]
+            for path in paths:
+                if path and path not in self._files and Path(path).is_file():
+                    data = Path(path).read_bytes()
+                    self._files[path] = (hashlib.sha256(data).hexdigest(), Path(path).name, [ray.put(data)])
+
+    def peaks(self, scratch: Path) -> _NoPeaks:
+        return _NoPeaks()
+
+    def nodes(self) -> tuple[Node, ...]:
+        return tuple(self._nodes.values())
+
+    # --- units -------------------------------------------------------------------------------------
+
+    def has_room(self) -> bool:
+        return True  # Ray queues what its nodes cannot start yet
+
+    def _ray_id(self, node: str | None) -> str | None:
+        return next((rid for rid, n in self._nodes.items() if n.id == node), None) if node else None
+
+    def _launch(self, task: UnitTask, pin: str | None) -> Any:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        need, label = _request(task.planned.target)
+        options: dict[str, Any] = {"num_cpus": need.pop("CPU"), "num_gpus": need.pop("GPU", 0.0),
+                                   "resources": need, "num_returns": "streaming"}
+        if label:
+            options["label_selector"] = {MACHINE_LABEL: label}
+        if pin is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(pin, soft=False)
+        files = {p: f for p, f in self._files.items() if p in _model_paths(task.job.model)}
+        return self._remote.options(**options).remote(task.job, files, task.timeout_s,
+                                                      f"bench-cell-{task.planned.index}")
+
+    def _alive(self, ray_id: str) -> bool:
+        return any(n["NodeID"] == ray_id for n in self._cluster())
+
+    def submit(self, task: UnitTask) -> None:
+        pin = self._ray_id(task.node)
+        if pin is not None and not self._alive(pin):
+            pin = None  # the cell's node left: it goes on wherever Ray finds room (assemble keeps one node's figures)
+        self._flights.append(_Flight(task, self._launch(task, pin), time.monotonic()))
+
+    def wait(self) -> list[UnitDone]:
+        import ray
+
+        while True:
+            ready, _ = ray.wait([f.ref for f in self._flights], num_returns=1, timeout=_POLL_S)
+            done: list[UnitDone] = []
+            for ref in ready:
+                flight = next(f for f in self._flights if f.ref is ref)
+                result = self._step(flight)
+                if result is not None:
+                    self._flights.remove(flight)
+                    done.append(result)
+            done += self._expire_unschedulable()
+            if done:
+                return done
+
+    def _step(self, flight: _Flight) -> UnitDone | None:
+        """Take the flight's next yield: its start (None back), its result, or its failure."""
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        try:
+            value = ray.get(next(flight.ref))
+        except StopIteration:
+            return self._failed(flight, "the Ray task ended without a result")
+        except RayTaskError as exc:  # the task's own code raised: a bug, not the node (not retried)
+            return UnitDone(flight.task, WorkerFailure("error", f"the Ray task failed: {_first_line(exc)}",
+                                                       str(exc)[-2000:]), self._node_id(flight.started_on))
+        except RayError as exc:  # the node died, the Ray worker died, the object was lost
+            return self._failed(flight, f"{type(exc).__name__}: {_first_line(exc)}")
+        if flight.started_on is None:
+            flight.started_on = value
+            return None
+        outcome, outputs, env = value
+        node = self._node(flight.started_on, env)
+        if isinstance(outcome, WorkerFailure) and outcome.kind == "crash":
+            return self._failed(flight, outcome.reason, outcome)
+        if outputs is not None:
+            Path(flight.task.job.outputs_path).write_bytes(outputs)
+        return UnitDone(flight.task, _noted(outcome, flight), node.id)
+
+    def _failed(self, flight: _Flight, reason: str, outcome: WorkerFailure | None = None) -> UnitDone | None:
+        """Retry once on another eligible node (None back: still in flight), or the unit's failure."""
+        where = self._node_id(flight.started_on)
+        if flight.attempt == 0:
+            others = [n["NodeID"] for n in self._cluster()
+                      if n["NodeID"] != flight.started_on and _fits(n, *_request(flight.task.planned.target))]
+            retry = _Flight(flight.task, self._launch(flight.task, others[0] if others else None), time.monotonic(),
+                            attempt=1, first_failure=reason, first_node=where)
+            self._flights[self._flights.index(flight)] = retry
+            return None
+        text = (f"{reason} (on node {where or '?'}; retried once after: {flight.first_failure}"
+                f"{' on node ' + flight.first_node if flight.first_node else ''})")
+        tail = outcome.stderr_tail if outcome is not None else ""
+        return UnitDone(flight.task, WorkerFailure("crash", text, tail), where)
+
+    def _expire_unschedulable(self) -> list[UnitDone]:
+        """Units not started while no live node can take them, past the scheduling timeout."""
+        import ray
+
+        out = []
+        now = time.monotonic()
+        nodes = None
+        for flight in list(self._flights):
+            if flight.started_on is not None:
+                continue
+            nodes = nodes if nodes is not None else self._cluster()
+            need, label = _request(flight.task.planned.target)
+            if any(_fits(n, need, label) for n in nodes):
+                flight.waiting_since = None
+                continue
+            flight.waiting_since = flight.waiting_since or now
+            if now - flight.waiting_since >= self.scheduling_timeout_s:
+                ray.cancel(flight.ref, force=True)
+                self._flights.remove(flight)
+                what = flight.task.planned.target.placement.describe(1 if flight.task.planned.target.is_cuda else 0)
+                out.append(UnitDone(flight.task, WorkerFailure(
+                    "unsupported", f"no live node with {what} for {self.scheduling_timeout_s:g} s "
+                                   "(scheduling timeout): the unit was cancelled", "")))
+        return out
+
+    def _node(self, ray_id: str, env: Environment) -> Node:
+        node = self._nodes.get(ray_id)
+        if node is None:
+            info = next((n for n in self._cluster() if n["NodeID"] == ray_id), {})
+            label = (info.get("Labels") or {}).get(MACHINE_LABEL, "")
+            node = Node(f"n{len(self._nodes)}", machine_kind(env, label), env, label, ray_id)
+            self._nodes[ray_id] = node
+        return node
+
+    def _node_id(self, ray_id: str | None) -> str | None:
+        node = self._nodes.get(ray_id) if ray_id else None
+        return node.id if node else (f"ray:{ray_id[:8]}" if ray_id else None)
+
+    def close(self) -> bool:
+        import ray
+
+        interrupted = False
+        try:
+            for flight in self._flights:
+                ray.cancel(flight.ref, force=True)
+            self._flights.clear()
+            ray.shutdown()
+        except KeyboardInterrupt:
+            interrupted = True
+        return interrupted
+
+
+def _model_paths(model: PreparedModel) -> set[str]:
+    return {p for p in (model.source.ref, model.onnx_path, model.onnx_fp16_path, *(model.decoder_onnx or ()),
+                        *(model.decoder_onnx_fp16 or ())) if p}
+
+
+def _noted(outcome: Any, flight: _Flight) -> Any:
+    """A unit that succeeded on its retry says what the first attempt met (in its stop reason)."""
+    if flight.attempt == 0 or isinstance(outcome, WorkerFailure):
+        if isinstance(outcome, WorkerFailure) and flight.attempt:
+            return replace(outcome, reason=f"{outcome.reason} (a retry after: {flight.first_failure})")
+        return outcome
+    run = replace(outcome.run, stop_reason=f"{outcome.run.stop_reason}; retried after: {flight.first_failure}")
+    return replace(outcome, run=run)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
