@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bench.analysis.history import SeriesReport
+from bench.report.run_tables import node_kind
 
 
 def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0.05) -> str:
@@ -10,7 +11,7 @@ def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0
     for r in sorted(reports, key=lambda r: kinds.index(r.machine)) if len(kinds) > 1 else reports:
         unit = "samples/s" if r.metric == "throughput" else "ms"
         latest = f"{r.values[-1]:,.4g} {unit}" if r.values else "-"
-        lines.append(f"{r.cell_key} on {machine_name(r.machine)}: {r.note}; latest {r.metric} {latest}")
+        lines.append(f"{r.cell_key} on {node_kind(r.machine)}: {r.note}; latest {r.metric} {latest}")
         for c in r.changes:
             kind = "REGRESSION" if c.regression else ("change" if abs(c.step) < threshold else "improvement"
                                                       if (c.step > 0) == (r.metric == "throughput") else "change")
@@ -24,14 +25,10 @@ def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0
         mine = [r for r in reports if r.machine == kind]
         tested = sum(r.p_value is not None for r in mine)
         alarms = sum(r.latest_starts_regression for r in mine)
-        where = f" on {machine_name(kind)}" if len(kinds) > 1 else ""
+        where = f" on {node_kind(kind)}" if len(kinds) > 1 else ""
         lines.append(f"gate{where}: {'ALARM in ' + str(alarms) + ' series' if alarms else 'pass'}; the latest run of "
                      f"{tested} series tested against the runs before it, Benjamini-Hochberg at {alpha:g} over all of "
                      f"them: a night with no change raises a false alarm with probability at most {alpha:.0%}, however "
                      f"many series; an alarm also needs a step of {threshold:.0%} or more")
     return "\n".join(lines)
 
-
-def machine_name(kind: str) -> str:
-    """A machine kind as people read it: the fleet label, or the host of an unlabelled machine."""
-    return kind.split("|")[0]

@@ -92,8 +92,23 @@ def summary_table(run: Run) -> Table:
     if any(c.repetitions for c in run.cells):
         notes.append("each figure is the mean over worker processes (procs); its interval, t over them, is where a "
                      "re-run's figure lands: it holds the between-process noise and the re-run's own error")
+    columns = _SUMMARY_COLUMNS
+    if run.nodes:  # a fleet run: which machine measured each cell
+        columns = (*columns[:2], Column("node"), *columns[2:])
+        rows = [(*r[:2], node_label(run, c), *r[2:]) for r, c in zip(rows, [c for c in run.cells if c.status != "skipped"])]
+        notes.append("node: " + ", ".join(f"{n.id} = {n.environment.host} ({node_kind(n.kind)})" for n in run.nodes))
     caption = "; ".join(notes)
-    return Table(f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", _SUMMARY_COLUMNS, tuple(rows), caption)
+    return Table(f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", columns, tuple(rows), caption)
+
+
+def node_kind(kind: str) -> str:
+    """A machine kind as people read it: the fleet label, or the host of an unlabelled machine."""
+    return kind.split("|")[0]
+
+
+def node_label(run: Run, c: Cell) -> str:
+    node = run.node_of(c)
+    return "-" if node is None else f"{node.id} {node.label}".strip()
 
 
 _GPU_COLUMNS = tuple(Column(name, numeric=name not in ("cell", "boundary", "clocks"), code=name == "cell") for name in (

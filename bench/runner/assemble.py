@@ -55,9 +55,8 @@ class RepResult:
 
 
 def _home_node(ok: list[RepResult]) -> str | None:
-    """The node most of a cell's finished repetitions ran on (the earliest on a tie); None locally."""
-    nodes = [r.node for r in ok if r.node]
-    return max(dict.fromkeys(nodes), key=nodes.count) if nodes else None
+    """The node of a cell's latest finished repetition, where the runner kept it (None locally)."""
+    return ok[-1].node if ok else None
 
 
 def _rep_record(r: RepResult, used: bool, limit: float, why_left_out: str = "") -> Repetition:
@@ -186,8 +185,8 @@ class CellBuilder:
 
         stop = p.benchmark.stop
         ok = [r for r in reps if r.ok]
-        # A fleet cell's figures come from one machine: the node that ran most of its repetitions
-        # (the others ran where a lost node's units were retried, and are kept but not used).
+        # A fleet cell's figures come from one machine: the node it ended on (repetitions measured
+        # on a node lost before are kept in the record, not in the figures).
         home = _home_node(ok)
         moved = {r.index: f"measured on node {r.node}, not the cell's node {home}: figures of two machines "
                           "are not mixed" for r in ok if r.node != home}
@@ -198,8 +197,12 @@ class CellBuilder:
             first = failed[0].outcome
             fail_note = f"{len(failed)} of {len(reps)} repetitions failed (first: {first.reason})"
         if len(ok) < (1 if interrupted else min(2, stop.repeats)):
-            if not failed:
+            if not failed and not moved:
                 return self.base(p, "failed", "no repetition ran", failure_kind="error")
+            if not failed:
+                records = tuple(_rep_record(r, False, stop.max_interference, moved.get(r.index, "")) for r in reps)
+                return self.base(p, "failed", f"fewer than {min(2, stop.repeats)} repetitions on one node (its node was "
+                                 "lost)", failure_kind="crash", repetitions=records, node=home)
             first = failed[0].outcome
             reason = first.reason if len(reps) == 1 else f"{fail_note}; fewer than 2 finished"
             records = tuple(_rep_record(r, False, stop.max_interference) for r in reps)

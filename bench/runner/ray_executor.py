@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -219,6 +221,19 @@ class RayExecutor:
         ray = import_ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
+        # ray.init sets its own SIGTERM handler (and its core worker may take SIGINT): the CLI's
+        # handlers, which keep the measured cells on any ending signal, are put back after it.
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            self._init(ray, quiet)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in saved.items():
+                    if handler is not None:
+                        signal.signal(sig, handler)
+        self._remote = ray.remote(max_calls=1, max_retries=0)(fleet_unit)
+
+    def _init(self, ray: Any, quiet: dict) -> None:
         if self.address in (None, "", "local"):
             ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
         else:
@@ -231,7 +246,6 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ExecutorError(f"--address {self.address}: Ray could not connect ({str(exc).splitlines()[0]})") \
                     from None
-        self._remote = ray.remote(max_calls=1, max_retries=0)(fleet_unit)
 
     # --- what the cluster has --------------------------------------------------------------------
 
@@ -357,8 +371,8 @@ class RayExecutor:
                             attempt=1, first_failure=reason, first_node=where)
             self._flights[self._flights.index(flight)] = retry
             return None
-        text = (f"{reason} (on node {where or '?'}; retried once after: {flight.first_failure}"
-                f"{' on node ' + flight.first_node if flight.first_node else ''})")
+        text = (f"{reason} [node {where or '?'}]; retried once after: {flight.first_failure} "
+                f"[node {flight.first_node or '?'}]")
         tail = outcome.stderr_tail if outcome is not None else ""
         return UnitDone(flight.task, WorkerFailure("crash", text, tail), where)
 
@@ -407,7 +421,10 @@ class RayExecutor:
         try:
             for flight in self._flights:
                 ray.cancel(flight.ref, force=True)
+            # Every object reference goes before the connection does: Ray ends the process (exit
+            # 1, silently) when one is released after ray.shutdown().
             self._flights.clear()
+            self._files.clear()
             ray.shutdown()
         except KeyboardInterrupt:
             interrupted = True
@@ -429,6 +446,8 @@ def _noted(outcome: Any, flight: _Flight) -> Any:
     return replace(outcome, run=run)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int = 240) -> str:
+    """Ray's messages run long (advice, log paths): the first line, cut at `limit` characters."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."

@@ -123,8 +123,14 @@ class _CellState:
     precision_note: str = ""
 
     def node(self) -> str | None:
-        """The node the cell's finished repetitions ran on (a fleet keeps a cell on one machine)."""
-        return next((r.node for r in reversed(self.reps) if r.ok and r.node), None)
+        """The node of the cell's latest finished repetition: a fleet keeps a cell on one machine
+        (None locally, and before any repetition finished)."""
+        return next((r.node for r in reversed(self.reps) if r.ok), None)
+
+    def on_node(self) -> list[RepResult]:
+        """The repetitions, finished or failed, that count for the cell on its node."""
+        home = self.node()
+        return [r for r in self.reps if r.node == home or not r.ok] if home else list(self.reps)
 
     def failures(self) -> list[WorkerFailure]:
         return [r.outcome for r in self.reps if not r.ok]
@@ -139,9 +145,12 @@ class _CellState:
         fails = self.failures()
         if any(f.kind in ("out_of_memory", "unsupported") for f in fails) or len(fails) >= 2:
             return False
-        if round_index < stop.repeats:
+        # Repetitions count on the cell's node (locally: all of them, one per round so far): a
+        # fleet cell whose node was lost starts its count again where it went on.
+        done = len(self.on_node())
+        if done < stop.repeats:
             return True
-        if round_index >= stop.repeat_limit:
+        if done >= stop.repeat_limit:
             return False
         return not self.precise_enough(prior)
 
@@ -149,7 +158,7 @@ class _CellState:
         from bench.analysis.repetitions import merge
 
         stop = self.planned.benchmark.stop
-        ok = [r for r in self.reps if r.ok]
+        ok = [r for r in self.on_node() if r.ok]
         if not stop.ci_figures or len(ok) < 2:
             self.precision_note = ""
             return True

@@ -1,0 +1,288 @@
+"""`bench run --executor ray` on a real Ray cluster on this machine: a head on 127.0.0.1 (label
+machine=node-a) and a second node process (label machine=node-b, custom resource node_b), started
+by the module's fixture with `ray start`; a third node joins for the node-loss test and dies in it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.helpers import load_run_json, run_cli, tiny_suite, write_suite
+
+ray = pytest.importorskip("ray", reason="Ray is the fleet extra: pip install -e '.[ray]' (.ci/run installs it)")
+
+ROOT = Path(__file__).parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+SCHEMA = json.loads((ROOT / "bench/results/run.schema.json").read_text())
+# Fast node-death detection for the node-loss test (Ray's default takes ~30 s to declare a node dead).
+SYSTEM_CONFIG = json.dumps({"health_check_period_ms": 500, "health_check_failure_threshold": 4,
+                            "health_check_initial_delay_ms": 0})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(*args: str, env_extra: dict | None = None) -> None:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env_extra or {})}
+    done = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _nodes(address: str) -> list[dict]:
+    """The cluster's live nodes, asked from a short-lived driver process."""
+    code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
+            "print(json.dumps([n for n in ray.nodes() if n['Alive']]))" % address)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _start_node(address: str, *args: str, node_env: str) -> None:
+    _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", *args,
+         env_extra={"BENCH_TEST_NODE": node_env})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if shutil.which(RAY) is None and not Path(RAY).exists():
+        pytest.skip("the ray command is not installed beside this Python")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+         "--labels=machine=node-a", "--include-dashboard=false", "--disable-usage-stats",
+         f"--system-config={SYSTEM_CONFIG}", env_extra={"BENCH_TEST_NODE": "a"})
+    try:
+        _start_node(address, "--labels=machine=node-b", '--resources={"node_b": 1}', node_env="b")
+        deadline = time.monotonic() + 60
+        while len(_nodes(address)) < 2:
+            assert time.monotonic() < deadline, "the second Ray node did not join"
+            time.sleep(0.5)
+        yield address
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def _suite(tmp_path: Path, targets: str, extra_targets: str = "", model: str = "zoo:mlp", stop_extra: str = "",
+           bench_extra: str = "") -> Path:
+    body = tiny_suite(model=model, targets=targets, batch_sizes="[1, 4]", extra_targets=extra_targets,
+                      bench_extra=bench_extra)
+    if stop_extra:
+        body = body.replace("ci_figures = [] }", f"ci_figures = [], {stop_extra} }}")
+    return write_suite(tmp_path, body)
+
+
+PLACED = """
+[targets.ort-a]
+backend = "onnxruntime"
+providers = ["CPUExecutionProvider"]
+intra_op_threads = 1
+machine = "node-a"
+
+[targets.ort-b]
+backend = "onnxruntime"
+providers = ["CPUExecutionProvider"]
+intra_op_threads = 1
+resources = { node_b = 1 }
+"""
+
+
+def test_a_suite_splits_across_the_nodes_by_resource_and_label_and_records_each_node(cluster, tmp_path, capsys):
+    """Placement: machine = node-a keeps a target on the head, resources = { node_b = 1 } on the
+    second node; each cell's repetitions stay on one node; run.json holds each node's fingerprint;
+    the same suite run locally has the same cell ids and the same schema; the history store (a
+    real PostgreSQL server where CI gives one) records each cell under its machine kind."""
+    suite = _suite(tmp_path, '["ort", "ort-a", "ort-b"]', PLACED, stop_extra="repeats = 2")
+    db = os.environ.get("BENCH_TEST_PG_URL") or f"sqlite:///{tmp_path / 'history.sqlite'}"
+    code, out, err = run_cli(capsys, "run", str(suite), "--executor", "ray", "--address", cluster,
+                             "--out", str(tmp_path / "ray"), "--record", "--db", db)
+    assert code == 0, err
+    doc = load_run_json(tmp_path / "ray")
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["executor"] == "ray"
+    nodes = {n["id"]: n for n in doc["nodes"]}
+    assert sorted(n["label"] for n in nodes.values()) == ["node-a", "node-b"]
+    assert all(n["environment"]["python"] and n["kind"] == n["label"] for n in nodes.values())
+    by_label = {n["label"]: i for i, n in nodes.items()}
+    for c in doc["cells"]:
+        assert c["status"] == "ok", c["reason"]
+        assert {r["node"] for r in c["repetitions"]} == {c["node"]}, c["id"]  # one machine per cell
+        if c["target"]["name"] == "ort-a":
+            assert c["node"] == by_label["node-a"]
+        if c["target"]["name"] == "ort-b":
+            assert c["node"] == by_label["node-b"]
+    assert "node" in out and "n0" in out and "n1" in out  # the summary table says where each cell ran
+
+    # The same suite on the local executor: the same cells, the same schema, no nodes.
+    code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "local"))
+    assert code == 0, err
+    local = load_run_json(tmp_path / "local")
+    jsonschema.validate(local, SCHEMA)
+    assert local["executor"] == "local" and local["nodes"] == []
+    assert [c["id"] for c in local["cells"]] == [c["id"] for c in doc["cells"]]
+    assert local["schema_version"] == doc["schema_version"]
+    # A cell measured on a labelled node compares only with one measured on the same kind.
+    code, out, _ = run_cli(capsys, "compare", str(next((tmp_path / "local").glob("*/run.json"))),
+                           str(next((tmp_path / "ray").glob("*/run.json"))), "--json")
+    verdicts = {c["key"]: c for c in json.loads(out)["cells"]}
+    assert all(c["verdict"] == "not comparable" and "different machine kinds" in c["reason"]
+               for c in verdicts.values()), verdicts
+
+    # The history store got each cell under its node's machine kind; the gate runs per kind.
+    from bench.results.stores import open_store
+
+    store = open_store(db)
+    try:
+        rows = [r for r in store.rows() if r.run_id == doc["run_id"]]
+    finally:
+        store.close()
+    kinds = {(r.target, r.batch_size): r.machine for r in rows}
+    assert {kinds[("ort-a", 1)], kinds[("ort-a", 4)]} == {"node-a"}
+    assert {kinds[("ort-b", 1)], kinds[("ort-b", 4)]} == {"node-b"}
+    code, out, err = run_cli(capsys, "history", "--db", db)
+    assert code == 0, err
+    assert "gate on node-a" in out and "gate on node-b" in out
+
+
+def test_a_worker_killed_mid_unit_is_retried_once_on_the_other_node_then_fails(cluster, tmp_path, capsys):
+    """A unit whose worker dies by SIGKILL is retried once on another eligible node; killed again,
+    the unit fails with both reasons; the other target's cells complete (exit 3)."""
+    suite = _suite(tmp_path, '["torch", "ort"]', model="tests.fleet_models:killed", stop_extra="repeats = 1")
+    code, _, err = run_cli(capsys, "run", str(suite), "--executor", "ray", "--address", cluster,
+                           "--out", str(tmp_path / "r"), "--only", "*/b1/*")
+    assert code == 3, err
+    doc = load_run_json(tmp_path / "r")
+    cells = {c["target"]["name"]: c for c in doc["cells"]}
+    assert cells["ort"]["status"] == "ok"  # ONNX Runtime runs the exported graph: nothing kills it
+    failed = cells["torch"]
+    assert failed["status"] == "failed" and failed["failure_kind"] == "crash", failed
+    reason = failed["reason"]
+    assert reason.count("worker killed by SIGKILL") == 2 and "retried once after" in reason, reason
+    first, second = re.findall(r"\[node ([^\]]+)\]", reason)
+    assert first != second, reason  # the retry went to the other node
+
+
+def test_a_worker_killed_once_is_retried_and_the_cell_completes(cluster, tmp_path, capsys):
+    marker = tmp_path / "killed-once"
+    suite = _suite(tmp_path, '["torch"]', model="tests.fleet_models:killed", stop_extra="repeats = 1",
+                   bench_extra=f'model_args = {{ marker = "{marker}" }}')
+    code, _, err = run_cli(capsys, "run", str(suite), "--executor", "ray", "--address", cluster,
+                           "--out", str(tmp_path / "r"), "--only", "*/b1/*")
+    assert code == 0, err
+    cell = load_run_json(tmp_path / "r")["cells"][0]
+    assert marker.exists() and cell["status"] == "ok"
+    assert "retried after: worker killed by SIGKILL" in cell["repetitions"][0]["stop_reason"], cell["repetitions"]
+
+
+def test_a_target_no_node_can_run_is_skipped_with_the_reason_not_a_hang(cluster, tmp_path, capsys):
+    extra = """
+[targets.h100]
+backend = "onnxruntime"
+providers = ["CPUExecutionProvider"]
+machine = "node-c"
+
+[targets.gpu]
+backend = "torch"
+device = "cuda"
+"""
+    suite = _suite(tmp_path, '["ort", "h100", "gpu"]', extra)
+    code, out, err = run_cli(capsys, "run", str(suite), "--executor", "ray", "--address", cluster,
+                             "--out", str(tmp_path / "r"), "--only", "*/b1/*")
+    assert code == 0, err
+    cells = {c["target"]["name"]: c for c in load_run_json(tmp_path / "r")["cells"]}
+    assert cells["ort"]["status"] == "ok"
+    assert cells["h100"]["status"] == "skipped"
+    assert "no node with label machine=node-c" in cells["h100"]["reason"]
+    assert "node-a, node-b" in cells["h100"]["reason"] and "did you mean" in cells["h100"]["reason"]
+    assert cells["gpu"]["status"] == "skipped" and "no node with 1 GPU" in cells["gpu"]["reason"]
+
+
+def test_ctrl_c_cancels_the_units_in_flight_and_keeps_the_finished_cells(cluster, tmp_path):
+    """Two benchmarks: `m` finishes in round 2, `slow` needs a third round; Ctrl-C while round 3's
+    units run (on both nodes) cancels them and keeps every cell measured so far (exit 130)."""
+    body = tiny_suite(targets='["ort", "torch"]', batch_sizes="[1]").replace("ci_figures = [] }",
+                                                                            "ci_figures = [], repeats = 2 }")
+    slow = """
+        [[benchmark]]
+        name = "slow"
+        model = "zoo:mlp"
+        model_args = { in_features = 16, width = 32, depth = 2, classes = 4 }
+        batch_sizes = [1]
+        scenarios = ["single-stream"]
+        targets = ["ort", "torch"]
+        stop = { min_seconds = 2, max_seconds = 3, min_iterations = 5, warmup_iterations = 2, warmup_seconds = 0.0, ci_figures = [], repeats = 3 }
+    """
+    suite = write_suite(tmp_path, body + slow)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--executor", "ray", "--address",
+                             cluster, "--out", str(tmp_path / "r"), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until m's cells are in run.json (written after round 2), with round 3 under way
+            runs = list((tmp_path / "r").glob("*/run.json"))
+            if runs and json.loads(runs[0].read_text() or "{}").get("cells"):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(1.0)  # round 3's units have started (each measures for 2 s at least)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (out[-3000:], err)
+    assert "Traceback" not in err and "interrupted" in err
+    doc = load_run_json(tmp_path / "r")
+    assert doc["status"] == "interrupted", doc["status"]
+    cells = {c["id"]: c for c in doc["cells"]}
+    assert {c["status"] for c in cells.values()} == {"ok"} and len(cells) == 4, cells.keys()
+    for target in ("ort", "torch"):  # the slow cells keep the 2 repetitions measured before Ctrl-C
+        slow_cell = cells[f"slow/{target}/b1/single-stream"]
+        assert len(slow_cell["repetitions"]) == 2 and "interrupted after 2 of 3" in slow_cell["stop_reason"]
+    # No unit's worker outlives the run: Ray killed the tasks in flight, and their workers with them.
+    import psutil
+
+    deadline = time.monotonic() + 20
+    while any("fleet_unit" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])):
+        assert time.monotonic() < deadline, "a fleet unit's Ray worker outlived the interrupted run"
+        time.sleep(0.5)
+
+
+def test_a_node_lost_mid_unit_has_its_units_retried_on_the_others(cluster, tmp_path, capsys):
+    """A third node joins; the first unit that lands on it kills its raylet (the node is lost mid-
+    unit). That unit is retried on another node; the run completes with every cell measured."""
+    _start_node(cluster, "--labels=machine=node-c", '--resources={"node_c": 1}', node_env="c")
+    deadline = time.monotonic() + 60
+    while len(_nodes(cluster)) < 3:
+        assert time.monotonic() < deadline, "the third Ray node did not join"
+        time.sleep(0.5)
+    suite = _suite(tmp_path, '["torch"]', model="tests.fleet_models:kills_its_node",
+                   stop_extra="repeats = 2", extra_targets="") .read_text()
+    # Three concurrency-free sweeps so that units start on all three nodes at once.
+    suite = suite.replace('targets = ["torch"]', 'targets = ["torch", "torch2", "torch3"]').replace(
+        "[[benchmark]]", '[targets.torch2]\nbackend = "torch"\nthreads = 1\n\n[targets.torch3]\nbackend = "torch"\n'
+                         'threads = 1\n\n[[benchmark]]')
+    path = write_suite(tmp_path, suite, "nodes.toml")
+    code, _, err = run_cli(capsys, "run", str(path), "--executor", "ray", "--address", cluster,
+                           "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    doc = load_run_json(tmp_path / "r")
+    assert all(c["status"] == "ok" for c in doc["cells"]), [(c["id"], c["reason"]) for c in doc["cells"]]
+    retried = [r for c in doc["cells"] for r in c["repetitions"] if "retried after" in r["stop_reason"]]
+    assert retried, "no unit ran on the lost node"
+    assert any("NodeDiedError" in r["stop_reason"] or "WorkerCrashedError" in r["stop_reason"]
+               or "died" in r["stop_reason"] for r in retried), [r["stop_reason"] for r in retried]
+    labels = {n["id"]: n["label"] for n in doc["nodes"]}
+    assert all(labels[c["node"]] != "node-c" for c in doc["cells"])  # no figure from the lost node
