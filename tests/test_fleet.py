@@ -286,3 +286,76 @@ def test_a_node_lost_mid_unit_has_its_units_retried_on_the_others(cluster, tmp_p
                or "died" in r["stop_reason"] for r in retried), [r["stop_reason"] for r in retried]
     labels = {n["id"]: n["label"] for n in doc["nodes"]}
     assert all(labels[c["node"]] != "node-c" for c in doc["cells"])  # no figure from the lost node
+
+
+# --- bad input: one line, exit 2, before anything runs (no cluster needed) ------------------------
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_an_unknown_executor_is_refused_with_did_you_mean(tmp_path, capsys):
+    suite = _suite(tmp_path, '["ort"]')
+    code, _, err = run_cli(capsys, "run", str(suite), "--executor", "rya", "--out", str(tmp_path / "r"))
+    line = _one_line(err)
+    assert code == 2 and "--executor 'rya' is not an executor" in line and "did you mean 'ray'" in line
+    assert "allowed: local, ray" in line and not (tmp_path / "r").exists()
+
+
+def test_an_address_without_the_ray_executor_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", str(_suite(tmp_path, '["ort"]')), "--address", "127.0.0.1:6379")
+    assert code == 2 and "needs --executor ray" in _one_line(err)
+
+
+def test_an_address_that_does_not_answer_is_refused_within_the_connect_timeout(tmp_path, capsys):
+    from bench.runner.ray_executor import CONNECT_TIMEOUT_S
+
+    port = _free_port()  # nothing listens there
+    t0 = time.monotonic()
+    code, _, err = run_cli(capsys, "run", str(_suite(tmp_path, '["ort"]')), "--executor", "ray", "--address",
+                           f"127.0.0.1:{port}", "--out", str(tmp_path / "r"))
+    line = _one_line(err)
+    assert code == 2 and f"no Ray head answers there within {CONNECT_TIMEOUT_S:g} s" in line, line
+    assert f"ray start --head --port={port}" in line
+    assert time.monotonic() - t0 < CONNECT_TIMEOUT_S + 30  # refused, not left to ray.init's own waits
+    code, _, err = run_cli(capsys, "run", str(_suite(tmp_path, '["ort"]')), "--executor", "ray", "--address",
+                           "head-without-port", "--out", str(tmp_path / "r"))
+    assert code == 2 and "expected the head's HOST:PORT" in _one_line(err)
+
+
+def test_the_ray_executor_without_ray_installed_names_the_install_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    code, _, err = run_cli(capsys, "run", str(_suite(tmp_path, '["ort"]')), "--executor", "ray",
+                           "--out", str(tmp_path / "r"))
+    line = _one_line(err)
+    assert code == 2 and "needs Ray, which is not installed here" in line and "pip install 'bench-harness[ray]'" in line
+
+
+@pytest.mark.parametrize("keys, fragment", [
+    ('machine = "h 100"', "targets.bad.machine: 'h 100' is not a node label"),
+    ("machine = 3", "targets.bad.machine"),
+    ("resources = { h100 = 0 }", "targets.bad.resources.h100: 0 is not allowed; expected a number > 0"),
+    ("resources = { GPU = 1 }", "targets.bad.resources.GPU: not a custom resource name"),
+    ('resources = "h100"', "targets.bad.resources"),
+    ("cpus = -1", "targets.bad.cpus: -1 is not allowed"),
+])
+def test_bad_placement_keys_are_one_line_naming_the_key(tmp_path, capsys, keys, fragment):
+    extra = f'[targets.bad]\nbackend = "onnxruntime"\n{keys}\n'
+    code, _, err = run_cli(capsys, "run", str(_suite(tmp_path, '["ort", "bad"]', extra)), "--out", str(tmp_path / "r"))
+    assert code == 2 and fragment in _one_line(err), err
+
+
+def test_placement_is_read_into_the_target_and_sets_what_a_unit_reserves(tmp_path):
+    from bench.config.suite import load_suite
+    from bench.runner.ray_executor import _request
+
+    extra = '[targets.placed]\nbackend = "torch"\nthreads = 3\nmachine = "h100-node"\nresources = { h100 = 1 }\n'
+    suite = load_suite(str(_suite(tmp_path, '["ort", "placed"]', extra)))
+    placed = suite.targets["placed"]
+    assert placed.placement.machine == "h100-node" and placed.placement.resources == (("h100", 1.0),)
+    assert _request(placed) == ({"CPU": 3.0, "h100": 1.0}, "h100-node")  # its 3 threads' cores
+    assert _request(suite.targets["ort"]) == ({"CPU": 1.0}, "")
+    assert "machine" not in placed.to_dict()["knobs"]  # placement is not a backend knob

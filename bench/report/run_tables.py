@@ -157,7 +157,10 @@ def targets_table(run: Run) -> Table:
         v = r.vs_next
         vs = "-" if v is None else (f"x{v.ratio:.3f} [{v.low:.3f}, {v.high:.3f}] over {v.rounds} rounds"
                                     + ("" if v.resolved else " (not resolved)"))
-        rows.append((r.group, str(r.rank), r.cell.target.name, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
+        # A fleet run ranks targets across the machines that measured them (a deployment choice):
+        # each says where it ran.
+        name = r.cell.target.name + (f" @ {node_label(run, r.cell)}" if run.nodes else "")
+        rows.append((r.group, str(r.rank), name, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
                      fmt_estimate(p99.value, p99.ci_low, p99.ci_high), vs, mark))
     return Table("targets ranked by throughput · vs next = throughput over the next-ranked target's, paired by "
                  "round (drift cancels), 95% interval · ★ Pareto front of throughput vs p99",

@@ -207,6 +207,11 @@ class RayExecutor:
     "local" to start a one-machine Ray cluster for this run (on loopback)."""
 
     address: str | None = None
+    # A one-machine cluster started for the run ("local") runs one unit at a time, as the local
+    # executor does: units that overlap on one machine disturb each other's figures. A real
+    # cluster takes as many as its nodes' resources allow (None).
+    max_in_flight: int | None = None
+    local_cpus: int | None = None  # CPUs a "local" cluster declares (default: this machine's)
     scheduling_timeout_s: float = SCHEDULING_TIMEOUT_S
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     name: str = "ray"
@@ -233,9 +238,18 @@ class RayExecutor:
                         signal.signal(sig, handler)
         self._remote = ray.remote(max_calls=1, max_retries=0)(fleet_unit)
 
+    @property
+    def local(self) -> bool:
+        return self.address in (None, "", "local")
+
     def _init(self, ray: Any, quiet: dict) -> None:
-        if self.address in (None, "", "local"):
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        if self.local:
+            if self.max_in_flight is None:
+                self.max_in_flight = 1
+            # address="local": a new cluster, never one this machine already runs (ray.init()
+            # alone would join the latest one started here).
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=self.local_cpus,
+                     **quiet)
         else:
             if self.address.startswith("ray://"):
                 raise ExecutorError(f"--address {self.address}: give the head's HOST:PORT (the GCS address "
@@ -292,7 +306,8 @@ class RayExecutor:
     # --- units -------------------------------------------------------------------------------------
 
     def has_room(self) -> bool:
-        return True  # Ray queues what its nodes cannot start yet
+        # On a cluster Ray queues what its nodes cannot start yet.
+        return self.max_in_flight is None or len(self._flights) < self.max_in_flight
 
     def _ray_id(self, node: str | None) -> str | None:
         return next((rid for rid, n in self._nodes.items() if n.id == node), None) if node else None

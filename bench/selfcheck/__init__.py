@@ -3,7 +3,8 @@ assumed. One module per check; CHECKS lists them in the order they run and print
 from __future__ import annotations
 
 from bench.selfcheck import (
-    bootstrap, fidelity, generator, jit, kernel_speed, loadgen, overhead, reproducibility, timer, worker_start,
+    bootstrap, executor_cost, fidelity, generator, jit, kernel_speed, loadgen, overhead, reproducibility, timer,
+    worker_start,
 )
 from bench.selfcheck.check import Check
 
@@ -18,5 +19,6 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
     generator.CHECK,
     fidelity.CHECK,
     reproducibility.CHECK,
+    executor_cost.CHECK,
 )}
 DEFAULT_CHECKS = tuple(name for name, c in CHECKS.items() if c.default)
