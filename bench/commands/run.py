@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.runner.suite import run_suite
     from bench.scenarios.registry import detail_rows
 
-    from bench.runner.executor import executor_factory
+    from bench.runner.executors import executor_factory
 
     # The executor is checked first: an unknown name, Ray missing or a head that does not answer
     # costs one line (exit 2) before the suite is read or a kernel compiled.
