@@ -36,8 +36,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The test cluster runs without Ray's token authentication: a `ray start --head` enables it when a
+# token file exists (~/.ray/auth_token, which any earlier `ray.init()` on this machine writes) while
+# a joining `ray start` does not, and the second node is refused. The driver (this process, and
+# the CLI it starts) must then say the same.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
 def _ray(*args: str, env_extra: dict | None = None) -> None:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env_extra or {})}
+    env = {**os.environ, **RAY_ENV, **(env_extra or {})}
     done = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -47,7 +54,7 @@ def _nodes(address: str) -> list[dict]:
     code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
             "print(json.dumps([n for n in ray.nodes() if n['Alive']]))" % address)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                         env={**os.environ, **RAY_ENV})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,12 +67,14 @@ def _start_node(address: str, *args: str, node_env: str) -> None:
 def cluster():
     if shutil.which(RAY) is None and not Path(RAY).exists():
         pytest.skip("the ray command is not installed beside this Python")
+    saved = {k: os.environ.get(k) for k in RAY_ENV}
+    os.environ.update(RAY_ENV)
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-         "--labels=machine=node-a", "--include-dashboard=false", "--disable-usage-stats",
-         f"--system-config={SYSTEM_CONFIG}", env_extra={"BENCH_TEST_NODE": "a"})
     try:
+        _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+             "--labels=machine=node-a", "--include-dashboard=false", "--disable-usage-stats",
+             f"--system-config={SYSTEM_CONFIG}", env_extra={"BENCH_TEST_NODE": "a"})
         _start_node(address, "--labels=machine=node-b", '--resources={"node_b": 1}', node_env="b")
         deadline = time.monotonic() + 60
         while len(_nodes(address)) < 2:
@@ -74,6 +83,11 @@ def cluster():
         yield address
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _suite(tmp_path: Path, targets: str, extra_targets: str = "", model: str = "zoo:mlp", stop_extra: str = "",
@@ -260,17 +274,20 @@ def test_ctrl_c_cancels_the_units_in_flight_and_keeps_the_finished_cells(cluster
         time.sleep(0.5)
 
 
+def _join(cluster: str, label: str, nodes: int) -> None:
+    _start_node(cluster, f"--labels=machine=node-{label}", f'--resources={{"node_{label}": 1}}', node_env=label)
+    deadline = time.monotonic() + 60
+    while len(_nodes(cluster)) < nodes:
+        assert time.monotonic() < deadline, f"node-{label} did not join"
+        time.sleep(0.5)
+
+
 def test_a_node_lost_mid_unit_has_its_units_retried_on_the_others(cluster, tmp_path, capsys):
     """A third node joins; the first unit that lands on it kills its raylet (the node is lost mid-
     unit). That unit is retried on another node; the run completes with every cell measured."""
-    _start_node(cluster, "--labels=machine=node-c", '--resources={"node_c": 1}', node_env="c")
-    deadline = time.monotonic() + 60
-    while len(_nodes(cluster)) < 3:
-        assert time.monotonic() < deadline, "the third Ray node did not join"
-        time.sleep(0.5)
-    suite = _suite(tmp_path, '["torch"]', model="tests.fleet_models:kills_its_node",
-                   stop_extra="repeats = 2", extra_targets="") .read_text()
-    # Three concurrency-free sweeps so that units start on all three nodes at once.
+    _join(cluster, "c", 3)
+    suite = _suite(tmp_path, '["torch"]', model="tests.fleet_models:kills_its_node", stop_extra="repeats = 2").read_text()
+    # Three sweeps that may run side by side, so that units start on all three nodes at once.
     suite = suite.replace('targets = ["torch"]', 'targets = ["torch", "torch2", "torch3"]').replace(
         "[[benchmark]]", '[targets.torch2]\nbackend = "torch"\nthreads = 1\n\n[targets.torch3]\nbackend = "torch"\n'
                          'threads = 1\n\n[[benchmark]]')
@@ -286,6 +303,27 @@ def test_a_node_lost_mid_unit_has_its_units_retried_on_the_others(cluster, tmp_p
                or "died" in r["stop_reason"] for r in retried), [r["stop_reason"] for r in retried]
     labels = {n["id"]: n["label"] for n in doc["nodes"]}
     assert all(labels[c["node"]] != "node-c" for c in doc["cells"])  # no figure from the lost node
+
+
+def test_a_unit_only_a_lost_node_could_run_fails_at_the_scheduling_timeout(cluster, tmp_path, capsys, monkeypatch):
+    """A target pinned to node-d (machine = node-d): its unit kills node-d; the retry has no node
+    to go to, waits the scheduling timeout, and fails with both reasons; the run ends (exit 3)."""
+    monkeypatch.setenv("BENCH_RAY_SCHEDULING_TIMEOUT_S", "3")
+    alive = len(_nodes(cluster))
+    _join(cluster, "d", alive + 1)
+    extra = '[targets.on-d]\nbackend = "torch"\nthreads = 1\nmachine = "node-d"\n'
+    suite = _suite(tmp_path, '["ort", "on-d"]', extra, model="tests.fleet_models:kills_its_node",
+                   stop_extra="repeats = 1", bench_extra='model_args = { node_env = "d" }')
+    t0 = time.monotonic()
+    code, _, err = run_cli(capsys, "run", str(suite), "--executor", "ray", "--address", cluster,
+                           "--out", str(tmp_path / "r"), "--only", "*/b1/*")
+    assert code == 3, err
+    cells = {c["target"]["name"]: c for c in load_run_json(tmp_path / "r")["cells"]}
+    assert cells["ort"]["status"] == "ok"
+    reason = cells["on-d"]["reason"]
+    assert cells["on-d"]["status"] == "failed" and "no live node with label machine=node-d for 3 s" in reason, reason
+    assert "a retry after:" in reason and "node-d" in reason, reason
+    assert time.monotonic() - t0 < 120  # ended, not hung
 
 
 # --- bad input: one line, exit 2, before anything runs (no cluster needed) ------------------------

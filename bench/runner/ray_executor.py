@@ -47,7 +47,19 @@ INSTALL = "pip install 'bench-harness[ray]' (or: pip install 'ray>=2.49')"
 CONNECT_TIMEOUT_S = 10.0  # how long an --address may take to answer before the run is refused
 # How long a submitted unit may wait while no live node could take it (its pinned node or every
 # node with its label left): then it is cancelled and fails, instead of hanging the run.
-SCHEDULING_TIMEOUT_S = float(os.environ.get("BENCH_RAY_SCHEDULING_TIMEOUT_S", "60"))
+SCHEDULING_TIMEOUT_S = 60.0
+
+
+def scheduling_timeout_s() -> float:
+    """SCHEDULING_TIMEOUT_S, or BENCH_RAY_SCHEDULING_TIMEOUT_S seconds where that is set."""
+    raw = os.environ.get("BENCH_RAY_SCHEDULING_TIMEOUT_S")
+    try:
+        value = float(raw) if raw else SCHEDULING_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ExecutorError(f"BENCH_RAY_SCHEDULING_TIMEOUT_S={raw!r}: expected a number of seconds > 0")
+    return value
 MACHINE_LABEL = "machine"  # the node label a target's `machine` selects (ray start --labels machine=...)
 _POLL_S = 0.5
 
@@ -212,7 +224,7 @@ class RayExecutor:
     # cluster takes as many as its nodes' resources allow (None).
     max_in_flight: int | None = None
     local_cpus: int | None = None  # CPUs a "local" cluster declares (default: this machine's)
-    scheduling_timeout_s: float = SCHEDULING_TIMEOUT_S
+    scheduling_timeout_s: float = field(default_factory=scheduling_timeout_s)
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     name: str = "ray"
     _flights: list[_Flight] = field(default_factory=list)
@@ -411,9 +423,11 @@ class RayExecutor:
                 ray.cancel(flight.ref, force=True)
                 self._flights.remove(flight)
                 what = flight.task.planned.target.placement.describe(1 if flight.task.planned.target.is_cuda else 0)
+                after = (f" (a retry after: {flight.first_failure} [node {flight.first_node or '?'}])"
+                         if flight.attempt else "")
                 out.append(UnitDone(flight.task, WorkerFailure(
                     "unsupported", f"no live node with {what} for {self.scheduling_timeout_s:g} s "
-                                   "(scheduling timeout): the unit was cancelled", "")))
+                                   f"(scheduling timeout): the unit was cancelled{after}", "")))
         return out
 
     def _node(self, ray_id: str, env: Environment) -> Node:
