@@ -525,9 +525,10 @@ def test_out_of_memory_fails_its_cell_stops_the_sweep_and_names_the_largest_batc
 
 
 def test_device_index_that_does_not_exist_fails_its_cell(tmp_path, capsys, monkeypatch):
-    from bench.runner import suite as suite_mod
+    from bench.measure import nvml_devices
 
-    monkeypatch.setattr(suite_mod, "visible_device_count", lambda: (1, ""))  # a one-GPU machine
+    # a one-GPU machine, as the local executor sees it
+    monkeypatch.setattr(nvml_devices, "visible_device_count", lambda: (1, ""))
     extra = '\n[targets.gpu3]\nbackend = "torch"\ndevice = "cuda:3"\n'
     suite = write_suite(tmp_path, tiny_suite(targets='["torch", "gpu3"]', extra_targets=extra, batch_sizes="[1]"))
     code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
