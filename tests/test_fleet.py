@@ -397,3 +397,13 @@ def test_placement_is_read_into_the_target_and_sets_what_a_unit_reserves(tmp_pat
     assert _request(placed) == ({"CPU": 3.0, "h100": 1.0}, "h100-node")  # its 3 threads' cores
     assert _request(suite.targets["ort"]) == ({"CPU": 1.0}, "")
     assert "machine" not in placed.to_dict()["knobs"]  # placement is not a backend knob
+
+
+def test_a_bad_scheduling_timeout_is_one_line_naming_the_variable(monkeypatch):
+    from bench.errors import ConfigError
+    from bench.runner.ray_executor import SCHEDULING_TIMEOUT_S, scheduling_timeout_s
+
+    assert scheduling_timeout_s() == SCHEDULING_TIMEOUT_S
+    monkeypatch.setenv("BENCH_RAY_SCHEDULING_TIMEOUT_S", "soon")
+    with pytest.raises(ConfigError, match=r"BENCH_RAY_SCHEDULING_TIMEOUT_S='soon': expected a number of seconds > 0"):
+        scheduling_timeout_s()

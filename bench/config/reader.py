@@ -51,3 +51,18 @@ class Reader:
             return from_json(cls, table, path)
         except DecodeError as exc:
             raise self._decoded(exc) from None
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A time limit a user may set in the environment: `default`, or the number of seconds in
+    $name where that is set (anything but a number > 0 is bad input, naming the variable)."""
+    import os
+
+    raw = os.environ.get(name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds > 0")
+    return value

@@ -52,14 +52,11 @@ SCHEDULING_TIMEOUT_S = 60.0
 
 def scheduling_timeout_s() -> float:
     """SCHEDULING_TIMEOUT_S, or BENCH_RAY_SCHEDULING_TIMEOUT_S seconds where that is set."""
-    raw = os.environ.get("BENCH_RAY_SCHEDULING_TIMEOUT_S")
-    try:
-        value = float(raw) if raw else SCHEDULING_TIMEOUT_S
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ExecutorError(f"BENCH_RAY_SCHEDULING_TIMEOUT_S={raw!r}: expected a number of seconds > 0")
-    return value
+    from bench.config.reader import env_seconds
+
+    return env_seconds("BENCH_RAY_SCHEDULING_TIMEOUT_S", SCHEDULING_TIMEOUT_S)
+
+
 MACHINE_LABEL = "machine"  # the node label a target's `machine` selects (ray start --labels machine=...)
 _POLL_S = 0.5
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from bench import stats
 from bench.config.records import SuiteSpec
-from bench.errors import ConfigError, ModelError, ResultWriteError
+from bench.errors import ModelError, ResultWriteError
 from bench.measure.environment import fingerprint
 from bench.models.loader import PreparedModel, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
@@ -59,16 +59,10 @@ class _PrepareTimeout(BaseException):  # not an Exception: a factory's own `exce
 def prepare_timeout_s() -> float:
     """How long one model may take to build and export in this process (a factory that hangs must
     not hang the run): LOAD_ALLOWANCE_S, or BENCH_PREPARE_TIMEOUT_S seconds where that is set."""
+    from bench.config.reader import env_seconds
     from bench.runner.plan import LOAD_ALLOWANCE_S
 
-    raw = os.environ.get("BENCH_PREPARE_TIMEOUT_S")
-    try:
-        value = float(raw) if raw else LOAD_ALLOWANCE_S
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"BENCH_PREPARE_TIMEOUT_S={raw!r}: expected a number of seconds > 0")
-    return value
+    return env_seconds("BENCH_PREPARE_TIMEOUT_S", LOAD_ALLOWANCE_S)
 
 
 def _time_boxed(prepare_one: Callable[[], PreparedModel], seconds: float, ref: str) -> PreparedModel:
