@@ -226,7 +226,8 @@ device = "cuda"
 
 def test_ctrl_c_cancels_the_units_in_flight_and_keeps_the_finished_cells(cluster, tmp_path):
     """Two benchmarks: `m` finishes in round 2, `slow` needs a third round; Ctrl-C while round 3's
-    units run (on both nodes) cancels them and keeps every cell measured so far (exit 130)."""
+    units run (on both nodes, 5 s each: the signal lands inside them even on a loaded machine)
+    cancels them and keeps every cell measured so far (exit 130)."""
     body = tiny_suite(targets='["ort", "torch"]', batch_sizes="[1]").replace("ci_figures = [] }",
                                                                             "ci_figures = [], repeats = 2 }")
     slow = """
@@ -237,7 +238,7 @@ def test_ctrl_c_cancels_the_units_in_flight_and_keeps_the_finished_cells(cluster
         batch_sizes = [1]
         scenarios = ["single-stream"]
         targets = ["ort", "torch"]
-        stop = { min_seconds = 2, max_seconds = 3, min_iterations = 5, warmup_iterations = 2, warmup_seconds = 0.0, ci_figures = [], repeats = 3 }
+        stop = { min_seconds = 5, max_seconds = 6, min_iterations = 5, warmup_iterations = 2, warmup_seconds = 0.0, ci_figures = [], repeats = 3 }
     """
     suite = write_suite(tmp_path, body + slow)
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--executor", "ray", "--address",
@@ -251,7 +252,7 @@ def test_ctrl_c_cancels_the_units_in_flight_and_keeps_the_finished_cells(cluster
                 break
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
-        time.sleep(1.0)  # round 3's units have started (each measures for 2 s at least)
+        time.sleep(1.0)  # round 3's units have started (each measures for 5 s at least)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
