@@ -138,6 +138,8 @@ def test_a_suite_splits_across_the_nodes_by_resource_and_label_and_records_each_
             assert c["node"] == by_label["node-a"]
         if c["target"]["name"] == "ort-b":
             assert c["node"] == by_label["node-b"]
+    for target in ("ort", "ort-a", "ort-b"):  # a sweep's curve comes from one machine
+        assert len({c["node"] for c in doc["cells"] if c["target"]["name"] == target}) == 1, target
     assert "node" in out and "n0" in out and "n1" in out  # the summary table says where each cell ran
 
     # The same suite on the local executor: the same cells, the same schema, no nodes.

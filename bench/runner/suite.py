@@ -279,6 +279,9 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
     peaks = ex.peaks(tmp)
     builder = CellBuilder(run_dir, models, tmp, peaks)
     gates = SweepGates()
+    # The node each sweep last measured on: a fleet keeps a sweep's cells, and so its curve, on
+    # one machine (a cell's first unit goes where its sweep's earlier cells ran).
+    sweep_node: dict[tuple[str, str, str], str] = {}
 
     def prior() -> dict:
         """The run's typical between-process spread so far (moderates each cell's interval)."""
@@ -313,7 +316,7 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
         job = UnitJob(p.key, repetition, p.benchmark, p.target, models[p.benchmark.name],
                       str(builder.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size)))
         return UnitTask(p, repetition, job, tmp / f"worker-{p.index:04d}-{repetition}.stderr", p.timeout_s(),
-                        st.node())
+                        st.node() or sweep_node.get(_sweep_of(p)))
 
     def finish(st: _CellState, done: UnitDone) -> None:
         p, outcome, repetition = st.planned, done.outcome, done.task.repetition
@@ -326,6 +329,8 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
         else:
             figures = p.scenario.figures(outcome.run, p.benchmark, p.key)
             st.reps.append(RepResult(repetition, outcome, figures, node=done.node))
+            if done.node is not None:
+                sweep_node[_sweep_of(p)] = done.node
             gates.record(p, None, figures.slo)
             st.precise_enough(prior())  # the precision so far, for the watcher
             progress(Progress(p.index, len(cells), p, None, repetition, finished_unit=True,
