@@ -243,9 +243,12 @@ def test_ctrl_c_cancels_the_units_in_flight_and_keeps_the_finished_cells(cluster
         stop = { min_seconds = 5, max_seconds = 6, min_iterations = 5, warmup_iterations = 2, warmup_seconds = 0.0, ci_figures = [], repeats = 3 }
     """
     suite = write_suite(tmp_path, body + slow)
+    # SIGINT at its default in the child, as a terminal's shell leaves it: a CI job run in the
+    # background starts everything with SIGINT ignored, and the CLI keeps ignoring it then.
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--executor", "ray", "--address",
                              cluster, "--out", str(tmp_path / "r"), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while True:  # until m's cells are in run.json (written after round 2), with round 3 under way
