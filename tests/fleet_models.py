@@ -48,7 +48,10 @@ def kills_its_node(node_env: str = "c"):
         if os.environ.get("BENCH_TEST_NODE") == node_env:
             import psutil
 
-            raylet = psutil.Process().parent().parent()  # worker -> Ray worker -> the node's raylet
+            raylet = psutil.Process().parent()  # worker -> its host -> the Ray worker -> the node's raylet
+            while raylet is not None and raylet.name() != "raylet":
+                raylet = raylet.parent()
+            assert raylet is not None, "no raylet above this worker"
             raylet.kill()
             time.sleep(120)  # the unit never finishes: the node's loss ends it (the Ray worker dies with its raylet)
 

@@ -5,9 +5,9 @@ the target's CPU cores (Placement.cpus_for: `cpus`, else its compute threads, el
 `resources`, and its `machine` label as a label selector. Ray places it on a node that has them.
 
 Isolation: the task runs in a Ray worker used for one task only (`max_calls = 1`), and that
-worker spawns the harness's usual worker process (bench.runner.isolation.run_in_worker, a fresh
-interpreter that imports no Ray), which runs the unit exactly as a local run does. Its peak RSS,
-its crash and its stderr are its own, as on one machine.
+worker starts the harness's usual worker host (bench.runner.isolation.WorkerHosts: a fresh
+interpreter that imports the target's runtime and no Ray), which forks the unit's worker, exactly
+as a local run makes it. Its peak RSS, its crash and its stderr are its own, as on one machine.
 
 A cell stays on one node: its first unit goes where Ray puts it, the next ones are pinned there
 (node affinity), so that its repetitions measure one machine. The task first yields the node it
@@ -134,8 +134,9 @@ def fleet_unit(job: Any, files: dict[str, tuple[str, str, list]], timeout_s: flo
 
     import ray
 
+    from bench.backends.registry import worker_family
     from bench.measure.environment import fingerprint
-    from bench.runner.isolation import run_in_worker
+    from bench.runner.isolation import WorkerHosts
     from bench.runner.unit import run_unit
 
     yield ray.get_runtime_context().get_node_id()
@@ -146,13 +147,18 @@ def fleet_unit(job: Any, files: dict[str, tuple[str, str, list]], timeout_s: flo
         if target.is_cuda:  # Ray gave this worker its GPU through CUDA_VISIBLE_DEVICES: it is cuda:0 here
             target = replace(target, device="cuda:0")
         job = replace(job, model=model, target=target, outputs_path=str(scratch / "outputs.npz"))
-        # The worker is spawned: a fresh interpreter. multiprocessing would re-import this
-        # process's __main__ (Ray's worker script, which imports Ray) in it; with a bare __main__
-        # it imports only what the unit needs, as a local worker does, and its memory compares.
+        # The worker is forked from a host spawned here for this unit, which imported the
+        # target's runtime first: the unit's worker is made as a local run's is, so its peak RSS
+        # is the same figure (a worker spawned directly reads ~13 MiB more on a small ORT model:
+        # its imports land in its own heap). multiprocessing would re-import this process's
+        # __main__ (Ray's worker script, which imports Ray) in the host; with a bare __main__ it
+        # imports only the runtime.
+        family, preload = worker_family(job.target.backend)
         saved = sys.modules["__main__"]
         sys.modules["__main__"] = types.ModuleType("__main__")
         try:
-            outcome = run_in_worker(run_unit, job, scratch / "worker.stderr", timeout_s, name)
+            with WorkerHosts(scratch) as hosts:
+                outcome = hosts.run(family, preload, run_unit, job, scratch / "worker.stderr", timeout_s, name)
         finally:
             sys.modules["__main__"] = saved
         outputs = Path(job.outputs_path)

@@ -170,7 +170,8 @@ def lines(c: ExecutorCostCheck) -> list[str]:
                    f"(x{t.units_per_s / local.units_per_s:.2f} local)")
     ray1 = c.cost[1]
     out.append(f"  added by Ray per unit: {ray1.unit_ms - local.unit_ms:.0f} ms (a Ray worker per unit, max_calls = 1, "
-               "which spawns the usual worker; locally the worker is forked from a warm host)")
+               "and a worker host started per unit, which forks the unit's worker; locally the host stays warm "
+               "for the whole run)")
     out.append("agreement: each Ray run against the local run before it (bench compare: per-process figures, Welch on "
                "logs, Holm over the cells); local 1 against local 2 shows this machine's own drift")
     for p in c.pairs:
