@@ -267,7 +267,12 @@ def test_multi_stream_clients_report_per_client(tmp_path, capsys, sleep_plugin):
     assert cells[1]["clients"]["concurrency"] == 1 and len(cells[1]["clients"]["throughput_per_client"]) == 1
     clients = cells[4]["clients"]
     assert clients["concurrency"] == 4 and len(clients["throughput_per_client"]) == 4
-    assert sum(clients["throughput_per_client"]) == pytest.approx(four, rel=0.01)
+    # The per-client figures are one process's (the repetition of median throughput, as every
+    # scenario record is); the cell's throughput is the mean over its processes. Comparing the
+    # clients' sum with the mean held only while the processes agreed within 1% (a CI run had 4%).
+    used = sorted(r["throughput"] for r in cells[4]["repetitions"] if r["used"])
+    assert sum(clients["throughput_per_client"]) == pytest.approx(used[(len(used) - 1) // 2], rel=1e-9)
+    assert four == pytest.approx(sum(used) / len(used), rel=1e-9)
     assert "multi-stream c4" in out
 
 
