@@ -54,9 +54,10 @@ class RepResult:
         return " and ".join(parts)
 
 
-def _home_node(ok: list[RepResult]) -> str | None:
-    """The node of a cell's latest finished repetition, where the runner kept it (None locally)."""
-    return ok[-1].node if ok else None
+def home_node(reps: list[RepResult]) -> str | None:
+    """The node of a cell's latest finished repetition, where the runner keeps it (None locally,
+    and before any repetition finished)."""
+    return next((r.node for r in reversed(reps) if r.ok), None)
 
 
 def _rep_record(r: RepResult, used: bool, limit: float, why_left_out: str = "") -> Repetition:
@@ -187,7 +188,7 @@ class CellBuilder:
         ok = [r for r in reps if r.ok]
         # A fleet cell's figures come from one machine: the node it ended on (repetitions measured
         # on a node lost before are kept in the record, not in the figures).
-        home = _home_node(ok)
+        home = home_node(ok)
         moved = {r.index: f"measured on node {r.node}, not the cell's node {home}: figures of two machines "
                           "are not mixed" for r in ok if r.node != home}
         ok = [r for r in ok if r.index not in moved]

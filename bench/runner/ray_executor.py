@@ -176,7 +176,6 @@ def fleet_unit(job: Any, files: dict[str, tuple[str, str, list]], timeout_s: flo
 class _Flight:
     task: UnitTask
     ref: Any  # the task's ObjectRefGenerator
-    submitted: float
     started_on: str | None = None  # Ray node id, once the task yielded it
     attempt: int = 0
     first_failure: str = ""
@@ -191,6 +190,13 @@ def _request(target: TargetSpec) -> tuple[dict[str, float], str]:
         need["GPU"] = 1.0
     need.update(dict(target.placement.resources))
     return need, target.placement.machine
+
+
+def _needs(target: TargetSpec) -> str:
+    """What a node must have for `target`, in words: "1 GPU and label machine=h100 and 4 CPUs"."""
+    what = target.placement.describe(1 if target.is_cuda else 0)
+    cpus = _request(target)[0]["CPU"]
+    return what + (f" and {cpus:g} CPUs" if cpus > 1 or target.placement.cpus else "")
 
 
 def _fits(node: dict, need: dict[str, float], label: str) -> bool:
@@ -219,7 +225,7 @@ class _NoPeaks:
 @dataclass
 class RayExecutor:
     """Units as Ray tasks (see the module docstring). `address`: a head's HOST:PORT, or None or
-    "local" to start a one-machine Ray cluster for this run (on loopback)."""
+    "local" to start a one-machine Ray cluster for this run."""
 
     address: str | None = None
     # A one-machine cluster started for the run ("local") runs one unit at a time, as the local
@@ -291,10 +297,7 @@ class RayExecutor:
         nodes = self._cluster()
         if any(_fits(n, need, label) for n in nodes):
             return None
-        what = target.placement.describe(1 if target.is_cuda else 0)
-        cpus = need["CPU"]
-        if cpus > 1 or target.placement.cpus:
-            what += f" and {cpus:g} CPUs"
+        what = _needs(target)
         labels = sorted({(n.get("Labels") or {}).get(MACHINE_LABEL) for n in nodes} - {None})
         known = (f"; the nodes' machine labels: {', '.join(labels)}{did_you_mean(label, labels)}" if labels
                  else "; no node has a machine label")
@@ -305,10 +308,8 @@ class RayExecutor:
         import ray
 
         for model in models.values():
-            paths = [model.source.ref if model.source.kind in ("onnx", "pt2") else None, model.onnx_path,
-                     model.onnx_fp16_path, *(model.decoder_onnx or ()), *(model.decoder_onnx_fp16 or ())]
-            for path in paths:
-                if path and path not in self._files and Path(path).is_file():
+            for path in _model_files(model):
+                if path not in self._files and Path(path).is_file():
                     data = Path(path).read_bytes()
                     self._files[path] = (hashlib.sha256(data).hexdigest(), Path(path).name, [ray.put(data)])
 
@@ -337,7 +338,7 @@ class RayExecutor:
             options["label_selector"] = {MACHINE_LABEL: label}
         if pin is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(pin, soft=False)
-        files = {p: f for p, f in self._files.items() if p in _model_paths(task.job.model)}
+        files = {p: f for p, f in self._files.items() if p in _model_files(task.job.model)}
         return self._remote.options(**options).remote(task.job, files, task.timeout_s,
                                                       f"bench-cell-{task.planned.index}")
 
@@ -348,7 +349,7 @@ class RayExecutor:
         pin = self._ray_id(task.node)
         if pin is not None and not self._alive(pin):
             pin = None  # the cell's node left: it goes on wherever Ray finds room (assemble keeps one node's figures)
-        self._flights.append(_Flight(task, self._launch(task, pin), time.monotonic()))
+        self._flights.append(_Flight(task, self._launch(task, pin)))
 
     def wait(self) -> list[UnitDone]:
         import ray
@@ -397,7 +398,7 @@ class RayExecutor:
         if flight.attempt == 0:
             others = [n["NodeID"] for n in self._cluster()
                       if n["NodeID"] != flight.started_on and _fits(n, *_request(flight.task.planned.target))]
-            retry = _Flight(flight.task, self._launch(flight.task, others[0] if others else None), time.monotonic(),
+            retry = _Flight(flight.task, self._launch(flight.task, others[0] if others else None),
                             attempt=1, first_failure=reason, first_node=where)
             self._flights[self._flights.index(flight)] = retry
             return None
@@ -425,7 +426,7 @@ class RayExecutor:
             if now - flight.waiting_since >= self.scheduling_timeout_s:
                 ray.cancel(flight.ref, force=True)
                 self._flights.remove(flight)
-                what = flight.task.planned.target.placement.describe(1 if flight.task.planned.target.is_cuda else 0)
+                what = _needs(flight.task.planned.target)
                 after = (f" (a retry after: {flight.first_failure} [node {flight.first_node or '?'}])"
                          if flight.attempt else "")
                 out.append(UnitDone(flight.task, WorkerFailure(
@@ -463,17 +464,20 @@ class RayExecutor:
         return interrupted
 
 
-def _model_paths(model: PreparedModel) -> set[str]:
-    return {p for p in (model.source.ref, model.onnx_path, model.onnx_fp16_path, *(model.decoder_onnx or ()),
+def _model_files(model: PreparedModel) -> set[str]:
+    """The files a worker reads to load `model`: its ONNX forms and, for a file model, its source."""
+    source = model.source.ref if model.source.kind in ("onnx", "pt2") else None
+    return {p for p in (source, model.onnx_path, model.onnx_fp16_path, *(model.decoder_onnx or ()),
                         *(model.decoder_onnx_fp16 or ())) if p}
 
 
 def _noted(outcome: Any, flight: _Flight) -> Any:
-    """A unit that succeeded on its retry says what the first attempt met (in its stop reason)."""
-    if flight.attempt == 0 or isinstance(outcome, WorkerFailure):
-        if isinstance(outcome, WorkerFailure) and flight.attempt:
-            return replace(outcome, reason=f"{outcome.reason} (a retry after: {flight.first_failure})")
+    """A unit's outcome on its retry says what the first attempt met (a failure in its reason, a
+    success in its stop reason)."""
+    if not flight.attempt:
         return outcome
+    if isinstance(outcome, WorkerFailure):
+        return replace(outcome, reason=f"{outcome.reason} (a retry after: {flight.first_failure})")
     run = replace(outcome.run, stop_reason=f"{outcome.run.stop_reason}; retried after: {flight.first_failure}")
     return replace(outcome, run=run)
 

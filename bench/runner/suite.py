@@ -20,7 +20,7 @@ from bench.models.loader import PreparedModel, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
 from bench.results.records import SCHEMA_VERSION, Cell, Run, SuiteInfo
 from bench.results.stores import redact
-from bench.runner.assemble import CellBuilder, RepResult, model_ref
+from bench.runner.assemble import CellBuilder, RepResult, home_node, model_ref
 from bench.runner.executor import Executor, LocalExecutor, UnitDone, UnitTask
 from bench.runner.isolation import WorkerFailure
 from bench.runner.plan import PlannedCell, SweepGates, model_forms, plan, with_models
@@ -117,9 +117,8 @@ class _CellState:
     precision_note: str = ""
 
     def node(self) -> str | None:
-        """The node of the cell's latest finished repetition: a fleet keeps a cell on one machine
-        (None locally, and before any repetition finished)."""
-        return next((r.node for r in reversed(self.reps) if r.ok), None)
+        """Where a fleet keeps the cell (bench.runner.assemble.home_node)."""
+        return home_node(self.reps)
 
     def on_node(self) -> list[RepResult]:
         """The repetitions, finished or failed, that count for the cell on its node."""
