@@ -67,6 +67,3 @@ class CellFailure(Exception):
         super().__init__(message)
         self.kind = kind
 
-
-class ForeignPackageError(BenchError, ImportError):
-    """The `kernels` package on the path is not this project's (a PyPI package shares the name)."""

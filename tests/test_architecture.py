@@ -57,7 +57,7 @@ def test_a_worker_imports_its_runtime_not_numba():
     """A worker's memory is a reported figure: the statistics kernels stay in the parent, and the
     commands too (a spawned worker re-imports the main module, bench.cli under the bench script)."""
     code = ("import sys; import bench.cli, bench.runner.unit, bench.runner.isolation; "
-            "print(sorted(m for m in ('numba', 'kernels', 'bench.stats', 'scipy', 'bench.commands', 'rich') "
+            "print(sorted(m for m in ('numba', 'bench_kernels', 'bench.stats', 'scipy', 'bench.commands', 'rich') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -157,3 +157,32 @@ def test_a_new_scenario_is_one_module_and_one_registry_line(tmp_path, monkeypatc
 
     table = details_table(Run(5, "run", "now", "complete", None, None, (cell,)), registry.detail_rows)
     assert table.rows == (("m/ort/b2/burst/c1", "burst", "30 bursts"),)
+
+
+def test_kernels_import_numpy_and_numba_only():
+    """kernels/ (installed as bench_kernels) imports nothing of bench, nor each other by a name that
+    could resolve to another package: numpy, numba and the standard library's math only."""
+    import ast
+
+    for path in sorted((ROOT / "kernels").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or "."]
+            else:
+                continue
+            assert all(n.split(".")[0] in ("numpy", "numba", "math", "__future__") for n in names), (path.name, names)
+    # no __init__.py: a regular package named `kernels` at the repository root would shadow
+    # Hugging Face's `kernels` (which transformers imports) whenever the root is on sys.path
+    assert not (ROOT / "kernels" / "__init__.py").exists()
+
+
+def test_every_bench_package_is_installed():
+    """pyproject.toml lists the packages (the finder cannot map kernels/ to bench_kernels): a new
+    package under bench/ missing from the list would be absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "bench").rglob("__init__.py")}
+    assert listed == on_disk | {"bench_kernels"}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from bench import stats
-from kernels.summary import mean_min_max, quantiles_sorted
+from bench_kernels.summary import mean_min_max, quantiles_sorted
 
 durations = arrays(np.int64, st.integers(1, 300), elements=st.integers(1, 10**12))
 floats = arrays(np.float64, st.integers(1, 300), elements=st.floats(1e-6, 1e9, allow_nan=False))
@@ -84,7 +84,7 @@ def test_quantile_probabilities_checked():
     (9, 0.975, 2.262157163), (30, 0.975, 2.042272456), (2, 0.8, 1.060660172), (5, 0.995, 4.032142984),
 ])
 def test_t_quantiles_match_the_table(df, p, expected):
-    from kernels.student import t_ppf
+    from bench_kernels.student import t_ppf
 
     assert t_ppf(p, float(df)) == pytest.approx(expected, rel=1e-8)
     assert t_ppf(1 - p, float(df)) == pytest.approx(-expected, rel=1e-8)
@@ -95,7 +95,7 @@ def test_t_quantiles_match_the_table(df, p, expected):
 def test_t_cdf_matches_the_integral_of_the_density(df, t):
     import math
 
-    from kernels.student import t_cdf
+    from bench_kernels.student import t_cdf
 
     grid = np.linspace(0.0, abs(t), 20001)
     dens = np.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)

@@ -13,12 +13,12 @@ from scipy import special
 from scipy import stats as sps
 
 from bench import stats
-from kernels import bootstrap as kb
-from kernels import histogram as kh
-from kernels import moments as km
-from kernels import order_stats as ko
-from kernels import steady as ksteady
-from kernels import tests as kt
+from bench_kernels import bootstrap as kb
+from bench_kernels import histogram as kh
+from bench_kernels import moments as km
+from bench_kernels import order_stats as ko
+from bench_kernels import steady as ksteady
+from bench_kernels import tests as kt
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 positive = st.floats(1e-3, 1e9, allow_nan=False)

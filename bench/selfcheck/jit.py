@@ -22,7 +22,7 @@ def check_jit() -> JitCheck:
 
     code = ("import time; t = time.perf_counter(); from bench import stats; stats.warm_kernels(); "
             "print(time.perf_counter() - t)")
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
         times = []

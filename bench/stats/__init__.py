@@ -6,15 +6,20 @@ Methods and citations are in each kernel module's docstring.
 """
 from __future__ import annotations
 
-import kernels
-from bench.errors import ForeignPackageError
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
 
-if getattr(kernels, "__bench_kernels__", None) != 1:
-    raise ForeignPackageError(
-        f"the 'kernels' package at {getattr(kernels, '__file__', '?')} is not this project's "
-        "(another PyPI package named 'kernels' is installed in this environment); "
-        "use a separate virtual environment for the bench harness"
-    )
+# The numba kernels live in the top-level kernels/ directory and are installed as `bench_kernels`
+# (pyproject.toml maps the name to the directory): `kernels` is also Hugging Face's package, which
+# transformers imports, so this project must not claim that name. kernels/ has no __init__.py, so
+# from the repository root it never shadows that package either. A source tree used without
+# installing it (PYTHONPATH=., as on the GPU kit's machine) gets the same name for the same files.
+if importlib.util.find_spec("bench_kernels") is None:
+    _spec = importlib.machinery.ModuleSpec("bench_kernels", None, is_package=True)
+    _spec.submodule_search_locations = [str(Path(__file__).resolve().parents[2] / "kernels")]
+    sys.modules["bench_kernels"] = importlib.util.module_from_spec(_spec)
 
 from bench.stats.bootstrap import (  # noqa: E402
     BCA_MIN_N, DEFAULT_RESAMPLES, bootstrap_mean, bootstrap_quantile, bootstrap_ratio, resample_quantiles,

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from bench.stats.checks import Interval, _check_q, _check_resamples, _check_values, check_confidence
-from kernels import bootstrap as _boot
-from kernels.summary import summarize_sorted
+from bench_kernels import bootstrap as _boot
+from bench_kernels.summary import summarize_sorted
 
 DEFAULT_RESAMPLES = 1000
 BCA_MIN_N = 30  # below this the jackknife acceleration is too noisy to trust

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from bench.stats.checks import _check_durations, _check_values
-from kernels import steady as _steady
-from kernels import tests as _tests
+from bench_kernels import steady as _steady
+from bench_kernels import tests as _tests
 
 
 STEADY_FREE_CUT = 0.01  # a cut of at most 1% of the series stands on MSER-5 alone

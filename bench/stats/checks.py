@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import bootstrap as _boot
+from bench_kernels import bootstrap as _boot
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.stats.checks import Interval, check_confidence, normal_quantile
-from kernels import student as _t
+from bench_kernels import student as _t
 
 
 def t_quantile(p: float, df: float) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from bench.stats.checks import _check_durations, _check_values
-from kernels import histogram as _hist
-from kernels import moments as _mom
+from bench_kernels import histogram as _hist
+from bench_kernels import moments as _mom
 
 
 class LatencyHistogram:

@@ -7,8 +7,8 @@ import numpy as np
 from bench.stats.checks import (
     Interval, LatencySummary, _check_durations, _check_q, _check_values, check_confidence,
 )
-from kernels import order_stats as _os
-from kernels.summary import summarize_sorted
+from bench_kernels import order_stats as _os
+from bench_kernels.summary import summarize_sorted
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 _QS = np.array([p / 100 for p in PERCENTILES], dtype=np.float64)

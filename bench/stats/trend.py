@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.stats.checks import check_confidence, normal_quantile
-from kernels import trend as _trend
+from bench_kernels import trend as _trend
 
 MAX_TREND_POINTS = 2000  # pairwise slopes are O(n^2): a longer series is thinned evenly to this many
 

@@ -9,14 +9,14 @@ from bench.stats.checks import normal_quantile
 from bench.stats.streams import LatencyHistogram, Welford, throughput_series
 from bench.stats.summary import latency_summary, min_samples_for_bound, percentile_interval, percentile_upper_bound
 from bench.stats.trend import theil_sen
-from kernels import bootstrap as _boot
-from kernels import histogram as _hist
-from kernels import moments as _mom
-from kernels import order_stats as _os
-from kernels import steady as _steady
-from kernels import student as _student
-from kernels import tests as _tests
-from kernels import trend as _trend
+from bench_kernels import bootstrap as _boot
+from bench_kernels import histogram as _hist
+from bench_kernels import moments as _mom
+from bench_kernels import order_stats as _os
+from bench_kernels import steady as _steady
+from bench_kernels import student as _student
+from bench_kernels import tests as _tests
+from bench_kernels import trend as _trend
 
 
 def _warm_group(group: str) -> None:
@@ -52,7 +52,7 @@ def _warm_group(group: str) -> None:
 def _kernel_dispatchers() -> list:
     import numba.core.registry
 
-    from kernels import summary as _summary
+    from bench_kernels import summary as _summary
 
     # Public kernels only: private helpers are compiled into their callers, never cached alone.
     return [f for mod in (_boot, _hist, _mom, _os, _steady, _student, _tests, _summary, _trend)
