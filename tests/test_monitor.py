@@ -326,7 +326,7 @@ def test_bad_input_is_one_line_and_exit_2(case, argv, expected, tmp_path, capsys
 def test_a_baseline_of_another_benchmark_or_target_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     suite = monitor_suite(tmp_path)
-    sample = ROOT / "tests/data/run_v11.json"
+    sample = ROOT / "tests/data/run_v12.json"
     code, _, err = run_cli(capsys, "monitor", str(suite), "--benchmark", "spin", "--target", "slow", "--baseline",
                            str(sample), "--out", str(tmp_path / "out"))
     assert code == 2 and "no measured cell of benchmark 'spin', target 'slow', batch 1" in err

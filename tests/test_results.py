@@ -14,7 +14,9 @@ from bench.codec import from_json, to_json
 from bench.results.schema import run_schema
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v11.json"  # the current version (a real run's v6 file, upgraded)
+SAMPLE = ROOT / "tests/data/run_v12.json"  # the current version (a real run's v6 file, upgraded)
+SAMPLE_V11 = ROOT / "tests/data/run_v11.json"  # the same run at schema version 11
+SCHEMA_V11_FILE = ROOT / "tests/data/run_v11.schema.json"
 SAMPLE_V10 = ROOT / "tests/data/run_v10.json"  # the same run at schema version 10
 SCHEMA_V10_FILE = ROOT / "tests/data/run_v10.schema.json"
 SAMPLE_V8 = ROOT / "tests/data/run_v8.json"  # the same run at schema version 8
@@ -49,7 +51,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 11
+    assert run.schema_version == SCHEMA_VERSION == 12
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
@@ -125,8 +127,9 @@ def test_committed_v6_file_upgrades_as_a_run_that_completed():
     (8, SAMPLE_V8, SCHEMA_V8_FILE),  # no monitor then
     (9, SAMPLE_V9, SCHEMA_V9_FILE),  # no generate figures then
     (10, SAMPLE_V10, SCHEMA_V10_FILE),  # no fleet nodes then
+    (11, SAMPLE_V11, SCHEMA_V11_FILE),  # no dims, inputs or one-off costs then
 ])
-def test_committed_v7_to_v10_files_upgrade_by_version_alone(version, sample, schema):
+def test_committed_v7_to_v11_files_upgrade_by_version_alone(version, sample, schema):
     doc = json.loads(sample.read_text())
     assert doc["schema_version"] == version
     jsonschema.validate(doc, json.loads(schema.read_text()))
@@ -135,7 +138,8 @@ def test_committed_v7_to_v10_files_upgrade_by_version_alone(version, sample, sch
     jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
     assert [c.id for c in run.cells] == [c["id"] for c in doc["cells"]]
     assert all(c.generate is None and (c.agreement is None or c.agreement.first_divergence is None) for c in run.cells)
-    assert run.executor == "local" and run.nodes == () and all(c.node is None for c in run.cells)
+    assert (version == 11 or run.executor == "local" and run.nodes == () and all(c.node is None for c in run.cells))
+    assert all(c.dims == {} and c.inputs is None and c.model.prepare_s is None for c in run.cells)
 
 
 def test_current_sample_keeps_each_repetition_and_their_samples_in_order():
@@ -182,6 +186,9 @@ def test_cell_key_names_a_cell_within_and_across_runs():
     clients = CellKey("bert", "0123456789abcdef", "ort-cpu", 8, "multi-stream", 4)
     assert plain.id == "bert/ort-cpu/b8/offline" and clients.id == "bert/ort-cpu/b8/multi-stream/c4"
     assert plain.stable_id == "bert|0123456789ab|ort-cpu|b8|offline"
+    shaped = CellKey("bert", "0123456789abcdef", "ort-cpu", 8, "offline", None, (("image", 224), ("seq", 128)))
+    assert shaped.id == "bert/ort-cpu/b8/image=224,seq=128/offline"
+    assert shaped.stable_id == "bert|0123456789ab|ort-cpu|b8|image=224,seq=128|offline" and shaped != plain
     assert clients.stable_id == "bert|0123456789ab|ort-cpu|b8|multi-stream|c4"
     assert len({plain, clients, CellKey("bert", "0123456789abcdef", "ort-cpu", 8, "offline")}) == 2  # hashable
     cells = read_run(SAMPLE).cells

@@ -89,9 +89,15 @@ def update_to_11(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def update_to_12(doc: dict[str, Any]) -> dict[str, Any]:
+    """v11 -> v12 adds `dims` and `inputs` per cell and `prepare_s`/`export_s` per model, each with a
+    default (no dims: v11 had no dynamic-dimension axis; inputs and costs unrecorded): version alone."""
+    return doc
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6, 7: update_to_7,
-    8: update_to_8, 9: update_to_9, 10: update_to_10, 11: update_to_11}
+    8: update_to_8, 9: update_to_9, 10: update_to_10, 11: update_to_11, 12: update_to_12}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

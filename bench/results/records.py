@@ -42,6 +42,12 @@ committed file of the old version):
      that measured cells, each with its machine kind; `node` on each cell and repetition (which
      node measured it; null: the run's own `environment`). A v10 file upgrades by its version
      alone (every cell was measured where the run ran).
+  12 (2026-12) inputs as the user means them: `dims` per cell (the named dynamic dimensions it
+     ran at, e.g. {"seq": 128}; a sweep axis, in the cell id as /seq=128 after the batch);
+     `inputs` per cell (where its input tensors came from, each tensor's shape with the batch,
+     dtype and values); `model.prepare_s` and `model.export_s` (the one-off cost of building
+     and exporting the model in this run). A v11 file upgrades by its version alone (no dims,
+     inputs unrecorded).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 (bench.results.schema.run_schema); a test keeps the two equal.
@@ -51,7 +57,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 CellStatus = Literal["ok", "failed", "skipped"]
 # "failed": the run could not go on (its results could not be written: a full disk); its
@@ -90,16 +96,27 @@ class CellKey:
     batch_size: int
     scenario: str
     concurrency: int | None = None
+    # The benchmark's named dynamic dimensions at this cell (sorted (name, size) pairs, e.g.
+    # (("seq", 128),)): a sweep axis like the batch size; () where the benchmark names none.
+    dims: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def dims_label(self) -> str:
+        """"seq=128,image=224" (empty without dims)."""
+        return ",".join(f"{name}={size}" for name, size in self.dims)
 
     @property
     def id(self) -> str:
         tail = "" if self.concurrency is None else f"/c{self.concurrency}"
-        return f"{self.benchmark}/{self.target}/b{self.batch_size}/{self.scenario}{tail}"
+        shape = f"/{self.dims_label}" if self.dims else ""
+        return f"{self.benchmark}/{self.target}/b{self.batch_size}{shape}/{self.scenario}{tail}"
 
     @property
     def stable_id(self) -> str:
         tail = "" if self.concurrency is None else f"|c{self.concurrency}"
-        return f"{self.benchmark}|{self.model_sha256[:12]}|{self.target}|b{self.batch_size}|{self.scenario}{tail}"
+        shape = f"|{self.dims_label}" if self.dims else ""
+        return (f"{self.benchmark}|{self.model_sha256[:12]}|{self.target}|b{self.batch_size}{shape}|"
+                f"{self.scenario}{tail}")
 
 
 @dataclass(frozen=True)
@@ -281,6 +298,32 @@ class ModelInfo:
     ref: str
     kind: str
     sha256: str
+    # One-off costs of this run, paid once per model whatever the cell count (schema 12; null in
+    # older files): building, hashing and exporting it in the parent, and the export or precision
+    # conversion part of that (0 when a cached export was reused; null when none was needed).
+    prepare_s: float | None = None
+    export_s: float | None = None
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One input as a cell fed it: the batch axis included."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    values: str  # how its values were made: "normal(0, 1)", "integers in [0, 30522)", "fixed 1", "file"
+
+
+@dataclass(frozen=True)
+class InputsInfo:
+    """Where a cell's input tensors came from (schema 12)."""
+
+    source: Literal["generated", "file"]
+    tensors: tuple[InputTensor, ...]
+    file: str | None = None  # the user's .npz or directory of .npy files, as resolved
+    samples: int | None = None  # samples the file holds; a batch takes the first batch_size, cycling
+    seed: int | None = None  # generated inputs: the benchmark's seed (the same arrays in every process)
 
 
 @dataclass(frozen=True)
@@ -493,6 +536,8 @@ class Cell:
     monitor: MonitorInfo | None = None  # a `bench monitor` cell's windows and alarms (schema 9)
     generate: GenerateInfo | None = None  # a generate cell's token figures (schema 10)
     node: str | None = None  # the Node.id that measured it (schema 11); None: the run's environment
+    dims: dict[str, int] = field(default_factory=dict)  # named dynamic dimensions (schema 12)
+    inputs: InputsInfo | None = None  # what it was fed (schema 12; null on older files and unrun cells)
 
     @property
     def used_repetitions(self) -> tuple[Repetition, ...]:
@@ -501,7 +546,7 @@ class Cell:
     @property
     def key(self) -> CellKey:
         return CellKey(self.benchmark, self.model.sha256, self.target.name, self.batch_size, self.scenario,
-                       self.concurrency)
+                       self.concurrency, tuple(sorted(self.dims.items())))
 
 
 @dataclass(frozen=True)
