@@ -92,3 +92,96 @@ def test_a_bad_run_file_exports_nothing(tmp_path, capsys, store):
     assert code == 2 and len(err.strip().splitlines()) == 1
     exp = client.get_experiment_by_name("bench-test")
     assert client.search_runs([exp.experiment_id]) == []  # every file is read before anything is written
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("uri", ["file:./mlruns", "./mlruns", "ABSOLUTE", "file:ABSOLUTE"])
+def test_a_file_store_is_one_line_suggesting_a_database_and_writes_nothing(tmp_path, capsys, monkeypatch, uri):
+    """MLflow 3 refuses file stores with a paragraph and a traceback (exit 1); here: one line, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = uri.replace("ABSOLUTE", str(tmp_path / "mlruns"))
+    code, out, err = run_cli(capsys, "export", "mlflow", str(SAMPLE), "--tracking-uri", uri)
+    line = _one_line(err)
+    assert code == 2 and out == ""
+    assert line.startswith(f"bench: --tracking-uri {uri}: MLflow ") and "refuses file stores" in line, line
+    assert "e.g. --tracking-uri sqlite:///mlflow.db" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no artifacts
+
+
+def test_a_file_store_from_the_environment_names_the_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./mlruns")
+    code, _, err = run_cli(capsys, "export", "mlflow", str(SAMPLE))
+    line = _one_line(err)
+    assert code == 2 and "MLFLOW_TRACKING_URI=./mlruns: MLflow" in line and "refuses file stores" in line, line
+
+
+def test_mlflows_own_opt_in_to_file_stores_is_honoured(tmp_path, capsys, monkeypatch):
+    """MLFLOW_ALLOW_FILE_STORE=true is the user's word to MLflow: the file store is then used."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    code, _, err = run_cli(capsys, "export", "mlflow", str(SAMPLE), "--tracking-uri", str(tmp_path / "mlruns"),
+                           "--experiment", "bench-test")
+    assert code == 0, err
+    client = MlflowClient(tracking_uri=str(tmp_path / "mlruns"))
+    exp = client.get_experiment_by_name("bench-test")
+    cells = json.loads(SAMPLE.read_text())["cells"]
+    assert len(client.search_runs([exp.experiment_id], max_results=100)) == 1 + len(cells)
+
+
+def test_a_scheme_mlflow_does_not_know_is_one_line_naming_the_allowed_ones(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "export", "mlflow", str(SAMPLE), "--tracking-uri", "foo://x")
+    line = _one_line(err)
+    assert code == 2 and out == ""
+    assert "--tracking-uri foo://x: 'foo' is not a tracking store scheme MLflow knows" in line, line
+    allowed = line.split("(allowed: ")[1]
+    assert "sqlite" in allowed and "postgresql" in allowed and "http" in allowed, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_without_a_uri_the_store_is_sqlite_mlflow_db_here_even_beside_an_old_mlruns(tmp_path, capsys, monkeypatch):
+    """No --tracking-uri, no MLFLOW_TRACKING_URI: ./mlflow.db. MLflow's own default would be the
+    file store ./mlruns here (it holds an experiment), which MLflow 3 then refuses. A run file
+    given by a name of its own is the artifact run.json."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    (tmp_path / "mlruns" / "0").mkdir(parents=True)
+    (tmp_path / "mlruns" / "0" / "meta.yaml").write_text("name: Default\nexperiment_id: '0'\n")
+    code, out, err = run_cli(capsys, "export", "mlflow", str(SAMPLE), "--experiment", "bench-test")
+    assert code == 0, err
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert f"exported to {uri}," in out, out
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("bench-test")
+    parents = [r for r in client.search_runs([exp.experiment_id], max_results=100)
+               if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    assert [a.path for a in client.list_artifacts(parents[0].info.run_id)] == ["run.json"]
+
+
+def test_a_failure_part_way_is_one_line_and_keeps_nothing(tmp_path, capsys, store):
+    """The experiment's artifact location is a file, not a directory: run.json cannot be logged
+    after the cells' runs were made; they are deleted and the error is one line (exit 2)."""
+    uri, client = store
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    exp_id = client.create_experiment("blocked", artifact_location=blocker.as_uri())
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "export", "mlflow", str(SAMPLE), "--tracking-uri", uri, "--experiment", "blocked")
+    line = _one_line(err)
+    assert code == 2 and out == ""
+    doc = json.loads(SAMPLE.read_text())
+    assert f"--tracking-uri {uri}: exporting {doc['run_id']} failed part-way (nothing of it kept)" in line, line
+    assert client.search_runs([exp_id]) == []

@@ -9,11 +9,19 @@ whose export fails part-way is deleted from the store again: nothing is left hal
 
 Only through MLflow's own client (mlflow-skinny, the `mlflow` extra); a URI's password is never
 printed (bench.results.stores.redact).
+
+The store: --tracking-uri, else $MLFLOW_TRACKING_URI, else DEFAULT_TRACKING_URI in the current
+directory. A store MLflow cannot use (a file store, which MLflow 3 refuses; a scheme it does not
+know; a server that does not answer) is one line and exit 2, as is a failure part-way through.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +30,62 @@ from bench.results.records import Cell, Run
 
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value in older servers
 MAX_TAG_CHARS = 5000
+# The store when neither --tracking-uri nor $MLFLOW_TRACKING_URI names one: MLflow 3's own default,
+# pinned, because MLflow itself falls back to ./mlruns (a file store, which MLflow 3 then refuses)
+# wherever that directory holds experiments, and MLflow 2 defaults to it. `mlflow ui` run in the
+# same directory shows what was exported.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+STORES = "sqlite:///PATH.db, postgresql://USER@HOST/DB, mysql://USER@HOST/DB, http(s)://HOST:PORT (a server)"
 
 
-def _client(uri: str | None):
+@dataclass(frozen=True)
+class Store:
+    """A tracking URI and where it came from, for the messages."""
+
+    uri: str
+    origin: str  # "--tracking-uri", "MLFLOW_TRACKING_URI" or "default"
+
+    def __str__(self) -> str:
+        from bench.results.stores import redact
+
+        shown = redact(self.uri)
+        if self.origin == "default":
+            return f"the default store {shown}"
+        return f"{self.origin} {shown}" if self.origin.startswith("--") else f"{self.origin}={shown}"
+
+
+def tracking_store(given: str | None) -> Store:
+    if given:
+        return Store(given, "--tracking-uri")
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return Store(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")
+    return Store(f"sqlite:///{Path.cwd() / DEFAULT_TRACKING_URI.removeprefix('sqlite:///')}", "default")
+
+
+def _refuses_file_stores() -> bool:
+    """MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE says otherwise; MLflow 2
+    (which has no such variable) takes one."""
+    try:
+        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+    except ImportError:
+        return False
+    return not MLFLOW_ALLOW_FILE_STORE.get()
+
+
+def _check_store(store: Store) -> None:
+    """A file store (a bare path or a file: URI) is refused here, in words a user can act on,
+    before MLflow refuses it with a paragraph and a traceback."""
+    from urllib.parse import urlparse
+
+    import mlflow
+
+    if urlparse(store.uri).scheme in ("", "file") and _refuses_file_stores():
+        raise UsageError(f"{store}: MLflow {mlflow.__version__} refuses file stores (a path or file: URI); use a "
+                         f"database or a tracking server ({STORES}), e.g. --tracking-uri {DEFAULT_TRACKING_URI} "
+                         "(`mlflow migrate-filestore` moves an existing ./mlruns into one)")
+
+
+def _client(store: Store):
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
@@ -36,7 +97,30 @@ def _client(uri: str | None):
     # Fail fast on a server that does not answer, instead of MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    return MlflowClient(tracking_uri=uri)
+    _check_store(store)
+    return MlflowClient(tracking_uri=store.uri)
+
+
+def _first_line(exc: BaseException) -> str:
+    from bench.results.stores import redact
+
+    text = str(exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _store_failure(store: Store, exc: BaseException) -> UsageError:
+    """One line for an MLflow failure that the store's URI or the store's state causes."""
+    from urllib.parse import urlparse
+
+    # MLflow's words for a scheme it has no store for (its registry's, raised by the client):
+    # "unsupported URI 'foo://x' ... Supported URI schemes are: ['', 'file', ...]"
+    known = re.search(r"Supported URI schemes are: \[([^\]]*)\]", str(exc))
+    if known:
+        schemes = [s.strip(" '\"") for s in known.group(1).split(",")]
+        shown = [s for s in schemes if s and not (s == "file" and _refuses_file_stores())]
+        return UsageError(f"{store}: {urlparse(store.uri).scheme!r} is not a tracking store scheme MLflow knows "
+                          f"(allowed: {', '.join(shown)}; e.g. {STORES})")
+    return UsageError(f"{store}: cannot use the MLflow store: {_first_line(exc)}")
 
 
 def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -113,9 +197,12 @@ def cell_tags(cell: Cell) -> dict[str, str]:
     return {k: v[:MAX_TAG_CHARS] for k, v in tags.items() if v}
 
 
-def export_run(client, experiment_id: str, run: Run, run_dir: Path) -> tuple[str, int]:
-    """(the bench run's MLflow run id, cells exported). Deletes what it created if it fails."""
+def export_run(client, experiment_id: str, run: Run, run_file: Path, store: Store) -> tuple[str, int]:
+    """(the bench run's MLflow run id, cells exported). Deletes what it created if it fails; an
+    MLflow, network or file failure is one line (UsageError) then."""
     from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
 
     created: list[str] = []
     try:
@@ -130,34 +217,46 @@ def export_run(client, experiment_id: str, run: Run, run_dir: Path) -> tuple[str
                              params=[Param(k, v) for k, v in cell_params(cell).items()])
             # MLflow's run states: a skipped cell never ran (KILLED), a failed one FAILED
             client.set_terminated(child.info.run_id, {"ok": "FINISHED", "failed": "FAILED"}.get(cell.status, "KILLED"))
-        client.log_artifact(parent.info.run_id, str(run_dir / "run.json"))
-        for html in sorted(run_dir.glob("*.html")):
-            client.log_artifact(parent.info.run_id, str(html))
+        _log_run_file(client, parent.info.run_id, run_file)
+        if run_file.name == "run.json":  # in its run directory: the reports made beside it go too
+            for html in sorted(run_file.parent.glob("*.html")):
+                client.log_artifact(parent.info.run_id, str(html))
         client.log_batch(parent.info.run_id, tags=[RunTag("bench.cells", str(len(run.cells)))])
         client.set_terminated(parent.info.run_id, "FINISHED")
-    except BaseException:
+    except BaseException as exc:
         for run_id in reversed(created):
             try:
                 client.delete_run(run_id)
             except Exception:  # the store is gone: nothing more can be undone
                 pass
+        if isinstance(exc, (MlflowException, RequestException, OSError)):
+            raise UsageError(f"{store}: exporting {run.run_id} failed part-way (nothing of it kept): "
+                             f"{_first_line(exc)}") from None
         raise
     return parent.info.run_id, len(run.cells)
 
 
-def open_experiment(uri: str | None, name: str) -> tuple[Any, str]:
-    """(client, experiment id), creating the experiment when it does not exist. One clear line
-    (the URI's password redacted) when the store cannot be reached."""
-    from bench.results.stores import redact
+def _log_run_file(client, run_id: str, run_file: Path) -> None:
+    """The result file as the artifact run.json, whatever the file given was called."""
+    if run_file.name == "run.json":
+        client.log_artifact(run_id, str(run_file))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as tmp:
+        shutil.copyfile(run_file, Path(tmp) / "run.json")
+        client.log_artifact(run_id, str(Path(tmp) / "run.json"))
 
-    client = _client(uri)
-    shown = redact(uri or os.environ.get("MLFLOW_TRACKING_URI", "the default MLflow store"))
+
+def open_experiment(store: Store, name: str) -> tuple[Any, str]:
+    """(client, experiment id), creating the experiment when it does not exist. One clear line
+    (the URI's password redacted) when the store cannot be used."""
     try:
+        client = _client(store)
         exp = client.get_experiment_by_name(name)
         return client, exp.experiment_id if exp is not None else client.create_experiment(name)
+    except UsageError:
+        raise
     except Exception as exc:  # MlflowException, requests' ConnectionError, sqlalchemy's errors: all one answer
-        first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        raise UsageError(f"--tracking-uri {shown}: cannot use the MLflow store: {first[:300]}") from None
+        raise _store_failure(store, exc) from None
 
 
 def summary(run: Run, parent_id: str, cells: int) -> str:
