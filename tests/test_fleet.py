@@ -173,6 +173,45 @@ def test_a_suite_splits_across_the_nodes_by_resource_and_label_and_records_each_
     assert "gate on node-a" in out and "gate on node-b" in out
 
 
+def _mlp_with_external_data(tmp_path: Path) -> Path:
+    """A small MLP laid out as torch 2.13's default exporter writes it (external_data=True): the
+    graph in model.onnx, every weight in model.onnx.data beside it, named by relative location;
+    a dynamic batch axis. Built with onnx directly: the exporter's logging outlives a test's capture."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w1", (16, 32)), ("b1", (32,)), ("w2", (32, 4)), ("b2", (4,)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Add", ["h1", "b1"], ["h2"]),
+             helper.make_node("Relu", ["h2"], ["h3"]), helper.make_node("MatMul", ["h3", "w2"], ["h4"]),
+             helper.make_node("Add", ["h4", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    path = tmp_path / "model" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+    assert (path.parent / "model.onnx.data").stat().st_size == (16 * 32 + 32 + 32 * 4 + 4) * 4
+    return path
+
+
+def test_a_model_with_external_data_runs_on_every_node_with_its_weights(cluster, tmp_path, capsys):
+    """A .onnx whose weights live in model.onnx.data: the weights travel with the graph and land
+    beside it on each node (before, only the .onnx did, and every cell failed with 'External data
+    path does not exist')."""
+    model = _mlp_with_external_data(tmp_path)
+    suite = _suite(tmp_path, '["ort-a", "ort-b"]', PLACED, model=str(model))
+    code, _, err = run_cli(capsys, "run", str(suite), "--executor", "ray", "--address", cluster,
+                           "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    doc = load_run_json(tmp_path / "r")
+    assert len(doc["cells"]) == 4 and len({c["node"] for c in doc["cells"]}) == 2  # both nodes ran it
+    assert all(c["status"] == "ok" for c in doc["cells"]), [(c["id"], c["reason"]) for c in doc["cells"]]
+
+
 def test_a_worker_killed_mid_unit_is_retried_once_on_the_other_node_then_fails(cluster, tmp_path, capsys):
     """A unit whose worker dies by SIGKILL is retried once on another eligible node; killed again,
     the unit fails with both reasons; the other target's cells complete (exit 3)."""
@@ -347,6 +386,34 @@ def test_an_unknown_executor_is_refused_with_did_you_mean(tmp_path, capsys):
     line = _one_line(err)
     assert code == 2 and "--executor 'rya' is not an executor" in line and "did you mean 'ray'" in line
     assert "allowed: local, ray" in line and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "outside"])
+def test_external_data_that_is_not_beside_the_model_is_one_line_naming_the_path(tmp_path, capsys, damage):
+    """Checked where the model is prepared, so the local executor says it too: one line, exit 2,
+    instead of every cell failing in ONNX Runtime."""
+    import onnx
+
+    model = _mlp_with_external_data(tmp_path)
+    data = model.parent / "model.onnx.data"
+    if damage == "missing":
+        data.unlink()
+    else:  # a location that leaves the model's directory, which ONNX refuses to read
+        graph = onnx.load(str(model), load_external_data=False)
+        for tensor in graph.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = "../model.onnx.data"
+        onnx.save_model(graph, str(model))
+        data.rename(tmp_path / "model.onnx.data")
+    code, _, err = run_cli(capsys, "run", str(_suite(tmp_path, '["ort"]', model=str(model))),
+                           "--out", str(tmp_path / "r"))
+    line = _one_line(err)
+    assert code == 2 and not (tmp_path / "r").exists(), err
+    if damage == "missing":
+        assert f"its external data file {data} does not exist" in line and "'model.onnx.data'" in line, line
+    else:
+        assert "keeps its data at '../model.onnx.data'" in line and "relative to the model's directory" in line, line
 
 
 def test_an_address_without_the_ray_executor_is_refused(tmp_path, capsys):

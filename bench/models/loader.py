@@ -458,6 +458,9 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
         if not path.is_file():
             raise ModelError(f"model {source.ref!r}: no such file")
         specs = onnx_input_specs(path, source.ref, dict(source.dims))
+        from bench.models.onnx_files import external_data_files
+
+        external_data_files(path.resolve(), source.ref)  # a missing model.onnx.data: bad input, not failed cells
         prepared = _count_flops(PreparedModel(source, sha256_file(path), specs, str(path.resolve())))
     else:
         prepared, module = _prepare_torch_model(source, need_onnx or need_fp16, bool(decoder_forms),

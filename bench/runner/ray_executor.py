@@ -20,9 +20,11 @@ submitted; a unit that waits SCHEDULING_TIMEOUT_S while no live node can take it
 is cancelled and fails. Ctrl-C cancels every unit in flight (force: their workers die) and the
 runner keeps the finished cells.
 
-Models are prepared once on the driver; their files travel through Ray's object store and each
-node keeps them in a cache by content hash. A `package.module:factory` model and a user backend
-must be importable on every node: install the same harness and packages there (README, "Fleet").
+Models are prepared once on the driver; their files travel through Ray's object store, each with
+the files it needs beside it (an ONNX graph's external data: COMPANIONS), and each node keeps them
+in a cache by their joint content hash, in their layout. A `package.module:factory` model and a
+user backend must be importable on every node: install the same harness and packages there
+(README, "Fleet").
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from bench.codec import did_you_mean
 from bench.config.records import TargetSpec
 from bench.errors import ExecutorError
 from bench.models.loader import PreparedModel
+from bench.models.onnx_files import external_data_files
 from bench.results.records import Environment, Node, machine_kind
 from bench.runner.executor import Refusal, UnitDone, UnitTask
 from bench.runner.isolation import WorkerFailure
@@ -56,6 +60,12 @@ def scheduling_timeout_s() -> float:
 
     return env_seconds("BENCH_RAY_SCHEDULING_TIMEOUT_S", SCHEDULING_TIMEOUT_S)
 
+
+# The files that must lie beside a file a unit opens, by its suffix (paths relative to its
+# directory): they travel with it as one bundle. Another kind of companion is one line here.
+COMPANIONS: dict[str, Callable[[Path], tuple[str, ...]]] = {
+    ".onnx": external_data_files,  # the weights torch's exporter writes to model.onnx.data
+}
 
 MACHINE_LABEL = "machine"  # the node label a target's `machine` selects (ray start --labels machine=...)
 _POLL_S = 0.5
@@ -97,35 +107,78 @@ def _node_cache() -> Path:
     return path
 
 
-def _materialize(files: dict[str, tuple[str, str, list]]) -> dict[str, str]:
-    """The driver's model files on this node (fetched once per content hash): driver path -> local path."""
+@dataclass(frozen=True)
+class _Bundle:
+    """A file (or directory) a unit opens, with the files that must lie beside it, shipped as one:
+    a node keeps them under their joint content hash in the layout they had on the driver, so the
+    references between them (relative paths) resolve there as they did there."""
+
+    sha: str  # over each member's relative path and content
+    name: str  # what the unit opens, relative to the bundle's directory
+    members: tuple[tuple[str, Any], ...]  # (path relative to the opened file's directory, its object ref)
+
+
+def _members(path: Path) -> tuple[str, ...]:
+    """What travels with `path`, relative to its directory: the file and its COMPANIONS, or every
+    file under a directory."""
+    if path.is_dir():
+        return tuple(str(p.relative_to(path.parent)) for p in sorted(path.rglob("*")) if p.is_file())
+    companions = COMPANIONS.get(path.suffix)
+    return (path.name, *(rel for rel in (companions(path) if companions else ()) if rel != path.name))
+
+
+def _bundle(path: Path, put: Callable[[bytes], Any]) -> _Bundle:
+    digest = hashlib.sha256()
+    members = []
+    for rel in _members(path):
+        data = (path.parent / rel).read_bytes()
+        digest.update(f"{rel}\0{hashlib.sha256(data).hexdigest()}\0".encode())
+        members.append((rel, put(data)))
+    return _Bundle(digest.hexdigest(), path.name, tuple(members))
+
+
+def _materialize(bundles: dict[str, _Bundle]) -> dict[str, str]:
+    """The driver's files on this node (fetched once per bundle): driver path -> local path."""
+    import shutil
+    import tempfile
+
     import ray
 
     local = {}
-    for path, (sha, name, ref) in files.items():
-        dest = _node_cache() / sha / name
-        if not dest.exists():
-            dest.parent.mkdir(exist_ok=True)
-            tmp = dest.with_name(f".{name}.{os.getpid()}.part")
-            tmp.write_bytes(ray.get(ref[0]))
-            os.replace(tmp, dest)
-        local[path] = str(dest)
+    for path, bundle in bundles.items():
+        home = _node_cache() / bundle.sha
+        if not home.is_dir():
+            # Written aside and renamed into place whole: a unit beside this one on the node sees
+            # the bundle complete or not at all (a graph without its weights fails to load).
+            tmp = Path(tempfile.mkdtemp(prefix=f".{bundle.sha[:16]}.", suffix=".part", dir=_node_cache()))
+            try:
+                for rel, ref in bundle.members:
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / rel).write_bytes(ray.get(ref))
+                try:
+                    os.rename(tmp, home)
+                except OSError:
+                    if not home.is_dir():  # else another unit here placed the same bundle first
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        local[path] = str(home / bundle.name)
     return local
 
 
 def _relocated(model: PreparedModel, local: dict[str, str]) -> PreparedModel:
-    def at(p: str | None) -> str | None:
-        return local.get(p, p) if p else p
+    """The model as this node's copies name it (_PATH_FIELDS and a file model's source)."""
 
-    def pair(ps: tuple[str, str] | None) -> tuple[str, str] | None:
-        return (at(ps[0]), at(ps[1])) if ps else ps  # type: ignore[return-value]
+    def at(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(at(v) for v in value)
+        return local.get(value, value) if value else value
 
-    return replace(model, source=replace(model.source, ref=at(model.source.ref)), onnx_path=at(model.onnx_path),
-                   onnx_fp16_path=at(model.onnx_fp16_path), decoder_onnx=pair(model.decoder_onnx),
-                   decoder_onnx_fp16=pair(model.decoder_onnx_fp16))
+    return replace(model, source=replace(model.source, ref=at(model.source.ref)),
+                   **{name: at(getattr(model, name)) for name in _PATH_FIELDS})
 
 
-def fleet_unit(job: Any, files: dict[str, tuple[str, str, list]], timeout_s: float, name: str) -> Any:
+def fleet_unit(job: Any, files: dict[str, _Bundle], timeout_s: float, name: str) -> Any:
     """The Ray task of one unit (a generator): yields the node it started on, then (outcome,
     the outputs file's bytes or None, this node's fingerprint)."""
     import sys
@@ -237,7 +290,7 @@ class RayExecutor:
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     name: str = "ray"
     _flights: list[_Flight] = field(default_factory=list)
-    _files: dict[str, tuple[str, str, list]] = field(default_factory=dict)
+    _files: dict[str, _Bundle] = field(default_factory=dict)  # driver path -> what ships it
     _nodes: dict[str, Node] = field(default_factory=dict)  # Ray node id -> Node
     _remote: Any = None
 
@@ -307,11 +360,14 @@ class RayExecutor:
     def prepare(self, models: dict[str, PreparedModel]) -> None:
         import ray
 
+        by_place: dict[Path, _Bundle] = {}  # a file named two ways (a relative source ref, its full path) ships once
         for model in models.values():
             for path in _model_files(model):
-                if path not in self._files and Path(path).is_file():
-                    data = Path(path).read_bytes()
-                    self._files[path] = (hashlib.sha256(data).hexdigest(), Path(path).name, [ray.put(data)])
+                if path not in self._files and Path(path).exists():
+                    place = Path(path).absolute()  # not resolved: companions are found beside the path as named
+                    if place not in by_place:
+                        by_place[place] = _bundle(place, ray.put)
+                    self._files[path] = by_place[place]
 
     def peaks(self, scratch: Path) -> _NoPeaks:
         return _NoPeaks()
@@ -464,11 +520,19 @@ class RayExecutor:
         return interrupted
 
 
+# The PreparedModel fields that name files a worker opens (a path, a tuple of paths, or None):
+# each such file travels to the node as a bundle (with its COMPANIONS), and the unit's model names
+# the node's copy. Another kind of file a unit reads is one entry here.
+_PATH_FIELDS = ("onnx_path", "onnx_fp16_path", "decoder_onnx", "decoder_onnx_fp16")
+
+
 def _model_files(model: PreparedModel) -> set[str]:
-    """The files a worker reads to load `model`: its ONNX forms and, for a file model, its source."""
-    source = model.source.ref if model.source.kind in ("onnx", "pt2") else None
-    return {p for p in (source, model.onnx_path, model.onnx_fp16_path, *(model.decoder_onnx or ()),
-                        *(model.decoder_onnx_fp16 or ())) if p}
+    """The files a worker reads to load `model`: _PATH_FIELDS and, for a file model, its source."""
+    paths = [model.source.ref if model.source.kind in ("onnx", "pt2") else None]
+    for name in _PATH_FIELDS:
+        value = getattr(model, name)
+        paths += value if isinstance(value, tuple) else [value]
+    return {p for p in paths if p}
 
 
 def _noted(outcome: Any, flight: _Flight) -> Any:
