@@ -89,8 +89,9 @@ def test_inputs_are_the_same_in_every_process_and_differ_by_batch():
 
 def test_onnx_file_inputs_bound_from_dims(tmp_path):
     path = symbolic_onnx(tmp_path / "m.onnx")
-    model = prepare(ModelRef(str(path), "onnx", dims=(("seq", 5),)), need_onnx=True, need_torch=False)
-    assert model.inputs == (InputSpec("x", (5, 4), "float32", 0.0, 1.0),)
+    model = prepare(ModelRef(str(path), "onnx", dims=(("seq", (5,)),)), need_onnx=True, need_torch=False)
+    assert model.inputs == (InputSpec("x", ("seq", 4), "float32", 0.0, 1.0),)  # bound per cell
+    assert model.input_source((("seq", 5),), 0).feeds(2)["x"].shape == (2, 5, 4)
     assert len(model.sha256) == 64
 
 
@@ -103,7 +104,7 @@ def test_onnx_file_with_unbound_dim_names_it(tmp_path):
 def test_onnx_file_with_fixed_batch_is_refused(tmp_path):
     path = symbolic_onnx(tmp_path / "m.onnx", fixed_batch=True)
     with pytest.raises(ModelError, match="fixed batch axis of 1"):
-        prepare(ModelRef(str(path), "onnx", dims=(("seq", 5),)), need_onnx=True, need_torch=False)
+        prepare(ModelRef(str(path), "onnx", dims=(("seq", (5,)),)), need_onnx=True, need_torch=False)
 
 
 def test_invalid_onnx_and_missing_paths(tmp_path):

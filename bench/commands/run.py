@@ -13,8 +13,24 @@ from bench.results.stores import DEFAULT_DB
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("run", help="run a suite (default ./benchmarks.toml)")
-    p.add_argument("suite", nargs="?", default="benchmarks.toml", help="suite file (TOML)")
+    p = sub.add_parser("run", help="run a suite (default ./benchmarks.toml), or a model given on the command line")
+    p.add_argument("suite", nargs="?", default="benchmarks.toml", metavar="SUITE|MODEL",
+                   help="a suite file (TOML), or a model: path/to/model.onnx, zoo:NAME, hf:TYPE, module:function, "
+                        "path/to/program.pt2; relative paths and factory modules resolve against the suite file's "
+                        "directory (a model's: the current directory)")
+    model = p.add_argument_group("a model on the command line (a suite built for this machine)")
+    model.add_argument("--target", metavar="T[,T...]", help="targets (default: this machine's: torch-cpu and ort-cpu, "
+                       "or the GPU's); allowed: ort-cpu, torch-cpu, ort-cuda, ort-cuda-fp16, torch-cuda, "
+                       "torch-cuda-fp16, torch-cuda-graph, torch-cuda-compile")
+    model.add_argument("--batch", metavar="N[,N...]", help="batch sizes (default: 1,8)")
+    model.add_argument("--scenario", metavar="S[,S...]", help="scenarios (default: single-stream,offline)")
+    model.add_argument("--shape", metavar="NAME=N[,N...]", action="append",
+                       help="size of a named dynamic dimension; several sizes sweep it (e.g. seq=64,128); repeatable")
+    model.add_argument("--inputs", metavar="FILE", help="the model's inputs from a .npz (an array per input, samples "
+                       "along the first axis) or a directory of .npy files")
+    model.add_argument("--trust-model", action="store_true", help="allow a .pt2 program (loading it may unpickle)")
+    model.add_argument("--print-suite", action="store_true", help="print the suite built for the model and exit "
+                       "(keep it: bench run MODEL --print-suite > mine.toml)")
     p.add_argument("--only", metavar="GLOB", help="run cells whose id (BENCH/TARGET/bN/SCENARIO) or benchmark matches")
     p.add_argument("--out", metavar="DIR", default="results", help="results root (default: results)")
     p.add_argument("--quick", action="store_true", help="smoke run: a tenth of the stop times, at most 1 s a cell")
@@ -33,11 +49,32 @@ def add_parser(sub) -> None:
                    "elsewhere a line per finished cell)")
 
 
+_MODEL_FLAGS = ("target", "batch", "scenario", "shape", "inputs", "trust_model", "print_suite")
+
+
+def _suite(args: argparse.Namespace):
+    """The suite file's, or one built for a model on the command line (None: --print-suite printed it)."""
+    from bench.commands.model_suite import is_model_reference, model_suite
+    from bench.config.suite import load_suite
+    from bench.errors import UsageError
+
+    if is_model_reference(args.suite):
+        suite, text = model_suite(args.suite, args)
+        if args.print_suite:
+            print(text, end="")
+            return None
+        return suite
+    given = [f"--{f.replace('_', '-')}" for f in _MODEL_FLAGS if getattr(args, f)]
+    if given:
+        raise UsageError(f"{given[0]} applies to a model on the command line (bench run MODEL {given[0]} ...); "
+                         f"{args.suite!r} is a suite file: set it there")
+    return load_suite(args.suite, quick=args.quick)
+
+
 def run(args: argparse.Namespace) -> int:
     from bench.analysis.sweeps import sweeps
     from bench.analysis.verdict import RunVerdict
     from bench.codec import to_json
-    from bench.config.suite import load_suite
     from bench.report import markdown, terminal
     from bench.commands.live import RunProgress, choose_mode
     from bench.report.run_tables import generation_table, gpu_table, summary_table, sweeps_table
@@ -55,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.html:  # checked before the suite runs: a bad path costs one line, not a run's report
         check_html_path(args.html)
         html = html_renderer()
-    suite = load_suite(args.suite, quick=args.quick)
+    suite = _suite(args)
+    if suite is None:
+        return EXIT_OK
     # argv goes into run.json: a --db URL's password must not.
     argv = tuple(redact(a) for a in sys.argv)
     with RunProgress(choose_mode(args.quiet)) as progress:

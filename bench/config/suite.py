@@ -17,8 +17,8 @@ from typing import Any
 from bench.backends.options import PluginOptions
 from bench.backends.registry import BACKENDS, PLUGIN_PATTERN, BackendImportError, backend_class
 from bench.config.reader import Reader
-from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, BenchmarkSpec, Placement, SloSpec, StopSpec,
-                                  SuiteSpec, TargetSpec)
+from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, BenchmarkSpec, InputOverride, Placement,
+                                  SloSpec, StopSpec, SuiteSpec, TargetSpec)
 from bench.errors import ConfigError
 from bench.scenarios.registry import DEFAULT as DEFAULT_SCENARIOS
 from bench.scenarios.registry import SCENARIOS, table_owners
@@ -30,7 +30,8 @@ _PLACEMENT_KEYS = ("machine", "resources", "cpus")
 # Ray's rule for a label value and a resource name (what `ray start --labels` accepts).
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 _BENCH_KEYS = ("name", "model", "batch_sizes", "scenarios", "targets", "reference", "stop", "slo",
-               "model_args", "dims", "seed", "tolerance", "trust_model")
+               "model_args", "dims", "inputs", "input_file", "seed", "tolerance", "trust_model")
+MAX_DIM_SIZE = 1 << 24  # a dimension past 16M elements is a typo, not a sequence length
 
 
 def _check_name(r: Reader, name: str, path: str) -> str:
@@ -123,8 +124,30 @@ def _parse_slo(r: Reader, table: Any, path: str) -> SloSpec:
     return slo
 
 
+def _parse_dims(r: Reader, table: Any, path: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """dims = { seq = 128 } or { seq = [64, 128, 256] }: a size, or the sizes a sweep runs at."""
+    r.expect(table, (dict,), path, "a table of name = size or [sizes]")
+    dims = []
+    for name, value in table.items():
+        where = f"{path}.{name}"
+        if name == "batch" or not name.isidentifier():
+            raise r.fail(where, "not a dimension name: a word naming a dynamic axis of the model's inputs (the batch "
+                                "axis is batch_sizes)")
+        sizes = value if isinstance(value, list) else [value]
+        if not sizes:
+            raise r.fail(where, "[] is not allowed; expected a size >= 1 or a non-empty list of sizes")
+        for j, v in enumerate(sizes):
+            at = f"{where}[{j}]" if isinstance(value, list) else where
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DIM_SIZE:
+                raise r.fail(at, f"{v!r} is not allowed; expected an integer from 1 to {MAX_DIM_SIZE}")
+        if len(set(sizes)) != len(sizes):
+            raise r.fail(where, f"{value!r} repeats a size; each size once")
+        dims.append((name, tuple(sizes)))
+    return tuple(sorted(dims))
+
+
 def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpec], defaults: dict,
-                     quick: bool) -> BenchmarkSpec:
+                     quick: bool, base_dir: str) -> BenchmarkSpec:
     path = f"benchmark[{i}]"
     r.expect(table, (dict,), path, "a table")
     owners = table_owners()
@@ -156,10 +179,14 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
     model_args = r.expect(table.get("model_args", {}), (dict,), f"{path}.model_args", "a table")
     for k, v in model_args.items():
         r.expect(v, (int, float, str, bool), f"{path}.model_args.{k}", "a number, string or boolean")
-    dims = r.expect(table.get("dims", {}), (dict,), f"{path}.dims", "a table of name = integer")
-    for k, v in dims.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise r.fail(f"{path}.dims.{k}", f"{v!r} is not allowed; expected an integer >= 1")
+    dims = _parse_dims(r, table.get("dims", {}), f"{path}.dims")
+    inputs_table = r.expect(table.get("inputs", {}), (dict,), f"{path}.inputs", "a table of input name = {...}")
+    inputs = tuple(sorted((name, r.record(InputOverride, spec, f"{path}.inputs.{name}"))
+                          for name, spec in inputs_table.items()))
+    input_file = table.get("input_file")
+    if input_file is not None:
+        r.expect(input_file, (str,), f"{path}.input_file", "a path to an .npz file or a directory of .npy files")
+        input_file = str(Path(base_dir, input_file))
     seed = r.expect(table.get("seed", defaults.get("seed", 0)), (int,), f"{path}.seed", "an integer >= 0")
     if seed < 0:
         raise r.fail(f"{path}.seed", f"{seed!r} is not allowed; expected an integer >= 0")
@@ -174,7 +201,8 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
     bench = BenchmarkSpec(
         name=name, model=model, batch_sizes=batch_sizes, scenarios=scenarios, targets=tuple(names),
         reference=reference, stop=stop, slo=slo, model_args=tuple(sorted(model_args.items())),
-        dims=tuple(sorted(dims.items())), seed=seed, tolerance=tolerance, trust_model=trust_model, tables=tables,
+        dims=dims, inputs=inputs, input_file=input_file, base_dir=base_dir, seed=seed, tolerance=tolerance,
+        trust_model=trust_model, tables=tables,
     )
     if slo is not None and slo.token_limits() and not any(SCENARIOS[s].token_slo for s in scenarios):
         key = next(iter(slo.token_limits()))
@@ -188,7 +216,10 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
     return bench
 
 
-def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False) -> SuiteSpec:
+def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False, base_dir: str | None = None) -> SuiteSpec:
+    """`base_dir`: where relative paths and factory modules resolve; the suite file's directory
+    unless given (bench run MODEL builds a suite whose base is the current directory)."""
+    base_dir = str(Path(base_dir) if base_dir is not None else Path(file).resolve().parent)
     r = Reader(file)
     try:
         doc = tomllib.loads(text)
@@ -207,7 +238,7 @@ def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False) -
     benches = r.expect(doc.get("benchmark", []), (list,), "benchmark", "an array of [[benchmark]] tables")
     if not benches:
         raise r.fail("benchmark", "no benchmarks defined; add a [[benchmark]] table")
-    specs = tuple(_parse_benchmark(r, i, b, targets, defaults, quick) for i, b in enumerate(benches))
+    specs = tuple(_parse_benchmark(r, i, b, targets, defaults, quick, base_dir) for i, b in enumerate(benches))
     seen: set[str] = set()
     for i, b in enumerate(specs):
         if b.name in seen:
@@ -239,7 +270,8 @@ def load_suite(path: str | Path, quick: bool = False) -> SuiteSpec:
                 raise ConfigError(f"{path}: {st.st_size:,} bytes, over the {MAX_SUITE_BYTES:,}-byte limit for a suite file")
             text = fh.read(MAX_SUITE_BYTES + 1).decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; pass a suite file or run where benchmarks.toml is") from None
+        raise ConfigError(f"{path}: no such file; pass a suite file, a model (path/to/model.onnx, zoo:NAME, "
+                          "hf:TYPE, module:function) or run where benchmarks.toml is") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     return parse_suite(text, str(path), quick)

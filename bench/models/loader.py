@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config.records import InputOverride
 from bench.models.cache import cache_dir, cached, sha256_file
 from bench.errors import ModelError
+from bench.models.input_specs import apply_overrides
 from bench.models.inputs import InputSpec
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool"}
 EXPORT_OPSET = 18
 FP16_FORMAT = 1  # bump when the fp16 conversion's settings change
 CACHE_FORMAT = 1  # bump when the export settings change, so stale cached files are not reused
@@ -41,12 +42,23 @@ CACHE_FORMAT = 1  # bump when the export settings change, so stale cached files 
 class ModelRef:
     """What a benchmark asks for: enough for any process to rebuild the model."""
 
-    ref: str
-    kind: str  # zoo | onnx | pt2 | factory
+    ref: str  # a file model's path as resolved (against base_dir); other kinds as written
+    kind: str  # zoo | onnx | pt2 | factory | hf
     args: tuple[tuple[str, Any], ...] = ()
-    dims: tuple[tuple[str, int], ...] = ()
+    dims: tuple[tuple[str, tuple[int, ...]], ...] = ()  # named dynamic dimensions and their sizes
     seed: int = 0
     trusted: bool = False
+    inputs: tuple[tuple[str, InputOverride], ...] = ()  # the suite's word on each input
+    input_file: str | None = None  # the user's samples, resolved
+    base_dir: str = ""  # where relative paths and factory modules resolve (the suite's directory)
+    written: str = ""  # the reference as the suite wrote it
+
+    @property
+    def dims_grid(self) -> list[tuple[tuple[str, int], ...]]:
+        import itertools
+
+        names = [n for n, _ in self.dims]
+        return [tuple(zip(names, sizes)) for sizes in itertools.product(*(v for _, v in self.dims))]
 
     @property
     def display_name(self) -> str:
@@ -66,6 +78,11 @@ class PreparedModel:
     onnx_fp16_path: str | None = None  # the fp16 conversion, when an fp16 onnxruntime target needs it
     flops_per_sample: float | None = None  # multiply-add = 2; None where it could not be counted
     flops_source: str = ""  # how it was counted, or why not
+    # With named dims, FLOPs depend on them: (dims, FLOPs per sample) for each combination.
+    flops_by_dims: tuple[tuple[tuple[tuple[str, int], ...], float | None], ...] = ()
+    input_file: str | None = None  # the user's samples (checked against `inputs`)
+    prepare_s: float | None = None  # building, hashing and exporting it here, in this run
+    export_s: float | None = None  # the export or conversion part (0: cached); None: none needed
     # A decoder (the generate scenario): its ONNX past/present graphs (prefill, decode) when an
     # onnxruntime target generates with it, and their fp16 forms; why there are none otherwise.
     decoder_onnx: tuple[str, str] | None = None
@@ -73,6 +90,22 @@ class PreparedModel:
     decoder_onnx_note: str = ""
     decoder_max_len: int | None = None  # positions its cache holds (None: not checked as a decoder)
     decoder_vocab: int | None = None
+
+    def flops_at(self, dims: tuple[tuple[str, int], ...]) -> float | None:
+        """FLOPs per sample at these dims (the one figure for a model without named dims)."""
+        if not dims:
+            return self.flops_per_sample
+        return dict(self.flops_by_dims).get(tuple(dims))
+
+    def input_source(self, dims: tuple[tuple[str, int], ...], seed: int):
+        """Where a cell's feeds come from (bench.models.inputs.InputSource)."""
+        if self.input_file is not None:
+            from bench.models.input_files import FileSamples
+
+            return FileSamples(self.input_file, self.inputs)
+        from bench.models.inputs import Generated, bind_dims
+
+        return Generated(bind_dims(self.inputs, dict(dims)), seed)
 
 
 def classify(ref: str) -> str:
@@ -122,6 +155,43 @@ class _quiet:
         self._warnings.__exit__(None, None, None)
 
 
+class _importable_from:
+    """`base_dir` first on sys.path while a factory's module is imported and called (as Python puts
+    a script's directory first), then the path as it was: a module beside the suite file imports
+    without PYTHONPATH, and nothing else in the process resolves against the suite's directory."""
+
+    def __init__(self, base_dir: str):
+        self.base_dir = base_dir
+
+    def __enter__(self) -> None:
+        import sys
+
+        self._saved = list(sys.path)
+        if self.base_dir:
+            sys.path.insert(0, self.base_dir)
+            importlib.invalidate_caches()
+
+    def __exit__(self, *exc: object) -> None:
+        import sys
+
+        sys.path[:] = self._saved
+
+
+def model_file(source: ModelRef) -> Path:
+    """A file model's path, checked: ModelError naming the path tried (and where a relative one
+    resolves, when it exists only relative to the current directory)."""
+    path = Path(source.ref)
+    if path.is_file():
+        return path
+    written = source.written or source.ref
+    hint = ""
+    if not Path(written).is_absolute() and Path(written).is_file() and source.base_dir:
+        hint = (f"; relative paths resolve against the suite file's directory ({source.base_dir}), and it exists "
+                f"relative to the current directory instead: write {str(Path(written).resolve())!r}")
+    what = "a directory, not a file" if path.is_dir() else "no such file"
+    raise ModelError(f"model {written!r}: {what}" + (f": {path}" if str(path) != written else "") + hint)
+
+
 def build_torch(source: ModelRef):
     """(module in eval mode, example input tuple or None) for a zoo, factory or pt2 reference."""
     import torch
@@ -163,16 +233,21 @@ def build_torch(source: ModelRef):
                              f"{dict(source.args)}: {type(exc).__name__}: {first}") from None
     if source.kind == "factory":
         module_name, _, attr = source.ref.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ModelError(f"model {source.ref!r}: cannot import the factory: {exc}") from None
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(source.seed)
-                result = factory(**dict(source.args))
-        except Exception as exc:  # the user's code: any failure is theirs to fix
-            raise ModelError(f"model {source.ref!r}: the factory raised {type(exc).__name__}: {exc}") from None
+        with _importable_from(source.base_dir):
+            try:
+                factory = getattr(importlib.import_module(module_name), attr)
+            except ModuleNotFoundError as exc:
+                where = f"{source.base_dir} (the suite file's directory) or " if source.base_dir else ""
+                raise ModelError(f"model {source.ref!r}: cannot import the factory: no module {exc.name!r} in "
+                                 f"{where}the installed packages") from None
+            except (ImportError, AttributeError) as exc:
+                raise ModelError(f"model {source.ref!r}: cannot import the factory: {exc}") from None
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(source.seed)
+                    result = factory(**dict(source.args))
+            except Exception as exc:  # the user's code: any failure is theirs to fix
+                raise ModelError(f"model {source.ref!r}: the factory raised {type(exc).__name__}: {exc}") from None
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
             raise ModelError(f"model {source.ref!r}: the factory must return (torch.nn.Module, example_inputs)")
         module, example = result
@@ -186,9 +261,7 @@ def build_torch(source: ModelRef):
                 f"model {source.ref!r}: a .pt2 program may hold pickled objects and loading it can run "
                 "code from the file; set trust_model = true in its benchmark if you trust it"
             )
-        path = Path(source.ref)
-        if not path.is_file():
-            raise ModelError(f"model {source.ref!r}: no such file")
+        path = model_file(source)
         try:
             with _quiet():  # torch logs its own traceback for a bad archive before raising
                 program = torch.export.load(str(path))
@@ -236,17 +309,27 @@ def _torch_input_specs(source: ModelRef, module, example) -> tuple[InputSpec, ..
     return tuple(specs)
 
 
-def _export_onnx(module, specs: tuple[InputSpec, ...], path: Path) -> None:
+def _example_dims(source: ModelRef) -> dict[str, int]:
+    """A size per named dimension to trace an export with: the largest the suite sweeps (so the
+    exporter does not specialise the axis, as it would at 1)."""
+    return {name: max(sizes) for name, sizes in source.dims}
+
+
+def _export_onnx(module, specs: tuple[InputSpec, ...], path: Path, example_dims: dict[str, int]) -> None:
+    """The module as ONNX with a dynamic batch axis and a dynamic axis per named dimension."""
     import logging
     import warnings
 
     import torch
 
-    from bench.models.inputs import make_inputs
+    from bench.models.inputs import bind_dims, make_inputs
 
-    feeds = make_inputs(specs, 2, 0)  # batch 2: a batch of 1 would let export specialise the axis
+    feeds = make_inputs(bind_dims(specs, example_dims), 2, 0)  # batch 2: a batch of 1 would specialise the axis
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    named = {d: torch.export.Dim(d, min=1, max=1 << 24) for s in specs for d in s.named_dims if example_dims[d] > 1}
+    dynamic = tuple({0: batch, **{axis: named[d] for axis, d in enumerate(s.shape, start=1) if d in named}}
+                    for s in specs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -254,7 +337,7 @@ def _export_onnx(module, specs: tuple[InputSpec, ...], path: Path) -> None:
             module, args, str(path),
             dynamo=True, external_data=False, opset_version=EXPORT_OPSET, verbose=False,
             input_names=[s.name for s in specs],
-            dynamic_shapes=tuple({0: batch} for _ in specs),
+            dynamic_shapes=dynamic,
         )
 
 
@@ -309,83 +392,61 @@ def _export_decoder(source: ModelRef, module, sha: str) -> tuple[tuple[str, str]
 
 
 def _prepare_torch_model(source: ModelRef, need_onnx: bool, decoder: bool = False, decoder_onnx: bool = False):
+    """(PreparedModel with export_s set where an export was needed, the module)."""
+    import time
+
     module, example = build_torch(source)
     extra: dict[str, Any] = {}
     if decoder:
         check_decoder(source, module)
         extra = dict(decoder_max_len=int(module.max_len), decoder_vocab=int(module.vocab_size))
-    specs = _torch_input_specs(source, module, example)
+    specs = apply_overrides(_torch_input_specs(source, module, example), source.inputs, source.ref, graph_shapes=False)
+    input_file, file_dims = _check_inputs(source, specs)
     sha = _torch_hash(source, module)
     onnx_path = None
+    export_s: float | None = None
+    t0 = time.perf_counter()
     if decoder and decoder_onnx:
         paths, note = _export_decoder(source, module, sha)
         extra.update(decoder_onnx=paths, decoder_onnx_note=note)
+        export_s = time.perf_counter() - t0
     if need_onnx:
         import torch
 
-        key = hashlib.sha256(f"{sha}|{torch.__version__}|{EXPORT_OPSET}|{CACHE_FORMAT}".encode()).hexdigest()[:24]
+        # the shapes' names decide which axes the export makes dynamic: part of the cache key
+        shapes = [list(sp.shape) for sp in specs]
+        key = hashlib.sha256(f"{sha}|{torch.__version__}|{EXPORT_OPSET}|{CACHE_FORMAT}|{shapes}".encode()).hexdigest()[:24]
         path = cache_dir() / f"{source.display_name.replace('/', '_').replace(':', '_')}-{key}.onnx"
+        example_dims = {**_example_dims(source), **file_dims}
 
         def export(tmp: Path) -> None:
             try:
-                _export_onnx(module, specs, tmp)
+                _export_onnx(module, specs, tmp, example_dims)
             except OSError:
                 raise
             except Exception as exc:  # exporter failures are about the user's model
                 raise ModelError(f"model {source.ref!r}: ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 
         onnx_path = str(cached(path, export))
-    return PreparedModel(source, sha, specs, onnx_path, **extra), module
+        export_s = time.perf_counter() - t0
+    return PreparedModel(source, sha, specs, onnx_path, input_file=input_file, export_s=export_s, **extra), module
+
+
+def _check_inputs(source: ModelRef, specs: tuple[InputSpec, ...]) -> tuple[str | None, dict[str, int]]:
+    """The user's samples checked against the specs, and the dims they fix; then every named
+    dimension checked against the suite's dims. (input file or None, the dims it fixes)."""
+    from bench.models.input_files import check_samples, read_samples
+    from bench.models.input_specs import check_dims
+
+    file_dims: dict[str, int] = {}
+    if source.input_file is not None:
+        samples = read_samples(Path(source.input_file), tuple(s.name for s in specs))
+        file_dims = check_samples(samples, specs, f"input_file {source.input_file!r}")
+    check_dims(specs, tuple(n for n, _ in source.dims), source.ref, file_dims)
+    return source.input_file, file_dims
 
 
 # --- ONNX files ------------------------------------------------------------------------------
-
-
-def onnx_input_specs(path: Path, ref: str, dims: dict[str, int]) -> tuple[InputSpec, ...]:
-    """Read a graph's inputs; the leading axis is the batch, other symbolic dims come from `dims`."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends: the file is not ONNX
-        raise ModelError(f"model {ref!r}: not a valid ONNX file ({type(exc).__name__}: {exc})".rstrip()) from None
-    if not model.graph.node:
-        raise ModelError(f"model {ref!r}: not a valid ONNX file (its graph has no nodes)")
-    initializers = {i.name for i in model.graph.initializer}
-    specs = []
-    for inp in model.graph.input:
-        if inp.name in initializers:
-            continue
-        tensor = inp.type.tensor_type
-        dtype = _ONNX_DTYPES.get(tensor.elem_type)
-        if dtype is None:
-            raise ModelError(f"model {ref!r}: input {inp.name!r} has ONNX element type {tensor.elem_type}, not supported")
-        shape_dims = list(tensor.shape.dim)
-        if not shape_dims:
-            raise ModelError(f"model {ref!r}: input {inp.name!r} is a scalar; inputs need a leading batch axis")
-        first = shape_dims[0]
-        if first.HasField("dim_value") and first.dim_value != 0:
-            raise ModelError(
-                f"model {ref!r}: input {inp.name!r} has a fixed batch axis of {first.dim_value}; "
-                "export it with a symbolic (dynamic) first dimension"
-            )
-        shape = []
-        for axis, d in enumerate(shape_dims[1:], start=1):
-            if d.HasField("dim_value"):
-                shape.append(int(d.dim_value))
-            elif d.dim_param and d.dim_param in dims:
-                shape.append(int(dims[d.dim_param]))
-            else:
-                label = d.dim_param or f"axis {axis}"
-                raise ModelError(
-                    f"model {ref!r}: input {inp.name!r} has symbolic dimension {label!r} that the config does "
-                    f"not bind; set dims = {{ {d.dim_param or 'NAME'} = N }} in the benchmark"
-                )
-        high = 2.0 if dtype.startswith("int") else 1.0  # ids/masks: [0, 2) is valid for any table of >= 2 rows
-        specs.append(InputSpec(inp.name, tuple(shape), dtype, 0.0, high))
-    if not specs:
-        raise ModelError(f"model {ref!r}: the graph has no inputs to feed")
-    return tuple(specs)
 
 
 def fp16_onnx(path: str, sha256: str, ref: str) -> str:
@@ -414,31 +475,45 @@ def fp16_onnx(path: str, sha256: str, ref: str) -> str:
     return str(cached(out, convert))
 
 
-def _count_flops(prepared: PreparedModel, module=None) -> PreparedModel:
-    """FLOPs per sample for the roofline: torch's counter on the module, else the ONNX graph."""
-    from dataclasses import replace
-
+def _flops_once(prepared: PreparedModel, module, dims: dict[str, int]) -> tuple[float | None, str]:
     from bench.models import flops
+    from bench.models.inputs import bind_dims
 
     batch = 2  # not 1, so nothing specialises on a batch of one
+    specs = bind_dims(prepared.inputs, dims)
     if module is not None:
         import torch
 
         from bench.models.inputs import make_inputs
 
-        feeds = make_inputs(prepared.inputs, batch, 0)
+        feeds = make_inputs(specs, batch, 0)
         try:
             count = flops.torch_flops_per_sample(module, tuple(torch.from_numpy(v) for v in feeds.values()), batch)
         except Exception as exc:  # a module FlopCounterMode cannot trace: no roofline, not a failure
-            return replace(prepared, flops_source=f"not counted: torch FlopCounterMode raised {type(exc).__name__}")
-        return replace(prepared, flops_per_sample=count, flops_source=flops.TORCH_FLOPS_SOURCE)
+            return None, f"not counted: torch FlopCounterMode raised {type(exc).__name__}"
+        return count, flops.TORCH_FLOPS_SOURCE
     if prepared.onnx_path is None:
-        return prepared
+        return None, ""
     try:
-        count, source = flops.count_onnx_flops(prepared.onnx_path, prepared.inputs, batch)
+        return flops.count_onnx_flops(prepared.onnx_path, specs, batch)
     except flops.UncountableGraph as exc:  # better no roofline than a wrong one
-        return replace(prepared, flops_source=f"not counted: {exc}")
-    return replace(prepared, flops_per_sample=count, flops_source=source)
+        return None, f"not counted: {exc}"
+
+
+def _count_flops(prepared: PreparedModel, module, file_dims: dict[str, int]) -> PreparedModel:
+    """FLOPs per sample for the roofline: torch's counter on the module, else the ONNX graph; at
+    each combination of the named dims where the suite sweeps them."""
+    from dataclasses import replace
+
+    if file_dims or not prepared.source.dims:
+        count, how = _flops_once(prepared, module, file_dims)
+        return replace(prepared, flops_per_sample=count, flops_source=how)
+    by_dims, how = [], ""
+    for dims in prepared.source.dims_grid:
+        count, how_here = _flops_once(prepared, module, dict(dims))
+        by_dims.append((dims, count))
+        how = how or how_here
+    return replace(prepared, flops_by_dims=tuple(by_dims), flops_source=how)
 
 
 def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool = False,
@@ -446,29 +521,36 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
     """Resolve, load-check and (when needed) export a model once, in the parent process.
     `decoder_forms`: the forms a generating target loads ("torch", "onnx", "onnx-fp16"); any
     makes the model checked against the decoder contract."""
+    import time
     from dataclasses import replace
 
+    from bench.models.input_specs import onnx_defaults, onnx_input_specs
+
+    t0 = time.perf_counter()
     if source.kind == "onnx":
-        path = Path(source.ref)
         if decoder_forms:
             raise ModelError(f"model {source.ref!r} is not a decoder, which the generate scenario needs: an ONNX file "
                              "has no prefill/decode contract; use zoo:decoder or a package.module:factory decoder")
         if need_torch:
             raise ModelError(f"model {source.ref!r}: an ONNX file cannot run on a torch target; use onnxruntime")
-        if not path.is_file():
-            raise ModelError(f"model {source.ref!r}: no such file")
-        specs = onnx_input_specs(path, source.ref, dict(source.dims))
+        path = model_file(source)
+        specs, graph = onnx_input_specs(path, source.ref)
         from bench.models.onnx_files import external_data_files
 
         external_data_files(path.resolve(), source.ref)  # a missing model.onnx.data: bad input, not failed cells
-        prepared = _count_flops(PreparedModel(source, sha256_file(path), specs, str(path.resolve())))
+        specs = apply_overrides(onnx_defaults(specs, graph), source.inputs, source.ref, graph_shapes=True)
+        input_file, file_dims = _check_inputs(source, specs)
+        prepared = PreparedModel(source, sha256_file(path), specs, str(path.resolve()), input_file=input_file)
+        prepared = _count_flops(prepared, None, file_dims)
     else:
         prepared, module = _prepare_torch_model(source, need_onnx or need_fp16, bool(decoder_forms),
                                                 bool(decoder_forms & {"onnx", "onnx-fp16"}))
         if source.kind == "pt2":
             # The program file is the identity a user can check; keep the weights hash out.
             prepared = replace(prepared, sha256=sha256_file(Path(source.ref)))
-        prepared = _count_flops(prepared, module)
+        file_dims = _check_inputs(source, prepared.inputs)[1] if source.input_file else {}
+        prepared = _count_flops(prepared, module, file_dims)
+    t1 = time.perf_counter()
     if need_fp16:
         assert prepared.onnx_path is not None
         prepared = replace(prepared, onnx_fp16_path=fp16_onnx(prepared.onnx_path, prepared.sha256, source.ref))
@@ -476,4 +558,7 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
         prepared = replace(prepared, decoder_onnx_fp16=tuple(
             fp16_onnx(p, hashlib.sha256(f"{prepared.sha256}|{p}".encode()).hexdigest(), source.ref)
             for p in prepared.decoder_onnx))
-    return prepared
+    export_s = prepared.export_s
+    if need_fp16 or "onnx-fp16" in decoder_forms:  # the fp16 conversion is part of the one-off export cost
+        export_s = (export_s or 0.0) + (time.perf_counter() - t1)
+    return replace(prepared, prepare_s=time.perf_counter() - t0, export_s=export_s)

@@ -100,21 +100,29 @@ _DROP = object()
 
 
 def model_ref(bench) -> ModelRef:
-    return ModelRef(bench.model, classify(bench.model), bench.model_args, bench.dims, bench.seed, bench.trust_model)
+    """The benchmark's model; a file model's path resolved against the suite's directory."""
+    import os
+
+    kind = classify(bench.model)
+    ref = os.path.abspath(os.path.join(bench.base_dir, bench.model)) if kind in ("onnx", "pt2") else bench.model
+    return ModelRef(ref, kind, bench.model_args, bench.dims, bench.seed, bench.trust_model, inputs=bench.inputs,
+                    input_file=bench.input_file, base_dir=bench.base_dir, written=bench.model)
 
 
-def roofline(model: PreparedModel | None, throughput: float, precision: str, peaks: Any) -> Roofline | None:
-    """FLOPs per sample x throughput, against the device's probed peak at this precision
-    (`peaks`: bench.measure.peaks.DevicePeaks, or the reason there is none, or None off a GPU)."""
-    if model is None or model.flops_per_sample is None:
+def roofline(model: PreparedModel | None, throughput: float, precision: str, peaks: Any,
+             dims: tuple[tuple[str, int], ...] = ()) -> Roofline | None:
+    """FLOPs per sample (at the cell's dims) x throughput, against the device's probed peak at this
+    precision (`peaks`: bench.measure.peaks.DevicePeaks, or the reason there is none, or None off a GPU)."""
+    flops = model.flops_at(dims) if model is not None else None
+    if model is None or flops is None:
         return None
-    achieved = model.flops_per_sample * throughput
+    achieved = flops * throughput
     if peaks is None or isinstance(peaks, str):
-        return Roofline(model.flops_per_sample, model.flops_source, achieved,
+        return Roofline(flops, model.flops_source, achieved,
                         peak_source=peaks or "no peak: not a GPU target")
     peak = peaks.flops_for(precision)
     return Roofline(
-        model.flops_per_sample, model.flops_source, achieved,
+        flops, model.flops_source, achieved,
         peak_flops_per_s=peak,
         fraction_of_peak=achieved / peak if peak else None,
         peak_copy_bytes_per_s=peaks.copy_bytes_per_s,
@@ -131,10 +139,10 @@ class CellBuilder:
         self.models = models
         self.outputs_dir = outputs_dir
         self.peaks = peaks  # bench.runner.probes.PeakProbes
-        self._output_names: dict[tuple[str, str, int], str] = {}
+        self._output_names: dict[tuple, str] = {}
 
-    def outputs_path(self, benchmark: str, target: str, batch_size: int) -> Path:
-        key = (benchmark, target, batch_size)
+    def outputs_path(self, benchmark: str, target: str, batch_size: int, dims: tuple = ()) -> Path:
+        key = (benchmark, target, batch_size, dims)
         if key not in self._output_names:
             self._output_names[key] = f"outputs-{len(self._output_names):04d}.npz"
         return self.outputs_dir / self._output_names[key]
@@ -146,8 +154,9 @@ class CellBuilder:
         kw.setdefault("target", TargetInfo(**p.target.to_dict()))
         return Cell(
             id=k.id, benchmark=k.benchmark,
-            model=ModelInfo(ref.display_name, ref.ref, ref.kind, model.sha256 if model else ""),
-            batch_size=k.batch_size, scenario=k.scenario, concurrency=k.concurrency,
+            model=ModelInfo(ref.display_name, ref.ref, ref.kind, model.sha256 if model else "",
+                            model.prepare_s if model else None, model.export_s if model else None),
+            batch_size=k.batch_size, scenario=k.scenario, concurrency=k.concurrency, dims=dict(k.dims),
             status=status, reason=reason, **kw,
         )
 
@@ -161,7 +170,7 @@ class CellBuilder:
     def agreement(self, p: PlannedCell) -> Agreement:
         ref_name = p.benchmark.reference
         tolerance = p.benchmark.tolerance_for(p.target.precision)
-        ref_path = self.outputs_path(p.benchmark.name, ref_name, p.key.batch_size)
+        ref_path = self.outputs_path(p.benchmark.name, ref_name, p.key.batch_size, p.key.dims)
         if p.target.name == ref_name:
             try:
                 return check_reference(load_outputs(ref_path), ref_name)
@@ -169,9 +178,10 @@ class CellBuilder:
                 return Agreement("unchecked", ref_name, reason=f"outputs unreadable: {exc}")
         if not ref_path.exists():
             return Agreement("unchecked", ref_name, tolerance=tolerance,
-                             reason=f"no reference outputs: target {ref_name!r} did not run at batch {p.key.batch_size}")
+                             reason=f"no reference outputs: target {ref_name!r} did not run at batch {p.key.batch_size}"
+                                    + (f", {p.key.dims_label}" if p.key.dims else ""))
         try:
-            own = load_outputs(self.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size))
+            own = load_outputs(self.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size, p.key.dims))
             return p.scenario.compare_outputs(own, load_outputs(ref_path), ref_name, tolerance, p.target.precision)
         except (OSError, ValueError) as exc:
             return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
@@ -273,7 +283,8 @@ class CellBuilder:
             timing_boundary=out.timing_boundary,
             compile_s=setup.get("compile"),
             capture_s=setup.get("capture"),
-            roofline=roofline(self.models.get(bench.name), figures.metrics.throughput.value, p.target.precision, peaks)
+            roofline=roofline(self.models.get(bench.name), figures.metrics.throughput.value, p.target.precision, peaks,
+                              p.key.dims)
             if p.scenario.has_roofline else None,
             agreement=self.agreement(p),
             warmup=Warmup(
@@ -291,6 +302,7 @@ class CellBuilder:
             load_s=out.load_seconds,
             stop_reason=run.stop_reason,
             inputs_sha256=out.inputs_sha256,
+            inputs=out.inputs,
             samples_file=self.run_dir.write_samples(p.index, figures.kept_ns),
             slo=figures.slo,
             **figures.records,

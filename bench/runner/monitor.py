@@ -67,7 +67,8 @@ def run_monitor(suite: SuiteSpec, bench: BenchmarkSpec, target: TargetSpec, spec
 
     stats.warm_kernels()
     concurrency = spec.concurrency if spec.qps <= 0 else None
-    key = CellKey(bench.name, "", target.name, bench.batch_sizes[0], "monitor", concurrency)
+    # A soak watches one cell: the benchmark's first batch size and first shape.
+    key = CellKey(bench.name, "", target.name, bench.batch_sizes[0], "monitor", concurrency, bench.dims_grid()[0])
     planned = PlannedCell(0, key, bench, target)
     models = prepare_models([planned], target.is_cuda)
     (planned,) = with_models([planned], {name: m.sha256 for name, m in models.items()})
@@ -87,7 +88,7 @@ def run_monitor(suite: SuiteSpec, bench: BenchmarkSpec, target: TargetSpec, spec
         planned = replace(planned, benchmark=bench)
         builder = CellBuilder(run_dir, models, Path(tmp))
         job = UnitJob(planned.key, 0, bench, target, models[bench.name],
-                      str(builder.outputs_path(bench.name, target.name, planned.key.batch_size)))
+                      str(builder.outputs_path(bench.name, target.name, planned.key.batch_size, planned.key.dims)))
         timeout = (spec.duration_s if spec.duration_s > 0 else 10 * 365 * 86_400.0) + LOAD_ALLOWANCE_S + STOP_GRACE_S
         outcome: list[Any] = []
         errors: list[BaseException] = []

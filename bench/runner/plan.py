@@ -41,18 +41,21 @@ class PlannedCell:
 
 
 def plan(suite: SuiteSpec, only: str | None = None) -> list[PlannedCell]:
-    """Cells in run order: per benchmark the reference target first, so its outputs exist."""
+    """Cells in run order: per benchmark the reference target first, so its outputs exist; per
+    target each dims combination's batch sweep in turn (smallest shapes first, so a sweep that
+    outgrows the model or the memory stops early)."""
     cells: list[PlannedCell] = []
     for bench in suite.benchmarks:
         order = [bench.reference] + [t for t in bench.targets if t != bench.reference]
         for tname in order:
-            for bs in bench.batch_sizes:
-                for name in bench.scenarios:
-                    for concurrency in SCENARIOS[name].axis(bench):
-                        key = CellKey(bench.name, "", tname, bs, name, concurrency)
-                        if only and not (fnmatch.fnmatch(key.id, only) or fnmatch.fnmatch(bench.name, only)):
-                            continue
-                        cells.append(PlannedCell(len(cells), key, bench, suite.targets[tname]))
+            for dims in bench.dims_grid():
+                for bs in bench.batch_sizes:
+                    for name in bench.scenarios:
+                        for concurrency in SCENARIOS[name].axis(bench):
+                            key = CellKey(bench.name, "", tname, bs, name, concurrency, dims)
+                            if only and not (fnmatch.fnmatch(key.id, only) or fnmatch.fnmatch(bench.name, only)):
+                                continue
+                            cells.append(PlannedCell(len(cells), key, bench, suite.targets[tname]))
     if not cells:
         raise UsageError(f"--only {only!r} matches no cell (cell ids look like BENCHMARK/TARGET/bN/SCENARIO)")
     return cells
@@ -82,18 +85,25 @@ def with_models(cells: list[PlannedCell], model_sha256: dict[str, str]) -> list[
 
 class SweepGates:
     """Sweeps that stop early: a target's batch sweep once a batch ran out of memory (larger ones
-    would too), and a concurrency sweep once the SLO broke (more clients only wait longer)."""
+    would too); a dims sweep once a shape failed (a sequence past the model's position table, or
+    memory: larger shapes fail the same way); a concurrency sweep once the SLO broke (more
+    clients only wait longer)."""
 
     def __init__(self) -> None:
-        self._oom_at: dict[tuple[str, str, str], int] = {}
-        self._slo_broke_at: dict[tuple[str, str, int, str], int] = {}
+        self._oom_at: dict[tuple, int] = {}
+        self._shape_failed: dict[tuple[str, str, str, int], list[tuple[tuple[str, int], ...]]] = {}
+        self._slo_broke_at: dict[tuple, int] = {}
 
     def skip_reason(self, c: PlannedCell) -> str | None:
         k = c.key
-        oom = self._oom_at.get((k.benchmark, k.target, k.scenario))
+        oom = self._oom_at.get((k.benchmark, k.target, k.scenario, k.dims))
         if oom is not None and k.batch_size > oom:
             return f"sweep stopped: out of memory at batch {oom}"
-        broke = self._slo_broke_at.get((k.benchmark, k.target, k.batch_size, k.scenario))
+        for failed in self._shape_failed.get((k.benchmark, k.target, k.scenario, k.batch_size), []):
+            if _larger(k.dims, failed):
+                label = ",".join(f"{n}={v}" for n, v in failed)
+                return f"sweep stopped: the cell at {label} failed (larger shapes would too)"
+        broke = self._slo_broke_at.get((k.benchmark, k.target, k.batch_size, k.scenario, k.dims))
         if k.concurrency is not None and broke is not None and k.concurrency > broke:
             return f"sweep stopped: the SLO broke at concurrency {broke}"
         return None
@@ -101,9 +111,17 @@ class SweepGates:
     def record(self, c: PlannedCell, failure_kind: str | None, slo: Slo | None) -> None:
         """One repetition's outcome: its failure kind, or the SLO of its figures."""
         k = c.key
+        if failure_kind in ("out_of_memory", "error") and k.dims:
+            self._shape_failed.setdefault((k.benchmark, k.target, k.scenario, k.batch_size), []).append(k.dims)
         if failure_kind == "out_of_memory":
-            at = (k.benchmark, k.target, k.scenario)
+            at = (k.benchmark, k.target, k.scenario, k.dims)
             self._oom_at[at] = min(self._oom_at.get(at, k.batch_size), k.batch_size)
         if k.concurrency is not None and slo is not None and not slo.passed:
-            at4 = (k.benchmark, k.target, k.batch_size, k.scenario)
-            self._slo_broke_at[at4] = min(self._slo_broke_at.get(at4, k.concurrency), k.concurrency)
+            at5 = (k.benchmark, k.target, k.batch_size, k.scenario, k.dims)
+            self._slo_broke_at[at5] = min(self._slo_broke_at.get(at5, k.concurrency), k.concurrency)
+
+
+def _larger(dims: tuple[tuple[str, int], ...], than: tuple[tuple[str, int], ...]) -> bool:
+    """Every named size at least `than`'s and one larger (the same names: one benchmark's grid)."""
+    pairs = list(zip((v for _, v in dims), (v for _, v in than)))
+    return bool(pairs) and all(a >= b for a, b in pairs) and any(a > b for a, b in pairs)

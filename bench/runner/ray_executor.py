@@ -523,7 +523,7 @@ class RayExecutor:
 # The PreparedModel fields that name files a worker opens (a path, a tuple of paths, or None):
 # each such file travels to the node as a bundle (with its COMPANIONS), and the unit's model names
 # the node's copy. Another kind of file a unit reads is one entry here.
-_PATH_FIELDS = ("onnx_path", "onnx_fp16_path", "decoder_onnx", "decoder_onnx_fp16")
+_PATH_FIELDS = ("onnx_path", "onnx_fp16_path", "decoder_onnx", "decoder_onnx_fp16", "input_file")
 
 
 def _model_files(model: PreparedModel) -> set[str]:

@@ -22,7 +22,7 @@ from bench.measure.interference import CpuMeter, CpuShares
 from bench.measure.memory import peak_rss_bytes
 from bench.models.inputs import inputs_sha256
 from bench.models.loader import PreparedModel
-from bench.results.records import CellKey, GpuTelemetry
+from bench.results.records import CellKey, GpuTelemetry, InputsInfo
 from bench.scenarios.base import ScenarioRun, Session
 from bench.scenarios.loops import Window
 from bench.scenarios.registry import SCENARIOS
@@ -47,6 +47,7 @@ class UnitOutcome:
     inputs_sha256: str
     timing_boundary: str
     setup_s: tuple[tuple[str, float], ...]  # ("compile", s) / ("capture", s): what bind() took
+    inputs: InputsInfo | None = None  # where the feeds came from, their shapes with the batch
     gpu: GpuTelemetry | None = None  # NVML over the measured window
     gpu_telemetry_note: str = ""  # why a GPU cell has no telemetry
     gpu_peak: tuple[int, str] | None = None  # (bytes, where the figure comes from)
@@ -69,7 +70,8 @@ def _run(job: UnitJob) -> UnitOutcome:
     scenario = SCENARIOS[job.key.scenario]
     backend = backends.create(job.target.backend)
     backend.load(job.model, job.target)
-    session = Session(job.benchmark, job.key, job.model.inputs, backend, scenario.device_timed)
+    source = job.model.input_source(job.key.dims, job.benchmark.seed)
+    session = Session(job.benchmark, job.key, source, backend, scenario.device_timed)
     loaded: list[float] = []
 
     def keep_outputs(outputs: list[np.ndarray]) -> None:
@@ -104,7 +106,8 @@ def _run(job: UnitJob) -> UnitOutcome:
         peak = (telemetry.process_memory_max_bytes,
                 "NVML per-process used memory (the runtime's arena and the CUDA context included)")
     return UnitOutcome(run, loaded[0], peak_rss_bytes(), info, inputs_sha256(session.feeds),
-                       session.boundary, tuple(session.setup_s.items()), telemetry, note, peak, meter.shares())
+                       session.boundary, tuple(session.setup_s.items()), source.describe(job.key.batch_size),
+                       telemetry, note, peak, meter.shares())
 
 
 def _gpu_sampler(backend: Backend) -> Any:

@@ -88,10 +88,14 @@ class Session:
     host timer around it leaves out no queued work.
     """
 
-    def __init__(self, bench: BenchmarkSpec, key: CellKey, model_inputs: tuple, backend: Backend,
+    def __init__(self, bench: BenchmarkSpec, key: CellKey, inputs: Any, backend: Backend,
                  device_timed: bool, clock: Callable[[], float] = time.perf_counter):
-        from bench.models.inputs import make_inputs
+        """`inputs`: a bench.models.inputs.InputSource (generated arrays or the user's samples), or
+        a tuple of InputSpec, generated from the benchmark's seed."""
+        if isinstance(inputs, tuple):
+            from bench.models.inputs import Generated
 
+            inputs = Generated(inputs, bench.seed)
         self._clock = clock
         self.bench = bench
         self.key = key
@@ -100,7 +104,7 @@ class Session:
         self.boundary = timing_boundary(backend, device_timed)
         self.setup_s: dict[str, float] = {}
         self._shapes: set[tuple] = set()
-        self._make_inputs = lambda batch: make_inputs(model_inputs, batch, bench.seed)
+        self._make_inputs = inputs.feeds
         self.feeds = self._make_inputs(key.batch_size)
         self.call: BoundCall = BoundCall(lambda: None)
         self.scenario_state: Any = None  # what a scenario's start() leaves for its run()
@@ -114,7 +118,7 @@ class Session:
         return self.key.batch_size
 
     def inputs(self, batch_size: int) -> dict[str, np.ndarray]:
-        """The benchmark's seeded inputs at another batch size."""
+        """The cell's inputs at another batch size."""
         return self._make_inputs(batch_size)
 
     def start(self, keep_outputs: Callable[[list[np.ndarray]], None]) -> None:
