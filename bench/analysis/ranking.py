@@ -71,7 +71,8 @@ def rank_targets(run: Run) -> list[RankedTarget]:
     for c in run.cells:
         if c.status == "ok" and c.metrics is not None:
             conc = "" if c.concurrency is None else f"/c{c.concurrency}"
-            groups.setdefault(f"{c.benchmark}/b{c.batch_size}/{c.scenario}{conc}", []).append(c)
+            shape = f"/{c.key.dims_label}" if c.dims else ""  # seq=128 and seq=512 are different workloads
+            groups.setdefault(f"{c.benchmark}/b{c.batch_size}{shape}/{c.scenario}{conc}", []).append(c)
     out: list[RankedTarget] = []
     for group, cells in groups.items():
         agreeing = [c for c in cells if not (c.agreement and c.agreement.verdict == "fail")]

@@ -45,9 +45,10 @@ class Sweep:
 
 
 def _group(c: Cell) -> tuple[str, str, str, str]:
+    shape = f" {c.key.dims_label}" if c.dims else ""  # a curve holds one shape: seq=128 and seq=512 apart
     if c.concurrency is not None:
-        return c.benchmark, c.target.name, f"{c.scenario} b{c.batch_size}", "concurrency"
-    return c.benchmark, c.target.name, c.scenario, "batch"
+        return c.benchmark, c.target.name, f"{c.scenario} b{c.batch_size}{shape}", "concurrency"
+    return c.benchmark, c.target.name, c.scenario + shape, "batch"
 
 
 def _budget(cell: Cell, override: float | None) -> float | None:

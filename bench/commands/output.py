@@ -1,8 +1,11 @@
-"""What commands share for people: one-line errors on stderr, Markdown and HTML files, percentages."""
+"""What commands share for people: one-line errors on stderr, Markdown, HTML and CSV files, percentages."""
 from __future__ import annotations
 
+import csv
+import io
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from bench.errors import UsageError
@@ -34,29 +37,49 @@ def percent(pct: float, flag: str = "--threshold") -> float:
     return pct / 100
 
 
-def check_html_path(path: str) -> Path:
-    """The --html FILE, checked before any work: its directory exists and is writable, and it
-    is not itself a directory. One clear line (exit 2) otherwise."""
+def check_out_path(flag: str, path: str, example: str) -> Path:
+    """An output FILE (--html, --csv), checked before any work: its directory exists and is
+    writable, and it is not itself a directory. One clear line (exit 2) otherwise."""
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
-        raise UsageError(f"--html {path}: is a directory; expected a file name such as {path.rstrip('/')}/report.html")
+        raise UsageError(f"{flag} {path}: is a directory; expected a file name such as {path.rstrip('/')}/{example}")
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a directory")
     if not parent.is_dir():
-        raise UsageError(f"--html {path}: directory {parent} does not exist (create it, or name a file in an existing one)")
+        raise UsageError(f"{flag} {path}: directory {parent} does not exist (create it, or name a file in an existing one)")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--html {path}: directory {parent} is not writable")
+        raise UsageError(f"{flag} {path}: directory {parent} is not writable")
     return target
 
 
-def write_html(text: str, path: str) -> None:
-    """Write the report whole or not at all: a temp file beside it, then a rename."""
+def check_html_path(path: str) -> Path:
+    return check_out_path("--html", path, "report.html")
+
+
+def _write(flag: str, what: str, text: str, path: str, example: str) -> None:
+    """Write the file whole or not at all: a temp file beside it, then a rename."""
     from bench.results.files import atomic_write_text
 
-    target = check_html_path(path)
+    target = check_out_path(flag, path, example)
     try:
         atomic_write_text(target, text)
     except OSError as exc:
-        raise UsageError(f"--html {path}: cannot write the HTML report: {exc.strerror or exc}") from None
+        raise UsageError(f"{flag} {path}: cannot write the {what}: {exc.strerror or exc}") from None
+
+
+def write_html(text: str, path: str) -> None:
+    _write("--html", "HTML report", text, path, "report.html")
+
+
+def write_csv(columns: Sequence[str], rows: Iterable[Mapping[str, str]], path: str) -> None:
+    """A header of `columns`, then one line per row (csv module quoting: a reason's commas and
+    newlines stay inside its field)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write("--csv", "CSV file", buf.getvalue(), path, "cells.csv")
 
 
 def html_renderer():

@@ -2,7 +2,7 @@
 
 A run's report: its verdicts first, the summary table (intervals, stop reasons, unstable marks,
 agreement), then the charts where the run has their data (report.run_plots), the GPU table,
-the targets ranked, the sweeps, the scenario details, and the environment fingerprint, suite,
+the one-off costs (report.one_off), the targets ranked, the sweeps, the scenario details, and the environment fingerprint, suite,
 commit and each cell's stop rule. Several runs of one suite: each run, then every later run
 compared with the first (a ratio chart with intervals and verdicts). A comparison alone and a
 history (each series over time, change points and regressions marked) have their own documents.
@@ -21,6 +21,7 @@ from bench.analysis.history import SeriesReport
 from bench.analysis.verdict import RunVerdict
 from bench.report.compare_table import comparison_table, environment_lines
 from bench.report.model import Table, Text
+from bench.report.one_off import one_off_table
 from bench.report.plots import BAD, GOOD, NEUTRAL, Canvas, Guide, Interval, Line, Panel, Plot, chart, intervals
 from bench.report.run_plots import run_plots, target_colors
 from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
@@ -178,14 +179,16 @@ def _run_sections(run: Run, canvas: Canvas, colors: dict[str, str], detail_rows:
     if gpu is not None or plots["roofline"] or plots["gpu"]:
         sections.append((f"{prefix}gpu", "GPU" + tail, (table_html(gpu) if gpu else "")
                          + _plots(plots["gpu"] + plots["roofline"])))
-    tables = [targets_table(run)]
+    costs = one_off_table(run)
+    tables = [targets_table(run)] if costs is None else [costs, targets_table(run)]
     sweeps = sweeps_table(run)
     if sweeps.rows:
         tables.append(sweeps)
     details = details_table(run, detail_rows)
     if details is not None:
         tables.append(details)
-    sections.append((f"{prefix}tables", "Targets ranked, sweeps, details" + tail, "".join(table_html(t) for t in tables)))
+    sections.append((f"{prefix}tables", ("One-off costs, targets" if costs else "Targets") + " ranked, sweeps, details" + tail,
+                     "".join(table_html(t) for t in tables)))
     sections.append((f"{prefix}environment", "Environment, suite, commit, stop rule" + tail,
                      environment_html(run) + stop_rules_html(run)))
     return sections

@@ -5,6 +5,7 @@ from bench.analysis.compare import Comparison
 from bench.analysis.verdict import RunVerdict
 from bench.report.compare_table import comparison_table, environment_lines
 from bench.report.model import Table, Text
+from bench.report.one_off import one_off_table
 from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
                                      sweeps_table, targets_table)
 from bench.results.records import Run
@@ -66,10 +67,12 @@ def run_summary(run: Run, detail_rows: DetailRows = lambda c: (), html_path: str
                       + [f"`{c.id}` server run invalid" for c in v.invalid])
     lines += _html_line(html_path)
     sweeps = sweeps_table(run)
-    more = [generation_table(run), targets_table(run), gpu_table(run), details_table(run, detail_rows), sweeps if sweeps.rows else None]
+    more = [generation_table(run), one_off_table(run), targets_table(run), gpu_table(run), details_table(run, detail_rows),
+            sweeps if sweeps.rows else None]
     folded = "\n".join(render(t) for t in more if t is not None)
     return ("\n".join(lines) + render(summary_table(run))
-            + f"\n<details><summary>generation, targets ranked, GPU, scenario details, sweeps</summary>\n\n{folded}\n</details>\n")
+            + "\n<details><summary>generation, one-off costs, targets ranked, GPU, scenario details, sweeps</summary>"
+              f"\n\n{folded}\n</details>\n")
 
 
 def compare_summary(cmp: Comparison, html_path: str | None = None) -> str:

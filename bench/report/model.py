@@ -57,3 +57,18 @@ def printable(text: str) -> str:
     to the terminal: names and reasons may come from a result file someone else made."""
     return "".join(ch if ch == "\n" or ch == "\t" or not unicodedata.category(ch).startswith("C")
                    else ch.encode("unicode_escape").decode() for ch in text)
+
+
+LINE_WIDTH = 160  # a progress or summary line on stderr: past this, terminals wrap and CI logs scroll sideways
+
+
+def fit(text: str, width: int = LINE_WIDTH) -> str:
+    """`text` on one line of at most `width` characters, the cut marked with "…": the full text
+    stays in run.json and the reports, a terminal line only points at it."""
+    one = " ".join(text.split())
+    return one if len(one) <= width else one[:width - 1].rstrip() + "…"
+
+
+def fmt_seconds(value: float) -> str:
+    """"13.9 s", "0.41 s", "0.018 s": three significant digits from one second up, two below."""
+    return f"{value:.3g} s" if value >= 1 else f"{value:.2g} s"

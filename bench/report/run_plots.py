@@ -29,9 +29,14 @@ def _measured(run: Run) -> list[Cell]:
     return [c for c in run.cells if c.status == "ok" and c.metrics is not None]
 
 
+def _shape(c: Cell) -> str:
+    """" seq=128" for a cell with named dimensions (as its id says them), else empty."""
+    return f" {c.key.dims_label}" if c.dims else ""
+
+
 def _label(c: Cell) -> str:
     conc = "" if c.concurrency is None else f" c{c.concurrency}"
-    return f"{c.target.name} b{c.batch_size} {c.scenario}{conc}"
+    return f"{c.target.name} b{c.batch_size}{_shape(c)} {c.scenario}{conc}"
 
 
 def cdf_points(h: Histogram) -> tuple[list[float], list[float]]:
@@ -89,7 +94,8 @@ def sweep_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
         if c.server is not None:
             continue
         axis, _ = _axis(c)
-        groups.setdefault((c.benchmark, c.scenario, axis), {}).setdefault(c.target.name, []).append(c)
+        # A curve holds one shape: seq=128 and seq=512 are separate charts.
+        groups.setdefault((c.benchmark, c.scenario + _shape(c), axis), {}).setdefault(c.target.name, []).append(c)
     plots = []
     for (bench, scenario, axis), by_target in groups.items():
         if not any(len({_axis(c)[1] for c in cells}) >= 2 for cells in by_target.values()):
@@ -147,7 +153,7 @@ def load_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
     for bench, cells in fixed.items():
         by_target: dict[str, list[Cell]] = {}
         for c in cells:
-            by_target.setdefault(f"{c.target.name} b{c.batch_size}", []).append(c)
+            by_target.setdefault(f"{c.target.name} b{c.batch_size}{_shape(c)}", []).append(c)
         lines = []
         for name, group in by_target.items():
             group = sorted(group, key=lambda c: c.server.offered_qps)
@@ -292,7 +298,7 @@ def decode_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]
             by_bench.setdefault(c.benchmark, []).append(c)
     plots = []
     for bench, cells in by_bench.items():
-        lines = tuple(Line(f"{c.target.name} b{c.batch_size}" + (f" c{c.concurrency}" if c.concurrency else ""),
+        lines = tuple(Line(f"{c.target.name} b{c.batch_size}{_shape(c)}" + (f" c{c.concurrency}" if c.concurrency else ""),
                            [p.kv_len for p in c.generate.decode_curve], [p.p50_ms for p in c.generate.decode_curve],
                            colors[c.target.name]) for c in cells)
         plots.append(chart(canvas, "decode", f"{bench}: decode step against KV length", [

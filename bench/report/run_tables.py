@@ -1,8 +1,9 @@
 """The tables of one run, as row models (reads results and their analysis; runs nothing).
 
-summary: every cell with its intervals, agreement, SLO and stop; skipped cells folded into the
-caption by target and reason. gpu: boundary, one-off costs, telemetry, memory and roofline of the
-cells that ran on or timed a device. targets: ranked by throughput, Pareto front marked. sweeps:
+summary: every cell with its intervals, agreement, SLO and stop, its named dimensions where the
+run has them and its one-off seconds where a cell compiled or captured; skipped cells folded into
+the caption by target and reason (the one-off costs' own table is report.one_off's). gpu:
+boundary, one-off costs, telemetry, memory and roofline of the cells that ran on or timed a device. targets: ranked by throughput, Pareto front marked. sweeps:
 throughput and p99 against batch size and concurrency, the best setting for a budget. details:
 the lines each scenario shows for its own records (server validity, clients, LoadGen).
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from bench.analysis.ranking import rank_targets
 from bench.analysis.sweeps import sweeps
 from bench.report.model import Column, Table, Text, fmt_estimate, fmt_opt
+from bench.report.one_off import fmt_total
 from bench.results.records import Cell, Run
 
 DetailRows = Callable[[Cell], tuple[tuple[str, str], ...]]
@@ -36,18 +38,24 @@ def scenario_label(c: Cell) -> str:
     return c.scenario if c.concurrency is None else f"{c.scenario} c{c.concurrency}"
 
 
+def dims_label(c: Cell) -> str:
+    """"seq=128" (as in the cell id), "-" for a cell without named dimensions."""
+    return c.key.dims_label or "-"
+
+
 _SUMMARY_COLUMNS = (
-    Column("benchmark"), Column("target"), Column("batch", numeric=True), Column("scenario"), Column("status"),
-    Column("samples/s", numeric=True), Column("p50 ms", numeric=True), Column("p99 ms", numeric=True),
-    Column("n", numeric=True), Column("peak RSS MiB", numeric=True), Column("agreement"), Column("SLO"),
-    Column("stop"),
+    Column("benchmark"), Column("target"), Column("batch", numeric=True), Column("dims"), Column("scenario"),
+    Column("status"), Column("samples/s", numeric=True), Column("p50 ms", numeric=True), Column("p99 ms", numeric=True),
+    Column("n", numeric=True), Column("peak RSS MiB", numeric=True), Column("one-off s", numeric=True), Column("agreement"),
+    Column("SLO"), Column("stop"),
 )
+_DIMS, _ONE_OFF = 3, 11  # columns a run shows only when a cell has them (see summary_table)
 
 
 def _summary_row(c: Cell) -> tuple[str | Text, ...]:
-    head = (c.benchmark, c.target.name, str(c.batch_size), scenario_label(c))
+    head = (c.benchmark, c.target.name, str(c.batch_size), dims_label(c), scenario_label(c))
     if c.status != "ok" or c.metrics is None:
-        return (*head, Text(c.status, "bad"), "-", "-", "-", "-", "-", c.reason[:90], "-", "-")
+        return (*head, Text(c.status, "bad"), "-", "-", "-", "-", "-", fmt_total(c), c.reason[:90], "-", "-")
     tp, lat, agree = c.metrics.throughput, c.metrics.latency_ms, c.agreement
     agree_text: str | Text = "-" if agree is None else (
         f"{agree.verdict} ({agree.max_rel_error:.1e})" if agree.max_rel_error is not None else agree.verdict)
@@ -64,7 +72,7 @@ def _summary_row(c: Cell) -> tuple[str | Text, ...]:
     return (*head, status, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4) + unit,
             fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high),
             fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high), str(lat.n),
-            f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", agree_text, slo, stop)
+            f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", fmt_total(c), agree_text, slo, stop)
 
 
 def summary_table(run: Run) -> Table:
@@ -92,10 +100,21 @@ def summary_table(run: Run) -> Table:
     if any(c.repetitions for c in run.cells):
         notes.append("each figure is the mean over worker processes (procs); its interval, t over them, is where a "
                      "re-run's figure lands: it holds the between-process noise and the re-run's own error")
-    columns = _SUMMARY_COLUMNS
+    shown = [c for c in run.cells if c.status != "skipped"]
+    # Dims take a column only in runs that have them. The one-off column only where a cell compiled
+    # or captured (13.9 s before a compiled model's first answer): a load alone (tens of ms) is in
+    # the one-off costs table, and the table keeps its width.
+    drop = {i for i, has in ((_DIMS, any(c.dims for c in shown)),
+                             (_ONE_OFF, any(c.compile_s is not None or c.capture_s is not None for c in shown)))
+            if not has}
+    if _ONE_OFF not in drop:
+        notes.append("one-off s = model load + torch.compile's first calls + CUDA graph capture, paid once per worker "
+                     "process before its first timed call, not in the figures (the one-off costs table splits it)")
+    columns = tuple(col for i, col in enumerate(_SUMMARY_COLUMNS) if i not in drop)
+    rows = [tuple(v for i, v in enumerate(r) if i not in drop) for r in rows]
     if run.nodes:  # a fleet run: which machine measured each cell
         columns = (*columns[:2], Column("node"), *columns[2:])
-        rows = [(*r[:2], node_label(run, c), *r[2:]) for r, c in zip(rows, [c for c in run.cells if c.status != "skipped"])]
+        rows = [(*r[:2], node_label(run, c), *r[2:]) for r, c in zip(rows, shown)]
         notes.append("node: " + ", ".join(f"{n.id} = {n.environment.host} ({node_kind(n.kind)})" for n in run.nodes))
     caption = "; ".join(notes)
     return Table(f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", columns, tuple(rows), caption)
