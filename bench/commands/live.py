@@ -6,6 +6,10 @@ out of its planned `repeats`), cells done / total, elapsed time and the time lef
 far, and a line for the repetition in flight with its cell's last finished repetition's
 throughput and the cell's precision across processes against its target. Finished cells print above it as the
 plain mode prints them.
+
+Skipped cells print no line each: when the display ends, one line per reason gives their count
+and targets (a GPU-less machine skips every GPU cell for one reason: 90 lines of the same words
+in the default suite before). Every line fits LINE_WIDTH characters; run.json has the full text.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from bench.report import terminal
 from bench.report.model import printable
 
 if TYPE_CHECKING:
+    from bench.results.records import Cell
     from bench.runner.suite import Progress
 
 Mode = Literal["live", "lines", "quiet"]
@@ -39,6 +44,7 @@ class RunProgress:
         self._live = None
         self._task = None
         self._last: dict[int, str] = {}  # cell index -> its last finished repetition's figures
+        self._skipped: list[Cell] = []  # told once per reason at the end
 
     def __enter__(self) -> RunProgress:
         if self.mode == "live":
@@ -56,9 +62,17 @@ class RunProgress:
         if self._live is not None:
             self._live.__exit__(None, None, None)
             self._live = None
+        for line in terminal.skipped_lines(self._skipped):
+            print(line, file=sys.stderr, flush=True)
+        self._skipped = []
 
     def __call__(self, event: Progress) -> None:
         if self.mode == "quiet":
+            return
+        if event.cell is not None and event.cell.status == "skipped":
+            self._skipped.append(event.cell)
+            if self.mode == "live":
+                self._live_event(event)  # its share of the bar, without a line
             return
         if self.mode == "lines":
             if event.finished_unit:
@@ -79,8 +93,9 @@ class RunProgress:
         if event.cell is not None:
             self._done[event.index] = 1.0
             self._cells_done += 1
-            live.console.print(terminal.progress_line(event.index, event.total, event.cell), highlight=False,
-                               markup=False)
+            if event.cell.status != "skipped":
+                live.console.print(terminal.progress_line(event.index, event.total, event.cell), highlight=False,
+                                   markup=False)
         elif event.finished_unit:
             self._done[event.index] = min(0.99, self._done.get(event.index, 0.0) + 1 / repeats)
             shown = f"{event.throughput:,.4g} samples/s" if event.throughput else "-"

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from bench.analysis.verdict import RunVerdict
     from bench.codec import to_json
     from bench.report import markdown, terminal
+    from bench.report.model import LINE_WIDTH, fit
+    from bench.report.one_off import one_off_table
     from bench.commands.live import RunProgress, choose_mode
     from bench.report.run_tables import generation_table, gpu_table, summary_table, sweeps_table
     from bench.results.stores import open_store, redact
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = terminal.console()
         out.print(terminal.render(summary_table(result.run)))
-        for extra in (generation_table(result.run), gpu_table(result.run)):
+        for extra in (generation_table(result.run), one_off_table(result.run), gpu_table(result.run)):
             if extra is not None:
                 out.print(terminal.render(extra))
         if sweeps(result.run):
@@ -142,13 +144,15 @@ def run(args: argparse.Namespace) -> int:
         err("history: an interrupted run is not recorded")
     verdict = RunVerdict.of(result.run)
     if verdict.failed:
-        err(f"{len(verdict.failed)} cell(s) failed: " + "; ".join(f"{c.id}: {c.reason}" for c in verdict.failed))
+        # One line of at most LINE_WIDTH: each cell's own line said why, and run.json has the full text.
+        err(fit(f"{len(verdict.failed)} cell(s) failed: " + "; ".join(f"{c.id}: {c.reason}" for c in verdict.failed),
+                LINE_WIDTH - len("bench: ")))
         for s in sweeps(result.run):
             if s.memory_limit:
                 err(f"{s.benchmark}/{s.target} {s.scenario}: {s.memory_limit}")
     if verdict.disagreeing:
-        err(f"outputs disagree with the reference in {len(verdict.disagreeing)} cell(s): "
-            + "; ".join(f"{c.id}: {c.agreement.reason}" for c in verdict.disagreeing))
+        err(fit(f"outputs disagree with the reference in {len(verdict.disagreeing)} cell(s): "
+                + "; ".join(f"{c.id}: {c.agreement.reason}" for c in verdict.disagreeing), LINE_WIDTH - len("bench: ")))
     if verdict.slo_failed:
         err(f"SLO failed in {len(verdict.slo_failed)} cell(s): " + ", ".join(c.id for c in verdict.slo_failed))
     for c in verdict.invalid:

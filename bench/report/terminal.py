@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from bench.report.model import Table, Text, fmt_estimate, printable
+from bench.report.model import LINE_WIDTH, Table, Text, fit, fmt_estimate, printable
+from bench.report.one_off import one_off
+from bench.report.run_tables import stop_word
 from bench.results.records import Cell
 
 _RICH_STYLE = {"bad": "bold red", "good": "green", "warn": "yellow", "": ""}
@@ -35,15 +38,70 @@ def render(table: Table) -> RichTable:
     return out
 
 
+# The agreement verdict in a word: the line has no room for "agreement pass".
+_AGREE = {"pass": "agrees", "fail": "DISAGREES", "unchecked": "unchecked"}
+
+
+def _served(cell: Cell) -> str:
+    """What a server cell was offered, in its scenario's words ("server schedule of 1486 Poisson
+    arrivals at 1500/s served with dynamic batching ...", "peak search: 5 rates tried ..."), from
+    its median repetition as the cell's records are (the cell's own stop reason, before schema 6)."""
+    reps = sorted((r for r in cell.used_repetitions if r.throughput is not None), key=lambda r: r.throughput)
+    return reps[(len(reps) - 1) // 2].stop_reason if reps else (cell.stop_reason or "")
+
+
 def progress_line(index: int, total: int, cell: Cell) -> str:
+    """One finished cell on one line of at most LINE_WIDTH characters: its figures, agreement, how
+    it stopped (a server cell: valid or not, and what it was offered; UNSTABLE when its figures
+    vary between processes) and its one-off costs; the full stop reason, why it is unstable, and a
+    failure's whole text are in run.json and the reports."""
     head = f"[{index + 1}/{total}] {cell.id}"
     if cell.status == "ok" and cell.metrics is not None:
         tp = cell.metrics.throughput
         lat = cell.metrics.latency_ms
-        agree = cell.agreement.verdict if cell.agreement else "-"
-        return printable(f"{head}: {fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4)} samples/s, "
+        verdict = cell.agreement.verdict if cell.agreement else "reference"
+        agree = "" if verdict == "reference" else f"{_AGREE.get(verdict, verdict)}; "  # the reference agrees with itself
+        unstable = ", UNSTABLE" if cell.unstable else ""
+        if cell.server is not None:
+            # As in the summary table: whether the server kept up, then what it was offered (cut
+            # where the line ends), which say more of a server cell than its process count.
+            tail = ("valid" if cell.server.valid else "INVALID") + unstable + f"; {_served(cell)}"
+        else:
+            tail = f"stop: {stop_word(cell.stop_reason, cell)}{unstable}"
+        line = printable(f"{head}: {fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4)} {tp.unit}, "
                          f"p50 {fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high)} ms, "
-                         f"p99 {fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high)} ms, "
-                         f"agreement {agree}; stop: {cell.stop_reason}"
-                         + (f"; UNSTABLE: {cell.unstable}" if cell.unstable else ""))
-    return printable(f"{head}: {cell.status}: {cell.reason}")
+                         f"p99 {fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high)} ms; {agree}{tail}")
+        costs = one_off(cell)
+        # The one-off costs whole or not at all ("load 0…" says nothing): the tables show them.
+        return fit(line + f"; {costs}" if costs and len(line) + len(costs) + 2 <= LINE_WIDTH else line)
+    kind = f" ({cell.failure_kind})" if cell.failure_kind else ""
+    return fit(printable(f"{head}: {cell.status}{kind}: {cell.reason}"))
+
+
+def _names(names: list[str], room: int) -> str:
+    """"a, b, +3 more" in at most `room` characters (one name at least)."""
+    shown: list[str] = []
+    for i, name in enumerate(names):
+        rest = len(names) - i - 1
+        if shown and len(", ".join([*shown, name]) + (f", +{rest} more" if rest else "")) > room:
+            return ", ".join([*shown, f"+{rest + 1} more"])
+        shown.append(name)
+    return ", ".join(shown)
+
+
+def skipped_lines(cells: Sequence[Cell]) -> list[str]:
+    """Skipped cells as one line per reason with their count and targets, each at most
+    LINE_WIDTH characters (a GPU-less machine skips every GPU cell for one reason)."""
+    by_reason: dict[str, list[Cell]] = {}
+    for c in cells:
+        by_reason.setdefault(printable(" ".join(c.reason.split())), []).append(c)
+    lines = []
+    for reason, group in by_reason.items():
+        targets = sorted({printable(c.target.name) for c in group})
+        head = f"skipped {len(group)} cell{'s' if len(group) > 1 else ''}: "
+        word = f" ({'target' if len(targets) == 1 else 'targets'} )"
+        # The targets take what the reason leaves, and at least 60 characters ("+N more" past
+        # that); a longer reason is cut.
+        names = f"{word[:-1]}{_names(targets, max(60, LINE_WIDTH - len(head) - len(reason) - len(word)))})"
+        lines.append(fit(head + fit(reason, LINE_WIDTH - len(head) - len(names)) + names))
+    return lines
