@@ -32,42 +32,40 @@ def make():
 '''
 
 
-def bert_onnx(directory: Path) -> Path:
-    """The BERT-like model as ONNX, exported by torch with the batch and `seq` dynamic."""
+def _export(directory: Path, script: str) -> None:
+    """Run an export in its own interpreter: torch's exporter attaches a log handler to the stderr
+    it finds, which under pytest is a capture that later closes."""
+    import subprocess
     import sys
 
-    import torch
+    done = subprocess.run([sys.executable, "-c", script], cwd=directory, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
 
+
+def bert_onnx(directory: Path) -> Path:
+    """The BERT-like model as ONNX, exported by torch with the batch and `seq` dynamic."""
     (directory / "tinybert.py").write_text(BERT_SOURCE)
-    sys.path.insert(0, str(directory))
-    try:
-        import importlib
-
-        module, example = importlib.import_module("tinybert").make()
-    finally:
-        sys.path.remove(str(directory))
-        sys.modules.pop("tinybert", None)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=MAX_POSITIONS)
-    path = directory / "bert.onnx"
-    torch.onnx.export(module.eval(), example, str(path), dynamo=True, external_data=False,
-                      input_names=["input_ids", "attention_mask"],
-                      dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
-    return path
+    _export(directory, f"""
+import torch, tinybert
+module, example = tinybert.make()
+batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max={MAX_POSITIONS})
+torch.onnx.export(module.eval(), example, "bert.onnx", dynamo=True, external_data=False, verbose=False,
+                  input_names=["input_ids", "attention_mask"], dynamic_shapes=({{0: batch, 1: seq}}, {{0: batch, 1: seq}}))
+""")
+    return directory / "bert.onnx"
 
 
 def mlp_with_external_data(directory: Path) -> Path:
-    """A torch MLP exported as model.onnx with its weights in model.onnx.data beside it."""
-    import onnx
-    import torch
-
-    torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
-    path = directory / "model.onnx"
-    torch.onnx.export(module, (torch.randn(2, 8),), str(path), dynamo=True, external_data=True,
-                      input_names=["x"], dynamic_shapes=({0: torch.export.Dim("batch")},))
-    if not (directory / "model.onnx.data").exists():  # small weights may be inlined: move them out
-        model = onnx.load(str(path))
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data", size_threshold=0)
+    """A torch MLP exported by torch as model.onnx with its weights in model.onnx.data beside it."""
+    _export(directory, """
+import onnx, os, torch
+torch.manual_seed(0)
+module = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+torch.onnx.export(module, (torch.randn(2, 8),), "model.onnx", dynamo=True, external_data=True, verbose=False,
+                  input_names=["x"], dynamic_shapes=({0: torch.export.Dim("batch")},))
+if not os.path.exists("model.onnx.data"):  # small weights may be inlined: move them out
+    onnx.save_model(onnx.load("model.onnx"), "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+""")
     assert (directory / "model.onnx.data").exists()
-    return path
+    return directory / "model.onnx"

@@ -112,7 +112,8 @@ def test_slo_must_name_a_limit():
 def test_cli_missing_suite_file(tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "r"))
     assert code == 2
-    assert err.strip().splitlines() == [f"bench: {tmp_path / 'nope.toml'}: no such file; pass a suite file or run where benchmarks.toml is"]
+    assert err.strip().splitlines() == [f"bench: {tmp_path / 'nope.toml'}: no such file; pass a suite file, a model (path/to/model.onnx, "
+                                      "zoo:NAME, hf:TYPE, module:function) or run where benchmarks.toml is"]
     assert not (tmp_path / "r").exists()
 
 

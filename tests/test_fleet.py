@@ -212,6 +212,44 @@ def test_a_model_with_external_data_runs_on_every_node_with_its_weights(cluster,
     assert all(c["status"] == "ok" for c in doc["cells"]), [(c["id"], c["reason"]) for c in doc["cells"]]
 
 
+def test_models_from_one_command_line_run_on_the_cluster(cluster, tmp_path, capsys, monkeypatch):
+    """The first hour on a fleet: a torch-exported MLP (weights in model.onnx.data) and a BERT-like
+    graph with its sequence length swept, each from one command line; then the BERT fed from the
+    user's own samples, which travel to the node with the model."""
+    import numpy as np
+
+    from tests.inputs_models import VOCAB, bert_onnx, mlp_with_external_data
+
+    (tmp_path / "mlp").mkdir()
+    mlp_with_external_data(tmp_path / "mlp")
+    bert_onnx(tmp_path)
+    np.savez(tmp_path / "samples.npz", input_ids=np.random.default_rng(0).integers(0, VOCAB, (3, 12)),
+             attention_mask=np.ones((3, 12), dtype=np.int64))
+    monkeypatch.chdir(tmp_path)
+    fleet = ("--executor", "ray", "--address", cluster, "--quick", "--quiet", "--scenario", "single-stream")
+    for argv, ids in [
+        (["mlp/model.onnx", "--batch", "4"], ["model/ort-cpu/b4/single-stream"]),
+        (["bert.onnx", "--shape", "seq=8,16", "--batch", "2"],
+         ["bert/ort-cpu/b2/seq=8/single-stream", "bert/ort-cpu/b2/seq=16/single-stream"]),
+        (["bert.onnx", "--inputs", "samples.npz", "--batch", "2"], ["bert/ort-cpu/b2/single-stream"]),
+    ]:
+        out = tmp_path / f"r{len(ids)}-{argv[0].replace('/', '-')}-{len(argv)}"
+        code, _, err = run_cli(capsys, "run", *argv, *fleet, "--out", str(out))
+        assert code == 0, err
+        doc = load_run_json(out)
+        assert doc["executor"] == "ray" and [c["id"] for c in doc["cells"]] == ids
+        assert all(c["status"] == "ok" and c["node"] for c in doc["cells"]), [c["reason"] for c in doc["cells"]]
+    assert doc["cells"][0]["inputs"]["source"] == "file" and doc["cells"][0]["inputs"]["samples"] == 3
+    # this cluster's nodes share one disk, so the driver's path would open there too: the samples
+    # are among the files a unit ships (and reads from the node's copy)
+    from bench.models.loader import ModelRef, prepare
+    from bench.runner.ray_executor import _model_files
+
+    model = prepare(ModelRef(str(tmp_path / "bert.onnx"), "onnx", input_file=str(tmp_path / "samples.npz")),
+                    need_onnx=True, need_torch=False)
+    assert _model_files(model) == {str(tmp_path / "bert.onnx"), str(tmp_path / "samples.npz")}
+
+
 def test_a_worker_killed_mid_unit_is_retried_once_on_the_other_node_then_fails(cluster, tmp_path, capsys):
     """A unit whose worker dies by SIGKILL is retried once on another eligible node; killed again,
     the unit fails with both reasons; the other target's cells complete (exit 3)."""

@@ -165,7 +165,7 @@ def test_input_specs_set_ranges_and_fixed_values(tmp_path, capsys):
     assert [c["inputs"]["tensors"][0]["shape"] for c in cells] == [[2, 3, 4], [2, 5, 4]]
     assert cells[0]["inputs"]["tensors"][0]["values"] == "uniform [-2, -1)"
     from bench.models.input_specs import apply_overrides
-    from bench.config.records import InputOverride
+    from bench.models.inputs import InputOverride
     from bench.models.inputs import InputSpec, make_inputs
 
     spec = apply_overrides((InputSpec("x", ("seq", 4)),), (("x", InputOverride(low=-2.0, high=-1.0)),), "m", True)

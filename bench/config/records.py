@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-DTYPES = ("float32", "float16", "int64", "int32", "bool")  # the input dtypes a model may take
 # Relative tolerance of max|out - ref| / max|ref| per precision (DESIGN.md, "Pitfalls").
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
 CI_FIGURES = ("throughput", "mean", "p50", "p90", "p95", "p99", "p999")
@@ -207,44 +206,6 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
-class InputOverride:
-    """A benchmark's word on one model input (`inputs.NAME`); a field left unset keeps the model's.
-
-    `shape` excludes the batch axis; an entry is a size or the name of a dynamic dimension that
-    `dims` binds (a sweep axis). `vocab = N` draws integers from [0, N) (a token id input);
-    `low`/`high` set an integer range, or a float one (uniform instead of N(0, 1)); `value` fixes
-    every element (an attention mask of ones).
-    """
-
-    dtype: str | None = None
-    shape: tuple[int | str, ...] | None = None
-    low: float | None = None
-    high: float | None = None
-    vocab: int | None = None
-    value: float | None = None
-
-    def validate(self) -> tuple[str, str] | None:
-        if self.dtype is not None and self.dtype not in DTYPES:
-            from bench.codec import did_you_mean
-
-            return "dtype", f"{self.dtype!r} is not allowed{did_you_mean(self.dtype, DTYPES)} (allowed: {', '.join(DTYPES)})"
-        for j, d in enumerate(self.shape or ()):
-            if isinstance(d, int) and d < 1:
-                return f"shape[{j}]", f"{d!r} is not allowed; expected a size >= 1 or a dimension name"
-            if isinstance(d, str) and not d.isidentifier():
-                return f"shape[{j}]", f"{d!r} is not allowed; a dimension name is a word (letters, digits, _)"
-        if self.vocab is not None and self.vocab < 1:
-            return "vocab", f"{self.vocab!r} is not allowed; expected a vocabulary size >= 1"
-        if self.vocab is not None and (self.low is not None or self.high is not None):
-            return "vocab", "set vocab or low/high, not both (vocab = N means low = 0, high = N)"
-        if self.value is not None and (self.vocab is not None or self.low is not None or self.high is not None):
-            return "value", "a fixed value takes no range; set value or vocab/low/high"
-        if self.low is not None and self.high is not None and not self.low < self.high:
-            return "high", f"{self.high!r} is not allowed; expected a number > low ({self.low!r})"
-        return None
-
-
-@dataclass(frozen=True)
 class BenchmarkSpec:
     name: str
     model: str
@@ -258,7 +219,7 @@ class BenchmarkSpec:
     # Named dynamic dimensions and the sizes each cell runs at (a sweep axis like batch_sizes):
     # (("seq", (64, 128)),) runs every cell at seq=64 and at seq=128.
     dims: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    inputs: tuple[tuple[str, InputOverride], ...] = ()
+    inputs: tuple[tuple[str, Any], ...] = ()  # (input name, bench.models.inputs.InputOverride)
     input_file: str | None = None  # the user's samples (.npz or a directory of .npy), resolved
     # Where relative model and input paths and `module:function` factories resolve: the suite
     # file's directory (the current directory for a suite built from the command line).

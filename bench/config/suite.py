@@ -17,9 +17,10 @@ from typing import Any
 from bench.backends.options import PluginOptions
 from bench.backends.registry import BACKENDS, PLUGIN_PATTERN, BackendImportError, backend_class
 from bench.config.reader import Reader
-from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, BenchmarkSpec, InputOverride, Placement,
-                                  SloSpec, StopSpec, SuiteSpec, TargetSpec)
+from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, BenchmarkSpec, Placement, SloSpec, StopSpec,
+                                  SuiteSpec, TargetSpec)
 from bench.errors import ConfigError
+from bench.models.inputs import InputOverride
 from bench.scenarios.registry import DEFAULT as DEFAULT_SCENARIOS
 from bench.scenarios.registry import SCENARIOS, table_owners
 

@@ -13,9 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.config.records import InputOverride
 from bench.errors import ModelError
-from bench.models.inputs import InputSpec, named_dims
+from bench.models.inputs import InputOverride, InputSpec, named_dims
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool"}
 # Ops an index passes through unchanged in value on its way from a graph input to a Gather.

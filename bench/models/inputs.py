@@ -12,7 +12,45 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from bench.config.records import DTYPES
+DTYPES = ("float32", "float16", "int64", "int32", "bool")  # the input dtypes a model may take
+
+
+@dataclass(frozen=True)
+class InputOverride:
+    """A benchmark's word on one model input (`inputs.NAME`); a field left unset keeps the model's.
+
+    `shape` excludes the batch axis; an entry is a size or the name of a dynamic dimension that
+    `dims` binds (a sweep axis). `vocab = N` draws integers from [0, N) (a token id input);
+    `low`/`high` set an integer range, or a float one (uniform instead of N(0, 1)); `value` fixes
+    every element (an attention mask of ones).
+    """
+
+    dtype: str | None = None
+    shape: tuple[int | str, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    vocab: int | None = None
+    value: float | None = None
+
+    def validate(self) -> tuple[str, str] | None:
+        if self.dtype is not None and self.dtype not in DTYPES:
+            from bench.codec import did_you_mean
+
+            return "dtype", f"{self.dtype!r} is not allowed{did_you_mean(self.dtype, DTYPES)} (allowed: {', '.join(DTYPES)})"
+        for j, d in enumerate(self.shape or ()):
+            if isinstance(d, int) and d < 1:
+                return f"shape[{j}]", f"{d!r} is not allowed; expected a size >= 1 or a dimension name"
+            if isinstance(d, str) and not d.isidentifier():
+                return f"shape[{j}]", f"{d!r} is not allowed; a dimension name is a word (letters, digits, _)"
+        if self.vocab is not None and self.vocab < 1:
+            return "vocab", f"{self.vocab!r} is not allowed; expected a vocabulary size >= 1"
+        if self.vocab is not None and (self.low is not None or self.high is not None):
+            return "vocab", "set vocab or low/high, not both (vocab = N means low = 0, high = N)"
+        if self.value is not None and (self.vocab is not None or self.low is not None or self.high is not None):
+            return "value", "a fixed value takes no range; set value or vocab/low/high"
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            return "high", f"{self.high!r} is not allowed; expected a number > low ({self.low!r})"
+        return None
 
 
 @dataclass(frozen=True)

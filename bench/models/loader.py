@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config.records import InputOverride
 from bench.models.cache import cache_dir, cached, sha256_file
 from bench.errors import ModelError
 from bench.models.input_specs import apply_overrides
-from bench.models.inputs import InputSpec
+from bench.models.inputs import InputOverride, InputSpec
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 EXPORT_OPSET = 18

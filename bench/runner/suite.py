@@ -297,7 +297,6 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
     def start(st: _CellState, repetition: int) -> UnitTask | None:
         """The cell's next unit, or None when the cell is settled before it runs (skipped, refused)."""
         p = st.planned
-        progress(Progress(p.index, len(cells), p, None, repetition))
         if not st.reps:  # the first repetition: can this cell run at all?
             refused = ex.refusal(p.target)
             skip = gates.skip_reason(p)
@@ -310,10 +309,12 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
             if st.cell is not None:
                 progress(Progress(p.index, len(cells), p, st.cell))
                 return None
+        # Told as starting only once it will run: a skipped cell is one event, not a start and a skip.
+        progress(Progress(p.index, len(cells), p, None, repetition))
         if p.target.is_cuda:
             peaks.ensure(p.target.device)
         job = UnitJob(p.key, repetition, p.benchmark, p.target, models[p.benchmark.name],
-                      str(builder.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size)))
+                      str(builder.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size, p.key.dims)))
         return UnitTask(p, repetition, job, tmp / f"worker-{p.index:04d}-{repetition}.stderr", p.timeout_s(),
                         st.node() or sweep_node.get(_sweep_of(p)))
 
