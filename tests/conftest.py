@@ -17,3 +17,12 @@ def model_cache(tmp_path_factory):
     else:
         os.environ["BENCH_CACHE_DIR"] = old
 
+
+
+@pytest.fixture(scope="session")
+def bert_model(tmp_path_factory):
+    """A BERT-like ONNX graph exported by torch (tests/inputs_models.py), built once per session:
+    tests copy it where they need it and never change it."""
+    from tests.inputs_models import bert_onnx
+
+    return bert_onnx(tmp_path_factory.mktemp("bert-model"))

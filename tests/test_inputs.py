@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from tests.helpers import FAST_STOP, load_run_json, run_cli
-from tests.inputs_models import BERT_SOURCE, MAX_POSITIONS, VOCAB, bert_onnx
+from tests.inputs_models import BERT_SOURCE, MAX_POSITIONS, VOCAB
 from tests.test_models import symbolic_onnx
 
 
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    return bert_onnx(tmp_path_factory.mktemp("bert"))
+@pytest.fixture
+def bert(bert_model) -> Path:
+    return bert_model
 
 
 def suite_text(model: str, extra: str = "", targets: str = '["ort"]', batch_sizes: str = "[1, 2]") -> str:

@@ -9,16 +9,18 @@ import pytest
 from bench.config.suite import load_suite
 from bench.runner.plan import plan
 from tests.helpers import load_run_json, run_cli
-from tests.inputs_models import VOCAB, bert_onnx, mlp_with_external_data
+from tests.inputs_models import VOCAB, mlp_with_external_data
 from tests.test_models import symbolic_onnx
 
 QUICK = ("--quick", "--quiet")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
+def models(tmp_path_factory, bert_model) -> Path:
+    import shutil
+
     directory = tmp_path_factory.mktemp("cli-models")
-    bert_onnx(directory)
+    shutil.copy(bert_model, directory / "bert.onnx")
     (directory / "mlp").mkdir()
     mlp_with_external_data(directory / "mlp")
     return directory

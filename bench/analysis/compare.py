@@ -99,7 +99,7 @@ COMMON_SHIFT_MIN_CELLS = 6  # ... of at least this many cells
 def common_shift(cells: tuple[CellComparison, ...], threshold: float) -> str:
     """A warning when most cells' throughput moved the same way by more than the threshold: the
     machine's speed shifts between runs minutes apart, for every cell at once, and no run sees
-    that from inside (README, "Known limit"); a code change rarely moves every cell alike."""
+    that from inside (docs/statistics.md); a code change rarely moves every cell alike."""
     ratios = [c.throughput.value for c in cells if c.throughput is not None and c.method == "processes"]
     if len(ratios) < COMMON_SHIFT_MIN_CELLS:
         return ""

@@ -19,7 +19,7 @@ not a window's noise). Windows with no completed request are skipped.
 
 False alarms: `simulate_false_alarms` runs the detector on seeded A/A streams of AR(1) log-noise
 and counts alarms per simulated hour. On this project's 2-core VM an A/A monitor's window p99
-had a log-sd of 0.22 and a lag-1 correlation of 0.46 (README): at that noise the two detectors
+had a log-sd of 0.22 and a lag-1 correlation of 0.46 (docs/monitor.md): at that noise the two detectors
 (a figure worse up, a figure worse down) raised 12 and 18 alarms in 100 simulated hours of 5-s
 windows (seeds 11 and 0), 0.06 to 0.09 an hour each; at a 5% noise, none. Detection is the other
 side: a 30% step in a 5%-noise stream is flagged within 2 windows (median; at most 8 over 20

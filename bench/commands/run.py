@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
                    f"(default {DEFAULT_DB})")
     p.add_argument("--executor", default="local", metavar="NAME",
                    help="what runs the work units: local (worker processes on this machine, one at a time; default) "
-                        "or ray (a Ray cluster: see the README's Fleet section)")
+                        "or ray (a Ray cluster: see docs/fleet.md)")
     p.add_argument("--address", metavar="HOST:PORT", help="--executor ray: the Ray head's address (default: $RAY_ADDRESS, "
                    "else a one-machine Ray cluster started for this run)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (on a terminal it is a live display, "

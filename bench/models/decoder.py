@@ -40,7 +40,7 @@ from bench.models.decoder_io import onnx_names
 
 CONTRACT_METHODS = ("new_cache", "prefill", "decode")
 CONTRACT_ATTRIBUTES = ("vocab_size", "max_len")
-CONTRACT_DOC = "bench.models.decoder (README, \"Generation\")"
+CONTRACT_DOC = "bench.models.decoder (docs/scenarios.md, \"Generation\")"
 
 
 def contract_problem(module: Any) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -121,18 +122,19 @@ class FileSamples:
     path: str
     specs: tuple[InputSpec, ...]
 
-    def _arrays(self) -> dict[str, np.ndarray]:
+    @cached_property
+    def _arrays(self) -> dict[str, np.ndarray]:  # read once per process, whatever the batch sizes
         samples = read_samples(Path(self.path), tuple(s.name for s in self.specs))
         return {s.name: np.ascontiguousarray(samples[s.name], dtype=s.dtype) for s in self.specs}
 
     def feeds(self, batch_size: int) -> dict[str, np.ndarray]:
-        arrays = self._arrays()
+        arrays = self._arrays
         return {n: np.take(a, np.arange(batch_size), axis=0, mode="wrap") for n, a in arrays.items()}
 
     def describe(self, batch_size: int):
         from bench.results.records import InputsInfo, InputTensor
 
-        arrays = self._arrays()
+        arrays = self._arrays
         count = next(iter(arrays.values())).shape[0]
         return InputsInfo("file", tuple(InputTensor(n, (batch_size, *a.shape[1:]), str(a.dtype), "file")
                                         for n, a in arrays.items()), file=self.path, samples=count)

@@ -391,7 +391,8 @@ def _export_decoder(source: ModelRef, module, sha: str) -> tuple[tuple[str, str]
 
 
 def _prepare_torch_model(source: ModelRef, need_onnx: bool, decoder: bool = False, decoder_onnx: bool = False):
-    """(PreparedModel with export_s set where an export was needed, the module)."""
+    """(PreparedModel with export_s set where an export was needed, the module, the dims its input
+    file fixes)."""
     import time
 
     module, example = build_torch(source)
@@ -428,7 +429,7 @@ def _prepare_torch_model(source: ModelRef, need_onnx: bool, decoder: bool = Fals
 
         onnx_path = str(cached(path, export))
         export_s = time.perf_counter() - t0
-    return PreparedModel(source, sha, specs, onnx_path, input_file=input_file, export_s=export_s, **extra), module
+    return PreparedModel(source, sha, specs, onnx_path, input_file=input_file, export_s=export_s, **extra), module, file_dims
 
 
 def _check_inputs(source: ModelRef, specs: tuple[InputSpec, ...]) -> tuple[str | None, dict[str, int]]:
@@ -542,12 +543,11 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
         prepared = PreparedModel(source, sha256_file(path), specs, str(path.resolve()), input_file=input_file)
         prepared = _count_flops(prepared, None, file_dims)
     else:
-        prepared, module = _prepare_torch_model(source, need_onnx or need_fp16, bool(decoder_forms),
-                                                bool(decoder_forms & {"onnx", "onnx-fp16"}))
+        prepared, module, file_dims = _prepare_torch_model(source, need_onnx or need_fp16, bool(decoder_forms),
+                                                           bool(decoder_forms & {"onnx", "onnx-fp16"}))
         if source.kind == "pt2":
             # The program file is the identity a user can check; keep the weights hash out.
             prepared = replace(prepared, sha256=sha256_file(Path(source.ref)))
-        file_dims = _check_inputs(source, prepared.inputs)[1] if source.input_file else {}
         prepared = _count_flops(prepared, module, file_dims)
     t1 = time.perf_counter()
     if need_fp16:

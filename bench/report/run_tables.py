@@ -49,7 +49,7 @@ _SUMMARY_COLUMNS = (
     Column("n", numeric=True), Column("peak RSS MiB", numeric=True), Column("one-off s", numeric=True), Column("agreement"),
     Column("SLO"), Column("stop"),
 )
-_DIMS, _ONE_OFF = 3, 11  # columns a run shows only when a cell has them (see summary_table)
+_DIMS, _ONE_OFF, _SLO = 3, 11, 13  # columns a run shows only when a cell has them (see summary_table)
 
 
 def _summary_row(c: Cell) -> tuple[str | Text, ...]:
@@ -105,7 +105,8 @@ def summary_table(run: Run) -> Table:
     # or captured (13.9 s before a compiled model's first answer): a load alone (tens of ms) is in
     # the one-off costs table, and the table keeps its width.
     drop = {i for i, has in ((_DIMS, any(c.dims for c in shown)),
-                             (_ONE_OFF, any(c.compile_s is not None or c.capture_s is not None for c in shown)))
+                             (_ONE_OFF, any(c.compile_s is not None or c.capture_s is not None for c in shown)),
+                             (_SLO, any(c.slo is not None for c in shown)))
             if not has}
     if _ONE_OFF not in drop:
         notes.append("one-off s = model load + torch.compile's first calls + CUDA graph capture, paid once per worker "

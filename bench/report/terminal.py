@@ -1,6 +1,7 @@
 """Row models rendered to the terminal with rich; the one Console set-up; progress lines."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,8 +17,12 @@ _RICH_STYLE = {"bad": "bold red", "good": "green", "warn": "yellow", "": ""}
 
 
 def console() -> Console:
-    # Not a terminal (CI logs, pipes): rich would assume 80 columns and cut every cell.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    # Not a terminal (CI logs, pipes): rich would assume 80 columns and cut every cell, so 200,
+    # unless $COLUMNS says how wide the reader's page is.
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    columns = os.environ.get("COLUMNS", "")
+    return Console(highlight=False, width=int(columns) if columns.isdigit() and int(columns) >= 40 else 200)
 
 
 def _cell(value: str | Text) -> str:

@@ -24,7 +24,7 @@ Models are prepared once on the driver; their files travel through Ray's object 
 the files it needs beside it (an ONNX graph's external data: COMPANIONS), and each node keeps them
 in a cache by their joint content hash, in their layout. A `package.module:factory` model and a
 user backend must be importable on every node: install the same harness and packages there
-(README, "Fleet").
+(docs/fleet.md).
 """
 from __future__ import annotations
 

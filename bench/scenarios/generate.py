@@ -207,7 +207,7 @@ class Generate(Scenario):
 
         if bench.model.endswith((".onnx", ".pt2")) or classify(bench.model) in ("onnx", "pt2"):
             raise reader.fail(f"{path}.model", f"{bench.model!r} is not a decoder, which the generate scenario needs "
-                              "(zoo:decoder, or a package.module:factory decoder; README, \"Generation\")")
+                              "(zoo:decoder, or a package.module:factory decoder; docs/scenarios.md, \"Generation\")")
         spec = spec_of(bench)
         if spec.search and not (bench.slo and bench.slo.token_limits()):
             raise reader.fail(f"{path}.generate.search",
