@@ -7,6 +7,16 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
+def plain_terminal():
+    """Tables rendered as on a pipe with no $COLUMNS (200 wide): pytest-xdist's workers, and some
+    CI shells, export COLUMNS=80, which `bench` honours and which would fold the tables the tests
+    read."""
+    saved = {k: os.environ.pop(k) for k in ("COLUMNS", "LINES") if k in os.environ}
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("model-cache")
     old = os.environ.get("BENCH_CACHE_DIR")
