@@ -88,5 +88,28 @@ def main(argv: list[str] | None = None) -> int:
     return signals.exit_code(code)
 
 
+def leave(code: int) -> int:
+    """`code`, or the process ends here with it when threads that are not daemons are still alive:
+    a user's factory module may start one at import (in this process, while the model is
+    prepared), and the interpreter would wait for it forever after the run is complete. Output
+    is flushed first; a run's files are already complete when a command returns."""
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def entry() -> None:
+    """The `bench` console script."""
+    sys.exit(leave(main()))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
