@@ -13,9 +13,12 @@ from bench.errors import CellFailure
 
 # bf16 arithmetic needs Ampere (sm_80) or newer; fp16 runs on anything CUDA 12+ supports.
 BF16_MIN_CAPABILITY = (8, 0)
+# torch's CPU allocator says "DefaultCPUAllocator: can't allocate memory: you tried to allocate N
+# bytes. Error code 12 (Cannot allocate memory)" (a RuntimeError, not torch.OutOfMemoryError), and
+# ENOMEM reads "Cannot allocate memory" wherever the OS refuses (an OSError from mmap or fork).
 _OOM_PATTERNS = re.compile(
     r"out of memory|failed to allocate memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED|"
-    r"cudaErrorMemoryAllocation|BFCArena.*(allocate|Allocation)",
+    r"cudaErrorMemoryAllocation|BFCArena.*(allocate|Allocation)|can(no|')t allocate memory",
     re.IGNORECASE,
 )
 

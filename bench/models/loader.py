@@ -30,6 +30,7 @@ from bench.models.cache import cache_dir, cached, sha256_file
 from bench.errors import ModelError
 from bench.models.input_specs import apply_overrides
 from bench.models.inputs import InputOverride, InputSpec
+from bench.models.user_code import UserCodeExit, exits_stopped, parent_side
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 EXPORT_OPSET = 18
@@ -232,9 +233,13 @@ def build_torch(source: ModelRef):
                              f"{dict(source.args)}: {type(exc).__name__}: {first}") from None
     if source.kind == "factory":
         module_name, _, attr = source.ref.partition(":")
+        who = f"model {source.ref!r}: its code"
         with _importable_from(source.base_dir):
             try:
-                factory = getattr(importlib.import_module(module_name), attr)
+                # A module written as a script may end the process at import (sys.exit, argparse):
+                # a failure that says so, not a silent exit (bench.models.user_code).
+                with exits_stopped(who, f"its module {module_name!r} was imported"):
+                    factory = getattr(importlib.import_module(module_name), attr)
             except ModuleNotFoundError as exc:
                 where = f"{source.base_dir} (the suite file's directory) or " if source.base_dir else ""
                 raise ModelError(f"model {source.ref!r}: cannot import the factory: no module {exc.name!r} in "
@@ -242,9 +247,11 @@ def build_torch(source: ModelRef):
             except (ImportError, AttributeError) as exc:
                 raise ModelError(f"model {source.ref!r}: cannot import the factory: {exc}") from None
             try:
-                with torch.random.fork_rng(devices=[]):
+                with torch.random.fork_rng(devices=[]), exits_stopped(who, "the factory ran"):
                     torch.manual_seed(source.seed)
                     result = factory(**dict(source.args))
+            except UserCodeExit:
+                raise
             except Exception as exc:  # the user's code: any failure is theirs to fix
                 raise ModelError(f"model {source.ref!r}: the factory raised {type(exc).__name__}: {exc}") from None
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
@@ -520,7 +527,25 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
             decoder_forms: frozenset[str] = frozenset()) -> PreparedModel:
     """Resolve, load-check and (when needed) export a model once, in the parent process.
     `decoder_forms`: the forms a generating target loads ("torch", "onnx", "onnx-fp16"); any
-    makes the model checked against the decoder contract."""
+    makes the model checked against the decoder contract.
+
+    A factory's module, its factory and its forward run here: with a clean sys.argv, their output
+    kept off stdout (the harness's: `bench run --json`) and an exit turned into one ModelError line
+    (bench.models.user_code.parent_side)."""
+    try:
+        with parent_side(f"model {source.ref!r}: its code", "the model was prepared (built, hashed, exported, "
+                                                  "its FLOPs counted)"):
+            return _prepare(source, need_onnx, need_torch, need_fp16, decoder_forms)
+    except UserCodeExit as exc:
+        # Nothing was measured yet, and the module is the user's to fix: bad input (exit 2), as a
+        # factory that raises is; silently ending `bench` read as a pass in CI.
+        said = f" (its last output: {exc.output_tail!r})" if exc.output_tail else ""
+        raise ModelError(f"{exc}{said}, before the run began; nothing was measured (a factory's module "
+                         "must return its model, not end the process)") from None
+
+
+def _prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool,
+             decoder_forms: frozenset[str]) -> PreparedModel:
     import time
     from dataclasses import replace
 

@@ -104,6 +104,10 @@ def _start(proc) -> None:
 
 
 def _child(task: Callable[[Any], Any], job: Any, conn, stderr_path: str, parent_pid: int) -> None:
+    import sys
+
+    from bench.models.user_code import exits_stopped, flush_output
+
     ignore_terminal_interrupts()
     die_with_parent(parent_pid)
     # CUDA numbers devices fastest-first by default, NVML (and nvidia-smi) by PCI bus: the
@@ -111,11 +115,24 @@ def _child(task: Callable[[Any], Any], job: Any, conn, stderr_path: str, parent_
     # telemetry and fingerprint name the device that ran.
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 2)  # native libraries write to fd 2 directly; catch that too
+    # Native libraries write to fd 2 directly; catch that too. And fd 1: the parent's stdout is the
+    # harness's (`bench run --json`), so a model's print (or a C extension's printf) goes to the
+    # cell's log with its stderr, whose tail a failed cell keeps.
+    os.dup2(fd, 2)
+    os.dup2(fd, 1)
+    os.close(fd)
+    # The worker has no command line of its own: user code (a factory's module parsing sys.argv at
+    # import) sees the script's name alone, not the harness's `run suite.toml ...`.
+    sys.argv = sys.argv[:1]
     try:
-        outcome = task(job)
+        # The task runs user code (a factory, a forward): its sys.exit or os._exit is a failure
+        # that says so (kind crash), not a worker that ends without a word.
+        with exits_stopped("user code in the worker", "the cell's unit ran"):
+            outcome = task(job)
+        flush_output()
         conn.send(("ok", outcome))
     except BaseException as exc:  # a failure of any kind is reported, never left to hang the parent
+        flush_output()  # what the code printed before it failed is in the log's tail
         if isinstance(exc, (CellFailure, BenchError)):
             # The user's to fix, or named by the task (a cause chained to it keeps its traceback).
             kind = exc.kind if isinstance(exc, CellFailure) else "unsupported"
@@ -124,6 +141,12 @@ def _child(task: Callable[[Any], Any], job: Any, conn, stderr_path: str, parent_
             conn.send(("failed", "error", f"{type(exc).__name__}: {exc}".strip(), traceback.format_exc()))
     finally:
         conn.close()
+    # The unit is done once its answer is sent: threads the user's code left (a non-daemon one
+    # started at import) must not keep the worker alive, as multiprocessing's exit would (it joins
+    # them), nor the interpreter's shutdown run the code's atexit hooks. The parent reads the log
+    # after this, so the output is flushed first.
+    flush_output()
+    os._exit(0)
 
 
 def _tail(path: Path) -> str:
@@ -141,7 +164,10 @@ def _death_reason(code: int | None) -> str:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         hint = " (likely the out-of-memory killer)" if -code == signal.SIGKILL else ""
         return f"worker killed by {name}{hint}"
-    return f"worker exited with code {code} without a result"
+    # sys.exit and os._exit are caught in the worker (_child); what ends it with a code is native
+    # (a C extension's exit()) or the interpreter itself.
+    return (f"worker exited with code {code} before it returned a result (something in it ended the "
+            "process: a native exit() in the model's or the runtime's code?)")
 
 
 _MAX_POLL_S = 86_400.0  # the selector's timeout is a 32-bit count of ms (about 24 days)
@@ -209,6 +235,7 @@ def _host_main(conn, preload: tuple[str, ...], parent_pid: int) -> None:
     ignore_terminal_interrupts()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     die_with_parent(parent_pid)
+    os.dup2(2, 1)  # the host's stdout is its log (fd 2, set by _Host): the parent's stdout is the harness's
     warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
     try:
         for module in preload:
