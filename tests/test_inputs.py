@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import FAST_STOP, load_run_json, run_cli
+from tests.helpers import load_run_json, run_cli, tiny_suite
 from tests.inputs_models import BERT_SOURCE, MAX_POSITIONS, VOCAB
 from tests.test_models import symbolic_onnx
 
@@ -21,23 +21,7 @@ def bert(bert_model) -> Path:
 
 
 def suite_text(model: str, extra: str = "", targets: str = '["ort"]', batch_sizes: str = "[1, 2]") -> str:
-    return textwrap.dedent(f"""
-        [targets.ort]
-        backend = "onnxruntime"
-        intra_op_threads = 1
-
-        [targets.torch]
-        backend = "torch"
-        threads = 1
-
-        [[benchmark]]
-        name = "m"
-        model = "{model}"
-        batch_sizes = {batch_sizes}
-        scenarios = ["single-stream"]
-        targets = {targets}
-        stop = {FAST_STOP}
-    """) + textwrap.dedent(extra)
+    return tiny_suite(model=model, targets=targets, batch_sizes=batch_sizes, bench_extra=textwrap.dedent(extra))
 
 
 def one_line(err: str, *fragments: str) -> str:
