@@ -17,4 +17,14 @@ EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 SQL
 runuser -u postgres -- psql -q -tc "SELECT 1 FROM pg_database WHERE datname = 'bench_ci'" | grep -q 1 \
   || runuser -u postgres -- createdb -O bench_ci bench_ci >&2
+# A second throwaway role whose password is every printable ASCII character (shuffled; ' doubled
+# for SQL): the tests connect with it, percent-encoded in a URL and quoted in key=value, and check
+# that no piece of it reaches a message, stderr or run.json (tests/test_stores.py: SPECIAL_PASSWORD).
+runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d bench_ci >&2 <<'SQL'
+DO $$ BEGIN
+  CREATE ROLE bench_ci_special LOGIN;
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+ALTER ROLE bench_ci_special PASSWORD 'OgxDrHpU_a\@ysmk>6Kj.7!d^*1YR3+-|M"B($&P)A[S8Gfib,L{hZXn4CJF= Iu/Ecz}NQv;w2<#~T?Vq5`o%]0''elW:t9';
+GRANT CREATE ON DATABASE bench_ci TO bench_ci_special;
+SQL
 echo "postgresql://bench_ci:bench-ci-only@127.0.0.1:5432/bench_ci"

@@ -5,6 +5,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,12 +51,14 @@ def planted_series(n: int, step_at: int, drop: float, seed: int = 0) -> list[Run
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=needs_pg)])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
-        return str(tmp_path / "history.sqlite")
+        yield str(tmp_path / "history.sqlite")
+        return
     import psycopg
 
-    with psycopg.connect(PG_URL, autocommit=True) as conn:  # a clean schema per test
-        conn.execute("DROP TABLE IF EXISTS cells, runs, bench_store")
-    return PG_URL
+    schema = f"t_{uuid.uuid4().hex[:12]}"  # a new schema per test (schema=NAME): the database is shared
+    yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_store_records_once_and_reads_back(store_url):
@@ -179,6 +182,10 @@ def test_run_record_to_postgres_keeps_the_password_out_of_results(tmp_path, caps
         assert json.loads(run_json)["run_id"] in {r.run_id for r in store.rows()}
     finally:
         store.close()
+    import psycopg
+
+    with psycopg.connect(PG_URL) as conn:  # no schema=NAME: the harness's own schema, bench
+        assert conn.execute("SELECT 1 FROM bench.runs WHERE run_id = %s", (json.loads(run_json)["run_id"],)).fetchone()
 
 
 def test_history_add_refuses_bad_files_and_writes_nothing(tmp_path, capsys):

@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("action", nargs="?", choices=["show", "add"], default="show",
                    help="show (default) or add RUN... to the store")
     p.add_argument("runs", nargs="*", help="with add: run directories or run.json files")
-    p.add_argument("--db", metavar="URL", help=f"history store (default {DEFAULT_DB})")
+    p.add_argument("--db", metavar="URL", help=f"history store: a SQLite file bench created (default {DEFAULT_DB}), "
+                   "or postgresql://... / libpq key=value, with schema=NAME for its PostgreSQL schema (default bench)")
     p.add_argument("--metric", choices=list(METRICS), default="throughput")
     p.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
                    help="smallest step in percent that counts as a regression (default 5)")
