@@ -11,7 +11,7 @@ import argparse
 import signal
 import sys
 
-from bench.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BenchError
+from bench.errors import EXIT_BAD_INPUT, EXIT_CELL_FAILED, EXIT_INTERRUPTED, BenchError, worst
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,13 +61,18 @@ class _Signals:
         return 128 + self.received if self.received is not None and code == EXIT_INTERRUPTED else code
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, script: bool = False) -> int:
+    """`script`: this is the `bench` process itself (not a caller of main, such as a test, that
+    owns sys.stdout): its stdout is guarded (bench.commands.output.guard_stdout), so that a full
+    device or an ASCII-only terminal costs one line, not a traceback."""
     try:
         from bench.commands import COMMANDS
-        from bench.commands.output import err
+        from bench.commands.output import err, guard_stdout, stdout_failed
     except KeyboardInterrupt:  # Ctrl-C while the commands import: nothing started yet
         print("bench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if script:
+        guard_stdout()
 
     signals = _Signals()
     previous = signals.install()
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if stdout_failed():  # its line is out; the command's own answer stands unless this is worse
+        code = worst(code, EXIT_CELL_FAILED)
     if signals.received not in (None, signal.SIGINT) and code == EXIT_INTERRUPTED:
         err(f"ended by {signal.Signals(signals.received).name} (exit {signals.exit_code(code)})")
     return signals.exit_code(code)
@@ -108,7 +115,7 @@ def leave(code: int) -> int:
 
 def entry() -> None:
     """The `bench` console script."""
-    sys.exit(leave(main()))
+    sys.exit(leave(main(script=True)))
 
 
 if __name__ == "__main__":

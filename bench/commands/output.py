@@ -16,6 +16,68 @@ def err(message: str) -> None:
     print(f"bench: {printable(message)}", file=sys.stderr)
 
 
+class _Stdout(io.FileIO):
+    """fd 1 under the harness's stdout. A write that fails (a full device, an I/O error, a quota)
+    is said once, as one line on stderr, and what is written after it is dropped: a traceback
+    there would end the command midway (a run's --record, its Markdown, its verdict lines never
+    came) and the interpreter would fail again flushing at exit. `failed` tells cli.main to exit
+    3 (results that could not be written) once the command is done."""
+
+    dropping = False  # a write failed: the rest of the output goes nowhere
+    failed = False  # ... and it was a failure (not the reader leaving)
+
+    def write(self, data) -> int:
+        if self.dropping:
+            return len(data)
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            # The reader left (`bench report RUN | head`): it had what it wanted, as a pipe's
+            # writer that SIGPIPE ends quietly would; the rest is dropped without a word.
+            self.dropping = True
+        except OSError as exc:
+            self.dropping = self.failed = True
+            try:
+                err(f"stdout: cannot write the output: {exc.strerror or exc}; the rest of it is dropped "
+                    "(the command's files are written as usual)")
+            except (OSError, ValueError):  # stderr on the same full device: the exit code says it
+                pass
+        return len(data)
+
+
+def guard_stdout() -> None:
+    """The process's stdout, and stderr, made safe for what a command prints, in the `bench`
+    script (tests calling cli.main keep their captured streams): stdout's write failures become
+    one line and exit 3 (`_Stdout`), and characters its encoding cannot hold are written in ASCII
+    (bench.report.model.ASCII_FALLBACK: PYTHONIOENCODING=ascii or a C locale ended `report` with
+    UnicodeEncodeError on its first '·')."""
+    from bench.report.model import register_ascii_fallback
+
+    errors = register_ascii_fallback()
+    if isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr.reconfigure(errors=errors)
+    out = sys.stdout
+    if not isinstance(out, io.TextIOWrapper) or out is not sys.__stdout__:
+        return
+    try:
+        fd = out.fileno()
+        out.flush()
+    except (OSError, ValueError):  # no usable stdout (closed): print() has nowhere to fail
+        return
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_Stdout(fd, "w", closefd=False)), encoding=out.encoding,
+                                  errors=errors, line_buffering=out.line_buffering)
+
+
+def stdout_failed() -> bool:
+    """Whether a write to the guarded stdout failed (its line on stderr is already out)."""
+    try:
+        sys.stdout.flush()  # what is still buffered fails (or not) now, not at exit
+    except ValueError:  # closed
+        return False
+    raw = getattr(getattr(sys.stdout, "buffer", None), "raw", None)
+    return isinstance(raw, _Stdout) and raw.failed
+
+
 def write_md(text: str, path: str | None, step_summary: bool) -> None:
     """Write `text` to `path` (replacing it) and, when `step_summary`, append it to
     $GITHUB_STEP_SUMMARY (the job page of a GitHub Actions step) when that is set."""

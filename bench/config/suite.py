@@ -21,6 +21,7 @@ from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, Benchmar
                                   SuiteSpec, TargetSpec)
 from bench.errors import ConfigError
 from bench.models.inputs import InputOverride
+from bench.results.records import CellKey
 from bench.scenarios.registry import DEFAULT as DEFAULT_SCENARIOS
 from bench.scenarios.registry import SCENARIOS, table_owners
 
@@ -45,6 +46,43 @@ def _check_name(r: Reader, name: str, path: str) -> str:
         what = f"holds the control character {bad!r}" if bad is not None else "is empty"
         raise r.fail(path, f"'{name.encode('unicode_escape').decode()}' {what}; names are printable text")
     return name
+
+
+# Names go into cell ids raw, never sanitised: BENCHMARK/TARGET/bN[/dims]/SCENARIO[/cN] in
+# run.json, reports and --only, and BENCHMARK|MODEL|TARGET|... as the key compare and the
+# history store use. Each separator in a name would let two cells share an id (benchmark "a/b"
+# on target "c" and benchmark "a" on target "b/c": both a/b/c/b1/offline), so neither may hold
+# one. Case and Unicode forms are left alone: ids compare exactly everywhere (dicts, SQL TEXT),
+# and no file name is made from a name.
+_ID_SEPARATORS = {"/": "a cell id (BENCHMARK/TARGET/bN/SCENARIO)", "|": "a cell's key in compare and the history"}
+
+
+def _check_cell_ids(r: Reader, specs: tuple[BenchmarkSpec, ...], targets: dict[str, TargetSpec]) -> None:
+    """Every cell of the suite gets an id of its own: two that would share one are refused,
+    naming both, and so is any benchmark or target name holding a separator of the id."""
+    seen: dict[str, tuple[int, str]] = {}
+    for i, b in enumerate(specs):
+        for t in b.targets:
+            for dims in b.dims_grid():
+                for bs in b.batch_sizes:
+                    for s in b.scenarios:
+                        for concurrency in SCENARIOS[s].axis(b):
+                            cell_id = CellKey(b.name, "", t, bs, s, concurrency, dims).id
+                            j, u = seen.setdefault(cell_id, (i, t))
+                            if (j, u) != (i, t):
+                                raise r.fail(f"benchmark[{i}] ({b.name})", (
+                                    f"on target {t!r} its cell id {cell_id!r} is that of benchmark[{j}] "
+                                    f"({specs[j].name}) on target {u!r}; '/' separates a cell id's parts "
+                                    "(BENCHMARK/TARGET/bN/SCENARIO): rename the benchmark or target whose name "
+                                    "holds one"))
+    named = [(f"benchmark[{i}].name", b.name) for i, b in enumerate(specs)]
+    named += [(f"targets.{n.encode('unicode_escape').decode()}", n) for n in targets]
+    for path, name in named:
+        for sep, what in _ID_SEPARATORS.items():
+            if sep in name:
+                fixed = name.replace("/", "-").replace("|", "-")
+                raise r.fail(path, f"{name!r} holds {sep!r}, which separates the parts of {what}, so two cells "
+                                   f"could share one; use another character (e.g. {fixed!r})")
 
 
 def _parse_target(r: Reader, name: str, table: Any) -> TargetSpec:
@@ -217,6 +255,43 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
     return bench
 
 
+# How deep a suite's arrays and tables may nest: a real one nests four or five levels
+# ([[benchmark]] > inputs > NAME > shape); a few thousand levels overflow the TOML parser's
+# recursion, and a few hundred that it survives would overflow whatever walks them next
+# (the codec, pickling a target's knobs for a worker).
+MAX_SUITE_DEPTH = 32
+
+
+def _too_deep(doc: dict) -> str | None:
+    """The key path of the first array or table nested deeper than MAX_SUITE_DEPTH, or None
+    (walked with a stack: recursion is what such a document breaks)."""
+    stack: list[tuple[Any, int, str]] = [(doc, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_SUITE_DEPTH:
+            return path
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in children:
+            if isinstance(child, (dict, list)):
+                where = f"{path}[{key}]" if isinstance(value, list) else f"{path}.{key}" if path else str(key)
+                stack.append((child, depth + 1, where))
+    return None
+
+
+def _statement_line(exc: RecursionError, text: str) -> str:
+    """"line N: " of the statement tomllib was parsing when it ran out of stack, from its `loads`
+    frame (whose `pos` is where that statement starts); "" where the frame says nothing."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "loads" and "tomllib" in frame.f_code.co_filename:
+            pos = frame.f_locals.get("pos")
+            src = frame.f_locals.get("src", text)
+            return f"line {src.count(chr(10), 0, pos) + 1}: " if isinstance(pos, int) else ""
+        tb = tb.tb_next
+    return ""
+
+
 def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False, base_dir: str | None = None) -> SuiteSpec:
     """`base_dir`: where relative paths and factory modules resolve; the suite file's directory
     unless given (bench run MODEL builds a suite whose base is the current directory)."""
@@ -226,6 +301,14 @@ def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False, b
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except RecursionError as exc:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{file}: {_statement_line(exc, text)}arrays or tables nested too deep for the TOML "
+                          f"parser; a suite nests at most {MAX_SUITE_DEPTH} levels") from None
+    deep = _too_deep(doc)
+    if deep is not None:
+        shown = deep if len(deep) <= 80 else deep[:80] + "..."
+        raise r.fail(shown, f"arrays or tables nested more than {MAX_SUITE_DEPTH} levels deep; a suite nests at "
+                            f"most {MAX_SUITE_DEPTH}")
     r.check_keys(doc, ("suite", "targets", "benchmark", "defaults"), "")
     suite = r.expect(doc.get("suite", {}), (dict,), "suite", "a table")
     r.check_keys(suite, ("name",), "suite")
@@ -245,6 +328,7 @@ def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False, b
         if b.name in seen:
             raise r.fail(f"benchmark[{i}].name", f"{b.name!r} is used twice; names must be unique")
         seen.add(b.name)
+    _check_cell_ids(r, specs, targets)
     return SuiteSpec(name=name, path=file, sha256=hashlib.sha256(text.encode()).hexdigest(), targets=targets,
                      benchmarks=specs)
 
@@ -257,7 +341,7 @@ def load_suite(path: str | Path, quick: bool = False) -> SuiteSpec:
     import os
     import stat
 
-    from bench.results.safe_read import open_regular
+    from bench.results.safe_read import not_regular, open_regular
 
     path = Path(path)
     try:
@@ -266,7 +350,7 @@ def load_suite(path: str | Path, quick: bool = False) -> SuiteSpec:
         fd, st = open_regular(path)
         with os.fdopen(fd, "rb") as fh:
             if not stat.S_ISREG(st.st_mode):
-                raise ConfigError(f"{path}: not a regular file; a suite is a TOML file")
+                raise ConfigError(f"{path}: {not_regular(st.st_mode)}; a suite is a TOML file, read whole")
             if st.st_size > MAX_SUITE_BYTES:
                 raise ConfigError(f"{path}: {st.st_size:,} bytes, over the {MAX_SUITE_BYTES:,}-byte limit for a suite file")
             text = fh.read(MAX_SUITE_BYTES + 1).decode("utf-8")

@@ -179,17 +179,30 @@ class _importable_from:
 
 def model_file(source: ModelRef) -> Path:
     """A file model's path, checked: ModelError naming the path tried (and where a relative one
-    resolves, when it exists only relative to the current directory)."""
+    resolves, when it exists only relative to the current directory). A path that exists but is
+    no regular file (a FIFO, a device, a directory) is refused saying what it is: a FIFO would
+    block the run until a writer came, a device never ends, and "no such file" would be false."""
+    import stat
+
+    from bench.results.safe_read import not_regular
+
     path = Path(source.ref)
-    if path.is_file():
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing, a dangling link, or a directory on the way that cannot be searched
+        mode = None
+    if mode is not None and stat.S_ISREG(mode):
         return path
     written = source.written or source.ref
+    at = f": {path}" if str(path) != written else ""
+    if mode is not None:
+        raise ModelError(f"model {written!r}{at}: {not_regular(mode)}; a model is read from a regular file "
+                         "(.onnx or .pt2)")
     hint = ""
     if not Path(written).is_absolute() and Path(written).is_file() and source.base_dir:
         hint = (f"; relative paths resolve against the suite file's directory ({source.base_dir}), and it exists "
                 f"relative to the current directory instead: write {str(Path(written).resolve())!r}")
-    what = "a directory, not a file" if path.is_dir() else "no such file"
-    raise ModelError(f"model {written!r}: {what}" + (f": {path}" if str(path) != written else "") + hint)
+    raise ModelError(f"model {written!r}: no such file{at}{hint}")
 
 
 def build_torch(source: ModelRef):

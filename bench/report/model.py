@@ -59,6 +59,43 @@ def printable(text: str) -> str:
                    else ch.encode("unicode_escape").decode() for ch in text)
 
 
+# What the reports write where the output's encoding has no room for it (PYTHONIOENCODING=ascii,
+# a C locale with Python's UTF-8 mode off): the typography the tables use, in ASCII; any other
+# character (a name someone typed) as Python's own backslash escape, which names it exactly.
+ASCII_FALLBACK = {"·": "-", "±": "+/-", "µ": "u", "★": "*", "…": "...", "→": "->", "×": "x", "✖": "x", "●": "o",
+                  "▲": "^", "—": "-", "–": "-", "°": " deg", "≥": ">=", "≤": "<="}
+ASCII_ERRORS = "bench-ascii"  # the codecs error handler's name (register_ascii_fallback)
+
+
+def _ascii_fallback(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    text = exc.object[exc.start:exc.end]
+    return "".join(ASCII_FALLBACK.get(ch) or ch.encode("ascii", "backslashreplace").decode() for ch in text), exc.end
+
+
+def register_ascii_fallback() -> str:
+    """Register the error handler that writes ASCII_FALLBACK's text for what an encoding cannot
+    hold (idempotent); returns its name, for a stream's `errors`."""
+    import codecs
+
+    codecs.register_error(ASCII_ERRORS, _ascii_fallback)
+    return ASCII_ERRORS
+
+
+def for_encoding(text: str, encoding: str | None) -> str:
+    """`text` as a stream of `encoding` can take it: itself, or with ASCII_FALLBACK's text for
+    what the encoding lacks. A table is laid out from this (the layout counts "+/-" as three
+    characters; the stream's error handler, replacing late, would push its columns apart)."""
+    try:
+        text.encode(encoding or "utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode(encoding, register_ascii_fallback()).decode(encoding)
+    except LookupError:  # an encoding Python does not know: the stream's own handler decides
+        return text
+
+
 LINE_WIDTH = 160  # a progress or summary line on stderr: past this, terminals wrap and CI logs scroll sideways
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from bench.report.model import LINE_WIDTH, Table, Text, fit, fmt_estimate, printable
+from bench.report.model import LINE_WIDTH, Table, Text, fit, fmt_estimate, for_encoding, printable
 from bench.report.one_off import one_off
 from bench.report.run_tables import stop_word
 from bench.results.records import Cell
@@ -25,19 +25,25 @@ def console() -> Console:
     return Console(highlight=False, width=int(columns) if columns.isdigit() and int(columns) >= 40 else 200)
 
 
+def _plain(text: str) -> str:
+    """`text` as the terminal may show it: control characters escaped (bench.report.model.
+    printable), and in ASCII where stdout's encoding is (PYTHONIOENCODING=ascii, a C locale)."""
+    return for_encoding(printable(text), getattr(sys.stdout, "encoding", None))
+
+
 def _cell(value: str | Text) -> str:
     if isinstance(value, Text):
         style = _RICH_STYLE[value.style]
-        text = printable(value.text).replace("[", r"\[")
+        text = _plain(value.text).replace("[", r"\[")
         return f"[{style}]{text}[/]" if style else text
-    return printable(value).replace("[", r"\[")
+    return _plain(value).replace("[", r"\[")
 
 
 def render(table: Table) -> RichTable:
-    out = RichTable(title=printable(table.title) if table.title else table.title,
-                    caption=printable(table.caption) if table.caption else None)
+    out = RichTable(title=_plain(table.title) if table.title else table.title,
+                    caption=_plain(table.caption) if table.caption else None)
     for col in table.columns:
-        out.add_column(printable(col.name), justify="right" if col.numeric else "left")
+        out.add_column(_plain(col.name), justify="right" if col.numeric else "left")
     for row in table.rows:
         out.add_row(*(_cell(v) for v in row))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 import tempfile
 from dataclasses import replace
@@ -179,7 +180,20 @@ def read_run(path: str | Path) -> Run:
         raise ResultFileError(f"{path}: malformed result file (schema_version {version}): {exc!r}") from None
     try:
         run = from_json(Run, doc, "run")
-    except (DecodeError, OverflowError, ValueError) as exc:
+    except DecodeError as exc:
+        raise ResultFileError(f"{path}: malformed result file: {_where(doc, exc)}") from None
+    except (OverflowError, ValueError) as exc:
         raise ResultFileError(f"{path}: malformed result file: {exc}") from None
     check_domain(run, str(path))
     return run
+
+
+def _where(doc: dict, exc: DecodeError) -> str:
+    """The codec's message, and the cell named by its id where the fault lies in one: its index
+    ("run.cells[3].n") says where in the file, its id which cell a report shows."""
+    m = re.match(r"run\.cells\[(\d+)\]", exc.path)
+    cells = doc.get("cells")
+    cell = cells[int(m.group(1))] if m and isinstance(cells, list) and int(m.group(1)) < len(cells) else None
+    if not isinstance(cell, dict) or not isinstance(cell.get("id"), str):
+        return str(exc)
+    return f"{exc} (cell {cell['id']})"

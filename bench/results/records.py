@@ -47,17 +47,31 @@ committed file of the old version):
      `inputs` per cell (where its input tensors came from, each tensor's shape with the batch,
      dtype and values); `model.prepare_s` and `model.export_s` (the one-off cost of building
      and exporting the model in this run). A v11 file upgrades by its version alone (no dims,
-     inputs unrecorded).
+     inputs unrecorded). Later in 2026-12, with the version kept: each figure's domain is
+     declared (a count >= 0, a batch size >= 1, a measured latency > 0), checked on reading and
+     stated as minimums in the JSON Schema; no file the harness wrote lies outside them, and one
+     that does (a hand edit) is refused with one line naming the field.
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 (bench.results.schema.run_schema); a test keeps the two equal.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 SCHEMA_VERSION = 12
+
+# The domain of a figure is declared on its field, in JSON Schema's words ({"minimum": 0}: a count,
+# a size, a duration; {"exclusiveMinimum": 0}: a rate or a latency a cell measured). A result file
+# may come from anywhere (a hand edit, another tool, a bug), and a negative count or a zero p50
+# makes compare divide by nothing or test nonsense: the codec runs each record's validate(), which
+# checks these (one line naming the field), and bench.results.schema states them as minimums in
+# run.schema.json, from this one declaration. Intervals, changes and slopes may be negative and
+# carry none. Adding one is no format change: a file outside a domain was never a valid result.
+_COUNT = {"minimum": 0}  # also sizes, durations, shares, indices
+_ONE_UP = {"minimum": 1}  # a batch size, a concurrency, a dimension's size
+_POSITIVE = {"exclusiveMinimum": 0}
 
 CellStatus = Literal["ok", "failed", "skipped"]
 # "failed": the run could not go on (its results could not be written: a full disk); its
@@ -78,6 +92,33 @@ FailureKind = Literal["out_of_memory", "timeout", "crash", "unsupported", "error
 #   device, host timer around a call that returns only after the GPU finished (ONNX Runtime's
 #   synchronous run_with_iobinding: its stream is not ours to put events on).
 TimingBoundary = Literal["end_to_end", "device", "device_resident"]
+
+
+def out_of_domain(record: Any) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first value outside its field's declared domain (each item
+    of a list or table field); None when every one is inside."""
+    for f in fields(record):
+        low = f.metadata.get("minimum", f.metadata.get("exclusiveMinimum"))
+        if low is None:
+            continue
+        strict = "exclusiveMinimum" in f.metadata
+        value = getattr(record, f.name)
+        items = (value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, tuple)
+                 else [(None, value)])
+        for key, v in items:
+            if v is None or (v > low if strict else v >= low):
+                continue
+            where = f.name if key is None else f"{f.name}.{key}" if isinstance(value, dict) else f"{f.name}[{key}]"
+            kind = "an integer" if isinstance(v, int) else "a number"
+            return where, f"{v!r} is not allowed; expected {kind} {'>' if strict else '>='} {low}"
+    return None
+
+
+class _Checked:
+    """A record whose figures the codec checks against their declared domains when it decodes one."""
+
+    def validate(self) -> tuple[str, str] | None:
+        return out_of_domain(self)
 
 
 @dataclass(frozen=True)
@@ -131,7 +172,7 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Throughput:
-    value: float
+    value: float  # > 0: bench.results.safe_read.check_domain says so, for files and for the stores alike
     ci_low: float | None = None
     ci_high: float | None = None
     unit: str = "samples/s"
@@ -140,30 +181,30 @@ class Throughput:
 
 
 @dataclass(frozen=True)
-class Histogram:
+class Histogram(_Checked):
     """Log-bucketed latency counts in ns (kernels/histogram.py); merge by adding counts of equal
     (base_ns, growth) after aligning first_bucket."""
 
-    base_ns: float
+    base_ns: float = field(metadata=_POSITIVE)
     growth: float  # bucket i >= 1 spans [base * growth**(i-1), base * growth**i); 0 is below base
-    relative_error: float
-    counts: tuple[int, ...]  # buckets first_bucket, first_bucket + 1, ...
-    first_bucket: int = 0
+    relative_error: float = field(metadata=_COUNT)
+    counts: tuple[int, ...] = field(metadata=_COUNT)  # buckets first_bucket, first_bucket + 1, ...
+    first_bucket: int = field(default=0, metadata=_COUNT)
 
 
 @dataclass(frozen=True)
-class Series:
+class Series(_Checked):
     """A figure over consecutive windows of measured time."""
 
-    window_s: float
+    window_s: float = field(metadata=_COUNT)
     values: tuple[float, ...]
 
 
 @dataclass(frozen=True)
-class Latency:
+class Latency(_Checked):
     """Per-request (per-batch) latency in milliseconds."""
 
-    n: int
+    n: int = field(metadata=_COUNT)
     mean: Estimate
     p50: Estimate
     p90: Estimate
@@ -175,29 +216,48 @@ class Latency:
     histogram: Histogram | None = None
     confidence: float | None = None
 
+    FIGURES = ("mean", "p50", "p90", "p95", "p99", "p999", "min", "max")
+
+    def validate(self) -> tuple[str, str] | None:
+        # No latency is negative; a zero one is possible here (two tokens that arrived in one
+        # event have no gap between them), and Metrics refuses it where a cell measured it.
+        for name in self.FIGURES:
+            value = getattr(self, name).value
+            if value < 0:
+                return f"{name}.value", f"{value!r} is not allowed; expected a number >= 0 (a latency in ms)"
+        return out_of_domain(self)
+
 
 @dataclass(frozen=True)
 class Metrics:
     throughput: Throughput
     latency_ms: Latency
 
+    def validate(self) -> tuple[str, str] | None:
+        # A cell's request latencies: a call takes time, and compare divides by these figures.
+        for name in Latency.FIGURES:
+            value = getattr(self.latency_ms, name).value
+            if name != "min" and not value > 0:
+                return f"latency_ms.{name}.value", f"{value!r} is not allowed; expected a number > 0 (a latency in ms)"
+        return None
+
 
 @dataclass(frozen=True)
-class Memory:
-    peak_rss_bytes: int
-    gpu_peak_bytes: int | None = None
+class Memory(_Checked):
+    peak_rss_bytes: int = field(metadata=_COUNT)
+    gpu_peak_bytes: int | None = field(default=None, metadata=_COUNT)
     # torch.cuda.max_memory_allocated (the caching allocator's tensors), or NVML's per-process
     # used memory (ONNX Runtime's arena and the CUDA context included): which one, in words.
     gpu_peak_source: str = ""
 
 
 @dataclass(frozen=True)
-class GpuSeries:
+class GpuSeries(_Checked):
     """Telemetry over the measured window, in consecutive windows of `window_s` seconds from its
     start: each value the mean of the samples taken in that window; null where a window holds no
     sample or the device does not report the figure."""
 
-    window_s: float
+    window_s: float = field(metadata=_COUNT)
     utilization_pct: tuple[float | None, ...]
     sm_clock_mhz: tuple[float | None, ...]
     power_w: tuple[float | None, ...]
@@ -205,7 +265,7 @@ class GpuSeries:
 
 
 @dataclass(frozen=True)
-class GpuTelemetry:
+class GpuTelemetry(_Checked):
     """NVML, sampled by a thread during the measured window (bench/measure/nvml_sampler.py).
 
     Figures are null where the device or driver does not report them. `energy_j` is the delta of
@@ -213,11 +273,11 @@ class GpuTelemetry:
     ENERGY_MIN_WINDOW_S gives no energy figure, and `notes` says why.
     """
 
-    device_index: int
+    device_index: int = field(metadata=_COUNT)
     uuid: str
-    samples: int
-    interval_ms: float
-    window_s: float
+    samples: int = field(metadata=_COUNT)
+    interval_ms: float = field(metadata=_COUNT)
+    window_s: float = field(metadata=_COUNT)
     utilization_mean_pct: float | None = None
     utilization_max_pct: float | None = None
     memory_used_max_bytes: int | None = None  # the whole device, every process
@@ -234,17 +294,17 @@ class GpuTelemetry:
     throttled: bool = False  # a reason that lowers clocks (power cap, thermal, HW slowdown) was seen
     notes: tuple[str, ...] = ()
     # other processes NVML listed computing on the device during the window (interference)
-    other_processes: int = 0
+    other_processes: int = field(default=0, metadata=_COUNT)
     series: GpuSeries | None = None  # the window's course (schema 8); the figures above are over all of it
 
 
 @dataclass(frozen=True)
-class Roofline:
+class Roofline(_Checked):
     """Where a cell sits against what its device can do."""
 
-    flops_per_sample: float  # multiply-add = 2 FLOPs
+    flops_per_sample: float = field(metadata=_COUNT)  # multiply-add = 2 FLOPs
     flops_source: str  # "torch FlopCounterMode" or "onnx graph (MatMul, Gemm, Conv, ...)"
-    achieved_flops_per_s: float  # flops_per_sample * throughput
+    achieved_flops_per_s: float = field(metadata=_COUNT)  # flops_per_sample * throughput
     peak_flops_per_s: float | None = None  # the probe's GEMM rate at the cell's precision
     fraction_of_peak: float | None = None
     peak_copy_bytes_per_s: float | None = None  # the probe's device-to-device copy rate
@@ -252,7 +312,7 @@ class Roofline:
 
 
 @dataclass(frozen=True)
-class Agreement:
+class Agreement(_Checked):
     """Outputs against the reference target's on the same inputs.
 
     metric: max |out - ref| / max |ref| over all outputs (rel), and max |out - ref| (abs).
@@ -260,22 +320,23 @@ class Agreement:
 
     verdict: Verdict
     reference: str
-    max_abs_error: float | None = None
-    max_rel_error: float | None = None
-    tolerance: float | None = None
+    max_abs_error: float | None = field(default=None, metadata=_COUNT)
+    max_rel_error: float | None = field(default=None, metadata=_COUNT)
+    tolerance: float | None = field(default=None, metadata=_COUNT)
     metric: str = "max|out-ref| / max|ref|"
     reason: str = ""
     # generate: the first output position (0-based) whose token differs from the reference's;
     # None where every token is equal (schema 10)
-    first_divergence: int | None = None
+    first_divergence: int | None = field(default=None, metadata=_COUNT)
 
 
 @dataclass(frozen=True)
-class Warmup:
-    iterations: int
-    seconds: float
+class Warmup(_Checked):
+    iterations: int = field(metadata=_COUNT)
+    seconds: float = field(metadata=_COUNT)
     rule: str
-    steady_state_cut: int = 0  # measured calls dropped as warm-up by the steady-state rule
+    # measured calls dropped as warm-up by the steady-state rule
+    steady_state_cut: int = field(default=0, metadata=_COUNT)
 
 
 @dataclass(frozen=True)
@@ -293,7 +354,7 @@ class Slo:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(_Checked):
     name: str
     ref: str
     kind: str
@@ -301,29 +362,31 @@ class ModelInfo:
     # One-off costs of this run, paid once per model whatever the cell count (schema 12; null in
     # older files): building, hashing and exporting it in the parent, and the export or precision
     # conversion part of that (0 when a cached export was reused; null when none was needed).
-    prepare_s: float | None = None
-    export_s: float | None = None
+    prepare_s: float | None = field(default=None, metadata=_COUNT)
+    export_s: float | None = field(default=None, metadata=_COUNT)
 
 
 @dataclass(frozen=True)
-class InputTensor:
+class InputTensor(_Checked):
     """One input as a cell fed it: the batch axis included."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] = field(metadata=_COUNT)
     dtype: str
     values: str  # how its values were made: "normal(0, 1)", "integers in [0, 30522)", "fixed 1", "file"
 
 
 @dataclass(frozen=True)
-class InputsInfo:
+class InputsInfo(_Checked):
     """Where a cell's input tensors came from (schema 12)."""
 
     source: Literal["generated", "file"]
     tensors: tuple[InputTensor, ...]
     file: str | None = None  # the user's .npz or directory of .npy files, as resolved
-    samples: int | None = None  # samples the file holds; a batch takes the first batch_size, cycling
-    seed: int | None = None  # generated inputs: the benchmark's seed (the same arrays in every process)
+    # samples the file holds; a batch takes the first batch_size, cycling
+    samples: int | None = field(default=None, metadata=_COUNT)
+    # generated inputs: the benchmark's seed (the same arrays in every process)
+    seed: int | None = field(default=None, metadata=_COUNT)
 
 
 @dataclass(frozen=True)
@@ -341,85 +404,88 @@ class TargetInfo:
 
 
 @dataclass(frozen=True)
-class LoadPoint:
+class LoadPoint(_Checked):
     """One offered rate of a peak search: the latency-against-load curve."""
 
-    offered_qps: float
-    achieved_qps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
+    offered_qps: float = field(metadata=_COUNT)
+    achieved_qps: float = field(metadata=_COUNT)
+    p50_ms: float = field(metadata=_COUNT)
+    p99_ms: float = field(metadata=_COUNT)
+    requests: int = field(metadata=_COUNT)
     good: bool  # kept up with the rate and met the SLO
 
 
 @dataclass(frozen=True)
-class ServerInfo:
+class ServerInfo(_Checked):
     """What the server scenario offered, what the target achieved, and whether the run counts."""
 
-    target_qps: float  # the nominal rate of the served schedule (a peak search: the peak found)
-    offered_qps: float  # the Poisson schedule's own rate (n / last arrival): the target, give or take 1/sqrt(n)
-    achieved_qps: float  # completions / (last completion)
-    requests: int
+    # the nominal rate of the served schedule (a peak search: the peak found)
+    target_qps: float = field(metadata=_COUNT)
+    # the Poisson schedule's own rate (n / last arrival): the target, give or take 1/sqrt(n)
+    offered_qps: float = field(metadata=_COUNT)
+    achieved_qps: float = field(metadata=_COUNT)  # completions / (last completion)
+    requests: int = field(metadata=_COUNT)
     valid: bool
     validity: tuple[str, ...]  # why it is invalid; empty when valid
     issue_error_p99_us: float | None  # the generator's lateness on requests that found the server idle
     queue_depth: Series
-    mean_batch: float = 1.0  # dynamic batching: requests per call on average
-    max_qps: float | None = None  # peak search: the highest rate that met the SLO (None: none did)
+    mean_batch: float = field(default=1.0, metadata=_COUNT)  # dynamic batching: requests per call on average
+    # peak search: the highest rate that met the SLO (None: none did)
+    max_qps: float | None = field(default=None, metadata=_COUNT)
     curve: tuple[LoadPoint, ...] = ()  # peak search: every rate tried, in order
 
 
 @dataclass(frozen=True)
-class ClientsInfo:
+class ClientsInfo(_Checked):
     """Multi-stream: per-client figures of N closed-loop clients."""
 
-    concurrency: int
-    throughput_per_client: tuple[float, ...]  # samples/s
-    p99_ms_per_client: tuple[float, ...]
+    concurrency: int = field(metadata=_ONE_UP)
+    throughput_per_client: tuple[float, ...] = field(metadata=_COUNT)  # samples/s
+    p99_ms_per_client: tuple[float, ...] = field(metadata=_COUNT)
 
 
 @dataclass(frozen=True)
-class LoadGenInfo:
+class LoadGenInfo(_Checked):
     """What MLPerf LoadGen itself measured and concluded (from its summary log)."""
 
     scenario: str
     valid: bool
-    samples_per_s: float
-    scheduled_per_s: float | None = None
-    mean_ms: float | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
+    samples_per_s: float = field(metadata=_COUNT)
+    scheduled_per_s: float | None = field(default=None, metadata=_COUNT)
+    mean_ms: float | None = field(default=None, metadata=_COUNT)
+    p50_ms: float | None = field(default=None, metadata=_COUNT)
+    p99_ms: float | None = field(default=None, metadata=_COUNT)
 
 
 @dataclass(frozen=True)
-class Alarm:
+class Alarm(_Checked):
     """What a monitor's detector raised: which figure moved, from which window, by how much."""
 
     kind: Literal["drift", "leak"]
     figure: str  # "p99", "throughput", "rss", "gpu_memory"
-    window: int  # 0-based index of the window that raised it
-    at_s: float  # seconds into the monitor's measured time
+    window: int = field(metadata=_COUNT)  # 0-based index of the window that raised it
+    at_s: float = field(metadata=_COUNT)  # seconds into the monitor's measured time
     change: float  # drift: relative change against the baseline; leak: slope in MiB per hour
     message: str
 
 
 @dataclass(frozen=True)
-class MonitorInfo:
+class MonitorInfo(_Checked):
     """A monitor's course: one value per window of `window_s` seconds, never the raw latencies,
     and the alarms its detectors raised (bench.analysis.drift, bench.analysis.leak)."""
 
     load: str  # "open loop, Poisson at 200 requests/s" or "4 closed-loop clients"
-    qps: float | None
-    concurrency: int | None
-    window_s: float
-    windows: int
-    requests: int
-    errors: int
+    qps: float | None = field(metadata=_COUNT)
+    concurrency: int | None = field(metadata=_ONE_UP)
+    window_s: float = field(metadata=_COUNT)
+    windows: int = field(metadata=_COUNT)
+    requests: int = field(metadata=_COUNT)
+    errors: int = field(metadata=_COUNT)
     throughput: Series  # samples/s per window
     p50_ms: Series
     p99_ms: Series
     rss_bytes: Series
-    errors_per_window: tuple[int, ...]
+    errors_per_window: tuple[int, ...] = field(metadata=_COUNT)
     baseline: str  # what the drift detector compared with
     detector: str  # the drift detector and its settings
     alarms: tuple[Alarm, ...] = ()
@@ -431,80 +497,81 @@ class MonitorInfo:
 
 
 @dataclass(frozen=True)
-class DecodePoint:
+class DecodePoint(_Checked):
     """Decode steps whose KV length fell in one bin: their median latency."""
 
-    kv_len: int  # the bin's upper edge (tokens in the cache, the step's own included)
-    p50_ms: float
-    steps: int
+    kv_len: int = field(metadata=_COUNT)  # the bin's upper edge (tokens in the cache, the step's own included)
+    p50_ms: float = field(metadata=_COUNT)
+    steps: int = field(metadata=_COUNT)
 
 
 @dataclass(frozen=True)
-class GenerateProcess:
+class GenerateProcess(_Checked):
     """One worker process's headline figures of a generate cell (what compare tests over processes)."""
 
-    tokens_per_s: float
-    ttft_p50_ms: float
-    ttft_p99_ms: float
-    tpot_p50_ms: float | None  # None where no request made more than one token
-    tpot_p99_ms: float | None
-    requests: int
+    tokens_per_s: float = field(metadata=_COUNT)
+    ttft_p50_ms: float = field(metadata=_COUNT)
+    ttft_p99_ms: float = field(metadata=_COUNT)
+    tpot_p50_ms: float | None = field(metadata=_COUNT)  # None where no request made more than one token
+    tpot_p99_ms: float | None = field(metadata=_COUNT)
+    requests: int = field(metadata=_COUNT)
 
 
 @dataclass(frozen=True)
-class GenerateLoadPoint:
+class GenerateLoadPoint(_Checked):
     """One offered rate of a generate rate search."""
 
-    offered_qps: float
-    achieved_qps: float
-    goodput_qps: float
-    attainment: float  # share of requests that met every limit
-    ttft_p99_ms: float
-    tpot_p99_ms: float | None
-    requests: int
+    offered_qps: float = field(metadata=_COUNT)
+    achieved_qps: float = field(metadata=_COUNT)
+    goodput_qps: float = field(metadata=_COUNT)
+    attainment: float = field(metadata=_COUNT)  # share of requests that met every limit
+    ttft_p99_ms: float = field(metadata=_COUNT)
+    tpot_p99_ms: float | None = field(metadata=_COUNT)
+    requests: int = field(metadata=_COUNT)
     good: bool  # attainment at least the target
 
 
 @dataclass(frozen=True)
-class GenerateInfo:
+class GenerateInfo(_Checked):
     """What a generate cell measured (bench.scenarios.generate): per request, time to first token
     (prefill, from the request's scheduled start), time per output token after the first, the gaps
     between tokens, and the tokens made; the cell's metrics hold the end-to-end request latency and
     the output tokens/s in aggregate. Each figure is the mean over processes with its interval."""
 
     load: str  # "static batch, closed loop", "2 streams", "Poisson 4 requests/s", "trace replay"
-    streams: int
-    requests: int  # per process, in the median process
+    streams: int = field(metadata=_COUNT)
+    requests: int = field(metadata=_COUNT)  # per process, in the median process
     prompt_len: str  # the distribution, in words
     output_len: str
-    prompt_tokens: int  # per process (padding excluded)
-    output_tokens: int
+    prompt_tokens: int = field(metadata=_COUNT)  # per process (padding excluded)
+    output_tokens: int = field(metadata=_COUNT)
     ttft_ms: Latency
     tpot_ms: Latency | None  # None where no request made more than one token
     itl_ms: Latency | None
     tokens_per_s_per_stream: Estimate  # a request's output tokens over its end-to-end time, mean over requests
     prefill_tokens_per_s: Estimate  # prompt tokens (padding included) over prefill time
     decode_curve: tuple[DecodePoint, ...]
-    kv_cache_bytes: int  # the cache's largest size in the cell
+    kv_cache_bytes: int = field(metadata=_COUNT)  # the cache's largest size in the cell
     kv_cache_source: str
     padding: str = ""  # what static batching padded: prompts to the batch's longest, steps to its longest output
-    offered_qps: float | None = None
-    achieved_qps: float | None = None
-    goodput_qps: float | None = None  # requests/s that met every SLO limit
-    attainment: float | None = None  # their share of all requests
-    min_attainment: float | None = None  # the target share (generate.min_goodput)
-    max_qps: float | None = None  # rate search: the highest rate whose attainment met the target
+    offered_qps: float | None = field(default=None, metadata=_COUNT)
+    achieved_qps: float | None = field(default=None, metadata=_COUNT)
+    goodput_qps: float | None = field(default=None, metadata=_COUNT)  # requests/s that met every SLO limit
+    attainment: float | None = field(default=None, metadata=_COUNT)  # their share of all requests
+    min_attainment: float | None = field(default=None, metadata=_COUNT)  # the target share (generate.min_goodput)
+    # rate search: the highest rate whose attainment met the target
+    max_qps: float | None = field(default=None, metadata=_COUNT)
     curve: tuple[GenerateLoadPoint, ...] = ()
     per_process: tuple[GenerateProcess, ...] = ()
 
 
 @dataclass(frozen=True)
-class Cell:
+class Cell(_Checked):
     id: str
     benchmark: str
     model: ModelInfo
     target: TargetInfo
-    batch_size: int
+    batch_size: int = field(metadata=_ONE_UP)
     scenario: str
     status: CellStatus
     reason: str = ""
@@ -515,10 +582,10 @@ class Cell:
     gpu: GpuTelemetry | None = None
     agreement: Agreement | None = None
     warmup: Warmup | None = None
-    duration_s: float | None = None
-    load_s: float | None = None
-    compile_s: float | None = None  # torch.compile: the first calls, which compile
-    capture_s: float | None = None  # cudagraph: side-stream warm-up and capture
+    duration_s: float | None = field(default=None, metadata=_COUNT)
+    load_s: float | None = field(default=None, metadata=_COUNT)
+    compile_s: float | None = field(default=None, metadata=_COUNT)  # torch.compile: the first calls, which compile
+    capture_s: float | None = field(default=None, metadata=_COUNT)  # cudagraph: side-stream warm-up and capture
     roofline: Roofline | None = None
     stop_reason: str | None = None
     inputs_sha256: str | None = None
@@ -527,7 +594,8 @@ class Cell:
     stderr_tail: str | None = None
     throughput_series: Series | None = None
     server: ServerInfo | None = None
-    concurrency: int | None = None  # clients, on a scenario with a concurrency axis (multi-stream)
+    # clients, on a scenario with a concurrency axis (multi-stream)
+    concurrency: int | None = field(default=None, metadata=_ONE_UP)
     clients: ClientsInfo | None = None
     loadgen: LoadGenInfo | None = None
     repetitions: tuple[Repetition, ...] = ()  # empty in runs before schema 6 (one process per cell)
@@ -536,7 +604,7 @@ class Cell:
     monitor: MonitorInfo | None = None  # a `bench monitor` cell's windows and alarms (schema 9)
     generate: GenerateInfo | None = None  # a generate cell's token figures (schema 10)
     node: str | None = None  # the Node.id that measured it (schema 11); None: the run's environment
-    dims: dict[str, int] = field(default_factory=dict)  # named dynamic dimensions (schema 12)
+    dims: dict[str, int] = field(default_factory=dict, metadata=_ONE_UP)  # named dynamic dimensions (schema 12)
     inputs: InputsInfo | None = None  # what it was fed (schema 12; null on older files and unrun cells)
 
     @property
@@ -550,42 +618,43 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Repetition:
+class Repetition(_Checked):
     """One worker process's measurement of a cell (one work unit)."""
 
-    index: int  # 0-based, in the order the rounds ran it
+    index: int = field(metadata=_COUNT)  # 0-based, in the order the rounds ran it
     status: Literal["ok", "failed"]
     reason: str = ""  # why it failed, or why it was left out of the figures
     failure_kind: FailureKind | None = None
     used: bool = False  # whether the cell's figures include it
     # its own figures (ok repetitions), each over its kept window
-    throughput: float | None = None
-    mean_ms: float | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-    p999_ms: float | None = None
-    n: int = 0  # kept samples: the cell's samples file holds the used repetitions' samples in order
-    steady_state_cut: int = 0  # measured calls dropped as warm-up in this process
-    window_s: float | None = None
+    throughput: float | None = field(default=None, metadata=_POSITIVE)
+    mean_ms: float | None = field(default=None, metadata=_POSITIVE)
+    p50_ms: float | None = field(default=None, metadata=_POSITIVE)
+    p90_ms: float | None = field(default=None, metadata=_POSITIVE)
+    p95_ms: float | None = field(default=None, metadata=_POSITIVE)
+    p99_ms: float | None = field(default=None, metadata=_POSITIVE)
+    p999_ms: float | None = field(default=None, metadata=_POSITIVE)
+    # kept samples: the cell's samples file holds the used repetitions' samples in order
+    n: int = field(default=0, metadata=_COUNT)
+    steady_state_cut: int = field(default=0, metadata=_COUNT)  # measured calls dropped as warm-up in this process
+    window_s: float | None = field(default=None, metadata=_COUNT)
     stop_reason: str = ""
-    peak_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = field(default=None, metadata=_COUNT)
     # the machine's CPU time other processes took during the measured window (and hypervisor
     # steal), each as a share of its capacity (bench/measure/interference.py)
-    others_cpu_share: float | None = None
-    steal_share: float | None = None
+    others_cpu_share: float | None = field(default=None, metadata=_COUNT)
+    steal_share: float | None = field(default=None, metadata=_COUNT)
     interfered: bool = False
     node: str | None = None  # the Node.id whose worker ran it (fleet runs)
 
 
 @dataclass(frozen=True)
-class VarianceSplit:
+class VarianceSplit(_Checked):
     """How a figure varies between worker processes and within one (relative, as CVs)."""
 
     figure: str  # "throughput", "p50", ...
-    between_cv: float
-    within_cv: float
+    between_cv: float = field(metadata=_COUNT)
+    within_cv: float = field(metadata=_COUNT)
 
 
 @dataclass(frozen=True)
@@ -596,14 +665,14 @@ class SuiteInfo:
 
 
 @dataclass(frozen=True)
-class GpuInfo:
+class GpuInfo(_Checked):
     name: str
     uuid: str
     driver: str
-    memory_total_bytes: int
+    memory_total_bytes: int = field(metadata=_COUNT)
     power_limit_w: float | None = None
     cuda: str | None = None  # the CUDA version the driver supports
-    index: int | None = None  # NVML index (PCI bus order)
+    index: int | None = field(default=None, metadata=_COUNT)  # NVML index (PCI bus order)
     compute_capability: str | None = None
     sm_clock_max_mhz: int | None = None
     memory_clock_max_mhz: int | None = None
@@ -614,16 +683,16 @@ class GpuInfo:
 
 
 @dataclass(frozen=True)
-class Environment:
+class Environment(_Checked):
     host: str
     os: str
     kernel: str
     machine: str
     cpu_model: str
-    cpu_cores_physical: int | None
-    cpu_cores_logical: int | None
+    cpu_cores_physical: int | None = field(metadata=_ONE_UP)
+    cpu_cores_logical: int | None = field(metadata=_ONE_UP)
     cpu_governor: str | None
-    memory_total_bytes: int
+    memory_total_bytes: int = field(metadata=_COUNT)
     python: str
     packages: dict[str, str | None]
     gpus: tuple[GpuInfo, ...] = ()
@@ -669,6 +738,17 @@ class Run:
     end_reason: str = ""  # why a run that did not complete ended (a signal, a write that failed)
     executor: str = "local"  # what ran the work units: "local" (worker processes here) or "ray"
     nodes: tuple[Node, ...] = ()  # fleet runs: the machines that measured cells
+
+    def validate(self) -> tuple[str, str] | None:
+        # A cell's id names it in reports, --only, compare and the history: two cells of one id
+        # would be recorded and reported as one (the suite parser refuses names that collide).
+        first: dict[str, int] = {}
+        for i, cell in enumerate(self.cells):
+            j = first.setdefault(cell.id, i)
+            if j != i:
+                return (f"cells[{i}].id", f"{cell.id!r} is also the id of cells[{j}] (benchmark {self.cells[j].benchmark!r}, "
+                                          f"target {self.cells[j].target.name!r}); each cell's id is unique in a run")
+        return None
 
     def node_of(self, cell: Cell) -> Node | None:
         return next((n for n in self.nodes if n.id == cell.node), None) if cell.node else None

@@ -38,6 +38,19 @@ def open_regular(path: Path | str) -> tuple[int, os.stat_result]:
         raise
 
 
+def not_regular(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a FIFO (named pipe), not a regular
+    file"), for the line that refuses it: a FIFO blocks its reader until a writer comes and a
+    device (/dev/zero) never ends, so a suite, a model and a result file are refused alike, each
+    saying what it met (where "no such file" would be false)."""
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return f"{words}, not a regular file"
+    return "not a regular file"
+
+
 def regular_file_bytes(path: Path, limit: int, what: str) -> bytes:
     """The bytes of `path`, which must be a regular file of at most `limit` bytes."""
     try:
@@ -48,7 +61,7 @@ def regular_file_bytes(path: Path, limit: int, what: str) -> bytes:
         raise ResultFileError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(st.st_mode):
-            raise ResultFileError(f"{path}: not a regular file (a {what} must be one)")
+            raise ResultFileError(f"{path}: {not_regular(st.st_mode)}; a {what} must be one")
         if st.st_size > limit:
             raise ResultFileError(f"{path}: {st.st_size:,} bytes, over the {limit:,}-byte limit for a {what}")
         try:
