@@ -391,6 +391,10 @@ def test_run_record_keeps_every_piece_of_the_password_out_of_stderr_and_run_json
     argv = ["run", str(suite), "--out", str(tmp_path / "r"), "--record", f"--db={url}"]
     monkeypatch.setattr(sys, "argv", ["bench", *argv])
     code, out, err = run_cli(capsys, *argv)
+    if form == "url, typed raw":  # refused before the run: one line, nothing measured to lose
+        assert code == 2 and not (tmp_path / "r").exists() and pieces(err + out) == [], err
+        assert len(err.strip().splitlines()) == 1 and "must percent-encode" in err, err
+        return
     doc = load_run_json(tmp_path / "r")
     assert pieces(err + out) == [] and pieces(json.dumps(doc)) == [], form
     assert any(a.startswith("--db=") and "***" in a for a in doc["argv"]), doc["argv"]

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.report.one_off import one_off_table
     from bench.commands.live import RunProgress, choose_mode
     from bench.report.run_tables import generation_table, gpu_table, summary_table, sweeps_table
-    from bench.results.stores import open_store, redact
+    from bench.results.stores import check_store, open_store, redact
     from bench.runner.suite import run_suite
     from bench.scenarios.registry import detail_rows
 
@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if args.html:  # checked before the suite runs: a bad path costs one line, not a run's report
         check_html_path(args.html)
         html = html_renderer()
+    if args.record:  # a --db bench would refuse costs one line before the run, not after it
+        check_store(args.db)
     suite = _suite(args)
     if suite is None:
         return EXIT_OK
