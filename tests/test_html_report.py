@@ -51,8 +51,8 @@ def rich_run(run_id: str = "rich-run", speed: float = 1.0):
                        energy_per_sample_j=0.0125, throttle_reasons=("SwPowerCap",), throttled=True,
                        series=GpuSeries(0.1, (95.0, None, 99.0), (1980.0, None, 1410.0), (600.0, None, 690.0),
                                         (None, None, None)))  # no temperature reported: three panels
-    cells.append(replace(fp16, id=fp16.id.replace("ort-fp16", "torch-cuda"), target=replace(
-        fp16.target, name="torch-cuda", backend="torch", device="cuda:0"), timing_boundary="device", gpu=gpu,
+    cells.append(replace(fp16, id=fp16.id.replace("ort-fp16", "torch-gpu"), target=replace(
+        fp16.target, name="torch-gpu", backend="torch", device="cuda:0"), timing_boundary="device", gpu=gpu,
         memory=Memory(1 << 30, 3 << 30, "torch.cuda.max_memory_allocated"), roofline=Roofline(8.2e9, "torch", 4.1e14,
                                                                                             8.0e14, 0.5125)))
     if speed != 1.0:
