@@ -511,22 +511,11 @@ def test_a_version_1_history_store_is_upgraded_in_place(tmp_path):
     import sqlite3
 
     from bench.results.stores import STORE_SCHEMA_VERSION, open_store
+    from tests.test_stores import V1_DDL
 
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
-    conn.executescript("""
-        CREATE TABLE bench_store (version INTEGER NOT NULL);
-        INSERT INTO bench_store VALUES (1);
-        CREATE TABLE runs (run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, suite TEXT NOT NULL,
-            machine TEXT NOT NULL, commit_sha TEXT, run_json TEXT NOT NULL);
-        CREATE TABLE cells (run_id TEXT NOT NULL REFERENCES runs(run_id), cell_key TEXT NOT NULL,
-            benchmark TEXT NOT NULL, target TEXT NOT NULL, batch_size INTEGER NOT NULL, scenario TEXT NOT NULL,
-            status TEXT NOT NULL, throughput DOUBLE PRECISION NOT NULL, throughput_lo DOUBLE PRECISION,
-            throughput_hi DOUBLE PRECISION, p50_ms DOUBLE PRECISION NOT NULL, p99_ms DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (run_id, cell_key));
-        INSERT INTO runs VALUES ('r1', '2026-11-01T00:00:00Z', 's', 'm', NULL, '{}');
-        INSERT INTO cells VALUES ('r1', 'k', 'b', 't', 1, 'offline', 'ok', 100.0, NULL, NULL, 1.0, 2.0);
-    """)
+    conn.executescript(V1_DDL)  # the tables a version 1 store had, one run of one cell
     conn.close()
     store = open_store(str(path), create=False)
     try:
