@@ -273,6 +273,11 @@ def test_ctrl_c_keeps_completed_cells_and_leaves_no_worker(tmp_path):
     # the repetitions measured before Ctrl-C are kept, and say they were cut short
     assert len(doc["cells"]) == 12 and all(c["status"] == "ok" for c in doc["cells"])
     assert all("interrupted after" in c["stop_reason"] for c in doc["cells"])
+    # fewer processes than the rule's 3, said so; one process gives no re-run interval, never a tight ±
+    assert all("fewer than the 3 its rule asks for (interrupted" in c["stop_reason"] for c in doc["cells"])
+    single = [c for c in doc["cells"] if sum(r["used"] for r in c["repetitions"]) == 1]
+    assert single and all(c["metrics"]["throughput"]["ci_low"] is None and c["metrics"]["latency_ms"]["p50"]["ci_low"]
+                          is None and "one process gives no re-run interval" in c["stop_reason"] for c in single)
     jsonschema.validate(doc, SCHEMA)
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive

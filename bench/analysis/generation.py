@@ -107,8 +107,10 @@ def _merge_latency(per: list[Latency | None], confidence: float, prior: dict | N
 
 
 def _merge_estimate(per: list[Estimate], confidence: float, prior: Any) -> Estimate:
-    if len(per) < 2:
-        return per[0]
+    if len(per) < 2:  # one process: no re-run interval (bench.analysis.repetitions.ONE_PROCESS)
+        from bench.analysis.repetitions import ONE_PROCESS
+
+        return Estimate(per[0].value, None, None, ONE_PROCESS)
     iv = stats.process_interval([e.value for e in per], confidence, prior, rerun=True)
     return Estimate(float(np.mean([e.value for e in per])), iv.low, iv.high, iv.method)
 
@@ -121,8 +123,6 @@ def merge_infos(infos: list[GenerateInfo], median: GenerateInfo, confidence: flo
     does the cell's other figures: a token latency's percentile by the run's spread of that
     percentile, a rate by the run's spread of throughput."""
     prior = prior or {}
-    if len(infos) < 2:
-        return median
 
     def mean_of(values: list[float | None]) -> float | None:
         return None if any(v is None for v in values) else float(np.mean(values))

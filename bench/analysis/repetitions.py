@@ -21,6 +21,8 @@ from bench.analysis.figures import histogram_record
 from bench.results.records import Estimate, Latency, Metrics, Throughput, VarianceSplit
 
 UNSTABLE_CV = 0.10  # between-process CV above this marks a cell unstable
+ONE_PROCESS = ("one process: no re-run interval (where a re-run lands depends on the spread between worker "
+               "processes, which one process cannot show)")
 LATENCY_FIGURES = ("mean", "p50", "p90", "p95", "p99", "p999")
 SPLIT_FIGURES = ("throughput", "mean", "p50", "p99")
 
@@ -91,8 +93,10 @@ def merge(per: list[Metrics], kept_ns: list[np.ndarray], confidence: float,
     splits: list[VarianceSplit] = []
     tp_values = [m.throughput.value for m in per]
     tp_est, tp_split = combine(tp_values, [_se(m.throughput, z) for m in per], "throughput")
-    if r < 2:  # one process: its own within-process interval is all there is
-        tp = replace(per[0].throughput, method=per[0].throughput.method + "; one process: no between-process term")
+    if r < 2:
+        # One process says nothing of where a re-run lands: most of this machine's error lies between
+        # processes, and its own window's interval (often ±0.5%) would read as a precision it lacks.
+        tp = replace(per[0].throughput, ci_low=None, ci_high=None, method=ONE_PROCESS)
     else:
         tp = Throughput(tp_est.value, tp_est.ci_low, tp_est.ci_high, per[0].throughput.unit,
                         f"mean of {r} processes' throughputs; {tp_est.method}", confidence)
@@ -102,7 +106,7 @@ def merge(per: list[Metrics], kept_ns: list[np.ndarray], confidence: float,
     for f in LATENCY_FIGURES:
         ests = [getattr(m.latency_ms, f) for m in per]
         if r < 2:
-            fields[f] = ests[0]
+            fields[f] = Estimate(ests[0].value, None, None, ONE_PROCESS)
             continue
         est, split = combine([e.value for e in ests], [_se(e, z) for e in ests], f)
         fields[f] = est

@@ -233,8 +233,16 @@ class CellBuilder:
         # whose throughput is the median: one process's view, representative of the others.
         order = sorted(chosen, key=lambda r: r.figures.metrics.throughput.value)
         rep = order[(len(order) - 1) // 2]
+        short = ""
+        if len(chosen) < stop.repeats:
+            why = [w for w, n in (("interrupted", interrupted), (f"{len(failed)} failed", failed),
+                                  (f"{len(left_out)} left out as interfered", left_out),
+                                  (f"{len(moved)} on another node", moved)) if n]
+            short = (f", fewer than the {stop.repeats} its rule asks for ({', '.join(why) or 'not run'}): its "
+                     + ("interval is as wide as that count supports" if len(chosen) >= 2 else "one process gives no "
+                        "re-run interval"))
         notes = [f"{len(chosen)} of {len(reps)} repetitions in the figures (each a worker process, in "
-                 f"interleaved rounds); per process: {rep.outcome.run.stop_reason}"]
+                 f"interleaved rounds){short}; per process: {rep.outcome.run.stop_reason}"]
         if precision_note:
             notes.append(precision_note)
         if left_out:
