@@ -248,7 +248,7 @@ def test_a_failure_after_the_run_hides_neither_the_failed_cell_nor_the_record(tm
     assert "cannot write the Markdown summary" in stderr and "cell(s) failed" in stderr
     assert "history: recorded in" in stderr
     code, out, _ = run_cli(capsys, "history", "--db", str(db), "--json")
-    assert code == 0 and json.loads(out)
+    assert code == 4 and json.loads(out)  # recorded; one run is too few for the gate to test: no data (4)
 
 
 def test_a_user_backends_error_text_is_redacted_like_argv(tmp_path, capsys, plugin):

@@ -152,7 +152,52 @@ def test_history_with_a_single_run_says_so(tmp_path, capsys):
     store.add_run(nightly(0, 1000.0))
     store.close()
     code, out, _ = run_cli(capsys, "history", "--db", db)
-    assert code == 0 and "1 run: too few for change points (need 4)" in out
+    assert code == 4 and "1 run: too few for change points (need 4)" in out  # nothing gated: no data
+
+
+def test_history_that_tested_no_series_is_no_data_exit_4_never_pass(tmp_path, capsys):
+    """Issue 27: a gate that tested nothing has not passed. Series too short to test, an empty
+    store and an --only that matches nothing are each "no data", exit 4, naming how many series
+    it tested; once every series has its 4th run the same store passes (exit 0)."""
+    db = str(tmp_path / "h.sqlite")
+    store = open_store(db)
+    for i in range(3):
+        store.add_run(nightly(i, 1000.0 + i))
+    store.close()
+    code, out, err = run_cli(capsys, "history", "--db", db)
+    assert code == 4
+    gate = out.splitlines()[-2]
+    assert gate.startswith("gate: no data; 0 of 2 series tested (a series is tested from its 4th run on; 2 have fewer)")
+    assert "gate: pass" not in out and ", so nothing passed;" in gate
+    assert err.strip() == "bench: no data: the gate tested 0 of 2 series (each needs 4 runs); exit 4"
+    code, out, _ = run_cli(capsys, "history", "--db", db, "--json")
+    assert code == 4 and len(json.loads(out)) == 2  # --json keeps stdout JSON
+    code, out, _ = run_cli(capsys, "history", "--db", db, "--only", "nothing*")
+    assert code == 4 and out.strip() == "history: no data: no recorded cells match --only 'nothing*'; the gate tested 0 series"
+    code, out, err = run_cli(capsys, "history", "--db", db, "--only", "nothing*", "--json")
+    assert code == 4 and json.loads(out) == [] and "no data" in err
+    empty = str(tmp_path / "empty.sqlite")
+    open_store(empty).close()
+    code, out, _ = run_cli(capsys, "history", "--db", empty)
+    assert code == 4 and out.strip() == "history: no data: no recorded cells; the gate tested 0 series"
+    store = open_store(db)
+    store.add_run(nightly(3, 1001.0))
+    store.close()
+    code, out, _ = run_cli(capsys, "history", "--db", db)
+    assert code == 0 and "gate: pass; 2 of 2 series tested" in out
+
+
+def test_a_fleet_kind_with_no_tested_series_says_no_data_beside_the_kinds_gates(tmp_path, capsys):
+    db = str(tmp_path / "h.sqlite")
+    store = open_store(db)
+    for i in range(5):
+        store.add_run(nightly(i, 1000.0 + i, host="old"))
+    store.add_run(nightly(5, 1000.0, host="new"))
+    store.close()
+    code, out, _ = run_cli(capsys, "history", "--db", db)
+    assert code == 0  # one kind's gate tested and passed; the other's is said to have no data
+    assert "gate on old: pass; 2 of 2 series tested" in out
+    assert "gate on new: no data; 0 of 2 series tested" in out
 
 
 def test_unreachable_database_is_one_line_without_the_password(tmp_path, capsys):

@@ -7,6 +7,11 @@ per-process means here: 19 vs 26 us), times 3% lognormal jitter. A night is `ser
 once. An A/A night has no change: any alarm is false. A step night puts a `step` slowdown into
 `stepped` of the series from the second-to-last run on; a stepped series is found when the gate
 raises its alarm on the first or the second run after the step.
+
+`resampled_false_alarms` makes A/A nights from a machine's own runs instead of this model: each
+simulated run of a night is one of the measured runs, drawn with replacement, all series at once
+(a slow run is slow for every cell, as a real night is), so the nights keep whatever the
+machine's noise is, modes, tails and shifts of the whole machine included.
 """
 from __future__ import annotations
 
@@ -39,11 +44,11 @@ def _throughputs(rng: np.random.Generator, shape: tuple[int, ...], processes: in
     return (1000.0 / factor).mean(axis=-1)
 
 
-def _alarms(values: np.ndarray, threshold: float, alpha: float) -> np.ndarray:
+def _alarms(values: np.ndarray, threshold: float, alpha: float, higher_is_better: bool = True) -> np.ndarray:
     reports = []
     for row in values:
-        tested = latest_test(row, True)
-        reports.append(SeriesReport("s", "m", "throughput", (), (), (), (), (), "",
+        tested = latest_test(row, higher_is_better)
+        reports.append(SeriesReport("s", "m", "throughput" if higher_is_better else "p50", (), (), (), (), (), "",
                                     None if tested is None else tested[0], None if tested is None else tested[1]))
     return np.array([r.alarm for r in gate(reports, threshold, alpha)])
 
@@ -63,3 +68,29 @@ def simulate(nights: int = 400, series: int = 24, runs: int = 30, processes: int
         found += int((first | second).sum())
     return GateSimulation(nights, series, runs, processes, false_nights / nights, step, stepped,
                           found / (nights * stepped) if stepped else 0.0)
+
+
+def modelled_false_alarms(nights: int, series: int, runs: int = 30, processes: int = 3, threshold: float = 0.05,
+                          alpha: float = GATE_ALPHA, seed: int = 0) -> int:
+    """A/A nights (of the model's noise above) on which the gate raised any alarm."""
+    rng = np.random.default_rng(seed)
+    return sum(bool(_alarms(_throughputs(rng, (series, runs), processes), threshold, alpha).any())
+               for _ in range(nights))
+
+
+def resampled_false_alarms(log_deviations: np.ndarray, nights: int, runs: int = 30, threshold: float = 0.05,
+                           alpha: float = GATE_ALPHA, higher_is_better: bool = True, seed: int = 0) -> int:
+    """A/A nights made from measured runs on which the gate raised any alarm.
+
+    `log_deviations`: (measured runs, series), each series' log figure less its mean over the
+    runs. A night is `runs` runs of every series, each run one measured row drawn with
+    replacement."""
+    dev = np.asarray(log_deviations, dtype=np.float64)
+    if dev.ndim != 2 or dev.shape[0] < 2 or dev.shape[1] < 1:
+        raise ValueError("resampled nights need at least 2 measured runs of at least 1 series")
+    rng = np.random.default_rng(seed)
+    alarms = 0
+    for _ in range(nights):
+        rows = rng.integers(0, dev.shape[0], runs)
+        alarms += bool(_alarms(np.exp(dev[rows].T) * 1000.0, threshold, alpha, higher_is_better).any())
+    return alarms

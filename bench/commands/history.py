@@ -1,5 +1,6 @@
 """`bench history`: each cell over time with change points; exit 1 when the latest run starts a
-regression (the nightly gate). `bench history add RUN...` records runs."""
+regression (the nightly gate), exit 4 when the gate had nothing to test. `bench history add
+RUN...` records runs."""
 from __future__ import annotations
 
 import argparse
@@ -8,14 +9,23 @@ import json
 import sys
 from pathlib import Path
 
-from bench.analysis.history import METRICS
+import numpy as np
+
+from bench.analysis.history import BASELINE_RUNS, METRICS, MIN_RUNS
 from bench.commands.output import check_html_path, err, html_renderer, percent, write_html
 from bench.errors import EXIT_NO, EXIT_OK, UsageError
+from bench.results.calibration import DEFAULT_CALIBRATION_DIR
 from bench.results.stores import DEFAULT_DB
+
+# The gate tested no series (an empty store, an --only that matches nothing, series all shorter
+# than the gate needs): "no data", neither a pass (0) nor a regression (1) nor bad input (2), so a
+# nightly job can tell a gate that passed from one that never looked. 3 is a failure at run time.
+EXIT_NO_DATA = 4
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("history", help="cells over time with change points; exit 1 when the latest run regresses")
+    p = sub.add_parser("history", help="cells over time with change points; exit 1 when the latest run regresses, "
+                       "4 when the gate had no series to test")
     p.add_argument("action", nargs="?", choices=["show", "add"], default="show",
                    help="show (default) or add RUN... to the store")
     p.add_argument("runs", nargs="*", help="with add: run directories or run.json files")
@@ -27,6 +37,10 @@ def add_parser(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.05,
                    help="the gate's false-alarm rate per night, over all series at once (Benjamini-Hochberg; default 0.05)")
     p.add_argument("--only", metavar="GLOB", help="cells whose key (BENCH|MODEL|TARGET|bN|SCENARIO) matches")
+    p.add_argument("--calibration", metavar="PATH",
+                   help=f"the calibration records to print beside the gate: a directory (default "
+                        f"{DEFAULT_CALIBRATION_DIR}, which bench self-check --checks reproducibility writes) or one "
+                        "record's file; a record of another machine kind is ignored, and said so")
     p.add_argument("--json", action="store_true", help="print the series as JSON")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report: each series over time, "
                    "change points and regressions marked")
@@ -67,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
         rows = [r for r in rows if fnmatch.fnmatch(r.cell_key, args.only)]
     reports = analyse(rows, args.metric, threshold, args.alpha)
     if not reports:
-        print("history: no recorded cells" + (f" match --only {args.only!r}" if args.only else ""))
+        why = "no recorded cells" + (f" match --only {args.only!r}" if args.only else "")
+        print(f"history: no data: {why}; the gate tested 0 series", file=sys.stderr if args.json else sys.stdout)
+        if args.json:
+            print("[]")
         if html is not None:
-            write_html(html.history_document(reports, "no recorded cells"), args.html)
-        return EXIT_OK
-    text = history_text(reports, threshold, args.alpha)
+            write_html(html.history_document(reports, why), args.html)
+        return EXIT_NO_DATA
+    text = history_text(reports, threshold, args.alpha, _calibration(reports, rows, args, threshold))
     if args.json:
         print(json.dumps([to_json(r) for r in reports], indent=1))
     else:
@@ -83,4 +100,26 @@ def run(args: argparse.Namespace) -> int:
     if gate:
         err(f"the latest run starts a regression in {len(gate)} series: " + ", ".join(r.cell_key for r in gate))
         return EXIT_NO
+    if not any(r.p_value is not None for r in reports):
+        err(f"no data: the gate tested 0 of {len(reports)} series (each needs {MIN_RUNS} runs); exit {EXIT_NO_DATA}")
+        return EXIT_NO_DATA
     return EXIT_OK
+
+
+def _calibration(reports, rows, args, threshold: float) -> dict[str, str]:
+    """Machine kind -> its gate calibration in words, for the series of that kind (a corrupt
+    record raises: one line, exit 2)."""
+    from bench.analysis.calibration import gate_calibration_text
+
+    out = {}
+    for kind in sorted({r.machine for r in reports}):
+        mine = [r for r in reports if r.machine == kind]
+        tested = [r for r in mine if r.p_value is not None]
+        keys = {r.cell_key for r in mine}
+        # the baseline the gate had: the runs before the latest, at most BASELINE_RUNS (the median series')
+        baseline = int(np.median([len(r.values) - 1 for r in tested])) if tested else BASELINE_RUNS
+        out[kind] = gate_calibration_text(
+            kind, args.calibration, metric=args.metric, series=max(len(tested), 1),
+            cell_kinds={r.scenario for r in rows if r.machine == kind and r.cell_key in keys},
+            alpha=args.alpha, threshold=threshold, baseline=min(max(baseline, MIN_RUNS - 1), BASELINE_RUNS))
+    return out

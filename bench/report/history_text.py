@@ -1,11 +1,34 @@
 """Text of `bench history`: each series, its change points, and the gate (reads reports only)."""
 from __future__ import annotations
 
-from bench.analysis.history import SeriesReport
+from bench.analysis.history import MIN_RUNS, SeriesReport
 from bench.report.run_tables import node_kind
 
 
-def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0.05) -> str:
+def gate_summary(reports: list[SeriesReport], kind: str, threshold: float, alpha: float, where: str = "",
+                 calibration: str = "") -> str:
+    """The gate's line for one machine kind: its answer (ALARM, pass, or no data when it tested no
+    series: a gate that tested nothing has not passed), how many series it tested, the false-alarm
+    rate per night it holds by design, and the rate this machine kind measured (`calibration`)."""
+    mine = [r for r in reports if r.machine == kind]
+    tested = sum(r.p_value is not None for r in mine)
+    alarms = sum(r.latest_starts_regression for r in mine)
+    bound = (f"a night with no change raises a false alarm with probability at most {alpha:.0%} by design, "
+             f"however many series; an alarm also needs a step of {threshold:.0%} or more")
+    if not tested:
+        line = (f"gate{where}: no data; 0 of {len(mine)} series tested (a series is tested from its {MIN_RUNS}th run "
+                f"on; {len(mine)} have fewer), so nothing passed; once tested, Benjamini-Hochberg at {alpha:g}: {bound}")
+    else:
+        line = (f"gate{where}: {'ALARM in ' + str(alarms) + ' series' if alarms else 'pass'}; {tested} of {len(mine)} "
+                f"series tested, the latest run of each against the runs before it; Benjamini-Hochberg at {alpha:g} "
+                f"over all of them: {bound}")
+    return line + (f"\n  gate calibration{where}: {calibration}" if calibration else "")
+
+
+def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0.05,
+                 calibration: dict[str, str] | None = None) -> str:
+    """The series and one gate line per machine kind; `calibration`: machine kind -> the
+    calibration to print beside its gate (bench.analysis.calibration.gate_calibration_text)."""
     lines = []
     kinds = sorted({r.machine for r in reports})
     for r in sorted(reports, key=lambda r: kinds.index(r.machine)) if len(kinds) > 1 else reports:
@@ -22,13 +45,7 @@ def history_text(reports: list[SeriesReport], threshold: float, alpha: float = 0
             lines.append(f"  the latest run starts a regression: {r.latest_step:+.1%} against the runs before it, "
                          f"p = {r.p_value:.2g}")
     for kind in kinds:
-        mine = [r for r in reports if r.machine == kind]
-        tested = sum(r.p_value is not None for r in mine)
-        alarms = sum(r.latest_starts_regression for r in mine)
         where = f" on {node_kind(kind)}" if len(kinds) > 1 else ""
-        lines.append(f"gate{where}: {'ALARM in ' + str(alarms) + ' series' if alarms else 'pass'}; the latest run of "
-                     f"{tested} series tested against the runs before it, Benjamini-Hochberg at {alpha:g} over all of "
-                     f"them: a night with no change raises a false alarm with probability at most {alpha:.0%}, however "
-                     f"many series; an alarm also needs a step of {threshold:.0%} or more")
+        lines.append(gate_summary(reports, kind, threshold, alpha, where, (calibration or {}).get(kind, "")))
     return "\n".join(lines)
 

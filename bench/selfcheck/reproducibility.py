@@ -11,6 +11,11 @@
     the suite's repeats: false-alarm nights (goal: at most 5%) and a 15% step found within 2
     runs (goal: 90%);
   - how each run's time splits between the repetitions' measured windows and the rest.
+
+What it measured is this machine kind's calibration (bench.analysis.calibration): written to
+results/calibration/ (bench.results.calibration), replacing an older record of the same kind,
+for `bench compare` and `bench history` to print beside their verdicts. The record's gate
+figures come from the runs themselves (resampled nights) where there are at least 5 of them.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.results.calibration import DEFAULT_CALIBRATION_DIR
 from bench.selfcheck.check import Check, Options, met
 
 SLOWED_BACKEND = "bench.selfcheck.slowed:SlowedOrt"
@@ -40,6 +46,10 @@ class PairResult:
     flagged: tuple[str, ...]  # cells compare called slower or faster
     token_figures: int = 0  # generate cells' TTFT p50 and TPOT p50 compared
     token_inside: int = 0  # of those, inside this run's interval
+    compared: int = 0  # cells compare judged (both ok)
+    slower: int = 0  # of those, called slower
+    detectable: tuple[tuple[str, float], ...] = ()  # (cell kind, compare's detectable change) per process-tested cell
+    verdicts: tuple[tuple[str, int], ...] = ()  # (verdict, cells that read it) of the cells compare judged
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,10 @@ class ReproducibilityCheck:
     gate_found_all: float  # a 15% step in all 24 series
     gate_found_one: float  # in one series alone
     gate_nights: int
+    calibration: str = ""  # where the calibration record was written
+    calibration_replaced: str = ""  # the record it replaced, in words ("" when none)
+    calibration_summary: tuple[str, ...] = ()  # its lines as compare and history print them
+    calibration_error: str = ""  # why it could not be written (the check's figures still print)
 
 
 def _inside(est, value: float) -> bool:
@@ -63,6 +77,9 @@ def _inside(est, value: float) -> bool:
 
 
 def _pair(a_path: Path, b_path: Path) -> PairResult:
+    from collections import Counter
+
+    from bench.analysis.calibration import cell_kind
     from bench.analysis.compare import compare_runs
     from bench.results.files import read_run
     from bench.scenarios.registry import compare_policy
@@ -84,7 +101,13 @@ def _pair(a_path: Path, b_path: Path) -> PairResult:
                     tokens_inside += _inside(mine.p50, theirs.p50.value)
     cmp = compare_runs(a_path, b_path, compare_policy)
     flagged = tuple(f"{c.key} {c.verdict}" for c in cmp.cells if c.verdict in ("slower", "faster"))
-    return PairResult(n, tp, p50, not cmp.slower, flagged, tokens, tokens_inside)
+    scenario = {c.key.stable_id: c.scenario for c in a.cells}
+    judged = [c for c in cmp.cells if c.verdict != "not comparable"]
+    slower = sum(c.verdict == "slower" for c in judged)
+    detectable = tuple((cell_kind(scenario[c.key]), c.detectable) for c in judged
+                       if c.detectable is not None and c.key in scenario)
+    verdicts = tuple(sorted(Counter(c.verdict for c in judged).items()))
+    return PairResult(n, tp, p50, not slower, flagged, tokens, tokens_inside, len(judged), slower, detectable, verdicts)
 
 
 def _slowed(suite):
@@ -135,11 +158,79 @@ def check_reproducibility(o: Options) -> ReproducibilityCheck:
                 cells += len(matched)
                 found += sum(c.verdict == "slower" for c in matched)
                 slowed_pairs += 1
+        # read while the runs exist: the calibration is made of them
+        written = _record_or_error(runs, pairs, (0.2, cells, found) if slowed_pairs else None, repeats,
+                                   DEFAULT_CALIBRATION_DIR)
     nights = 400
     aa = simulate(nights=nights, processes=repeats, stepped=24, seed=1)
     one = simulate(nights=nights, processes=repeats, stepped=1, seed=2)
     return ReproducibilityCheck(o.suite, o.runs, repeats, tuple(times), pairs, cells, found, slowed_pairs,
-                                aa.false_alarm_nights, aa.found_within_2, one.found_within_2, nights)
+                                aa.false_alarm_nights, aa.found_within_2, one.found_within_2, nights,
+                                *written)
+
+
+def run_figures(path: Path) -> dict:
+    """cell id -> bench.analysis.calibration.CellFigures of a run's ok cells."""
+    from bench.analysis.calibration import CellFigures, cell_kind
+    from bench.results.files import read_run
+
+    out = {}
+    for c in read_run(path).cells:
+        if c.status == "ok" and c.metrics is not None:
+            lat = c.metrics.latency_ms
+            out[c.key.stable_id] = CellFigures(cell_kind(c.scenario), {
+                "throughput": c.metrics.throughput.value, "p50": lat.p50.value,
+                "p99": lat.p99.value if lat.p99 is not None else None})
+    return out
+
+
+def record_calibration(runs: list[Path], pairs: tuple[PairResult, ...], planted: tuple[float, int, int] | None,
+                       repeats: int, directory, nights: int | None = None, seed: int = 0):
+    """Build this machine kind's calibration from the check's runs and write it to `directory`:
+    (where, what it replaced in words, the record)."""
+    from bench.analysis.calibration import GATE_NIGHTS, PairVerdicts, build_calibration
+    from bench.errors import ResultFileError
+    from bench.results.calibration import calibration_file, read_calibration, write_calibration
+    from bench.results.files import read_run, utc_now_iso
+    from bench.results.records import machine_kind
+
+    first = read_run(runs[0])
+    record = build_calibration(
+        machine_kind=machine_kind(first.environment), created_at=utc_now_iso(), suite=first.suite.name,
+        suite_sha256=first.suite.sha256, repeats=repeats, harness_commit=first.environment.harness_commit,
+        runs=[run_figures(r) for r in runs],
+        pairs=[PairVerdicts(p.compared, p.slower, len(p.flagged), p.detectable, dict(p.verdicts)) for p in pairs],
+        planted=planted or (0.0, 0, 0), nights=GATE_NIGHTS if nights is None else nights, seed=seed)
+    old = calibration_file(directory, record.machine_kind)
+    replaced = ""
+    if old.exists():
+        try:
+            before = read_calibration(old)
+            replaced = f"the record of {before.created_at} ({before.runs} runs of {before.suite})"
+        except ResultFileError as exc:  # the check measured anew: an unreadable old record is only replaced
+            replaced = f"an unreadable record ({exc})"
+    return write_calibration(record, directory), replaced, record
+
+
+def _record_or_error(*args) -> tuple[str, str, tuple[str, ...], str]:
+    """(where, replaced, summary, error): a disk that refuses the record costs the record alone,
+    not the figures of a check that ran the suite for minutes."""
+    from bench.errors import ResultWriteError
+
+    try:
+        where, replaced, record = record_calibration(*args)
+    except ResultWriteError as exc:
+        return "", "", (), str(exc)
+    return str(where), replaced, calibration_summary(record), ""
+
+
+def calibration_summary(record) -> tuple[str, ...]:
+    """The record as compare and the gate print it."""
+    from bench.analysis.calibration import compare_text, gate_text
+
+    g = record.gate_for("throughput")
+    return (f"compare: {compare_text(record)}",
+            *((f"gate (throughput): {gate_text(record, 'throughput', g.series)}",) if g is not None else ()))
 
 
 def lines(c: ReproducibilityCheck) -> list[str]:
@@ -173,6 +264,13 @@ def lines(c: ReproducibilityCheck) -> list[str]:
                f"{met(c.gate_false_alarm_nights <= 0.05)}")
     out.append(f"    a 15% step in every series found within 2 runs: {c.gate_found_all:.1%} (goal 90%) "
                f"{met(c.gate_found_all >= 0.9)}; in one series alone: {c.gate_found_one:.1%}")
+    if c.calibration:
+        out.append(f"  calibration of this machine kind written to {c.calibration}"
+                   + (f" (replaces {c.calibration_replaced})" if c.calibration_replaced else "")
+                   + "; compare and history print it beside their verdicts:")
+        out.extend(f"    {line}" for line in c.calibration_summary)
+    elif c.calibration_error:
+        out.append(f"  calibration NOT written: {c.calibration_error}")
     for i, t in enumerate(c.times):
         kind = "A/A" if i < c.runs else "slowed"
         out.append(f"  run {i + 1} ({kind}): {t.wall_s:.1f} s wall; {t.units} repetitions, measured windows "
