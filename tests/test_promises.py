@@ -86,7 +86,7 @@ def test_run_record_without_db_records_to_results_history_sqlite(tmp_path, capsy
     assert (tmp_path / "results" / "history.sqlite").is_file()
     run_id = load_run_json(tmp_path / "results")["run_id"]
     code, out, err = run_cli(capsys, "history", "--json")  # the same default store, read back
-    assert code == 0, err
+    assert code == 4, err  # one run: too few for the gate to test (no data)
     (series,) = json.loads(out)
     assert series["run_ids"] == [run_id] and series["metric"] == "throughput"
     assert "|ort|b1|single-stream" in series["cell_key"] and series["values"][0] > 0
