@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -152,27 +153,35 @@ def test_bad_result_files_exit_2(spin_runs, capsys, tmp_path, mutate, message):
 
 
 def test_a_a_false_positive_rate_stays_under_alpha():
-    """Many synthetic A/A pairs from one distribution: the verdict is not 'unchanged' at most alpha of the time."""
+    """Many synthetic A/A pairs from one distribution: slower or faster at most alpha of the time
+    (the headline alone, and with p99 deciding too: Bonferroni within the cell keeps it so)."""
     rng = np.random.default_rng(11)
     alpha, pairs = 0.05, 300
-    false_no_threshold = false_default = 0
+    false_no_threshold = false_default = false_with_p99 = 0
     for i in range(pairs):
         a = rng.lognormal(13, 0.3, 400)
         b = rng.lognormal(13, 0.3, 400)
-        false_no_threshold += judge(a, b, "p50", 0.0, alpha, seed=i)[0] != "unchanged"
-        false_default += judge(a, b, "p50", 0.05, alpha, seed=i)[0] != "unchanged"
+        false_no_threshold += judge(a, b, "p50", 0.0, alpha, seed=i, deciding=())[0] in ("slower", "faster")
+        false_default += judge(a, b, "p50", 0.05, alpha, seed=i, deciding=())[0] in ("slower", "faster")
+        false_with_p99 += judge(a, b, "p50", 0.0, alpha, seed=i)[0] in ("slower", "faster")
     # the test alone is calibrated (rate ~ alpha, within 3 standard errors); the 5% minimum effect
     # only removes verdicts, so the default can only be lower
-    assert false_no_threshold / pairs <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / pairs)
+    bound = alpha + 3 * np.sqrt(alpha * (1 - alpha) / pairs)
+    assert false_no_threshold / pairs <= bound and false_with_p99 / pairs <= bound
     assert false_default <= false_no_threshold and false_default / pairs <= alpha
 
 
-def test_judge_sees_a_10_percent_slowdown_and_speedup():
+def test_judge_sees_a_10_percent_slowdown_and_speedup_and_says_when_p99_cannot_tell():
     rng = np.random.default_rng(12)
     a = rng.lognormal(13, 0.2, 2000)
     assert judge(a, rng.lognormal(13, 0.2, 2000) * 1.10, "p50", 0.05, 0.05)[0] == "slower"
     assert judge(a, rng.lognormal(13, 0.2, 2000) * 0.90, "time", 0.05, 0.05)[0] == "faster"
-    assert judge(a, rng.lognormal(13, 0.2, 2000) * 1.02, "p50", 0.05, 0.05)[0] == "unchanged"
+    two = rng.lognormal(13, 0.2, 2000) * 1.02
+    assert judge(a, two, "p50", 0.05, 0.05, deciding=())[0] == "unchanged"  # the p50 alone: inside ±5%
+    # ... but 2000 samples place a p99 within about ±4% (90%): around x1.02 that is not inside ±5%
+    got = judge(a, two, "p50", 0.05, 0.05)
+    assert got.verdict == "inconclusive" and [f.answer for f in got.figures] == ["unchanged", "inconclusive"]
+    assert got.figures[1].ratio.ci_high > 1.05
 
 
 def test_targets_ranked_with_pareto_front_and_disagreement(tmp_path):
@@ -209,7 +218,8 @@ def test_report_and_run_markdown(spin_runs, capsys, tmp_path, monkeypatch):
     code, _, _ = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"), "--md", str(tmp_path / "run.md"))
     assert code == 0
     assert (tmp_path / "run.md").read_text().startswith("## bench run")
-    assert "**pass**" in summary.read_text()
+    # a timed run on a shared machine: its cells may be unstable, which the headline then says
+    assert re.search(r"\*\*pass( with caveats)?\*\*", summary.read_text())
 
 
 def test_sweeps_pick_the_best_setting_within_the_budget():
@@ -332,19 +342,29 @@ def test_process_test_finds_a_planted_40_percent_slowdown_and_states_what_it_cou
         b = _planted_process_run(process_template, tmp_path / f"b{i}", [_noisy_processes(rng, 5, 1.4) for _ in range(2)])
         cmp = compare_runs(a, b, compare_policy)
         found += sum(c.verdict == "slower" for c in cmp.cells)
-        assert all("over 5 -> 5 processes" in c.reason and "detectable: ±" in c.reason for c in cmp.cells)
+        assert all("over 5 -> 5 processes" in c.reason and "detectable ±" in c.reason for c in cmp.cells)
     assert found >= 0.8 * 40
 
 
-def test_holm_turns_a_lone_marginal_cell_unchanged():
-    from bench.analysis.compare import CellComparison, holm_corrected
+def test_holm_turns_a_lone_marginal_figure_inconclusive():
+    from bench.analysis.compare import CellComparison, FigureVerdict, Ratio, cell_verdict, holm_corrected
 
-    cells = [CellComparison(f"c{i}", "unchanged", "", p_value=0.5, method="processes") for i in range(23)]
-    cells.append(CellComparison("c23", "slower", "x1.2", p_value=0.01, method="processes"))
+    def cell(key: str, p50: tuple[str, float], p99: tuple[str, float]) -> CellComparison:
+        figures = tuple(FigureVerdict(name, name, answer, Ratio(1.2, 1.1, 1.3), p_value=p, test="Welch")
+                        for name, (answer, p) in (("p50", p50), ("p99", p99)))
+        return CellComparison(key, cell_verdict(figures), "", method="processes", figures=figures)
+
+    cells = [cell(f"c{i}", ("unchanged", 0.5), ("inconclusive", 0.6)) for i in range(23)]
+    # 0.002 < 0.05 / 24 (Holm over cells alone) but > 0.05 / 48 (over every figure of every cell)
+    cells.append(cell("c23", ("slower", 0.002), ("unchanged", 0.7)))
     out = holm_corrected(cells, 0.05)
-    assert out[-1].verdict == "unchanged" and "Holm's correction over 24 cells" in out[-1].reason
-    strong = cells[:-1] + [CellComparison("c23", "slower", "x1.2", p_value=0.001, method="processes")]
-    assert holm_corrected(strong, 0.05)[-1].verdict == "slower"  # 0.001 < 0.05 / 24
+    assert out[-1].verdict == "inconclusive" and [f.answer for f in out[-1].figures] == ["inconclusive", "unchanged"]
+    assert "Holm's correction over 48 tests in 24 cells" in out[-1].reason
+    strong = cells[:-1] + [cell("c23", ("slower", 0.0005), ("unchanged", 0.7))]
+    assert holm_corrected(strong, 0.05)[-1].verdict == "slower"  # 0.0005 < 0.05 / 48
+    # a p99 that got slower decides the cell even when its p50 did not move
+    tail = cells[:-1] + [cell("c23", ("unchanged", 0.9), ("slower", 0.0005))]
+    assert holm_corrected(tail, 0.05)[-1].verdict == "slower"
 
 
 def test_new_against_old_run_says_which_method_each_side_allows(spin_runs, process_template, capsys):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench import stats
-from bench.analysis.compare import CellComparison, CompareContext, Ratio
+from bench.analysis.compare import CellComparison, CompareContext, cell_verdict, decide, describe
 from bench.analysis.figures import cell_metrics
 from bench.analysis.goodput import RequestFigures, goodput
 from bench.results.records import (Agreement, DecodePoint, Estimate, GenerateInfo, GenerateProcess, Latency, Metrics,
@@ -213,9 +213,10 @@ FIGURES = (("output tokens/s", "tokens_per_s", True), ("TTFT p50", "ttft_p50_ms"
 @dataclass(frozen=True)
 class GenerateCompare:
     """Generate cells compare on three figures over processes: output tokens/s, TTFT p50 and TPOT
-    p50 (Welch's t on the logs, bench.stats.log_ratio). A cell is slower when any of them is
-    worse by more than the threshold and significant with Bonferroni over the three; its p-value
-    (the smallest, times three) then joins the comparison's Holm correction."""
+    p50 (Welch's t on the logs, bench.stats.log_ratio), each with compare's three answers
+    (bench.analysis.compare.decide: slower or faster, unchanged within the threshold, or
+    inconclusive). Their difference tests join the comparison's Holm correction, one test per
+    figure; the cell's verdict is its figures' worst."""
 
     def compare(self, key: str, base: Any, new: Any, ctx: CompareContext) -> CellComparison:
         gb, gn = base.generate, new.generate
@@ -224,29 +225,22 @@ class GenerateCompare:
         pb, pn = gb.per_process, gn.per_process
         if len(pb) < 2 or len(pn) < 2:
             return CellComparison(key, "not comparable", "fewer than 2 processes on a side: rerun with repeats >= 2")
-        parts, ratios, ps, worst = [], {}, [], None
+        figures = []
         for label, attr, higher in FIGURES:
             a = [getattr(p, attr) for p in pb]
             b = [getattr(p, attr) for p in pn]
             if any(v is None or v <= 0 for v in (*a, *b)):
                 continue
-            lr = stats.log_ratio(a, b)
-            p = min(1.0, lr.p_value * len(FIGURES))
-            ratios[attr] = Ratio(lr.ratio, lr.low, lr.high)
-            ps.append(p)
-            worse = lr.ratio < 1 / (1 + ctx.threshold) if higher else lr.ratio > 1 + ctx.threshold
-            better = lr.ratio > 1 + ctx.threshold if higher else lr.ratio < 1 / (1 + ctx.threshold)
-            parts.append(f"{label} x{lr.ratio:.3f} [{lr.low:.3f}, {lr.high:.3f}] p = {p:.2g}")
-            verdict = "slower" if worse and p < ctx.alpha else "faster" if better and p < ctx.alpha else None
-            if verdict and (worst is None or (verdict == "slower" and worst[0] != "slower") or p < worst[1]):
-                worst = (verdict, p, label)
-        if not ratios:
+            figures.append(decide(attr, label, stats.log_ratio(a, b), higher, ctx.threshold, ctx.alpha))
+        if not figures:
             return CellComparison(key, "not comparable", "no token figures on both sides")
-        reason = "; ".join(parts) + f" over {len(pb)} -> {len(pn)} processes (Bonferroni over {len(FIGURES)})"
-        tp = ratios.get("tokens_per_s")
-        if worst is None:
-            return CellComparison(key, "unchanged", reason + f" (within ±{ctx.threshold:.0%} or not significant)", tp,
-                                  p_value=min(ps), method="processes")
-        verdict, p, label = worst
+        got = tuple(figures)
+        verdict = cell_verdict(got)
+        reason = f"over {len(pb)} -> {len(pn)} processes: " + "; ".join(describe(f, ctx.threshold, ctx.alpha) for f in got)
+        deciding = next((f for f in got if f.answer == verdict), None)
+        if verdict in ("slower", "faster") and deciding is not None:
+            reason = f"{deciding.label} decides: " + reason
+        tp = next((f.ratio for f in got if f.figure == "tokens_per_s"), None)
         # The table's p50/p99 columns are request latency's; the token figures' ratios are in the reason.
-        return CellComparison(key, verdict, f"{label} decides: " + reason, tp, p_value=p, method="processes")
+        return CellComparison(key, verdict, reason, tp, p_value=min(f.p_value for f in got), method="processes",
+                              detectable=max(f.detectable for f in got), figures=got)

@@ -1,4 +1,5 @@
-"""`bench compare BASE NEW`: per-cell verdicts; exit 1 when a cell got slower."""
+"""`bench compare BASE NEW`: per-cell verdicts; exit 1 when a cell got slower (or, with
+--fail-on-inconclusive, when a cell could not tell)."""
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="per-cell verdicts of NEW against BASE; exit 1 on a regression")
     p.add_argument("base", help="BASE run directory or run.json")
     p.add_argument("new", help="NEW run directory or run.json")
-    p.add_argument("--threshold", type=float, default=5.0, metavar="PCT", help="minimum effect size in percent (default 5)")
+    p.add_argument("--threshold", type=float, default=5.0, metavar="PCT", help="minimum effect size in percent, and "
+                   "the band 'unchanged' must lie in (default 5)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (default 0.05)")
     p.add_argument("--allow-env-diff", action="store_true", help="compare cells even when environments differ")
+    p.add_argument("--fail-on-inconclusive", action="store_true",
+                   help="exit 1 when a cell is inconclusive (its interval too wide to tell a change of the threshold's "
+                        "size from none) or no cell could be compared, as on a regression")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--md", metavar="FILE", help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report: per-cell ratios with intervals and verdicts")
@@ -26,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from bench.analysis.compare import compare_runs
     from bench.codec import to_json
     from bench.report import markdown, terminal
-    from bench.report.compare_table import comparison_table, environment_lines
+    from bench.report.compare_table import (comparison_table, environment_lines, inconclusive_lines, outcome_line,
+                                            run_differences_line)
     from bench.scenarios.registry import compare_policy
 
     if not 0 < args.alpha < 1:
@@ -38,9 +44,18 @@ def run(args: argparse.Namespace) -> int:
     cmp = compare_runs(Path(args.base), Path(args.new), compare_policy, percent(args.threshold), args.alpha,
                        args.allow_env_diff)
     if args.json:
-        print(json.dumps(to_json(cmp), indent=1))
+        print(json.dumps({**to_json(cmp), "outcome": cmp.outcome}, indent=1))
     else:
-        terminal.console().print(terminal.render(comparison_table(cmp)))
+        out = terminal.console()
+        # The answer and how the runs differ come before the table: a reader of a long table (or
+        # of a CI log's last screen) should not have to find them under it.
+        # One line each however long (soft_wrap): a log reader greps them, a terminal wraps them.
+        if line := run_differences_line(cmp):
+            out.print(terminal.markup(line), soft_wrap=True)
+        out.print(terminal.markup(outcome_line(cmp)), soft_wrap=True)
+        for line in inconclusive_lines(cmp):
+            out.print(terminal.markup(f"  inconclusive: {line}"), soft_wrap=True)
+        out.print(terminal.render(comparison_table(cmp)))
         for line in environment_lines(cmp):
             print(f"environment: {line}")
         if cmp.common_shift:
@@ -51,5 +66,10 @@ def run(args: argparse.Namespace) -> int:
     write_md(markdown.compare_summary(cmp, args.html), args.md, step_summary=True)
     if cmp.slower:
         err(f"{len(cmp.slower)} cell(s) slower: " + ", ".join(c.key for c in cmp.slower))
+        return EXIT_NO
+    if args.fail_on_inconclusive and cmp.outcome == "inconclusive":
+        what = (f"{len(cmp.inconclusive)} cell(s) inconclusive: " + ", ".join(c.key for c in cmp.inconclusive)
+                if cmp.inconclusive else "no cell could be compared")
+        err(f"{what} (--fail-on-inconclusive)")
         return EXIT_NO
     return EXIT_OK

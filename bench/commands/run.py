@@ -37,6 +37,10 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print run.json to stdout instead of the table")
     p.add_argument("--md", metavar="FILE", help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with charts (as bench report --html)")
+    p.add_argument("--fail-on-unstable", action="store_true",
+                   help="exit 1 when a measured cell is unstable (a figure varies over 10%% between worker processes) or "
+                        "was measured under interference, as when the answer is no (default: exit 0, the headline "
+                        "amber)")
     p.add_argument("--record", action="store_true", help="record the run in the history store")
     p.add_argument("--db", metavar="URL", help="history store: postgresql://..., sqlite:///PATH or a file "
                    f"(default {DEFAULT_DB})")
@@ -113,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
                 out.print(terminal.render(extra))
         if sweeps(result.run):
             out.print(terminal.render(sweeps_table(result.run)))
+        for line in terminal.run_headline(result.run):  # the answer, one line each however long
+            out.print(terminal.markup(line), soft_wrap=True)
     for note in result.notes:
         err(note)
     print(f"results: {result.path}", file=sys.stderr)
@@ -162,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
     for c in verdict.throttled:
         err(f"{c.id}: GPU clocks throttled during the measured window ({', '.join(c.gpu.throttle_reasons)}): "
             "its figures are not the device's steady best")
+    if args.fail_on_unstable and verdict.shaky:
+        err(fit(f"{len(verdict.shaky)} cell(s) unstable or measured under interference (--fail-on-unstable): "
+                + ", ".join(c.id for c in verdict.shaky), LINE_WIDTH - len("bench: ")))
+        codes.append(EXIT_NO)
     if result.interrupted:
         err(f"interrupted: {len(result.run.cells)} completed cell(s) kept in {result.path}")
         codes.append(EXIT_INTERRUPTED)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import replace
 
 from bench.analysis.compare import Comparison
 from bench.analysis.history import SeriesReport
 from bench.analysis.verdict import RunVerdict
-from bench.report.compare_table import comparison_table, environment_lines
+from bench.report.compare_table import (OUTCOME_STYLE, comparison_table, count_parts, environment_lines,
+                                        inconclusive_text, outcome_meaning, outcome_word, run_differences_line)
 from bench.report.model import Table, Text
 from bench.report.one_off import one_off_table
 from bench.report.plots import BAD, GOOD, NEUTRAL, Canvas, Guide, Interval, Line, Panel, Plot, chart, intervals
@@ -37,6 +37,7 @@ h3{font-size:15px;margin:18px 0 6px}
 nav a{margin-right:12px;font-size:13px}
 .verdict{padding:10px 14px;border-radius:6px;margin:10px 0}
 .verdict.pass{background:#e8f5e9;border-left:5px solid #2e7d32}.verdict.fail{background:#ffebee;border-left:5px solid #c62828}
+.verdict.warn{background:#fff8e1;border-left:5px solid #b26a00}
 .verdict ul{margin:6px 0 0;padding-left:20px}
 table{border-collapse:collapse;margin:8px 0;font-size:12.5px}
 caption{text-align:left;font-weight:600;padding:4px 0;caption-side:top}
@@ -99,7 +100,9 @@ def _document(title: str, header: str, sections: Sequence[tuple[str, str, str]])
 
 
 def verdict_html(run: Run) -> str:
-    """The run's answer first: pass, or FAIL with each cell that made it so."""
+    """The run's answer first: pass (green), pass with caveats (amber: cells unstable or measured
+    under interference, how many, and what that does to the answer), or FAIL (red) with each cell
+    that made it so."""
     v = RunVerdict.of(run)
     items = [f"<li><code>{_e(c.id)}</code> failed ({_e(c.failure_kind or 'error')}): {_e(c.reason)}</li>" for c in v.failed]
     items += [f"<li><code>{_e(c.id)}</code> outputs disagree with {_e(c.agreement.reference)}: {_e(c.agreement.reason)}</li>"
@@ -110,20 +113,28 @@ def verdict_html(run: Run) -> str:
     items += [f"<li><code>{_e(c.id)}</code> server run INVALID: {_e('; '.join(c.server.validity))}</li>" for c in v.invalid]
     warn = [f"<li><code>{_e(c.id)}</code> GPU clocks throttled: {_e(', '.join(c.gpu.throttle_reasons))}</li>"
             for c in v.throttled]
-    warn += [f"<li><code>{_e(c.id)}</code> unstable: {_e(c.unstable)}</li>" for c in run.cells if c.unstable]
+    warn += [f"<li><code>{_e(c.id)}</code> unstable: {_e(c.unstable)}</li>" for c in v.unstable]
+    kept = {c.id for c in v.interfered_used}
+    warn += [f"<li><code>{_e(c.id)}</code> measured under interference: "
+             f"{sum(r.interfered for r in c.repetitions)} of {len(c.repetitions)} processes"
+             + (", some kept in its figures" if c.id in kept else ", left out of its figures") + "</li>"
+             for c in v.interfered]
     warn += [f"<li><code>{_e(c.id)}</code> ALARM ({_e(a.kind)}) at {a.at_s:.0f} s: {_e(a.message)}</li>"
              for c in run.cells if c.monitor is not None for a in c.monitor.alarms]
     counts = {s: sum(c.status == s for c in run.cells) for s in ("ok", "failed", "skipped")}
-    head = (f"<b>{'pass' if v.passed else 'FAIL'}</b> · run {_e(run.status)} · {len(run.cells)} cells: "
+    head = (f"<b>{_e(v.word)}</b> · run {_e(run.status)} · {len(run.cells)} cells: "
             f"{counts['ok']} measured, {counts['failed']} failed, {counts['skipped']} skipped · "
             f"{len(v.slo_failed)} SLO failures · {len(v.disagreeing)} disagree with their reference · "
             f"{len(v.invalid)} invalid server runs")
     if run.end_reason:
         head += f" · ended: {_e(run.end_reason)}"
+    if v.shaky:
+        head += f'<p class="warn"><b>Read with care:</b> {_e(v.caveat())}.</p>'
     body = f"<ul>{''.join(items)}</ul>" if items else ""
     if warn:
         body += f"<p>Read with care:</p><ul>{''.join(warn)}</ul>"
-    return f'<div class="verdict {"pass" if v.passed else "fail"}">{head}{body}</div>'
+    box = {"pass": "pass", "caution": "warn", "fail": "fail"}[v.headline]
+    return f'<div class="verdict {box}">{head}{body}</div>'
 
 
 def _mib(n: int | None) -> str:
@@ -194,7 +205,8 @@ def _run_sections(run: Run, canvas: Canvas, colors: dict[str, str], detail_rows:
     return sections
 
 
-_VERDICT_COLOR = {"slower": BAD, "faster": GOOD, "unchanged": NEUTRAL}
+_INCONCLUSIVE = "#b26a00"  # amber, as the page's warnings
+_VERDICT_COLOR = {"slower": BAD, "faster": GOOD, "unchanged": NEUTRAL, "inconclusive": _INCONCLUSIVE}
 
 
 def _short_key(key: str) -> str:
@@ -206,7 +218,7 @@ def _short_key(key: str) -> str:
 def comparison_plot(cmp: Comparison, canvas: Canvas) -> Plot | None:
     """Per cell, NEW/BASE of throughput and p99 with their intervals, coloured by verdict, the
     threshold band shaded."""
-    cells = [c for c in cmp.cells if c.throughput is not None or c.p99 is not None]
+    cells = [c for c in cmp.cells if (c.throughput is not None or c.p99 is not None) and not c.skipped]
     if not cells:
         return None
     columns = []
@@ -216,18 +228,24 @@ def comparison_plot(cmp: Comparison, canvas: Canvas) -> Plot | None:
         columns.append((name, items))
     return intervals(canvas, "ratio", f"{cmp.new_run} against {cmp.base_run}", columns, [_short_key(c.key) for c in cells],
                      band=(1 - cmp.threshold, 1 + cmp.threshold),
-                     caption=f"dots: NEW/BASE; bars: 95% intervals; red slower, green faster, grey unchanged "
-                             f"(the cell's verdict); shaded: the ±{cmp.threshold:.0%} threshold")
+                     caption=f"dots: NEW/BASE; bars: 95% intervals; red slower, green faster, grey unchanged, amber "
+                             f"inconclusive (the cell's verdict); shaded: the ±{cmp.threshold:.0%} threshold")
 
 
 def comparison_html(cmp: Comparison, canvas: Canvas) -> str:
-    slower, faster = len(cmp.slower), sum(c.verdict == "faster" for c in cmp.cells)
-    unknown = sum(c.verdict == "not comparable" for c in cmp.cells)
-    head = (f'<div class="verdict {"fail" if slower else "pass"}"><b>{slower} slower</b> · {faster} faster · '
-            f"{len(cmp.cells) - slower - faster - unknown} unchanged · {unknown} not comparable · "
+    """The answer first (slower red, inconclusive amber, pass green) with the counts; how the runs
+    differ; the slower cells, then the inconclusive ones with what each could have detected; the
+    ratio chart and the table (cells skipped in both runs folded into its caption)."""
+    parts = count_parts(cmp)
+    head = (f'<div class="verdict {_BOX[OUTCOME_STYLE[cmp.outcome]]}"><b>{_e(outcome_word(cmp))}</b>: '
+            f"{_e(outcome_meaning(cmp))} · <b>{_e(parts[0])}</b> · {_e(' · '.join(parts[1:]))} · "
             f"threshold ±{cmp.threshold:.0%}, alpha {cmp.alpha:g}")
-    if slower:
-        head += "<ul>" + "".join(f"<li><code>{_e(c.key)}</code>: {_e(c.reason)}</li>" for c in cmp.slower) + "</ul>"
+    if cmp.run_differences:
+        head += f'<p class="warn">{_e(run_differences_line(cmp))}</p>'
+    items = [f"<li><code>{_e(c.key)}</code> slower: {_e(c.reason)}</li>" for c in cmp.slower]
+    items += [f"<li><code>{_e(c.key)}</code> inconclusive: {_e(inconclusive_text(c))}</li>" for c in cmp.inconclusive]
+    if items:
+        head += "<ul>" + "".join(items) + "</ul>"
     head += "</div>"
     env = environment_lines(cmp)
     if env:
@@ -235,14 +253,10 @@ def comparison_html(cmp: Comparison, canvas: Canvas) -> str:
     if cmp.common_shift:
         head += f'<p class="note bad">Warning: {_e(cmp.common_shift)}.</p>'
     plot = comparison_plot(cmp, canvas)
-    table = comparison_table(cmp)
-    # Cells skipped in both runs (a GPU-less machine's GPU cells) are one line, not a row each.
-    both_skipped = [c.key for c in cmp.cells if c.reason == "status: base skipped, new skipped"]
-    if both_skipped:
-        table = replace(table, rows=tuple(r for r, c in zip(table.rows, cmp.cells) if c.key not in both_skipped),
-                        caption=(table.caption + "; " if table.caption else "")
-                        + f"{len(both_skipped)} cells skipped in both runs are not shown")
-    return head + (_plots([plot]) if plot else "") + table_html(table)
+    return head + (_plots([plot]) if plot else "") + table_html(comparison_table(cmp))
+
+
+_BOX = {"bad": "fail", "warn": "warn", "good": "pass"}
 
 
 def run_document(runs: Sequence[Run], detail_rows: DetailRows, comparisons: Sequence[Comparison] = ()) -> str:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from bench.analysis.compare import Comparison
 from bench.analysis.verdict import RunVerdict
-from bench.report.compare_table import comparison_table, environment_lines
+from bench.report.compare_table import (comparison_table, count_parts, environment_lines, inconclusive_text,
+                                        outcome_meaning, outcome_word, run_differences_line)
 from bench.report.model import Table, Text
 from bench.report.one_off import one_off_table
 from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
@@ -55,12 +56,16 @@ def _html_line(html_path: str | None) -> list[str]:
 
 def run_summary(run: Run, detail_rows: DetailRows = lambda c: (), html_path: str | None = None) -> str:
     """Short on purpose (a CI job page): the verdicts first, the HTML report named, the summary
-    table; the other tables folded away."""
+    table; the other tables folded away. A pass over unstable or interfered cells is "pass with
+    caveats", saying how many and what it does to the answer."""
     v = RunVerdict.of(run)
+    mark = "⚠️ " if v.headline == "caution" else ""
     lines = [f"## bench run `{run.run_id}` — suite `{run.suite.name}` ({run.status})", "",
-             f"**{'pass' if v.passed else 'FAIL'}**: {len(run.cells)} cells, {len(v.failed)} failed, "
+             f"{mark}**{v.word}**: {len(run.cells)} cells, {len(v.failed)} failed, "
              f"{len(v.slo_failed)} SLO failures, {len(v.disagreeing)} disagree with their reference, "
              f"{len(v.invalid)} invalid server runs.", ""]
+    if v.shaky:
+        lines += [f"**Read with care:** {_escape(v.caveat())}.", ""]
     lines += _bullets([f"`{c.id}` failed: {c.reason}" for c in v.failed]
                       + [f"`{c.id}` outputs disagree with the reference" for c in v.disagreeing]
                       + [f"`{c.id}` SLO failed" for c in v.slo_failed]
@@ -76,10 +81,16 @@ def run_summary(run: Run, detail_rows: DetailRows = lambda c: (), html_path: str
 
 
 def compare_summary(cmp: Comparison, html_path: str | None = None) -> str:
-    lines = [f"## bench compare `{cmp.base_run}` → `{cmp.new_run}`", "",
-             f"**{len(cmp.slower)} slower** of {len(cmp.cells)} cells (threshold ±{cmp.threshold:.0%}, "
-             f"alpha {cmp.alpha:g}).", ""]
-    lines += _bullets([f"`{c.key}`: {c.reason}" for c in cmp.slower])
+    """The answer first (slower, inconclusive or pass, with the counts), how the runs differ, the
+    slower cells, then the inconclusive ones with what each could have detected, then the table."""
+    parts = count_parts(cmp)
+    lines = [f"## bench compare `{cmp.base_run}` → `{cmp.new_run}`", ""]
+    if cmp.run_differences:
+        lines += [_escape(run_differences_line(cmp)), ""]
+    lines += [f"**{outcome_word(cmp)}**: {_escape(outcome_meaning(cmp))}. **{parts[0]}** · {' · '.join(parts[1:])} "
+              f"(threshold ±{cmp.threshold:.0%}, alpha {cmp.alpha:g}).", ""]
+    lines += _bullets([f"`{c.key}` slower: {c.reason}" for c in cmp.slower])
+    lines += _bullets([f"`{c.key}` inconclusive: {inconclusive_text(c)}" for c in cmp.inconclusive])
     env = environment_lines(cmp)
     if env:
         lines += ["Environment differences: " + "; ".join(env), ""]

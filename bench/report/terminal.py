@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from bench.analysis.verdict import RunVerdict
 from bench.report.model import LINE_WIDTH, Table, Text, fit, fmt_estimate, for_encoding, printable
 from bench.report.one_off import one_off
 from bench.report.run_tables import stop_word
-from bench.results.records import Cell
+from bench.results.records import Cell, Run
 
 _RICH_STYLE = {"bad": "bold red", "good": "green", "warn": "yellow", "": ""}
 
@@ -39,6 +40,12 @@ def _cell(value: str | Text) -> str:
     return _plain(value).replace("[", r"\[")
 
 
+def markup(value: str | Text) -> str:
+    """One line for Console.print: its text made printable (and ASCII where stdout is), its
+    emphasis as rich markup, and no "[" read as markup."""
+    return _cell(value)
+
+
 def render(table: Table) -> RichTable:
     out = RichTable(title=_plain(table.title) if table.title else table.title,
                     caption=_plain(table.caption) if table.caption else None)
@@ -47,6 +54,24 @@ def render(table: Table) -> RichTable:
     for row in table.rows:
         out.add_row(*(_cell(v) for v in row))
     return out
+
+
+_HEADLINE_STYLE = {"pass": "good", "caution": "warn", "fail": "bad"}
+
+
+def run_headline(run: Run) -> list[str | Text]:
+    """The run's answer, first: pass (green), pass with caveats (amber: cells unstable or measured
+    under interference, and what that does to the answer) or FAIL (red), with its counts."""
+    v = RunVerdict.of(run)
+    skipped = sum(c.status == "skipped" for c in run.cells)
+    extra = [f"{n} {what}" for n, what in ((len(v.slo_failed), "SLO failures"),
+                                          (len(v.disagreeing), "disagree with their reference"),
+                                          (len(v.invalid), "invalid server runs")) if n]
+    counts = ", ".join([f"{v.measured} measured", f"{len(v.failed)} failed", f"{skipped} skipped", *extra])
+    lines: list[str | Text] = [Text(f"{v.word}: {len(run.cells)} cells: {counts}", _HEADLINE_STYLE[v.headline])]
+    if v.shaky:
+        lines.append(Text(f"read with care: {v.caveat()}", "warn"))
+    return lines
 
 
 # The agreement verdict in a word: the line has no room for "agreement pass".
