@@ -141,3 +141,45 @@ def test_compare_report_renders_offline_with_its_ratio_chart(browser, tmp_path, 
         assert "slower" in page.locator(".verdict").inner_text()
     finally:
         context.close()
+
+
+def test_generate_and_history_charts_render_offline_with_their_legends_and_axis_labels(browser, tmp_path, capsys):
+    """The charts issue 27 made readable, as a browser draws them: the decode-step chart's
+    legend names each batch size, the window chart's panels are titled by target, the clip
+    marks of intervals cut at an axis are drawn, and a history's x-axis shows dates and commits."""
+    from dataclasses import replace
+
+    from tests.test_history import planted_series
+    from tests.test_report_readable import GENERATE_CELLS, generate_cells
+
+    rich = rich_run()
+    run_dir = write_run(replace(rich, run_id="mixed", cells=rich.cells + tuple(generate_cells(rich))), tmp_path / "mixed")
+    out = tmp_path / "mixed.html"
+    assert run_cli(capsys, "report", str(run_dir), "--html", str(out))[0] == 0
+    runs = [replace(r, created_at=f"2026-10-{1 + i:02d}T02:00:00Z") for i, r in enumerate(planted_series(12, 9, 0.2, 4))]
+    for r in runs:
+        write_run(r, tmp_path / r.run_id)
+    db = str(tmp_path / "h.sqlite")
+    assert run_cli(capsys, "history", "add", *[str(tmp_path / r.run_id) for r in runs], "--db", db)[0] == 0
+    run_cli(capsys, "history", "--db", db, "--html", str(tmp_path / "history.html"))
+    for path, shot in ((out, "generate"), (tmp_path / "history.html", "history")):
+        context, page, seen = open_offline(browser, path, shot)
+        try:
+            assert seen["requests"] == [path.as_uri()] and seen["console"] == [] and seen["errors"] == []
+            for c in page.evaluate(_CHARTS_JS):
+                assert c["width"] > 200 and c["height"] > 100 and c["drawn"] == c["series"] == c["declared"], c
+            texts = page.evaluate("""k => [...document.querySelectorAll(`figure[data-kind="${k}"] svg text`)]
+                                     .map(t => t.textContent)""", "decode" if shot == "generate" else "history")
+            if shot == "generate":
+                assert {f"{t} b{b} c{s}" for t, b, s in GENERATE_CELLS} <= set(texts)
+                panels = page.evaluate("""() => [...document.querySelectorAll('figure[data-kind="series"] svg text')]
+                                          .map(t => t.textContent)""")
+                assert {"ort-cpu", "torch-cpu", "ort-fp16", "torch-gpu"} <= set(panels)
+                marks = page.evaluate("""() => [...document.querySelectorAll('[id*="-clipped-"] use')]
+                                         .filter(u => { const b = u.getBoundingClientRect();
+                                                        return b.width > 0 && b.height > 0; }).length""")
+                assert marks >= 1  # the cut marks are drawn (outside the clip path, on the axis)
+            else:
+                assert "Oct 01" in texts and runs[0].environment.harness_commit[:7] in texts
+        finally:
+            context.close()

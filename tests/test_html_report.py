@@ -75,12 +75,15 @@ def expected_charts(doc: dict) -> dict[str, list[int]]:
             by_bench[c["benchmark"]] = by_bench.get(c["benchmark"], 0) + 1
     out["cdf"] = list(by_bench.values())
     sweeps: dict[tuple, dict[str, set]] = {}
-    for c in ok:
+    for c in ok:  # against batch size at one concurrency; against concurrency at one batch size
         if c.get("server"):
             continue
-        axis = "concurrency" if c.get("concurrency") is not None else "batch"
-        setting = c["concurrency"] if axis == "concurrency" else c["batch_size"]
-        sweeps.setdefault((c["benchmark"], c["scenario"], axis), {}).setdefault(c["target"]["name"], set()).add(setting)
+        curves = [("batch", c.get("concurrency"), c["batch_size"])]
+        if c.get("concurrency") is not None:
+            curves.append(("concurrency", c["batch_size"], c["concurrency"]))
+        for axis, fixed, setting in curves:
+            sweeps.setdefault((c["benchmark"], c["scenario"], axis, fixed), {}).setdefault(
+                c["target"]["name"], set()).add(setting)
     out["sweep"] = [2 * len(t) for t in sweeps.values() if any(len(s) >= 2 for s in t.values())]
     fixed: dict[str, set] = {}
     for c in ok:
@@ -97,10 +100,12 @@ def expected_charts(doc: dict) -> dict[str, list[int]]:
         groups[key] = groups.get(key, 0) + 1
     out["pareto"] = [n + 1 for n in groups.values() if n >= 2]  # each target, and the front
     series: dict[str, int] = {}
-    for c in ok:
+    for c in ok:  # a line per cell whose series moves: 3 windows or more, one beyond ±5% of its mean
         s = c.get("throughput_series")
-        if s and len(s["values"]) >= 2:
-            series[c["benchmark"]] = series.get(c["benchmark"], 0) + 1
+        if s and len(s["values"]) >= 3 and sum(s["values"]) > 0:
+            mean = sum(s["values"]) / len(s["values"])
+            if max(abs(v / mean - 1) for v in s["values"]) > 0.05:
+                series[c["benchmark"]] = series.get(c["benchmark"], 0) + 1
     out["series"] = list(series.values())
     out["roofline"] = [1] if any((c.get("roofline") or {}).get("fraction_of_peak") is not None for c in ok) else []
     for c in ok:  # a panel per figure the device reported at least once

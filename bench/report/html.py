@@ -22,7 +22,8 @@ from bench.report.compare_table import (OUTCOME_STYLE, comparison_table, count_p
                                         inconclusive_text, outcome_meaning, outcome_word, run_differences_line)
 from bench.report.model import Table, Text
 from bench.report.one_off import one_off_table
-from bench.report.plots import BAD, GOOD, NEUTRAL, Canvas, Guide, Interval, Line, Panel, Plot, chart, intervals
+from bench.report.history_plots import history_plot
+from bench.report.plots import BAD, GOOD, NEUTRAL, Canvas, Interval, Plot, intervals
 from bench.report.run_plots import run_plots, target_colors
 from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
                                      sweeps_table, targets_table)
@@ -281,18 +282,6 @@ def compare_document(cmp: Comparison) -> str:
     title = f"bench compare {cmp.base_run} -> {cmp.new_run}"
     header = f"<h1>bench compare <code>{_e(cmp.base_run)}</code> → <code>{_e(cmp.new_run)}</code></h1>"
     return _document(title, header, [("compare", "Per-cell verdicts", comparison_html(cmp, canvas))])
-
-
-def history_plot(report: SeriesReport, canvas: Canvas) -> Plot:
-    xs = list(range(1, len(report.values) + 1))
-    unit = "samples/s" if report.metric == "throughput" else "ms"
-    marks = ((xs[-1], report.values[-1], "X"),) if report.alarm and xs else ()
-    guides = tuple(Guide("v", c.index + 0.5, f"{'regression' if c.regression else 'change'} {c.step:+.1%}",
-                         BAD if c.regression else NEUTRAL) for c in report.changes)
-    line = Line(report.metric, xs, list(report.values), "#1f77b4", marks=marks)
-    return chart(canvas, "history", f"{report.cell_key} on {report.machine.split('|')[0]}", [Panel(
-        (line,), "run (oldest to latest)", f"{report.metric} ({unit})", guides=guides)], width_in=5.0, height_in=2.6,
-        caption=report.note + ("; ✖ the latest run starts a regression" if report.alarm else ""))
 
 
 def history_document(reports: Sequence[SeriesReport], text: str) -> str:

@@ -2,8 +2,9 @@
 and to Markdown (report.markdown): a title, columns, rows of text, and a caption."""
 from __future__ import annotations
 
+import math
 import unicodedata
-
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +32,112 @@ class Table:
     columns: tuple[Column, ...]
     rows: tuple[tuple[str | Text, ...], ...]
     caption: str = ""
+
+
+@dataclass(frozen=True)
+class Num:
+    """A figure, with its interval where it has one, whose text is set with the rest of its
+    column (settle): a column reads at one precision, its decimal points one under the other,
+    never "0.94" over "10.8" over "1.2e-05"."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+    digits: int = 3  # significant digits the column's smallest figure keeps
+
+
+# The column's largest figure shows at most this many significant digits beyond `digits`: a column
+# spanning more decades gives its smallest figures fewer digits, not its largest a tail of noise.
+MORE_DIGITS = 3
+
+
+@dataclass(frozen=True)
+class Span:
+    """A range of figures ("0.021-0.023": a target's cells differ), set like a Num in its column."""
+
+    low: float
+    high: float
+    digits: int = 2
+
+
+def column_decimals(nums: Iterable[Num | Span]) -> int:
+    """The decimals one column of figures is written with: enough for its smallest figure to keep
+    its digits, as few as the largest allows (MORE_DIGITS)."""
+    nums = list(nums)
+    values = [v for n in nums for v in ((n.low, n.high) if isinstance(n, Span) else (n.value,))]
+    sizes = [abs(v) for v in values if v and math.isfinite(v)]
+    if not sizes:
+        return 0
+    digits = max(n.digits for n in nums)
+    want = digits - 1 - math.floor(math.log10(min(sizes)))
+    most = digits + MORE_DIGITS - 1 - math.floor(math.log10(max(sizes)))
+    return max(0, min(want, most))
+
+
+def fmt_num(n: Num | Span, decimals: int) -> str:
+    """"1,234.5 ± 6.7": the value and its interval's larger half-width at the same decimals;
+    a Span as "low-high" (one figure where both ends read alike)."""
+    if isinstance(n, Span):
+        low, high = (f"{v:,.{decimals}f}" for v in (n.low, n.high))
+        return low if low == high else f"{low}-{high}"
+    if not math.isfinite(n.value):
+        return "-"
+    text = f"{n.value:,.{decimals}f}"
+    if n.low is not None and n.high is not None and math.isfinite(n.low) and math.isfinite(n.high):
+        text += f" ± {max(n.value - n.low, n.high - n.value):,.{decimals}f}"
+    return text
+
+
+def settle(rows: Iterable[Sequence[object]]) -> tuple[tuple[str | Text, ...], ...]:
+    """Rows with every Num (and Span) written in its column's one format (column_decimals); other cells as
+    they are. Table builders call this last, once the rows (and their columns) are final."""
+    rows = [tuple(r) for r in rows]
+    decimals: dict[int, int] = {}
+    for j in range(max((len(r) for r in rows), default=0)):
+        nums = [r[j] for r in rows if j < len(r) and isinstance(r[j], (Num, Span))]
+        if nums:
+            decimals[j] = column_decimals(nums)
+    return tuple(tuple(fmt_num(v, decimals[j]) if isinstance(v, (Num, Span)) else v for j, v in enumerate(r))
+                 for r in rows)
+
+
+def _largest_cap(widths: Sequence[int], floors: Sequence[int], room: int) -> int:
+    """The largest cap C with sum(min(w, max(C, floor))) <= room (the sum grows with C)."""
+    lo, hi = 0, max(widths, default=0)
+    while lo < hi:
+        cap = (lo + hi + 1) // 2
+        if sum(min(w, max(cap, f)) for w, f in zip(widths, floors)) <= room:
+            lo = cap
+        else:
+            hi = cap - 1
+    return lo
+
+
+def fit_widths(natural: Sequence[int], minimum: Sequence[int], room: int) -> list[int] | None:
+    """Column widths whose sum is at most `room`. Each column its natural width (its longest
+    line) where all fit; else the widest narrowed first, to one common cap, none below its
+    minimum (its longest word: a name, a number), so text wraps between words and no word is
+    cut. Where even the minimums do not fit, the longest words (names, not the short numbers)
+    are the ones folded, at one common cap. None where not even that fits (one character a
+    column)."""
+    natural = [max(n, m) for n, m in zip(natural, minimum)]
+    if sum(natural) <= room:
+        return list(natural)
+    if sum(minimum) > room:
+        if len(minimum) > room:
+            return None
+        cap = _largest_cap(minimum, [1] * len(minimum), room)
+        return [min(m, max(cap, 1)) for m in minimum]
+    cap = _largest_cap(natural, minimum, room)
+    return [min(n, max(cap, m)) for n, m in zip(natural, minimum)]
+
+
+def fmt_sig(value: float) -> str:
+    """A figure in running text: "1,234", "56.7", "0.0123" (three significant digits, never
+    written as a power of ten)."""
+    if value >= 100 or value == 0:
+        return f"{value:,.0f}"
+    return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
 
 
 def fmt_estimate(value: float, low: float | None, high: float | None, digits: int = 3) -> str:

@@ -7,7 +7,7 @@ a run whatever its cell count: building, hashing and exporting it (`model.prepar
 """
 from __future__ import annotations
 
-from bench.report.model import Column, Table, fmt_seconds
+from bench.report.model import Column, Num, Span, Table, fmt_seconds, settle
 from bench.results.records import Cell, Run
 
 
@@ -27,12 +27,12 @@ def one_off_total_s(c: Cell) -> float | None:
     return sum(s for _, s in costs) if costs else None
 
 
-def _span(values: list[float]) -> str:
-    """"13.9", or "0.016-0.018" when the cells of a target differ (batch sizes, scenarios)."""
+def _span(values: list[float]) -> Span | str:
+    """13.9, or 0.016-0.018 when the cells of a target differ (batch sizes, scenarios); written
+    at its column's one precision (model.settle)."""
     if not values:
         return "-"
-    low, high = (f"{v:.3g}" if v >= 1 else f"{v:.2g}" for v in (min(values), max(values)))
-    return low if low == high else f"{low}-{high}"
+    return Span(min(values), max(values))
 
 
 def one_off_table(run: Run) -> Table | None:
@@ -59,10 +59,11 @@ def one_off_table(run: Run) -> Table | None:
                Column("cells", numeric=True))
     return Table("one-off costs · paid once, not in the figures: model build (its export included) once per model in the run; "
                  "load, torch.compile's first calls and CUDA graph capture once per worker process",
-                 columns, tuple((r[0], r[1], *(r[2 + i] for i in keep), r[-1]) for r in rows),
+                 columns, settle((r[0], r[1], *(r[2 + i] for i in keep), r[-1]) for r in rows),
                  "a range (low-high) where the target's cells differ (batch size, shape, scenario)")
 
 
-def fmt_total(c: Cell) -> str:
+def fmt_total(c: Cell) -> Num | str:
+    """The cell's one-off seconds, a figure of its column (model.settle), "-" where none."""
     total = one_off_total_s(c)
-    return "-" if total is None else fmt_seconds(total).removesuffix(" s")
+    return "-" if total is None else Num(total, digits=2)

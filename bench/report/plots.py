@@ -7,9 +7,17 @@ script, style sheet or font fetched at view time, scales without blur, and its t
 axes, ticks and error bars these charts need; it runs here, once, never in the reader's browser.
 
 Every chart is one <svg>; each data series drawn is an SVG group whose id ends in
-"-series-N" (its interval bars "-bars-N"), so a reader (or the browser test) can count what was
-drawn. Ids carry the chart's number, unique within one report, and the output is the same for
-the same input (no dates, hash salt fixed per chart).
+"-series-N" (its interval bars "-bars-N", the marks of its intervals cut at an axis
+"-clipped-N-SIDE"), so a reader (or the browser test) can count what was drawn. Ids carry the
+chart's number, unique within one report, and the output is the same for the same input (no
+dates, hash salt fixed per chart).
+
+Axes that could mislead are bounded here, not by matplotlib's autoscale: on a log axis an
+interval whose lower end is at or below zero (a wide t interval over few processes) would be
+drawn down to the floor of the figure and drag the axis decades down with it, so a log axis
+spans the points and the interval ends within REACH of them, and an interval running past the
+axis stops at it with a triangle pointing on (no cap: the cap would claim a bound). A panel with
+a floor (latency, throughput: never below 0) or a stated range does the same on a linear axis.
 """
 from __future__ import annotations
 
@@ -23,6 +31,14 @@ from dataclasses import dataclass, field
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
 BAD, GOOD, NEUTRAL = "#c62828", "#2e7d32", "#757575"
+# Within one target's colour, the settings of a curve (batch sizes) told apart by dash and marker.
+DASHES = ("-", "--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# On a bounded axis, an interval end more than this factor beyond the outermost point (or at or
+# below zero on a log axis) is cut at the axis: one interval over two processes spanning three
+# decades would otherwise flatten every other point of the chart.
+REACH = 10.0
+CLIPPED_NOTE = "▼▲ at an axis: the interval runs on past it (cut there)"
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,8 @@ class Line:
     joined: bool = True
     hollow: Sequence[bool] = ()  # per point: drawn hollow (a point that failed its test)
     marks: tuple[tuple[float, float, str], ...] = ()  # (x, y, marker)
+    dash: str | tuple = "-"  # matplotlib's linestyle: lines of one colour (one target) told apart
+    marker: str | None = None  # None: a dot at each point where the points are few
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,10 @@ class Panel:
     guides: tuple[Guide, ...] = ()
     band: tuple[float, float] | None = None  # a shaded horizontal band on y (a threshold zone)
     title: str = ""
+    ymin: float | None = None  # the y-axis starts here (0: a figure that cannot be negative); bars below are cut
+    ylim: tuple[float, float] | None = None  # the y-axis range, stated by the caller (its label says so)
+    xticks: tuple[float, ...] = ()  # ticks at these x values only (the batch sizes measured, the runs dated)
+    xticklabels: tuple[str, ...] = ()  # their labels; plain numbers when empty
 
 
 @dataclass
@@ -126,100 +148,217 @@ def _svg(fig, chart_id: str) -> str:
     return text
 
 
-def _figure(width_in: float, height_in: float, ncols: int = 1):
+def _figure(width_in: float, height_in: float, ncols: int = 1, nrows: int = 1, sharey: bool = False):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+    return fig, [ax for row in axes for ax in row]
 
 
-def _draw_line(ax, line: Line, gid: str, index: int) -> None:
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _bounds(panel: Panel, axis: str) -> tuple[float, float] | None:
+    """The range of a bounded axis (log, a floor, or stated), None for one matplotlib may
+    autoscale: the points, marks, guides and band always inside; interval ends inside where
+    they lie within REACH of the points (and above zero on a log axis)."""
+    log, floor = (panel.xlog, None) if axis == "x" else (panel.ylog, panel.ymin)
+    if axis == "y" and panel.ylim is not None:
+        return panel.ylim
+    if not log and floor is None:
+        return None
+    points, ends = [], []
+    for line in panel.lines:
+        points += _finite(line.x if axis == "x" else line.y)
+        points += _finite(m[0] if axis == "x" else m[1] for m in line.marks)
+        low, high = (line.x_low, line.x_high) if axis == "x" else (line.y_low, line.y_high)
+        if low is not None and high is not None:
+            ends += _finite(low) + _finite(high)
+    points += [g.at for g in panel.guides if (g.axis == "v") == (axis == "x") and math.isfinite(g.at)]
+    if axis == "y" and panel.band is not None:
+        points += _finite(panel.band)
+    if log:
+        points, ends = [v for v in points if v > 0], [v for v in ends if v > 0]
+    if not points:
+        return None
+    p_lo, p_hi = min(points), max(points)
+    if log:
+        lo, hi = max(min([p_lo, *ends]), p_lo / REACH), min(max([p_hi, *ends]), p_hi * REACH)
+        pad = (hi / lo) ** 0.05 if hi > lo else 1.5
+        return lo / pad, hi * pad
+    lo = min(floor, p_lo)
+    top = max([p_hi, *ends])
+    hi = min(top, lo + REACH * (p_hi - lo)) if p_hi > lo else top
+    return (lo, hi + 0.05 * (hi - lo)) if hi > lo else (lo, lo + (abs(lo) or 1.0))
+
+
+def _draw_bars(ax, line: Line, centers: Sequence[float], others: Sequence[float], lows, highs, vertical: bool,
+               bounds: tuple[float, float] | None, gid: str) -> int:
+    """One line's interval bars on one axis, each cut at the axis where it runs past it (a
+    triangle there, pointing on, and no cap); the number cut."""
+    from matplotlib.collections import LineCollection
+
+    segments, caps, cut = [], [], {"low": [], "high": []}
+    for c, o, lo, hi in zip(centers, others, lows, highs):
+        if not (math.isfinite(c) and math.isfinite(o)):
+            continue
+        lo = c if lo is None or not math.isfinite(lo) else min(lo, c)
+        hi = c if hi is None or not math.isfinite(hi) else max(hi, c)
+        ends = []
+        for side, end in (("low", lo), ("high", hi)):
+            limit = None if bounds is None else bounds[0 if side == "low" else 1]
+            if limit is not None and (end < limit if side == "low" else end > limit):
+                cut[side].append((o, limit))
+                ends.append(limit)
+            else:
+                if end != c:
+                    caps.append((o, end))
+                ends.append(end)
+        if ends[0] != ends[1]:
+            segments.append([(o, ends[0]), (o, ends[1])] if vertical else [(ends[0], o), (ends[1], o)])
+    axis = "" if vertical else "-x"
+    if segments:
+        bars = LineCollection(segments, colors=line.color, linewidths=1, alpha=0.8)
+        bars.set_gid(f"{gid}{axis}")
+        ax.add_collection(bars, autolim=bounds is None)
+    if caps:
+        xs, ys = zip(*caps) if vertical else zip(*((v, o) for o, v in caps))
+        (drawn,) = ax.plot(xs, ys, linestyle="none", marker="_" if vertical else "|", markersize=5, markeredgewidth=1,
+                           color=line.color, alpha=0.8)
+        drawn.set_gid(f"{gid}{axis}-caps")
+    count = 0
+    for side, points in cut.items():
+        if not points:
+            continue
+        marker = ("v" if side == "low" else "^") if vertical else ("<" if side == "low" else ">")
+        xs, ys = zip(*points) if vertical else zip(*((v, o) for o, v in points))
+        (drawn,) = ax.plot(xs, ys, linestyle="none", marker=marker, markersize=5, color=line.color, clip_on=False)
+        drawn.set_gid(f"{gid.replace('-bars-', '-clipped-')}-{side}{axis}")
+        count += len(points)
+    return count
+
+
+def _draw_line(ax, line: Line, gid: str, index: int, xbounds=None, ybounds=None) -> int:
+    """One series, its interval bars and marks; the number of interval ends cut at an axis."""
     n = len(line.x)
-    yerr = xerr = None
+    cut = 0
     if line.y_low is not None and line.y_high is not None:
-        yerr = [[max(0.0, y - lo) for y, lo in zip(line.y, line.y_low)],
-                [max(0.0, hi - y) for y, hi in zip(line.y, line.y_high)]]
+        cut += _draw_bars(ax, line, line.y, line.x, line.y_low, line.y_high, True, ybounds, f"{gid}-bars-{index}")
     if line.x_low is not None and line.x_high is not None:
-        xerr = [[max(0.0, x - lo) for x, lo in zip(line.x, line.x_low)],
-                [max(0.0, hi - x) for x, hi in zip(line.x, line.x_high)]]
-    if yerr is not None or xerr is not None:
-        bars = ax.errorbar(line.x, line.y, yerr=yerr, xerr=xerr, fmt="none", ecolor=line.color, elinewidth=1,
-                           capsize=2.5, alpha=0.8)
-        for j, part in enumerate((*bars.lines[2], *bars.lines[1])):
-            part.set_gid(f"{gid}-bars-{index}" if j == 0 else f"{gid}-bars-{index}-{j}")
+        cut += _draw_bars(ax, line, line.x, line.y, line.x_low, line.x_high, False, xbounds, f"{gid}-bars-{index}")
     hollow = list(line.hollow) or [False] * n
-    marker = "o" if (not line.joined or n <= 12) else None
-    (drawn,) = ax.plot(line.x, line.y, color=line.color, linewidth=1.4 if line.joined else 0, marker=marker,
-                       markersize=4, label=_tx(line.label))
+    marker = line.marker or ("o" if (not line.joined or n <= 12) else None)
+    # A long curve keeps its marker (what tells it from its neighbours) at about eight points.
+    every = max(1, n // 8) if line.marker and n > 12 else None
+    (drawn,) = ax.plot(line.x, line.y, color=line.color, linewidth=1.4 if line.joined else 0,
+                       linestyle=line.dash if line.joined else "none", marker=marker, markevery=every, markersize=4,
+                       label=_tx(line.label))
     drawn.set_gid(f"{gid}-series-{index}")
     if marker and any(hollow):
         drawn.set_marker("")
         xs = [x for x, h in zip(line.x, hollow) if h]
         ys = [y for y, h in zip(line.y, hollow) if h]
-        ax.plot(xs, ys, linestyle="none", marker="o", markersize=5, markerfacecolor="white", color=line.color)
+        ax.plot(xs, ys, linestyle="none", marker=marker, markersize=5, markerfacecolor="white", color=line.color)
         xs = [x for x, h in zip(line.x, hollow) if not h]
         ys = [y for y, h in zip(line.y, hollow) if not h]
-        ax.plot(xs, ys, linestyle="none", marker="o", markersize=5, color=line.color)
+        ax.plot(xs, ys, linestyle="none", marker=marker, markersize=5, color=line.color)
     for x, y, m in line.marks:
         ax.plot([x], [y], linestyle="none", marker=m, markersize=5.5, color=line.color, markeredgecolor="black",
                 markeredgewidth=0.5)
+    return cut
 
 
-def _number(value: float, _pos: object = None) -> str:
+def plain_number(value: float, _pos: object = None) -> str:
+    """A tick label as people write numbers: "5,000", "20", "0.05" (never 5e+03)."""
     if value >= 1000:
         return f"{value:,.0f}"
     return f"{value:.3g}"
 
 
-def _log_axis(axis, set_scale) -> None:
+def _log_labels(axis) -> None:
     """A log axis labelled with plain numbers (3, 20, 5,000), not powers of ten; minor ticks
     labelled at 2 and 5 when the axis spans less than two decades, where majors are few."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    set_scale("log")
-    axis.set_major_formatter(FuncFormatter(_number))
+    axis.set_major_formatter(FuncFormatter(plain_number))
     lo, hi = axis.get_view_interval()
     if lo > 0 and hi / lo < 100:
-        axis.set_minor_formatter(FuncFormatter(lambda v, _p: _number(v) if round(v / 10 ** math.floor(
+        axis.set_minor_formatter(FuncFormatter(lambda v, _p: plain_number(v) if round(v / 10 ** math.floor(
             math.log10(v) + 1e-9)) in (2, 5) else ""))
     else:
         axis.set_minor_formatter(NullFormatter())
 
 
-def _draw_panel(ax, panel: Panel, gid: str, first_index: int) -> int:
+def _draw_panel(ax, panel: Panel, gid: str, first_index: int,
+                ybounds: tuple[float, float] | None = None) -> tuple[int, int]:
+    """One panel; (the next series index, the interval ends cut at an axis)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    if panel.xlog:
+        ax.set_xscale("log")
+    if panel.ylog:
+        ax.set_yscale("log")
+    xbounds, ybounds = _bounds(panel, "x"), ybounds or _bounds(panel, "y")
     if panel.band is not None:
         ax.axhspan(*panel.band, color=NEUTRAL, alpha=0.12, linewidth=0)
+    cut = 0
     for i, line in enumerate(panel.lines):
-        _draw_line(ax, line, gid, first_index + i)
+        cut += _draw_line(ax, line, gid, first_index + i, xbounds, ybounds)
     for g in panel.guides:
         draw = ax.axhline if g.axis == "h" else ax.axvline
         draw(g.at, color=g.color, linestyle="--" if g.dashed else "-", linewidth=1, label=_tx(g.label) or None)
+    if xbounds is not None:
+        ax.set_xlim(*xbounds)
+    if ybounds is not None:
+        ax.set_ylim(*ybounds)
     if panel.xlog:
-        _log_axis(ax.xaxis, ax.set_xscale)
+        _log_labels(ax.xaxis)
     if panel.ylog:
-        _log_axis(ax.yaxis, ax.set_yscale)
+        _log_labels(ax.yaxis)
+    if panel.xticks:
+        from matplotlib.ticker import FixedFormatter, FuncFormatter
+
+        ax.xaxis.set_major_locator(FixedLocator(list(panel.xticks)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FixedFormatter([_tx(t) for t in panel.xticklabels]) if panel.xticklabels
+                                     else FuncFormatter(plain_number))
     ax.set_xlabel(_tx(panel.xlabel))
     ax.set_ylabel(_tx(panel.ylabel))
     if panel.title:
         ax.set_title(_tx(panel.title), fontsize=8.5)
     if panel.lines or any(g.label for g in panel.guides):
         ax.legend(loc="best")
-    return first_index + len(panel.lines)
+    return first_index + len(panel.lines), cut
 
 
 def chart(canvas: Canvas, kind: str, title: str, panels: Sequence[Panel], caption: str = "",
-          width_in: float | None = None, height_in: float = 3.0) -> Plot:
-    """One chart of one or more panels side by side."""
+          width_in: float | None = None, height_in: float = 3.0, columns: int | None = None,
+          share_y: bool = False) -> Plot:
+    """One chart of one or more panels, side by side in rows of at most `columns` (all in one
+    row by default); `share_y`: one y range for all (small multiples read against each other).
+    The caption says when an interval was cut at an axis."""
     from matplotlib import rc_context
 
     chart_id = canvas.next_id()
+    ncols = min(columns or len(panels), len(panels))
+    nrows = -(-len(panels) // ncols)
     with rc_context(_rc(chart_id)):
-        fig, axes = _figure(width_in or 3.5 * len(panels), height_in, len(panels))
-        index = 0
+        fig, axes = _figure(width_in or 3.5 * ncols, height_in, ncols, nrows, sharey=share_y)
+        shared = None
+        if share_y:
+            found = [b for p in panels if (b := _bounds(p, "y")) is not None]
+            shared = (min(b[0] for b in found), max(b[1] for b in found)) if found else None
+        index = cut = 0
         for ax, panel in zip(axes, panels):
-            index = _draw_panel(ax, panel, chart_id, index)
+            index, n = _draw_panel(ax, panel, chart_id, index, shared)
+            cut += n
+        for ax in axes[len(panels):]:
+            fig.delaxes(ax)
         svg = _svg(fig, chart_id)
+    if cut:
+        caption = f"{caption}; {CLIPPED_NOTE}" if caption else CLIPPED_NOTE
     return Plot(kind, title, svg, index, caption)
 
 

@@ -3,8 +3,14 @@
 Each chart is drawn only where the run has its data: a latency CDF per benchmark from the
 cells' stored histograms, throughput and p99 against batch size and concurrency, latency against
 offered load for server cells (the peak search's curve, the SLO drawn), throughput against p99
-per target group with the Pareto front, the stored throughput series over the measured window,
-each GPU cell's telemetry over its window, and each GPU cell's fraction of peak.
+per target group with the Pareto front, the stored throughput series over the measured window
+(a small panel per target), each GPU cell's telemetry over its window, each GPU cell's fraction
+of peak, and each generating cell's decode step against its KV length.
+
+A target keeps its colour in every chart; where one chart holds several cells of a target
+(batch sizes, shapes, scenarios), each setting has its own dash and marker, the same in every
+chart of the report, and the legend names it. A throughput axis is in the cells' own unit
+(tokens/s for generate cells).
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import math
 from collections.abc import Iterable
 
 from bench.analysis.ranking import rank_targets
-from bench.report.plots import BAD, PALETTE, Canvas, Guide, Line, Panel, Plot, bars, chart
+from bench.report.plots import BAD, DASHES, MARKERS, PALETTE, Canvas, Guide, Line, Panel, Plot, bars, chart
 from bench.results.records import Cell, Histogram, Run
 
 
@@ -34,9 +40,30 @@ def _shape(c: Cell) -> str:
     return f" {c.key.dims_label}" if c.dims else ""
 
 
-def _label(c: Cell) -> str:
+def _setting_label(c: Cell) -> str:
+    """"b4 seq=128 single-stream c2": what tells a target's cells apart."""
     conc = "" if c.concurrency is None else f" c{c.concurrency}"
-    return f"{c.target.name} b{c.batch_size}{_shape(c)} {c.scenario}{conc}"
+    return f"b{c.batch_size}{_shape(c)} {c.scenario}{conc}"
+
+
+def _label(c: Cell) -> str:
+    return f"{c.target.name} {_setting_label(c)}"
+
+
+def _setting(c: Cell) -> tuple:
+    return (c.batch_size, c.key.dims_label, c.scenario, c.concurrency or 0)
+
+
+def setting_styles(cells: Iterable[Cell]) -> dict[tuple, tuple[object, str]]:
+    """(dash, marker) per setting of these cells, in order of batch size: b1 solid with dots, the
+    next dashed with squares, and so on, the same for every target of the chart."""
+    settings = sorted({_setting(c) for c in cells}, key=lambda k: (k[0], str(k[1]), k[2], k[3]))
+    return {k: (DASHES[i % len(DASHES)], MARKERS[i % len(MARKERS)]) for i, k in enumerate(settings)}
+
+
+def _unit(cells: Iterable[Cell]) -> str:
+    """The throughput unit of these cells ("samples/s", "tokens/s"), or each of them, joined."""
+    return " or ".join(dict.fromkeys(c.metrics.throughput.unit for c in cells)) or "samples/s"
 
 
 def cdf_points(h: Histogram) -> tuple[list[float], list[float]]:
@@ -67,14 +94,15 @@ def latency_cdfs(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]
     plots = []
     for bench, cells in by_bench.items():
         lines = []
-        for i, c in enumerate(cells):
+        styles = setting_styles(cells)
+        for c in cells:
             xs, ys = cdf_points(c.metrics.latency_ms.histogram)
             if not xs:
                 continue
             lat = c.metrics.latency_ms
-            # Different batches and scenarios of one target share its colour: vary the shade by order.
-            color = colors[c.target.name] if len({x.target.name for x in cells}) == len(cells) else PALETTE[i % len(PALETTE)]
-            lines.append(Line(_label(c), xs, ys, color, marks=((lat.p50.value, 0.5, "o"), (lat.p99.value, 0.99, "^"))))
+            # A target's cells share its colour and differ by dash (the dots stay: ● ▲ mark p50 and p99).
+            lines.append(Line(_label(c), xs, ys, colors[c.target.name], marks=((lat.p50.value, 0.5, "o"),
+                              (lat.p99.value, 0.99, "^")), dash=styles[_setting(c)][0]))
         if lines:
             plots.append(chart(canvas, "cdf", f"{bench}: latency distribution", [Panel(
                 tuple(lines), "latency per call (ms, log)", "fraction of calls at or below", xlog=True,
@@ -83,39 +111,51 @@ def latency_cdfs(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]
     return plots
 
 
-def _axis(c: Cell) -> tuple[str, int]:
-    return ("concurrency", c.concurrency) if c.concurrency is not None else ("batch size", c.batch_size)
+def _curves(c: Cell) -> list[tuple[str, str, int]]:
+    """The sweep curves a cell is a point of, as (axis, what the curve holds fixed, setting):
+    against batch size at its concurrency, and, where it has one, against concurrency at its
+    batch size (a concurrency curve mixing batch sizes would pile b1, b2 and b4 at one x)."""
+    fixed = "" if c.concurrency is None else f" c{c.concurrency}"
+    curves = [("batch size", fixed, c.batch_size)]
+    if c.concurrency is not None:
+        curves.append(("concurrency", f" b{c.batch_size}", c.concurrency))
+    return curves
 
 
 def sweep_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
-    """Throughput and p99 against batch size (or concurrency), a line per target with its intervals."""
-    groups: dict[tuple[str, str, str], dict[str, list[Cell]]] = {}
+    """Throughput and p99 against batch size (at one concurrency) and against concurrency (at one
+    batch size), a line per target with its intervals, wherever a target has two settings or
+    more; ticks at the settings measured."""
+    groups: dict[tuple[str, str, str], dict[str, list[tuple[int, Cell]]]] = {}
     for c in _measured(run):
         if c.server is not None:
             continue
-        axis, _ = _axis(c)
-        # A curve holds one shape: seq=128 and seq=512 are separate charts.
-        groups.setdefault((c.benchmark, c.scenario + _shape(c), axis), {}).setdefault(c.target.name, []).append(c)
+        for axis, fixed, setting in _curves(c):
+            # A curve holds one shape: seq=128 and seq=512 are separate charts.
+            groups.setdefault((c.benchmark, c.scenario + _shape(c) + fixed, axis), {}).setdefault(
+                c.target.name, []).append((setting, c))
     plots = []
     for (bench, scenario, axis), by_target in groups.items():
-        if not any(len({_axis(c)[1] for c in cells}) >= 2 for cells in by_target.values()):
+        if not any(len({x for x, _ in points}) >= 2 for points in by_target.values()):
             continue
         tp_lines, p99_lines = [], []
-        for target, cells in by_target.items():
-            cells = sorted(cells, key=lambda c: _axis(c)[1])
-            xs = [_axis(c)[1] for c in cells]
-            tps = [c.metrics.throughput for c in cells]
-            p99s = [c.metrics.latency_ms.p99 for c in cells]
+        for target, points in by_target.items():
+            points = sorted(points, key=lambda p: p[0])
+            xs = [x for x, _ in points]
+            tps = [c.metrics.throughput for _, c in points]
+            p99s = [c.metrics.latency_ms.p99 for _, c in points]
             tp_lines.append(Line(target, xs, [t.value for t in tps], colors[target],
                                  [t.ci_low if t.ci_low is not None else t.value for t in tps],
                                  [t.ci_high if t.ci_high is not None else t.value for t in tps]))
             p99_lines.append(Line(target, xs, [p.value for p in p99s], colors[target],
                                   [p.ci_low if p.ci_low is not None else p.value for p in p99s],
                                   [p.ci_high if p.ci_high is not None else p.value for p in p99s]))
-        slo = _slo_p99(next(iter(by_target.values()))[0])
+        cells = [c for points in by_target.values() for _, c in points]
+        slo = _slo_p99(cells[0])
+        ticks = tuple(sorted({x for points in by_target.values() for x, _ in points}))  # the settings measured
         plots.append(chart(canvas, "sweep", f"{bench} {scenario}: throughput and p99 against {axis}", [
-            Panel(tuple(tp_lines), f"{axis} (log)", "samples/s (log)", xlog=True, ylog=True),
-            Panel(tuple(p99_lines), f"{axis} (log)", "p99 latency ms (log)", xlog=True, ylog=True,
+            Panel(tuple(tp_lines), f"{axis} (log)", f"{_unit(cells)} (log)", xlog=True, ylog=True, xticks=ticks),
+            Panel(tuple(p99_lines), f"{axis} (log)", "p99 latency ms (log)", xlog=True, ylog=True, xticks=ticks,
                   guides=(Guide("h", slo, f"SLO p99 {slo:g} ms", BAD),) if slo else ())],
             caption="bars: each figure's interval"))
     return plots
@@ -166,7 +206,7 @@ def load_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
         slo = _slo_p99(cells[0])
         plots.append(chart(canvas, "load", f"{bench}: p99 against offered load", [Panel(
             tuple(lines), "offered requests/s", "p99 latency ms", guides=(Guide("h", slo, f"SLO p99 {slo:g} ms", BAD),)
-            if slo else ())], width_in=6.0, caption="hollow: an invalid run (the target fell behind the rate)"))
+            if slo else (), ymin=0.0)], width_in=6.0, caption="hollow: an invalid run (the target fell behind the rate)"))
     return plots
 
 
@@ -185,13 +225,13 @@ def pareto_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]
             tp, p99 = r.cell.metrics.throughput, r.cell.metrics.latency_ms.p99
             lines.append(Line(r.cell.target.name + (" ★" if r.pareto else "") + (" (disagrees)" if r.disagrees else ""),
                               [p99.value], [tp.value], colors[r.cell.target.name],
-                              [_positive_low(tp.value, tp.ci_low)], [tp.ci_high if tp.ci_high is not None else tp.value],
-                              [_positive_low(p99.value, p99.ci_low)], [p99.ci_high if p99.ci_high is not None else p99.value],
+                              [_low(tp.value, tp.ci_low)], [tp.ci_high if tp.ci_high is not None else tp.value],
+                              [_low(p99.value, p99.ci_low)], [p99.ci_high if p99.ci_high is not None else p99.value],
                               joined=False, hollow=[r.disagrees]))
         front = sorted((r for r in ranked if r.pareto), key=lambda r: r.cell.metrics.latency_ms.p99.value)
         lines.append(Line("Pareto front", [r.cell.metrics.latency_ms.p99.value for r in front],
                           [r.cell.metrics.throughput.value for r in front], "black"))
-        panel = Panel(tuple(lines), "p99 latency ms (log)", "samples/s (log)", xlog=True, ylog=True)
+        panel = Panel(tuple(lines), "p99 latency ms (log)", f"{_unit(r.cell for r in ranked)} (log)", xlog=True, ylog=True)
         plot = chart(canvas, "pareto", f"{group}: throughput against p99", [panel], width_in=4.4, height_in=3.0,
                      caption="★ on the Pareto front: " + ", ".join(r.cell.target.name for r in front)
                      + "; hollow: outputs disagree with the reference")
@@ -199,15 +239,23 @@ def pareto_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]
     return plots
 
 
-def _positive_low(value: float, low: float | None) -> float:
-    """An interval's lower end on a log axis: a bound at or below zero (a wide t interval over
-    few processes) is drawn down to a tenth of the value, not lost off the axis."""
-    return value if low is None else max(low, value / 10)
+def _low(value: float, low: float | None) -> float:
+    """An interval's lower end as stored (at or below zero for a wide t interval over few
+    processes: the log axis cuts it at its edge and marks it, report.plots)."""
+    return value if low is None else low
+
+
+FLAT = 0.05  # a series within ±5% of its mean in every window shows no warm-up or drift worth a panel
+MIN_WINDOWS = 3  # two windows make a line, not a slope
 
 
 def series_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
     """The stored throughput series over each cell's measured window, as a share of the cell's
-    mean, a chart per benchmark: warm-up and drift show as a slope."""
+    mean: per benchmark one chart, a small panel per target (its cells told apart by dash and
+    marker, one y range for all panels), so warm-up and drift show as a slope without one
+    target's curves hiding another's. A cell whose series is flat (within ±FLAT of its mean) or
+    too short says nothing here: it gets no line, the caption names it, and a benchmark whose
+    cells all say nothing gets no chart."""
     by_bench: dict[str, list[Cell]] = {}
     for c in _measured(run):
         s = c.throughput_series
@@ -215,17 +263,30 @@ def series_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]
             by_bench.setdefault(c.benchmark, []).append(c)
     plots = []
     for bench, cells in by_bench.items():
-        lines = []
-        for i, c in enumerate(cells):
+        styles = setting_styles(cells)
+        by_target: dict[str, list[Line]] = {}
+        flat: list[str] = []
+        for c in cells:
             s = c.throughput_series
             mean = sum(s.values) / len(s.values)
-            color = colors[c.target.name] if len({x.target.name for x in cells}) == len(cells) else PALETTE[i % len(PALETTE)]
-            lines.append(Line(_label(c), [(k + 0.5) * s.window_s for k in range(len(s.values))],
-                              [100 * v / mean for v in s.values], color))
-        plots.append(chart(canvas, "series", f"{bench}: throughput over the measured window", [Panel(
-            tuple(lines), "seconds into the measured window", "throughput, % of the cell's mean",
-            guides=(Guide("h", 100.0),))], width_in=6.8, height_in=3.0,
-            caption="one process's window per cell (the repetition whose throughput is the median), in the windows of its stored series"))
+            share = [100 * v / mean for v in s.values]
+            if len(share) < MIN_WINDOWS or max(abs(v - 100) for v in share) <= 100 * FLAT:
+                flat.append(_label(c))
+                continue
+            dash, marker = styles[_setting(c)]
+            by_target.setdefault(c.target.name, []).append(Line(
+                _setting_label(c), [(k + 0.5) * s.window_s for k in range(len(share))], share, colors[c.target.name],
+                dash=dash, marker=marker))
+        if not by_target:
+            continue
+        panels = [Panel(tuple(lines), "seconds into the window", "% of the cell's mean" if i % 4 == 0 else "",
+                        guides=(Guide("h", 100.0),), title=target) for i, (target, lines) in enumerate(by_target.items())]
+        caption = "one process's window per cell (the repetition whose throughput is the median), in the windows of its stored series"
+        if flat:
+            caption += f"; within ±{FLAT:.0%} of their mean throughout (not drawn): " + ", ".join(flat)
+        plots.append(chart(canvas, "series", f"{bench}: throughput over the measured window", panels,
+                           width_in=2.5 * min(len(panels), 4), height_in=2.3 * -(-len(panels) // 4), columns=4,
+                           share_y=True, caption=caption))
     return plots
 
 
@@ -291,19 +352,24 @@ def monitor_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot
 
 
 def decode_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
-    """Per benchmark that generates: each cell's decode step (median) against the KV length."""
+    """Per benchmark that generates: each cell's decode step (median) against the KV length, a
+    target in its colour and each batch size (shape, concurrency) in its own dash and marker."""
     by_bench: dict[str, list[Cell]] = {}
     for c in _measured(run):
         if c.generate is not None and c.generate.decode_curve:
             by_bench.setdefault(c.benchmark, []).append(c)
     plots = []
     for bench, cells in by_bench.items():
+        styles = setting_styles(cells)
+        cells = sorted(cells, key=lambda c: (list(colors).index(c.target.name), list(styles).index(_setting(c))))
         lines = tuple(Line(f"{c.target.name} b{c.batch_size}{_shape(c)}" + (f" c{c.concurrency}" if c.concurrency else ""),
                            [p.kv_len for p in c.generate.decode_curve], [p.p50_ms for p in c.generate.decode_curve],
-                           colors[c.target.name]) for c in cells)
+                           colors[c.target.name], dash=styles[_setting(c)][0], marker=styles[_setting(c)][1])
+                      for c in cells)
         plots.append(chart(canvas, "decode", f"{bench}: decode step against KV length", [
-            Panel(lines, "tokens in the KV cache", "decode step p50 ms")],
-            caption="each point: the median step whose KV length fell in that bin (the bin's upper edge)"))
+            Panel(lines, "tokens in the KV cache", "decode step p50 ms", ymin=0.0)], width_in=5.0, height_in=3.2,
+            caption="each point: the median step whose KV length fell in that bin (the bin's upper edge); "
+                    "colour: target, dash and marker: batch size"))
     return plots
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from bench.analysis.ranking import rank_targets
 from bench.analysis.sweeps import sweeps
-from bench.report.model import Column, Table, Text, fmt_estimate, fmt_opt
+from bench.report.model import Column, Num, Table, Text, fmt_opt, fmt_sig, settle
 from bench.report.one_off import fmt_total
 from bench.results.records import Cell, Run
 
@@ -43,20 +43,41 @@ def dims_label(c: Cell) -> str:
     return c.key.dims_label or "-"
 
 
-_SUMMARY_COLUMNS = (
-    Column("benchmark"), Column("target"), Column("batch", numeric=True), Column("dims"), Column("scenario"),
-    Column("status"), Column("samples/s", numeric=True), Column("p50 ms", numeric=True), Column("p99 ms", numeric=True),
-    Column("n", numeric=True), Column("peak RSS MiB", numeric=True), Column("one-off s", numeric=True), Column("agreement"),
-    Column("SLO"), Column("stop"),
-)
-_DIMS, _ONE_OFF, _SLO = 3, 11, 13  # columns a run shows only when a cell has them (see summary_table)
+def _num(e, digits: int = 3) -> Num | str:
+    """An Estimate (value and interval) as a figure of its column, "-" where there is none."""
+    return "-" if e is None else Num(e.value, e.ci_low, e.ci_high, digits)
 
 
-def _summary_row(c: Cell) -> tuple[str | Text, ...]:
+def throughput_units(cells) -> list[str]:
+    """The throughput units of these cells, samples/s first: a table gives each its own column
+    (a generate cell's tokens/s is not a figure to read down a samples/s column)."""
+    units = dict.fromkeys(c.metrics.throughput.unit for c in cells if c.status == "ok" and c.metrics is not None)
+    return sorted(units, key=lambda u: (u != "samples/s", list(units).index(u))) or ["samples/s"]
+
+
+def _throughput(c: Cell, units: list[str]) -> tuple[Num | str, ...]:
+    """The cell's throughput in its unit's column, "-" in the others."""
+    tp = c.metrics.throughput if c.status == "ok" and c.metrics is not None else None
+    return tuple(Num(tp.value, tp.ci_low, tp.ci_high, 4) if tp is not None and tp.unit == u else "-" for u in units)
+
+
+# Columns a run shows only when a cell has them (see summary_table).
+_DIMS, _ONE_OFF, _SLO = "dims", "one-off s", "SLO"
+
+
+def _summary_columns(units: list[str]) -> tuple[Column, ...]:
+    return (Column("benchmark"), Column("target"), Column("batch", numeric=True), Column(_DIMS), Column("scenario"),
+            Column("status"), *(Column(u, numeric=True) for u in units), Column("p50 ms", numeric=True),
+            Column("p99 ms", numeric=True), Column("n", numeric=True), Column("peak RSS MiB", numeric=True),
+            Column(_ONE_OFF, numeric=True), Column("agreement"), Column(_SLO), Column("stop"))
+
+
+def _summary_row(c: Cell, units: list[str]) -> tuple[str | Text | Num, ...]:
     head = (c.benchmark, c.target.name, str(c.batch_size), dims_label(c), scenario_label(c))
     if c.status != "ok" or c.metrics is None:
-        return (*head, Text(c.status, "bad"), "-", "-", "-", "-", "-", fmt_total(c), c.reason[:90], "-", "-")
-    tp, lat, agree = c.metrics.throughput, c.metrics.latency_ms, c.agreement
+        return (*head, Text(c.status, "bad"), *_throughput(c, units), "-", "-", "-", "-", fmt_total(c), c.reason[:90],
+                "-", "-")
+    lat, agree = c.metrics.latency_ms, c.agreement
     agree_text: str | Text = "-" if agree is None else (
         f"{agree.verdict} ({agree.max_rel_error:.1e})" if agree.max_rel_error is not None else agree.verdict)
     if agree is not None and agree.verdict == "fail":
@@ -68,10 +89,7 @@ def _summary_row(c: Cell) -> tuple[str | Text, ...]:
         status = Text("ok, unstable", "warn")
     if any(r.interfered for r in c.repetitions):
         status = Text(f"{status if isinstance(status, str) else status.text}, interfered", "warn")
-    unit = "" if tp.unit == "samples/s" else f" {tp.unit.replace('tokens/s', 'tok/s')}"
-    return (*head, status, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4) + unit,
-            fmt_estimate(lat.p50.value, lat.p50.ci_low, lat.p50.ci_high),
-            fmt_estimate(lat.p99.value, lat.p99.ci_low, lat.p99.ci_high), str(lat.n),
+    return (*head, status, *_throughput(c, units), _num(lat.p50), _num(lat.p99), str(lat.n),
             f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", fmt_total(c), agree_text, slo, stop)
 
 
@@ -83,12 +101,13 @@ def summary_table(run: Run) -> Table:
               else f" · ± = {confidence:.0%} CI half-width")
     rows = []
     skipped: dict[tuple[str, str], list[Cell]] = {}
+    units = throughput_units(run.cells)
     for c in run.cells:
         if c.status == "skipped":
             # One line per target and reason: a GPU-less machine skips many GPU cells alike.
             skipped.setdefault((c.target.name, c.reason), []).append(c)
         else:
-            rows.append(_summary_row(c))
+            rows.append(_summary_row(c, units))
     by_reason: dict[str, list[str]] = {}
     for (target, reason), cells in skipped.items():
         by_reason.setdefault(reason, []).append(f"{target} ×{len(cells)}" if len(cells) > 1 else cells[0].id)
@@ -104,21 +123,25 @@ def summary_table(run: Run) -> Table:
     # Dims take a column only in runs that have them. The one-off column only where a cell compiled
     # or captured (13.9 s before a compiled model's first answer): a load alone (tens of ms) is in
     # the one-off costs table, and the table keeps its width.
-    drop = {i for i, has in ((_DIMS, any(c.dims for c in shown)),
-                             (_ONE_OFF, any(c.compile_s is not None or c.capture_s is not None for c in shown)),
-                             (_SLO, any(c.slo is not None for c in shown)))
-            if not has}
-    if _ONE_OFF not in drop:
+    dropped = {name for name, has in ((_DIMS, any(c.dims for c in shown)),
+                                      (_ONE_OFF, any(c.compile_s is not None or c.capture_s is not None for c in shown)),
+                                      (_SLO, any(c.slo is not None for c in shown)))
+               if not has}
+    if _ONE_OFF not in dropped:
         notes.append("one-off s = model load + torch.compile's first calls + CUDA graph capture, paid once per worker "
                      "process before its first timed call, not in the figures (the one-off costs table splits it)")
-    columns = tuple(col for i, col in enumerate(_SUMMARY_COLUMNS) if i not in drop)
+    if "tokens/s" in units:
+        notes.append("tokens/s = a generate cell's output tokens per second in aggregate; its p50/p99 are the "
+                     "end-to-end request latency (the generation table has its token figures)")
+    drop = {i for i, col in enumerate(_summary_columns(units)) if col.name in dropped}
+    columns = tuple(col for i, col in enumerate(_summary_columns(units)) if i not in drop)
     rows = [tuple(v for i, v in enumerate(r) if i not in drop) for r in rows]
     if run.nodes:  # a fleet run: which machine measured each cell
         columns = (*columns[:2], Column("node"), *columns[2:])
         rows = [(*r[:2], node_label(run, c), *r[2:]) for r, c in zip(rows, shown)]
         notes.append("node: " + ", ".join(f"{n.id} = {n.environment.host} ({node_kind(n.kind)})" for n in run.nodes))
     caption = "; ".join(notes)
-    return Table(f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", columns, tuple(rows), caption)
+    return Table(f"{run.suite.name} · run {run.run_id} · {run.status}{ci}", columns, settle(rows), caption)
 
 
 def node_kind(kind: str) -> str:
@@ -141,7 +164,7 @@ def gpu_cells(run: Run) -> list[Cell]:
         c.target.device.startswith("cuda") or c.timing_boundary != "end_to_end" or c.gpu is not None)]
 
 
-def _gpu_row(c: Cell) -> tuple[str | Text, ...]:
+def _gpu_row(c: Cell) -> tuple[str | Text | Num, ...]:
     g, roof = c.gpu, c.roofline
     mem = c.memory.gpu_peak_bytes if c.memory else None
     clocks: str | Text = "-"
@@ -153,8 +176,8 @@ def _gpu_row(c: Cell) -> tuple[str | Text, ...]:
         c.id, c.timing_boundary, fmt_opt(c.compile_s, ".2f"), fmt_opt(c.capture_s, ".3f"),
         fmt_opt(None if mem is None else mem / 2**20, ",.0f"),
         fmt_opt(g.utilization_mean_pct if g else None, ".0f"), sm, fmt_opt(g.power_mean_w if g else None, ".0f"),
-        fmt_opt(g.energy_per_sample_j if g else None, ".3g"), clocks,
-        fmt_opt(None if roof is None else roof.achieved_flops_per_s / 1e12, ".3g"),
+        "-" if g is None or g.energy_per_sample_j is None else Num(g.energy_per_sample_j), clocks,
+        "-" if roof is None else Num(roof.achieved_flops_per_s / 1e12),
         "-" if fraction is None else f"{fraction * 100:.1f}%",
     )
 
@@ -166,36 +189,44 @@ def gpu_table(run: Run) -> Table | None:
         return None
     return Table("GPU · boundary: device = CUDA events, inputs on the device; device_resident = host timer, "
                  "inputs on the device, call waits for the GPU; end_to_end = host copies included",
-                 _GPU_COLUMNS, tuple(_gpu_row(c) for c in cells))
+                 _GPU_COLUMNS, settle(_gpu_row(c) for c in cells))
 
 
 def targets_table(run: Run) -> Table:
     rows = []
-    for r in rank_targets(run):
+    ranked = rank_targets(run)
+    units = throughput_units(r.cell for r in ranked)
+    for r in ranked:
         mark: str | Text = "★" if r.pareto else (Text("outputs disagree", "bad") if r.disagrees else "")
-        tp, p99 = r.cell.metrics.throughput, r.cell.metrics.latency_ms.p99
+        p99 = r.cell.metrics.latency_ms.p99
         v = r.vs_next
         vs = "-" if v is None else (f"x{v.ratio:.3f} [{v.low:.3f}, {v.high:.3f}] over {v.rounds} rounds"
                                     + ("" if v.resolved else " (not resolved)"))
         # A fleet run ranks targets across the machines that measured them (a deployment choice):
         # each says where it ran.
         name = r.cell.target.name + (f" @ {node_label(run, r.cell)}" if run.nodes else "")
-        rows.append((r.group, str(r.rank), name, fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
-                     fmt_estimate(p99.value, p99.ci_low, p99.ci_high), vs, mark))
+        rows.append((r.group, str(r.rank), name, *_throughput(r.cell, units), _num(p99), vs, mark))
     return Table("targets ranked by throughput · vs next = throughput over the next-ranked target's, paired by "
                  "round (drift cancels), 95% interval · ★ Pareto front of throughput vs p99",
-                 (Column("group"), Column("rank", numeric=True), Column("target"), Column("samples/s", numeric=True),
-                  Column("p99 ms", numeric=True), Column("vs next (paired)"), Column("")), tuple(rows))
+                 (Column("group"), Column("rank", numeric=True), Column("target"),
+                  *(Column(u, numeric=True) for u in units), Column("p99 ms", numeric=True), Column("vs next (paired)"),
+                  Column("")), settle(rows))
 
 
 def sweeps_table(run: Run, budget_ms: float | None = None) -> Table:
     found = sweeps(run, budget_ms)
     limits = any(s.memory_limit for s in found)
-    columns = tuple(Column(n) for n in ("benchmark", "target", "scenario", "axis", "setting: samples/s @ p99 ms",
-                                        "budget", "best") + (("memory limit",) if limits else ()))
+    unit_of = {(c.benchmark, c.target.name): c.metrics.throughput.unit for c in run.cells
+               if c.status == "ok" and c.metrics is not None}
+    units = list(dict.fromkeys(unit_of.get((s.benchmark, s.target), "samples/s") for s in found)) or ["samples/s"]
+    columns = tuple(Column(n) for n in ("benchmark", "target", "scenario", "axis",
+                                        f"setting: {' or '.join(units)} @ p99 ms", "budget", "best")
+                    + (("memory limit",) if limits else ()))
     rows = []
     for s in found:
-        curve = "  ".join(f"{p.setting}: {p.throughput:,.0f} @ {p.p99_ms:.3g}" for p in s.points)
+        # A throughput unit in the text only where the column holds more than one.
+        unit = f" {unit_of.get((s.benchmark, s.target), 'samples/s')}" if len(units) > 1 else ""
+        curve = "  ".join(f"{p.setting}: {fmt_sig(p.throughput)}{unit} @ {fmt_sig(p.p99_ms)}" for p in s.points)
         best = "-" if s.best is None else f"{s.axis} {s.best.setting}"
         rows.append((s.benchmark, s.target, s.scenario, s.axis, curve,
                      "-" if s.budget_ms is None else f"{s.budget_ms:g} ms", best if s.points else "-",
@@ -218,10 +249,6 @@ _GENERATION_COLUMNS = (Column("cell", code=True), Column("load"),
                            "tok/s/stream", "prefill tok/s", "KV MiB")), Column("goodput"))
 
 
-def _est(e, digits: int = 3) -> str:
-    return "-" if e is None else fmt_estimate(e.value, e.ci_low, e.ci_high, digits)
-
-
 def generation_table(run: Run) -> Table | None:
     """The generate cells' token figures, each with its interval; None when the run has none."""
     rows = []
@@ -232,20 +259,20 @@ def generation_table(run: Run) -> Table | None:
         tp = c.metrics.throughput
         good: str | Text = "-"
         if g.attainment is not None:
-            text = f"{g.goodput_qps:,.3g} req/s ({g.attainment:.0%})"
+            text = f"{fmt_sig(g.goodput_qps)} req/s ({g.attainment:.0%})"
             good = Text(text, "bad") if g.min_attainment is not None and g.attainment < g.min_attainment else text
         if g.max_qps is not None or g.curve:
-            good = f"{good}; max {g.max_qps:,.3g}/s" if g.max_qps else Text(f"{good}; no rate met the SLO", "bad")
-        rows.append((c.id, g.load, _est(g.ttft_ms.p50), _est(g.ttft_ms.p99),
-                     _est(g.tpot_ms.p50 if g.tpot_ms else None), _est(g.tpot_ms.p99 if g.tpot_ms else None),
-                     _est(g.itl_ms.p99 if g.itl_ms else None), fmt_estimate(tp.value, tp.ci_low, tp.ci_high, 4),
-                     _est(g.tokens_per_s_per_stream, 4), _est(g.prefill_tokens_per_s, 4),
-                     f"{g.kv_cache_bytes / 2**20:,.2f}", good))
+            good = f"{good}; max {fmt_sig(g.max_qps)}/s" if g.max_qps else Text(f"{good}; no rate met the SLO", "bad")
+        rows.append((c.id, g.load, _num(g.ttft_ms.p50), _num(g.ttft_ms.p99),
+                     _num(g.tpot_ms.p50 if g.tpot_ms else None), _num(g.tpot_ms.p99 if g.tpot_ms else None),
+                     _num(g.itl_ms.p99 if g.itl_ms else None), Num(tp.value, tp.ci_low, tp.ci_high, 4),
+                     _num(g.tokens_per_s_per_stream, 4), _num(g.prefill_tokens_per_s, 4),
+                     Num(g.kv_cache_bytes / 2**20, digits=2), good))
     if not rows:
         return None
     return Table("generation · TTFT = time to first token (from the request's start or scheduled arrival), TPOT = "
                  "time per output token after the first, ITL = gap between tokens · tokens/s = output tokens in "
                  "aggregate · goodput = requests/s meeting slo.ttft_ms and slo.tpot_ms (share of requests)",
-                 _GENERATION_COLUMNS, tuple(rows),
-                 "the summary's samples/s column holds tokens/s, and its p50/p99 the end-to-end request latency, "
-                 "for these cells")
+                 _GENERATION_COLUMNS, settle(rows),
+                 "the summary's tokens/s column holds these cells' output tokens/s, and its p50/p99 their end-to-end "
+                 "request latency")

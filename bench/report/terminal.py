@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from bench.analysis.verdict import RunVerdict
-from bench.report.model import LINE_WIDTH, Table, Text, fit, fmt_estimate, for_encoding, printable
+from bench.report.model import LINE_WIDTH, Table, Text, fit, fit_widths, fmt_estimate, for_encoding, printable
 from bench.report.one_off import one_off
 from bench.report.run_tables import stop_word
 from bench.results.records import Cell, Run
@@ -46,14 +46,40 @@ def markup(value: str | Text) -> str:
     return _cell(value)
 
 
-def render(table: Table) -> RichTable:
-    out = RichTable(title=_plain(table.title) if table.title else table.title,
-                    caption=_plain(table.caption) if table.caption else None)
-    for col in table.columns:
-        out.add_column(_plain(col.name), justify="right" if col.numeric else "left")
-    for row in table.rows:
-        out.add_row(*(_cell(v) for v in row))
-    return out
+class _Fitted:
+    """A table laid out for the width it is printed at. rich cuts a word longer than its column
+    with "…" (two cell ids cut alike, "dec/torch/b1/gener…", read as one cell) or folds a number
+    in two: here each column is at least as wide as its longest word (model.fit_widths) and
+    wraps between words; only where the words alone cannot fit does a column fold, and nothing
+    is cut."""
+
+    def __init__(self, table: Table):
+        self.table = table
+
+    def __rich_console__(self, console, options):
+        from rich.cells import cell_len
+
+        t = self.table
+        texts = [[_plain(col.name)] + [_plain(r[j].text if isinstance(r[j], Text) else r[j]) for r in t.rows]
+                 for j, col in enumerate(t.columns)]
+        natural = [max(cell_len(line) for text in col for line in text.splitlines() or [""]) for col in texts]
+        # A name or a number in the body may not fold; a long heading word may, past 8 characters.
+        minimum = [max([min(8, cell_len(w)) for w in col[0].split()] + [cell_len(w) for text in col[1:]
+                                                                       for w in text.split()], default=1)
+                   for col in texts]
+        widths = fit_widths(natural, minimum, options.max_width - 3 * len(t.columns) - 1)  # padding and rules
+        out = RichTable(title=_plain(t.title) if t.title else t.title, caption=_plain(t.caption) if t.caption else None)
+        for j, col in enumerate(t.columns):
+            out.add_column(_plain(col.name), justify="right" if col.numeric else "left", overflow="fold",
+                           width=None if widths is None else widths[j])
+        for row in t.rows:
+            out.add_row(*(_cell(v) for v in row))
+        yield out
+
+
+def render(table: Table) -> _Fitted:
+    """The table for rich to print (console.print), laid out at the console's width."""
+    return _Fitted(table)
 
 
 _HEADLINE_STYLE = {"pass": "good", "caution": "warn", "fail": "bad"}
