@@ -8,6 +8,10 @@ EXIT_OK = 0
 EXIT_NO = 1  # a regression or an SLO failed: the answer is "no"
 EXIT_BAD_INPUT = 2
 EXIT_CELL_FAILED = 3
+# `bench history` tested no series (an empty store, an --only that matches nothing, series all
+# shorter than the gate needs): "no data", neither a pass nor a regression nor bad input, so a
+# nightly job can tell a gate that passed from one that never looked.
+EXIT_NO_DATA = 4
 EXIT_INTERRUPTED = 130
 
 

@@ -331,3 +331,25 @@ def test_a_calibration_the_disk_refuses_costs_the_record_not_the_checks_figures(
     where, replaced, summary, error = _record_or_error(paths, (_pair(*paths),), None, 2, tmp_path / "results" / "cal", 10)
     assert (where, replaced, summary) == ("", "", ())
     assert error.startswith(f"{calibration_file(tmp_path / 'results' / 'cal', KIND)}: cannot write the calibration record")
+
+
+def test_compare_prints_the_calibration_beside_its_verdict_and_refuses_a_corrupt_one(tmp_path, capsys):
+    """bench compare: the record of the runs' machine kind under the outcome line (and in --json);
+    none for this kind is said; a corrupt record is one line, exit 2."""
+    runs = planted_runs(5, {"single-stream": 0.02})
+    pairs = [PairVerdicts(7, 0, 0, (("single-stream", 0.04),)) for _ in range(4)]
+    write_calibration(calibration(runs, pairs, nights=10), tmp_path / "cal")
+    code, out, err = run_cli(capsys, "compare", str(SAMPLE), str(SAMPLE), "--calibration", str(tmp_path / "cal"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("  calibration on vm: false alarms measured 0% (n = 4 A/A pairs") for line in lines), out
+    (tmp_path / "none").mkdir()
+    code, out, _ = run_cli(capsys, "compare", str(SAMPLE), str(SAMPLE), "--calibration", str(tmp_path / "none"),
+                           "--json")
+    assert code == 0 and json.loads(out)["calibration"][0].startswith("calibration on vm: no calibration for machine kind vm")
+    path = calibration_file(tmp_path / "bad", KIND)
+    path.parent.mkdir()
+    path.write_text("{")
+    code, out, err = run_cli(capsys, "compare", str(SAMPLE), str(SAMPLE), "--calibration", str(tmp_path / "bad"))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"bench: calibration record {path}: not JSON"), err

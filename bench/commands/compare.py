@@ -22,13 +22,18 @@ def add_parser(sub) -> None:
     p.add_argument("--fail-on-inconclusive", action="store_true",
                    help="exit 1 when a cell is inconclusive (its interval too wide to tell a change of the threshold's "
                         "size from none) or no cell could be compared, as on a regression")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="the calibration records to print beside the verdict: a directory (default "
+                        "results/calibration, written by bench self-check --checks reproducibility) or one record")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--md", metavar="FILE", help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report: per-cell ratios with intervals and verdicts")
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.analysis.calibration import calibration_lines_for_runs
     from bench.analysis.compare import compare_runs
+    from bench.results.files import read_run
     from bench.codec import to_json
     from bench.report import markdown, terminal
     from bench.report.compare_table import (comparison_table, environment_lines, inconclusive_lines, outcome_line,
@@ -43,8 +48,12 @@ def run(args: argparse.Namespace) -> int:
         html = html_renderer()
     cmp = compare_runs(Path(args.base), Path(args.new), compare_policy, percent(args.threshold), args.alpha,
                        args.allow_env_diff)
+    # What this machine kind's A/A and planted runs measured of these verdicts, or why nothing is
+    # known: a verdict's false-alarm rate is measured, not assumed (a corrupt record: one line, exit 2).
+    calibration = calibration_lines_for_runs((read_run(Path(args.base)), read_run(Path(args.new))),
+                                             args.calibration, alpha=args.alpha, threshold=percent(args.threshold))
     if args.json:
-        print(json.dumps({**to_json(cmp), "outcome": cmp.outcome}, indent=1))
+        print(json.dumps({**to_json(cmp), "outcome": cmp.outcome, "calibration": calibration}, indent=1))
     else:
         out = terminal.console()
         # The answer and how the runs differ come before the table: a reader of a long table (or
@@ -55,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         out.print(terminal.markup(outcome_line(cmp)), soft_wrap=True)
         for line in inconclusive_lines(cmp):
             out.print(terminal.markup(f"  inconclusive: {line}"), soft_wrap=True)
+        for line in calibration:
+            out.print(terminal.markup(f"  {line}"), soft_wrap=True)
         out.print(terminal.render(comparison_table(cmp)))
         for line in environment_lines(cmp):
             print(f"environment: {line}")

@@ -13,14 +13,9 @@ import numpy as np
 
 from bench.analysis.history import BASELINE_RUNS, METRICS, MIN_RUNS
 from bench.commands.output import check_html_path, err, html_renderer, percent, write_html
-from bench.errors import EXIT_NO, EXIT_OK, UsageError
+from bench.errors import EXIT_NO, EXIT_NO_DATA, EXIT_OK, UsageError
 from bench.results.calibration import DEFAULT_CALIBRATION_DIR
 from bench.results.stores import DEFAULT_DB
-
-# The gate tested no series (an empty store, an --only that matches nothing, series all shorter
-# than the gate needs): "no data", neither a pass (0) nor a regression (1) nor bad input (2), so a
-# nightly job can tell a gate that passed from one that never looked. 3 is a failure at run time.
-EXIT_NO_DATA = 4
 
 
 def add_parser(sub) -> None:
