@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -389,3 +390,20 @@ def test_no_terminal_table_cuts_a_cell_id(reports, capsys, monkeypatch, columns)
     if columns >= 200:  # where the ids fit, each is whole on its line; the other columns wrap
         assert [r[0] for r in body if r[0]] == ids
     assert max(len(line) for line in out.splitlines()) <= columns
+
+
+def test_a_cell_with_fewer_processes_than_its_rule_says_so_in_its_stop_word():
+    """A cell Ctrl-C cut after its first process read '1/1 procs', as a whole cell would."""
+    from dataclasses import replace
+
+    from bench.report.run_tables import stop_word
+    from bench.results.files import read_run
+
+    run = read_run(Path(__file__).parent / "data/run_v12.json")
+    c = next(c for c in run.cells if len(c.repetitions) >= 2)
+    whole = stop_word(c.stop_reason, c)
+    assert whole.startswith(f"{len(c.used_repetitions)}/{len(c.repetitions)} procs") and "short" not in whole
+    cut = replace(c, repetitions=c.repetitions[:1], stop_reason=(
+        "1 of 1 repetitions in the figures (each a worker process, in interleaved rounds), fewer than the 5 its rule "
+        "asks for (interrupted): one process gives no re-run interval; per process: time"))
+    assert stop_word(cut.stop_reason, cut) == f"{int(c.repetitions[0].used)}/5 procs (short)"

@@ -9,6 +9,8 @@ the lines each scenario shows for its own records (server validity, clients, Loa
 """
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable
 
 from bench.analysis.ranking import rank_targets
@@ -23,7 +25,10 @@ DetailRows = Callable[[Cell], tuple[tuple[str, str], ...]]
 def stop_word(reason: str | None, c: Cell | None = None) -> str:
     if c is not None and c.repetitions:
         used = len(c.used_repetitions)
-        word = f"{used}/{len(c.repetitions)} procs"
+        # Against what the rule asked for when fewer were used (interrupted, failed, interfered):
+        # "1/1 procs" for a cell Ctrl-C cut after its first process read as a whole cell.
+        short = re.search(r"fewer than the (\d+) its rule asks for", reason or "")
+        word = f"{used}/{short.group(1)} procs (short)" if short else f"{used}/{len(c.repetitions)} procs"
         return word + (" (imprecise)" if reason and "not reached" in reason else "")
     if not reason:
         return "-"
