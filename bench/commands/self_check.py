@@ -1,15 +1,23 @@
-"""`bench self-check`: the harness measured against itself and its peers (bench.selfcheck)."""
+"""`bench self-check`: the harness measured against itself and its peers (bench.selfcheck).
+
+Exit code: 0 every goal a check printed was met, 1 a goal was NOT met (the answer is "no"), 2 a
+check could not run (it raised, or a part it needs is missing: CUDA, scipy, Ray); the worst wins.
+A check with figures only (the timer) holds no goal. Each check still runs when another fails."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from bench.errors import EXIT_OK, UsageError
+from bench.commands.output import err
+from bench.errors import UsageError, worst
 from bench.selfcheck import CHECKS, DEFAULT_CHECKS
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("self-check", help="harness overhead, timer resolution, kernel speed")
+    p = sub.add_parser("self-check", help="harness overhead, timer resolution, kernel speed",
+                       description="Measure the harness against itself and its peers; each goal is printed met or "
+                                   "NOT met. Exit 0 every goal met, 1 a goal NOT met, 2 a check could not run (it "
+                                   "raised, or a part it needs is missing: CUDA, scipy, Ray); the worst wins.")
     p.add_argument("--rounds", type=int, default=21, help="paired rounds of the two loops (default 21)")
     p.add_argument("--checks", default=",".join(DEFAULT_CHECKS),
                    help=f"comma-separated subset of {','.join(CHECKS)} (default: {','.join(DEFAULT_CHECKS)}; "
@@ -18,11 +26,13 @@ def add_parser(sub) -> None:
     p.add_argument("--runs", type=int, default=2,
                    help="reproducibility: runs of the suite, each compared with the next (default 2)")
     p.add_argument("--suite", default="benchmarks.toml", help="reproducibility: the suite to run (default benchmarks.toml)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the figures as JSON, each check with its verdict (met, NOT met, could not run, no "
+                        "goal) and its goals")
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.selfcheck.check import Options
+    from bench.selfcheck.check import Options, run_check
 
     if args.rounds < 1:
         raise UsageError(f"--rounds {args.rounds}: expected an integer >= 1")
@@ -37,13 +47,20 @@ def run(args: argparse.Namespace) -> int:
 
         if not loadgen_sut.available():
             raise UsageError("--checks loadgen/generator need MLPerf LoadGen: pip install mlcommons-loadgen")
-    report = {}
+    options = Options(args.rounds, args.runs, args.suite)
+    outcomes = []
     for check in checks:
-        record = check.run(Options(args.rounds, args.runs, args.suite))
-        report[check.name] = check.as_json(record)
+        outcome = run_check(check, options)
+        outcomes.append(outcome)
         if not args.json:
-            for line in check.lines(record):
-                print(line)
+            for line in outcome.lines:
+                print(line, flush=True)
+        if outcome.could_not_run:  # said as it happens: the checks after it may take minutes
+            err(f"self-check {check.name} could not run: {outcome.could_not_run}")
     if args.json:
-        print(json.dumps(report, indent=1, default=str))
-    return EXIT_OK
+        print(json.dumps({o.name: o.as_json() for o in outcomes}, indent=1, default=str))
+    unmet = {o.name: n for o in outcomes if (n := sum(not g.met for g in o.goals))}
+    if unmet:
+        err(f"self-check: {sum(unmet.values())} of {sum(len(o.goals) for o in outcomes)} goals NOT met: "
+            + ", ".join(f"{name} ({n})" for name, n in unmet.items()))
+    return worst(*(o.exit_code for o in outcomes))

@@ -152,4 +152,5 @@ def lines(f: FidelityCheck) -> list[str]:
     return out
 
 
-CHECK = Check("fidelity", False, lambda o: check_fidelity(), lines)
+CHECK = Check("fidelity", False, lambda o: check_fidelity(), lines,
+              missing=lambda f: (f.note.removeprefix("skipped: ") or "no batch size measured") if not f.points else None)
