@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli, write_suite
+from tests.helpers import run_cli, stderr_until, write_suite
 
 ROOT = Path(__file__).parents[1]
 
@@ -273,23 +273,32 @@ def test_a_backend_that_becomes_5x_slower_raises_the_alarm_and_fail_on_alarm_exi
     assert m["alarms"] and m["end_reason"].startswith("alarm with --fail-on-alarm") and m["windows"] < 100
 
 
-def test_sigterm_writes_the_run_directory_and_the_endpoint_answers_while_it_runs(tmp_path):
+def _default_sigint() -> None:
+    # A process started with SIGINT ignored (launched in the background by a shell, as CI runners
+    # and test workers may be) keeps ignoring it: give the monitor the Ctrl-C a terminal would send.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_monitor(tmp_path: Path, suite: Path, *argv: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", "monitor", str(suite), "--benchmark", "spin",
+                             "--target", "slow", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, start_new_session=True, preexec_fn=_default_sigint)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_ends_the_monitor_with_exit_0_and_its_run_complete(sig, tmp_path):
+    """SIGINT and SIGTERM are how a monitor is meant to end (it runs until stopped): exit 0 and a
+    complete run, as --duration-s gives, not bench run's interruption (130/143). SIGHUP (a closed
+    terminal) is no way to end it: below, it still interrupts."""
     from prometheus_client.parser import text_string_to_metric_families
 
     suite = monitor_suite(tmp_path, delay_us=300)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "monitor", str(suite), "--benchmark", "spin",
-                             "--target", "slow", "--qps", "500", "--window-s", "0.5", "--port", str(port),
-                             "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
+    proc = start_monitor(tmp_path, suite, "--qps", "500", "--window-s", "0.5", "--port", str(port),
+                         "--out", str(tmp_path / "out"))
     try:
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if "window 3:" in line:
-                break
-        assert any("window 3:" in line for line in lines), "".join(lines)
+        lines = stderr_until(proc, "window 3:")
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         families = {f.name: f for f in text_string_to_metric_families(body)}
         windows = families["bench_monitor_windows"].samples[0].value
@@ -297,21 +306,79 @@ def test_sigterm_writes_the_run_directory_and_the_endpoint_answers_while_it_runs
         hist = {s.labels.get("le"): s.value for s in families["bench_monitor_request_latency_seconds"].samples
                 if s.name.endswith("_bucket")}
         assert hist["+Inf"] == families["bench_monitor_requests"].samples[0].value > 0
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.stderr.read()
-        code = proc.wait(timeout=60)
+        proc.send_signal(sig)
+        if sig == signal.SIGINT:
+            # CI sends SIGINT, then SIGTERM: the second finds the monitor stopping and changes nothing
+            proc.send_signal(signal.SIGTERM)
+        out, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == 143, rest
-    assert "ended by SIGTERM" in rest and "Traceback" not in rest
-    run = json.loads(next((tmp_path / "out").glob("*/run.json")).read_text())
-    assert run["status"] == "interrupted"
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "interrupted" not in stderr and "ended by" not in stderr
+    run_dir = next((tmp_path / "out").glob("*/"))
+    assert f"bench: stopped by {sig.name}; 0 alarm(s); results: {run_dir / 'run.json'}" in stderr.splitlines()
+    assert "monitor" in out  # the run's table on stdout
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "complete" and run["end_reason"] == f"stopped by {sig.name}" and run["finished_at"]
     cell = run["cells"][0]
-    assert cell["status"] == "ok" and cell["monitor"]["windows"] >= 4
-    assert cell["monitor"]["qps"] == 500 and cell["monitor"]["end_reason"] == "stopped by a signal"
+    m = cell["monitor"]
+    assert cell["status"] == "ok" and m["end_reason"] == f"stopped by {sig.name}"
+    # every window streamed is in the run, each series one value a window, and the figures are theirs
+    assert m["windows"] >= windows and m["qps"] == 500
+    assert all(len(m[k]["values"]) == m["windows"] for k in ("throughput", "p50_ms", "p99_ms", "rss_bytes"))
+    assert len(m["errors_per_window"]) == m["windows"] and cell["metrics"]["latency_ms"]["n"] == m["requests"]
     # open loop at 500/s: each window's throughput is the offered rate, give or take Poisson noise
-    assert np.median(cell["monitor"]["throughput"]["values"]) == pytest.approx(500, rel=0.3)
+    assert np.median(m["throughput"]["values"]) == pytest.approx(500, rel=0.3)
+
+
+def test_sighup_still_interrupts_the_monitor_and_keeps_its_windows(tmp_path):
+    suite = monitor_suite(tmp_path, delay_us=300)
+    proc = start_monitor(tmp_path, suite, "--qps", "500", "--window-s", "0.5", "--port", str(free_port()),
+                         "--out", str(tmp_path / "out"))
+    try:
+        lines = stderr_until(proc, "window 1:")
+        proc.send_signal(signal.SIGHUP)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 129, stderr
+    assert "ended by SIGHUP (exit 129)" in stderr and "Traceback" not in stderr
+    run = json.loads(next((tmp_path / "out").glob("*/run.json")).read_text())
+    m = run["cells"][0]["monitor"]
+    assert run["status"] == "interrupted" and m["end_reason"] == "interrupted" and m["windows"] >= 2
+
+
+def test_fail_on_alarm_still_exits_1_in_a_real_process(tmp_path, capsys, monkeypatch):
+    # The baseline: a short monitor of the target at 200 µs a call. Then the same target at 10x
+    # the time a call (it sleeps, so that a busy machine cannot make it faster or slower by much):
+    # its p99 drifts from the baseline's by far more than the detector's noise and 10%.
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = monitor_suite(tmp_path, delay_us=200, sleep=True)
+    code, _, err = run_cli(capsys, "monitor", str(suite), "--benchmark", "spin", "--target", "slow", "--window-s",
+                           "0.25", "--duration-s", "1", "--quiet", "--port", str(free_port()), "--out", str(tmp_path / "base"))
+    assert code == 0, err
+    slow = monitor_suite(tmp_path, delay_us=2000, sleep=True)
+    proc = start_monitor(tmp_path, slow, "--window-s", "0.25", "--baseline", str(next((tmp_path / "base").glob("*/"))),
+                         "--baseline-windows", "3", "--fail-on-alarm", "--quiet", "--duration-s", "60",
+                         "--port", str(free_port()), "--out", str(tmp_path / "out"))
+    try:
+        out, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stderr
+    assert "ALARM (drift)" in stderr and "Traceback" not in stderr
+    run = json.loads(next((tmp_path / "out").glob("*/run.json")).read_text())
+    m = run["cells"][0]["monitor"]
+    # closed loop: the p99 up or the throughput down, whichever crosses first ends it
+    assert run["status"] == "complete" and m["end_reason"].startswith("alarm with --fail-on-alarm: ")
+    first = m["alarms"][0]
+    assert first["kind"] == "drift" and (first["change"] > 0) == (first["figure"] == "p99"), first
+    assert len(m["p99_ms"]["values"]) == m["windows"]
 
 
 # --- bad input ---------------------------------------------------------------------------------

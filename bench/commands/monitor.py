@@ -2,9 +2,13 @@
 Prometheus endpoint, drift and leak alarms, and a run directory at the end.
 
 A line per window on stderr; an alarm is a line of its own, on the endpoint (bench_monitor_alarm),
-and with --fail-on-alarm the end of the monitor (exit 1). SIGINT or SIGTERM stops it at the end of
-the window in flight and writes the run directory (exit 130 or 143); so does the end of
---duration-s (exit 0, or 1 when an alarm was raised and --fail-on-alarm is set).
+and with --fail-on-alarm the end of the monitor (exit 1). SIGINT or SIGTERM is how a monitor is
+meant to end (it runs until stopped), not an interruption as in `bench run` (130/143): either
+stops it at the end of the window in flight and writes the run directory, complete, as the end of
+--duration-s does; exit 0, or 1 when an alarm was raised with --fail-on-alarm, or 3 when the cell
+failed. Before the worker starts (the model being prepared) nothing is measured yet, and a signal
+interrupts as for any command; SIGHUP (a closed terminal) interrupts at any time: the run is kept,
+"interrupted", exit 129.
 """
 from __future__ import annotations
 
@@ -12,11 +16,17 @@ import argparse
 import difflib
 import ipaddress
 import math
+import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.commands.output import err
 from bench.errors import EXIT_CELL_FAILED, EXIT_INTERRUPTED, EXIT_NO, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from bench.results.records import Alarm
+    from bench.runner.monitor import MonitorResult
 
 DEFAULT_PORT = 9400
 MIN_WINDOW_REQUESTS = 100  # a window's p99 needs at least 100 requests
@@ -109,12 +119,10 @@ def run(args: argparse.Namespace) -> int:
     from bench.analysis.drift import Drift, describe
     from bench.analysis.leak import leak_check
     from bench.config.suite import load_suite
-    from bench.report import terminal
     from bench.report.prometheus import MonitorMetrics
-    from bench.report.run_tables import summary_table
     from bench.results.records import Alarm, MonitorInfo, Series
     from bench.results.stores import redact
-    from bench.runner.monitor import run_monitor
+    from bench.runner.monitor import StopSignals, run_monitor
     from bench.scenarios.monitor import PROM_BUCKETS_S, MonitorSpec
 
     _check_args(args)
@@ -203,23 +211,35 @@ def run(args: argparse.Namespace) -> int:
         f"{f', for {args.duration_s:g} s' if args.duration_s else ', until SIGINT or SIGTERM'}; "
         f"metrics at http://{args.host}:{server.server_port}/metrics")
     argv = tuple(redact(a) for a in sys.argv)
-    try:
-        result = run_monitor(suite, bench, target, spec, Path(args.out), argv, on_window, finish,
-                             on_started=lambda path: err(f"results will be in {path}"))
-    finally:
-        server.shutdown()
-        server.server_close()
+    # SIGINT and SIGTERM are how a monitor ends: from the worker's start to this command's return
+    # they stop it as --duration-s would (exit 0), not as bench.cli's interruption (130/143).
+    with StopSignals((signal.SIGINT, signal.SIGTERM)) as stops:
+        try:
+            result = run_monitor(suite, bench, target, spec, Path(args.out), argv, on_window, finish,
+                                 on_started=lambda path: err(f"results will be in {path}"), stop_signals=stops)
+        finally:
+            server.shutdown()
+            server.server_close()
+        return _summary(result, alarms, args.fail_on_alarm)
+
+
+def _summary(result: MonitorResult, alarms: list[Alarm], fail_on_alarm: bool) -> int:
+    """The run's table and closing lines; the exit code: 3 a failed cell, 1 an alarm with
+    --fail-on-alarm, else 0 however the monitor ended (its duration, a stop signal, an alarm)."""
+    from bench.report import terminal
+    from bench.report.run_tables import summary_table
+
     terminal.console().print(terminal.render(summary_table(result.run)))
     cell = result.run.cells[0]
     if cell.monitor is not None and cell.monitor.leak_slope_mib_per_h is not None:
         m = cell.monitor
         err(f"RSS slope after warm-up: {m.leak_slope_mib_per_h:+.3g} MiB/h [{m.leak_slope_low:+.3g}, "
             f"{m.leak_slope_high:+.3g}] over {m.windows} windows")
-    err(f"{len(alarms)} alarm(s); results: {result.path}")
+    err(f"{result.run.end_reason or 'ended'}; {len(alarms)} alarm(s); results: {result.path}")
     if cell.status == "failed":
         err(f"{cell.id} failed ({cell.failure_kind}): {cell.reason}")
-    if result.interrupted:
+    if result.interrupted:  # SIGHUP: bench.cli makes it 129
         return EXIT_INTERRUPTED
     if cell.status == "failed":
         return EXIT_CELL_FAILED
-    return EXIT_NO if alarms and args.fail_on_alarm else EXIT_OK
+    return EXIT_NO if alarms and fail_on_alarm else EXIT_OK

@@ -3,14 +3,18 @@ summaries tailed from the stream file as they come, and at the end one run direc
 usual contract (a `monitor` cell).
 
 The worker runs in a thread of this process's (run_in_worker, spawned), so the main thread stays
-free to read windows and to take Ctrl-C or SIGTERM. Such a signal asks the worker to stop at the
-end of its window (the stop file) and waits for it, so the cell keeps what the backend reported;
-a worker that does not stop within STOP_GRACE_S plus a window is killed. Either way the windows
+free to read windows and to take Ctrl-C or SIGTERM. A signal the caller names in `stop_signals`
+is the monitor's normal end (a soak runs until it is stopped): it asks the worker to stop at the
+end of its window (the stop file), and the run is complete, its end reason the signal's name.
+Any other interruption (KeyboardInterrupt: bench.cli's SIGHUP) does the same but leaves the run
+"interrupted". Either way the main thread waits for the worker, so the cell keeps what the backend
+reported; a worker that does not stop within STOP_GRACE_S plus a window is killed, and the windows
 already streamed are the figures: nothing measured is lost.
 """
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import tempfile
 import threading
 import time
@@ -40,7 +44,7 @@ class MonitorResult:
     run: Run
     path: Path
     windows: int
-    interrupted: bool  # ended by a signal
+    interrupted: bool  # ended by an interruption other than a stop signal (its run is "interrupted")
 
 
 class Stopper:
@@ -53,16 +57,58 @@ class Stopper:
     def request(self, reason: str) -> None:
         if not self.reason:
             self.reason = reason
-            self.path.touch()
+            try:
+                self.path.touch()
+            except OSError:  # its scratch directory is gone: the worker has ended already
+                pass
+
+
+class StopSignals:
+    """Signals that end the monitor as its duration would: from `arm(stopper)` (the worker's start)
+    until this context exits (the caller's command is done), each asks the worker to stop
+    (stopper.request) instead of raising KeyboardInterrupt, bench.cli's handler, put back on exit.
+    A KeyboardInterrupt lands anywhere, in the middle of writing run.json too, and a stop is an
+    end, not an interruption; a second signal (CI sends SIGINT, then SIGTERM) finds the monitor
+    already stopping, or stopped and its run written, and changes nothing.
+    The handler only records and touches the stop file: it runs between two bytecodes of the main
+    thread, which may be in the middle of printing a window's line (a print here could raise
+    'reentrant call'). Only the main thread may set handlers: elsewhere nothing changes."""
+
+    def __init__(self, signals: tuple[int, ...]):
+        self.signals = signals if threading.current_thread() is threading.main_thread() else ()
+        self.previous: dict[int, Any] = {}
+        self.stopper: Stopper | None = None
+
+    def arm(self, stopper: Stopper) -> None:
+        self.stopper = stopper
+        for sig in self.signals:
+            # A process started with SIGINT ignored (in the background of a shell) keeps ignoring it.
+            if sig not in self.previous and signal.getsignal(sig) != signal.SIG_IGN:
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.stopper is not None:  # the first reason stays
+            self.stopper.request(f"stopped by {signal.Signals(signum).name}")
+
+    def __enter__(self) -> StopSignals:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
 
 
 def run_monitor(suite: SuiteSpec, bench: BenchmarkSpec, target: TargetSpec, spec: MonitorSpec, out_root: Path,
                 argv: tuple[str, ...], on_window: Callable[[dict, Stopper], None],
                 finish: Callable[[list[dict], str], dict[str, Any]],
-                on_started: Callable[[Path], None] = lambda path: None) -> MonitorResult:
+                on_started: Callable[[Path], None] = lambda path: None,
+                stop_signals: StopSignals | None = None) -> MonitorResult:
     """Drive the cell until the duration ends, a signal arrives, or `on_window` asks to stop;
     `on_window(summary, stopper)` sees each window as it comes; `finish(windows, end_reason)`
-    gives the cell's extra records (its `monitor` record) once it has ended."""
+    gives the cell's extra records (its `monitor` record) once it has ended. `stop_signals`, armed
+    when the worker starts, end the monitor as its duration would (before that nothing is
+    measured yet, and a signal interrupts as for any command)."""
     from bench import __version__
 
     stats.warm_kernels()
@@ -116,6 +162,8 @@ def run_monitor(suite: SuiteSpec, bench: BenchmarkSpec, target: TargetSpec, spec
                 windows.append(w)
                 on_window(w, stopper)
 
+        if stop_signals is not None:
+            stop_signals.arm(stopper)
         thread.start()
         while True:  # a signal can land anywhere in here: each one asks the worker to stop, then waits again
             try:
@@ -155,7 +203,7 @@ def run_monitor(suite: SuiteSpec, bench: BenchmarkSpec, target: TargetSpec, spec
 
 def _ended(result: Any, interrupted: bool) -> str:
     if interrupted:
-        return "stopped by a signal"
+        return "interrupted"
     if isinstance(result, WorkerFailure):
         return f"the worker failed ({result.kind}): {result.reason}"
     return result.run.stop_reason if result is not None else "the worker did not stop in time"
