@@ -560,35 +560,32 @@ def test_rerun_interval_covers_the_next_runs_figure():
     assert 0.93 <= rerun_hits / total <= 0.995
 
 
-def test_rerun_interval_allows_for_the_machines_round_to_round_speed():
-    from dataclasses import replace
+def test_rerun_interval_holds_the_machines_round_to_round_speed_without_a_term_of_its_own():
+    """The machine's speed moves every cell of a round alike (planted: sd 5% a round, as measured
+    here), each process by 12% of its own, and nothing moves a whole run beyond its rounds (eight
+    runs of the default suite: whole runs moved with an sd of 2.2%, 5%/sqrt(5)). Each process ran
+    in its own round, so the round spread is in the between-process variance already: the re-run
+    interval holds the next run's figure 93-99.5% of the time without adding it again (adding it
+    as a whole-run drift made the intervals 1.5x wider for 98.5%)."""
+    from bench.stats import pooled_prior, process_interval
 
-    from bench.stats import pooled_prior, process_interval, round_spread
-
-    # Planted: every round of a run moves all its cells by a common factor (sd 4%), the run as a
-    # whole moves by another (sd 4%: a slow drift one run cannot see), each process by 2%.
     rng = np.random.default_rng(7)
 
     def run(bases):
-        shift = rng.normal(0, 0.04)
-        rounds = rng.normal(0, 0.04, 5)
-        return [np.exp(shift + rounds + rng.normal(0, 0.02, 5)) * b for b in bases]
+        rounds = rng.normal(0, 0.05, 5)
+        return [np.exp(rounds + rng.normal(0, 0.12, 5)) * b for b in bases]
 
-    plain_hits = with_hits = total = 0
-    spreads = []
+    hits = total = 0
+    halves, moves = [], []
     for _ in range(150):
         bases = rng.uniform(1, 100, 24)
         first, second = run(bases), run(bases)
         prior = pooled_prior(first)
-        spread = round_spread([dict(enumerate(c)) for c in first])
-        spreads.append(spread)
         for x, y in zip(first, second):
-            nxt = y.mean()
             iv = process_interval(x, 0.95, prior, rerun=True)
-            plain_hits += iv.low <= nxt <= iv.high
-            iv = process_interval(x, 0.95, replace(prior, run_cv2=spread), rerun=True)
-            with_hits += iv.low <= nxt <= iv.high
+            hits += iv.low <= y.mean() <= iv.high
+            halves.append((iv.high - iv.low) / 2 / x.mean())
+            moves.append(abs(np.log(y.mean() / x.mean())))
             total += 1
-    assert abs(np.sqrt(np.median(spreads)) - 0.04) < 0.01  # the planted round spread is recovered
-    assert plain_hits / total < 0.85  # without it, the run-level drift escapes the interval
-    assert with_hits / total >= 0.9
+    assert 0.93 <= hits / total <= 0.995
+    assert np.median(halves) / np.median(moves) <= 3.5  # not wider than a calibrated interval needs

@@ -4,8 +4,7 @@ split of their variance, the unstable mark, and which repetitions the figures ma
 Model and intervals: bench.stats.processes. Each figure (throughput, mean, each percentile) is
 the mean over the used repetitions of that repetition's figure; its interval is t over them,
 moderated by the run's typical spread, for the figure a re-run reports (rerun=True): what a user
-checks an interval against is the next run, whose own error adds to this one's, made at a time
-when the machine may run faster or slower as it did between this run's rounds. A
+checks an interval against is the next run, whose own error adds to this one's. A
 repetition measured under interference (other processes took more than the stop rule's
 max_interference of the CPU) is left out while at least two clean ones remain, and the reason
 says so. A cell is unstable when a figure's between-process CV exceeds UNSTABLE_CV.
@@ -58,22 +57,14 @@ def figure_of(m: Metrics, figure: str) -> float:
     return m.throughput.value if figure == "throughput" else getattr(m.latency_ms, figure).value
 
 
-def priors(cells: list[list[Metrics]], rounds: list[list[int]] | None = None) -> dict[str, stats.Prior]:
+def priors(cells: list[list[Metrics]]) -> dict[str, stats.Prior]:
     """The run's typical between-process spread of each figure, from every cell measured in at
-    least 2 processes (bench.stats.processes: the moderated interval); with `rounds` (the round
-    each of those metrics was measured in), also the round-to-round spread of the machine's
-    speed that a re-run's interval allows for (stats.round_spread)."""
+    least 2 processes (bench.stats.processes: the moderated interval)."""
     out = {}
     for f in FIGURES:
         prior = stats.pooled_prior([[figure_of(m, f) for m in per] for per in cells if len(per) >= 2])
-        if prior is None:
-            continue
-        if rounds is not None:
-            spread = stats.round_spread([{r: figure_of(m, f) for r, m in zip(rs, per)}
-                                         for per, rs in zip(cells, rounds)])
-            if spread is not None:
-                prior = replace(prior, run_cv2=spread)
-        out[f] = prior
+        if prior is not None:
+            out[f] = prior
     return out
 
 

@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--runs", type=int, default=2,
                    help="reproducibility: runs of the suite, each compared with the next (default 2)")
     p.add_argument("--suite", default="benchmarks.toml", help="reproducibility: the suite to run (default benchmarks.toml)")
+    p.add_argument("--slowdown", type=float, default=20.0, metavar="PCT",
+                   help="reproducibility: how much slower its planted ONNX Runtime CPU targets run (default 20)")
     p.add_argument("--json", action="store_true",
                    help="print the figures as JSON, each check with its verdict (met, NOT met, could not run, no "
                         "goal) and its goals")
@@ -47,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
         if not loadgen_sut.available():
             raise UsageError("--checks loadgen/generator need MLPerf LoadGen: pip install mlcommons-loadgen")
-    options = Options(args.rounds, args.runs, args.suite)
+    if not 1 <= args.slowdown <= 500:
+        raise UsageError(f"--slowdown {args.slowdown:g}: expected a percentage from 1 to 500")
+    options = Options(args.rounds, args.runs, args.suite, args.slowdown / 100)
     outcomes = []
     for check in checks:
         outcome = run_check(check, options)

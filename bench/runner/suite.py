@@ -155,10 +155,7 @@ class _CellState:
         if not stop.ci_figures or len(ok) < 2:
             self.precision_note = ""
             return True
-        # Precision is what more processes can buy: the machine's round-to-round spread, which a
-        # re-run's interval also allows for, does not shrink with them and is left out here.
-        within_run = {f: replace(p, run_cv2=0.0) for f, p in (prior or {}).items()}
-        merged = merge([r.figures.metrics for r in ok], [], stop.confidence, within_run)
+        merged = merge([r.figures.metrics for r in ok], [], stop.confidence, prior)
         widths = {f: merged.rel_half_width(f) for f in stop.ci_figures}
         reached = all(w <= stop.ci_rel_width for w in widths.values())
         shown = ", ".join(f"{f} ±{w:.1%}" for f, w in widths.items())
@@ -287,7 +284,7 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
         from bench.analysis.repetitions import priors
 
         ok = [[r for r in st.reps if r.ok] for st in states]
-        return priors([[r.figures.metrics for r in reps] for reps in ok], [[r.index for r in reps] for reps in ok])
+        return priors([[r.figures.metrics for r in reps] for reps in ok])
 
     def settle(st: _CellState, run_prior: dict) -> None:
         st.precise_enough(run_prior)  # states the precision reached across all its processes

@@ -59,6 +59,7 @@ class Options:
     rounds: int = 21  # paired rounds, where a check has rounds
     runs: int = 2  # runs of the suite, where a check runs one (reproducibility)
     suite: str = "benchmarks.toml"
+    slowdown: float = 0.20  # reproducibility: the planted slowdown of its ONNX Runtime CPU targets
 
 
 @dataclass(frozen=True)

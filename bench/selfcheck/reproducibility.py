@@ -4,7 +4,7 @@
     run's 95% interval (goal: 90%);
   - A/A: `bench compare` of each run against the next, nothing changed: the pairs that exit 0
     (goal: 19 of 20);
-  - power: the same suite with every ONNX Runtime CPU target made exactly 20% slower
+  - power: the same suite with every ONNX Runtime CPU target made exactly 20% (--slowdown) slower
     (bench.selfcheck.slowed), compared against a normal run: the share of those cells called
     slower (goal: 90%);
   - the nightly gate on simulated nights with this machine's noise (bench.analysis.gate_sim) at
@@ -19,6 +19,8 @@ figures come from the runs themselves (resampled nights) where there are at leas
 """
 from __future__ import annotations
 
+import math
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -50,6 +52,9 @@ class PairResult:
     slower: int = 0  # of those, called slower
     detectable: tuple[tuple[str, float], ...] = ()  # (cell kind, compare's detectable change) per process-tested cell
     verdicts: tuple[tuple[str, int], ...] = ()  # (verdict, cells that read it) of the cells compare judged
+    # throughput and p50 of each cell: this run's relative half-width, and |log(next / this)|
+    half_widths: tuple[float, ...] = ()
+    moves: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class ReproducibilityCheck:
     gate_found_all: float  # a 15% step in all 24 series
     gate_found_one: float  # in one series alone
     gate_nights: int
+    slowdown: float = 0.2  # the planted slowdown
+    slowed_verdicts: tuple[tuple[str, int], ...] = ()  # (verdict, cells) of the slowed cells compared
     calibration: str = ""  # where the calibration record was written
     calibration_replaced: str = ""  # the record it replaced, in words ("" when none)
     calibration_summary: tuple[str, ...] = ()  # its lines as compare and history print them
@@ -87,6 +94,8 @@ def _pair(a_path: Path, b_path: Path) -> PairResult:
     a, b = read_run(a_path), read_run(b_path)
     nxt = {c.key.stable_id: c for c in b.cells if c.status == "ok"}
     tp = p50 = n = tokens = tokens_inside = 0
+    halves: list[float] = []
+    moves: list[float] = []
     for c in a.cells:
         d = nxt.get(c.key.stable_id)
         if c.status != "ok" or d is None:
@@ -94,6 +103,11 @@ def _pair(a_path: Path, b_path: Path) -> PairResult:
         n += 1
         tp += _inside(c.metrics.throughput, d.metrics.throughput.value)
         p50 += _inside(c.metrics.latency_ms.p50, d.metrics.latency_ms.p50.value)
+        for mine, theirs in ((c.metrics.throughput, d.metrics.throughput), (c.metrics.latency_ms.p50,
+                                                                            d.metrics.latency_ms.p50)):
+            if mine.ci_low is not None and mine.value > 0 and theirs.value > 0:
+                halves.append((mine.ci_high - mine.ci_low) / 2 / mine.value)
+                moves.append(abs(math.log(theirs.value / mine.value)))
         if c.generate is not None and d.generate is not None:  # a generate cell's token figures too
             for mine, theirs in ((c.generate.ttft_ms, d.generate.ttft_ms), (c.generate.tpot_ms, d.generate.tpot_ms)):
                 if mine is not None and theirs is not None:
@@ -107,12 +121,15 @@ def _pair(a_path: Path, b_path: Path) -> PairResult:
     detectable = tuple((cell_kind(scenario[c.key]), c.detectable) for c in judged
                        if c.detectable is not None and c.key in scenario)
     verdicts = tuple(sorted(Counter(c.verdict for c in judged).items()))
-    return PairResult(n, tp, p50, not slower, flagged, tokens, tokens_inside, len(judged), slower, detectable, verdicts)
+    return PairResult(n, tp, p50, not slower, flagged, tokens, tokens_inside, len(judged), slower, detectable, verdicts,
+                      tuple(halves), tuple(moves))
 
 
-def _slowed(suite):
-    """The suite with its ONNX Runtime CPU targets 20% slower, and only their cells."""
-    targets = {name: replace(t, backend=SLOWED_BACKEND) for name, t in suite.targets.items()
+def _slowed(suite, slowdown: float = 0.2):
+    """The suite with its ONNX Runtime CPU targets `slowdown` slower, and only their cells."""
+    from bench.selfcheck.slowed import backend_name
+
+    targets = {name: replace(t, backend=backend_name(slowdown)) for name, t in suite.targets.items()
                if t.backend == "onnxruntime" and not t.is_cuda}
     benches = []
     for b in suite.benchmarks:
@@ -133,6 +150,8 @@ def _run(suite, out: Path) -> tuple[Path, RunTime]:
 
 
 def check_reproducibility(o: Options) -> ReproducibilityCheck:
+    from collections import Counter
+
     from bench.analysis.compare import compare_runs
     from bench.analysis.gate_sim import simulate
     from bench.config.suite import load_suite
@@ -140,7 +159,7 @@ def check_reproducibility(o: Options) -> ReproducibilityCheck:
 
     suite = load_suite(o.suite)
     repeats = max((b.stop.repeats for b in suite.benchmarks), default=1)
-    slowed, n_slowed_targets = _slowed(suite)
+    slowed, n_slowed_targets = _slowed(suite, o.slowdown)
     with tempfile.TemporaryDirectory(prefix="bench-repro-") as tmp:
         runs, times = [], []
         for i in range(o.runs):
@@ -149,6 +168,7 @@ def check_reproducibility(o: Options) -> ReproducibilityCheck:
             times.append(t)
         pairs = tuple(_pair(runs[i], runs[i + 1]) for i in range(o.runs - 1))
         cells = found = slowed_pairs = 0
+        slowed_verdicts: Counter = Counter()
         if n_slowed_targets:
             for i in range(o.runs - 1):
                 path, t = _run(slowed, Path(tmp) / f"b{i}")
@@ -157,16 +177,17 @@ def check_reproducibility(o: Options) -> ReproducibilityCheck:
                 matched = [c for c in cmp.cells if c.reason != "missing in NEW"]
                 cells += len(matched)
                 found += sum(c.verdict == "slower" for c in matched)
+                slowed_verdicts.update(c.verdict for c in matched)
                 slowed_pairs += 1
         # read while the runs exist: the calibration is made of them
-        written = _record_or_error(runs, pairs, (0.2, cells, found) if slowed_pairs else None, repeats,
+        written = _record_or_error(runs, pairs, (o.slowdown, cells, found) if slowed_pairs else None, repeats,
                                    DEFAULT_CALIBRATION_DIR)
     nights = 400
     aa = simulate(nights=nights, processes=repeats, stepped=24, seed=1)
     one = simulate(nights=nights, processes=repeats, stepped=1, seed=2)
     return ReproducibilityCheck(o.suite, o.runs, repeats, tuple(times), pairs, cells, found, slowed_pairs,
                                 aa.false_alarm_nights, aa.found_within_2, one.found_within_2, nights,
-                                *written)
+                                o.slowdown, tuple(sorted(slowed_verdicts.items())), *written)
 
 
 def run_figures(path: Path) -> dict:
@@ -247,15 +268,37 @@ def lines(c: ReproducibilityCheck) -> list[str]:
         inside = sum(p.token_inside for p in c.pairs)
         out.append(f"  re-run coverage of the generate cells' TTFT p50 and TPOT p50: {inside}/{tokens} = "
                    f"{inside / tokens:.0%}  (goal 90%) {met(inside >= 0.9 * tokens)}")
+    halves = [h for p in c.pairs for h in p.half_widths]
+    moves = [m for p in c.pairs for m in p.moves]
+    if halves and moves and statistics.median(moves) > 0:
+        ratio = statistics.median(halves) / statistics.median(moves)
+        # A calibrated 95% interval for where a re-run lands is about 2.9x the median move (the
+        # difference of two draws: 1.96 sqrt(2) sd against 0.674 sqrt(2) sd); wider is blind to
+        # changes it could see, narrower does not hold.
+        out.append(f"  interval width: median half-width {statistics.median(halves):.1%} of the figure against a median "
+                   f"re-run move of {statistics.median(moves):.1%} (largest {max(moves):.1%}): {ratio:.1f}x "
+                   f"(goal at most 3.5x; 2.9x is calibrated) {met(ratio <= 3.5)}")
+    detect = sorted(d for p in c.pairs for _, d in p.detectable)
+    if detect:
+        out.append(f"  detectable: compare's median smallest detectable change {statistics.median(detect):.1%} per cell "
+                   f"(goal at most 5%) {met(statistics.median(detect) <= 0.05)}")
+    tally: dict[str, int] = {}
+    for p in c.pairs:
+        for v, k in p.verdicts:
+            tally[v] = tally.get(v, 0) + k
+    if tally:
+        out.append("  A/A verdicts over all pairs: " + ", ".join(f"{v} {k}" for v, k in sorted(tally.items())))
     out.append(f"  A/A: bench compare exits 0 in {ok_pairs} of {len(c.pairs)} pairs (goal 19 of 20) "
                f"{met(ok_pairs >= 0.95 * len(c.pairs))}")
     for p in c.pairs:
         if p.flagged:
             out.append(f"    flagged: {'; '.join(p.flagged)}")
     if c.slowed_cells:
-        out.append(f"  power: a 20% slower ONNX Runtime target called slower in {c.slowed_found} of {c.slowed_cells} "
-                   f"cells over {c.slowed_pairs} pair(s) = {c.slowed_found / c.slowed_cells:.0%} (goal 90%) "
-                   f"{met(c.slowed_found >= 0.9 * c.slowed_cells)}")
+        out.append(f"  power: a {c.slowdown:.0%} slower ONNX Runtime target called slower in {c.slowed_found} of "
+                   f"{c.slowed_cells} cells over {c.slowed_pairs} pair(s) = {c.slowed_found / c.slowed_cells:.0%} "
+                   f"(goal 90%) {met(c.slowed_found >= 0.9 * c.slowed_cells)}")
+        if c.slowed_verdicts:
+            out.append("    its cells read: " + ", ".join(f"{v} {n}" for v, n in c.slowed_verdicts))
     else:
         out.append("  power: the suite has no ONNX Runtime CPU target to slow down")
     out.append(f"  nightly gate, simulated ({c.gate_nights} nights of 24 series x 30 runs, {c.repeats} processes a run, "

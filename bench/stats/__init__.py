@@ -27,7 +27,7 @@ from bench.stats.bootstrap import (  # noqa: E402
 from bench.stats.changes import STEADY_ALPHA, STEADY_FREE_CUT, change_points, mann_whitney, noise_sigma, steady_state_cut  # noqa: E402
 from bench.stats.checks import Interval, LatencySummary, check_confidence, normal_quantile  # noqa: E402
 from bench.stats.processes import (  # noqa: E402
-    PRIOR_DF, LogRatio, Prior, Split, benjamini_hochberg, holm, log_ratio, pooled_prior, process_interval, round_spread,
+    PRIOR_DF, LogRatio, Prior, Split, benjamini_hochberg, holm, log_ratio, pooled_prior, process_interval,
     t_quantile,
     t_two_sided_p, variance_split,
 )
@@ -39,7 +39,7 @@ from bench.stats.trend import MAX_TREND_POINTS, Slope, theil_sen  # noqa: E402
 from bench.stats.warm import kernels_cached, warm_kernels  # noqa: E402
 
 __all__ = [
-    "BCA_MIN_N", "PRIOR_DF", "Prior", "pooled_prior", "round_spread", "LogRatio", "Split", "benjamini_hochberg", "holm", "log_ratio", "process_interval",
+    "BCA_MIN_N", "PRIOR_DF", "Prior", "pooled_prior", "LogRatio", "Split", "benjamini_hochberg", "holm", "log_ratio", "process_interval",
     "t_quantile", "t_two_sided_p", "variance_split", "DEFAULT_RESAMPLES", "PERCENTILES", "STEADY_ALPHA", "STEADY_FREE_CUT", "Interval", "LatencyHistogram",
     "LatencySummary", "MAX_SERIES_WINDOWS", "Welford", "bootstrap_mean", "bootstrap_quantile", "bootstrap_ratio", "change_points",
     "check_confidence", "kernels_cached", "latency_summary", "mann_whitney", "min_samples_for_bound",
