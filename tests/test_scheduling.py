@@ -116,6 +116,27 @@ def test_reproducibility_check_slows_only_the_onnxruntime_cpu_targets():
     assert slowed.targets["torch"].backend == "torch"
     assert [b.targets for b in slowed.benchmarks] == [("ort",)]
     assert plan(slowed) and all(c.key.target == "ort" for c in plan(slowed))
+    # --slowdown 10: the factor travels in the backend's name, to every worker
+    from bench.backends.registry import backend_class
+
+    ten, _ = _slowed(suite, 0.10)
+    assert ten.targets["ort"].backend == "bench.selfcheck.slowed:SlowedOrt_10"
+    assert backend_class(ten.targets["ort"].backend).slowdown == 0.10
+
+
+def test_a_planted_slowdown_makes_each_call_that_much_slower():
+    """The slowed call spins exactly its factor of the call's own time (a fake clock's calls)."""
+    from bench.selfcheck import slowed
+
+    ticks = iter([0, 1000, 1000, 1050, 1100])  # the call takes 1000 ns; then the spin's reads
+    seen = []
+    real = slowed.time.perf_counter_ns
+    slowed.time.perf_counter_ns = lambda: (seen.append(1), next(ticks))[1]
+    try:
+        slowed._slowed_call(lambda: None, slowdown=0.10)
+    finally:
+        slowed.time.perf_counter_ns = real
+    assert len(seen) == 5  # the spin ran until 1000 + 10% of 1000 = 1100, not past it
 
 
 def test_reproducibility_pairs_count_re_run_coverage_and_a_a_verdicts(tmp_path):
