@@ -574,8 +574,8 @@ def test_the_planted_slowdown_reaches_a_generating_target(monkeypatch):
 
     calls = []
 
-    def recorded(fn, *args):
-        calls.append(fn.__name__)
+    def recorded(fn, *args, slowdown=slowed.SLOWDOWN):
+        calls.append((fn.__name__, slowdown))
         return fn(*args)
 
     monkeypatch.setattr(slowed, "_slowed_call", recorded)
@@ -597,5 +597,9 @@ def test_the_planted_slowdown_reaches_a_generating_target(monkeypatch):
 
     g = slowed.SlowedGenerator(Gen())
     assert list(g.prefill(np.array([[1, 2], [3, 4]]))) == [3, 5] and list(g.decode(np.array([3, 5]))) == [4, 6]
-    assert calls == ["prefill", "decode"]
+    assert calls == [("prefill", 0.2), ("decode", 0.2)]
+    calls.clear()
+    ten = slowed.SlowedGenerator(Gen(), 0.10)  # --slowdown 10
+    ten.decode(np.array([1]))
+    assert calls == [("decode", 0.10)]
     assert g.cache_bytes() == 123 and g.vocab == 7 and g.cache_source == "src" and g.last_logits().sum() == 7
