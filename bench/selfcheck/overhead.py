@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from bench import stats
 from bench.selfcheck.check import Check, met
 
 
@@ -20,6 +23,10 @@ class OverheadCheck:
     calls_per_round: int
     throughput_ratio: float  # median over rounds of bare / harness time, each pair adjacent in time
     added_ns_per_call: float  # median over rounds of harness - bare
+    # a distribution-free 95% interval for that median (binomial order statistics of the rounds'
+    # ratios): the goal is judged on it, not on the point
+    ratio_low: float | None = None
+    ratio_high: float | None = None
 
 
 def tiny_onnx_model(path: Path) -> Path:
@@ -90,11 +97,32 @@ def check_overhead(rounds: int = 21, seconds_per_round: float = 0.15) -> Overhea
                 b = bare_round()
             bare.append(b)
             harness.append(h)
+        ratios = sorted(b / h for b, h in zip(bare, harness))
+        iv = stats.percentile_interval(np.asarray(ratios), 0.5, 0.95)
         return OverheadCheck(
             statistics.median(bare), statistics.median(harness), rounds, calls,
-            statistics.median(b / h for b, h in zip(bare, harness)),
+            statistics.median(ratios),
             statistics.median(h - b for b, h in zip(bare, harness)),
+            iv.low, iv.high,
         )
+
+
+THROUGHPUT_GOAL = 0.98
+
+
+def throughput_verdict(o: OverheadCheck) -> str:
+    """The goal judged on the median's interval, three ways: the harness adds ~100-200 ns to a
+    6-8 us call, which puts the point right on the 2% line, so a point verdict flipped at random
+    here (3 of 6 runs NOT met beside other work). NOT met only when the whole interval is below
+    the goal, met when it is all at or above it, inconclusive otherwise (no verdict: more rounds)."""
+    if o.ratio_low is None or o.ratio_high is None:
+        return f"inconclusive: {o.rounds} rounds are too few for an interval; rerun with more --rounds"
+    span = f"95% interval {o.ratio_low:.2%} to {o.ratio_high:.2%}"
+    if o.ratio_low >= THROUGHPUT_GOAL:
+        return f"{span}: {met(True)}"
+    if o.ratio_high < THROUGHPUT_GOAL:
+        return f"{span}: {met(False)}"
+    return f"{span}: inconclusive, the goal inside it; rerun with more --rounds"
 
 
 def lines(o: OverheadCheck) -> list[str]:
@@ -103,7 +131,7 @@ def lines(o: OverheadCheck) -> list[str]:
         f"{o.rounds} paired rounds of ~{o.calls_per_round} calls, ratio and difference taken within each round)",
         f"  bare session.run loop      {o.bare_ns_per_call:9.0f} ns/call",
         f"  harness single-stream loop {o.harness_ns_per_call:9.0f} ns/call",
-        f"  harness/bare throughput    {o.throughput_ratio:9.2%}   (target >= 98%: {met(o.throughput_ratio >= 0.98)})",
+        f"  harness/bare throughput    {o.throughput_ratio:9.2%}   (target >= 98%; {throughput_verdict(o)})",
         f"  added per call             {o.added_ns_per_call:9.0f} ns      (target <= 1000 ns: {met(o.added_ns_per_call <= 1000)})",
     ]
 
