@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import jsonschema
@@ -120,7 +121,10 @@ def test_a_suite_splits_across_the_nodes_by_resource_and_label_and_records_each_
     the same suite run locally has the same cell ids and the same schema; the history store (a
     real PostgreSQL server where CI gives one) records each cell under its machine kind."""
     suite = _suite(tmp_path, '["ort", "ort-a", "ort-b"]', PLACED, stop_extra="repeats = 2")
-    db = os.environ.get("BENCH_TEST_PG_URL") or f"sqlite:///{tmp_path / 'history.sqlite'}"
+    # A schema of its own on the shared CI server: the gate below must see only this test's series.
+    pg = os.environ.get("BENCH_TEST_PG_URL")
+    db = (f"{pg}{'&' if '?' in pg else '?'}schema=fleet_{uuid.uuid4().hex[:12]}" if pg
+          else f"sqlite:///{tmp_path / 'history.sqlite'}")
     code, out, err = run_cli(capsys, "run", str(suite), "--executor", "ray", "--address", cluster,
                              "--out", str(tmp_path / "ray"), "--record", "--db", db)
     assert code == 0, err
