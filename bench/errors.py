@@ -71,3 +71,21 @@ class CellFailure(Exception):
         super().__init__(message)
         self.kind = kind
 
+
+
+# Why one request to a served target failed (bench.served): the classes a cell's error rate is
+# split into, in the order a reader looks for them.
+REQUEST_ERROR_KINDS = ("connect", "timeout", "http_status", "malformed")
+
+
+class RequestFailed(Exception):
+    """One request to a served target failed; the driver counts it by `kind` (REQUEST_ERROR_KINDS)
+    and goes on: a failed request is a figure (the cell's error rate), never a failed cell.
+    `reason` is one line, already free of secrets (no header values, no URL credentials)."""
+
+    def __init__(self, kind: str, reason: str):
+        if kind not in REQUEST_ERROR_KINDS:
+            raise ValueError(f"request error kind {kind!r}: expected one of {', '.join(REQUEST_ERROR_KINDS)}")
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason

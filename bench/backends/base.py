@@ -96,6 +96,18 @@ class Backend:
         """The CUDA ordinal this backend runs on, for NVML telemetry; None off CUDA."""
         return None
 
+    def requester(self) -> Requester | None:
+        """A served target's asynchronous request path (bench.served.driver drives it from one
+        asyncio loop, many requests in flight); None for an in-process runtime. A backend with a
+        requester is measured by the driver in every scenario: its requests' latencies run from
+        each one's scheduled send, and its failed requests are counted, never timed as successes."""
+        return None
+
+    def streamer(self) -> Streamer | None:
+        """A served generator's streaming path (the OpenAI-compatible /v1/completions and
+        /v1/chat/completions with Server-Sent Events); None where the backend has none."""
+        return None
+
     def generator(self, batch_size: int) -> Generator:
         """Greedy generation with the loaded decoder (bench.models.decoder) for `batch_size`
         sequences at once, with its own KV cache. Raise CellFailure when the backend or model cannot."""
@@ -126,3 +138,47 @@ class Generator(Protocol):
 
     def cache_bytes(self) -> int:
         """Bytes the KV cache holds now."""
+
+
+class Requester(Protocol):
+    """One served target's request path, used from a single asyncio event loop (bench.served.driver).
+
+    prepare() turns one batch's arrays into what goes on the wire (an encoded body, a gRPC
+    request), once and outside any timing; send() puts it on the wire and returns when the whole
+    response has arrived and been checked, or raises bench.errors.RequestFailed with its kind.
+    Connections are opened in open() and reused by every send (a pool sized for the driver's
+    concurrency); close() releases them."""
+
+    async def open(self, concurrency: int) -> None: ...
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> Any: ...
+
+    async def send(self, prepared: Any) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StreamTrace:
+    """What one streamed generation gave the client: when each event arrived and how many tokens
+    it carried (servers may pack several into one event: the counts come from the server's usage
+    or the tokenizer, never from counting events alone)."""
+
+    sent_ns: int  # when the request left (perf_counter_ns)
+    event_ns: tuple[int, ...]  # when each event carrying tokens arrived
+    event_tokens: tuple[int, ...]  # tokens in each of those events
+    output_tokens: int  # the whole answer's tokens (usage where the server reports it)
+    prompt_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+class Streamer(Protocol):
+    """A served generator's streaming path, used from one asyncio event loop."""
+
+    async def open(self, concurrency: int) -> None: ...
+
+    async def stream(self, prompt: str, max_tokens: int) -> StreamTrace:
+        """One request streamed to its end; raises bench.errors.RequestFailed (a stall past the
+        timeout is a "timeout", a broken event stream "malformed")."""
+
+    async def close(self) -> None: ...

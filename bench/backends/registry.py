@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from bench.backends.base import REQUIRED_METHODS, Backend
 from bench.backends.options import OrtOptions, TorchOptions
 from bench.errors import CellFailure
+from bench.served.kserve_options import KServeV2Options
+from bench.served.openai_options import OpenAIOptions
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class BackendEntry:
 BACKENDS: dict[str, BackendEntry] = {
     "onnxruntime": BackendEntry("bench.backends.ort:OrtBackend", OrtOptions),
     "torch": BackendEntry("bench.backends.torch.backend:TorchBackend", TorchOptions),
+    "kserve-v2": BackendEntry("bench.backends.kserve_v2:KServeV2Backend", KServeV2Options),
+    "openai": BackendEntry("bench.backends.openai:OpenAIBackend", OpenAIOptions),
 }
 
 PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
