@@ -95,9 +95,15 @@ def update_to_12(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def update_to_13(doc: dict[str, Any]) -> dict[str, Any]:
+    """v12 -> v13 adds `requests` per cell (default null: no v12 cell was a served target): version alone."""
+    return doc
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6, 7: update_to_7,
-    8: update_to_8, 9: update_to_9, 10: update_to_10, 11: update_to_11, 12: update_to_12}
+    8: update_to_8, 9: update_to_9, 10: update_to_10, 11: update_to_11, 12: update_to_12,
+    13: update_to_13}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

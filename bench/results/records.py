@@ -51,6 +51,10 @@ committed file of the old version):
      declared (a count >= 0, a batch size >= 1, a measured latency > 0), checked on reading and
      stated as minimums in the JSON Schema; no file the harness wrote lies outside them, and one
      that does (a hand edit) is refused with one line naming the field.
+  13 (2026-12) served targets: `requests` per cell (what a served target's requests did in the
+     measured window: sent, ok, failed, the error rate and counts by kind with an example reason
+     each, the driver's lag and whether the driver limited the load). A v12 file upgrades by its
+     version alone (no v12 cell was served: requests null).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 (bench.results.schema.run_schema); a test keeps the two equal.
@@ -60,7 +64,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 # The domain of a figure is declared on its field, in JSON Schema's words ({"minimum": 0}: a count,
 # a size, a duration; {"exclusiveMinimum": 0}: a rate or a latency a cell measured). A result file
@@ -436,6 +440,32 @@ class ServerInfo(_Checked):
 
 
 @dataclass(frozen=True)
+class RequestStats(_Checked):
+    """What a served target's requests did in a cell's measured window (bench.served.driver), summed
+    over the processes in the figures. The cell's figures come from the ok requests alone: a failed
+    one is counted here by its kind (bench.errors.REQUEST_ERROR_KINDS), never timed as a success."""
+
+    load: str  # "open loop, Poisson at 200/s" or "closed loop, 4 in flight"
+    sent: int = field(metadata=_COUNT)
+    ok: int = field(metadata=_COUNT)
+    failed: int = field(metadata=_COUNT)
+    error_rate: float = field(metadata=_COUNT)  # failed / sent
+    errors: dict[str, int] = field(default_factory=dict, metadata=_COUNT)  # by kind, the kinds seen
+    error_examples: dict[str, str] = field(default_factory=dict)  # one reason per kind, free of secrets
+    # The driver's lag: open loop, each send's actual - scheduled time; closed loop, the event
+    # loop's lag (how long a ready callback waited), sampled. Over processes: the median one's p50
+    # and the worst one's p99 (lag_measure says which).
+    send_lag_p50_us: float | None = field(default=None, metadata=_COUNT)
+    send_lag_p99_us: float | None = field(default=None, metadata=_COUNT)
+    lag_measure: str = ""
+    # the driver, not the server, limited the load: its lag p99 over 1 ms
+    # (bench.served.driver.DRIVER_LAG_LIMIT_NS); why, in words
+    driver_limited: bool = False
+    driver_limited_why: str = ""
+    cut_at_end: int = field(default=0, metadata=_COUNT)  # closed loop: in flight when the window ended, not counted
+
+
+@dataclass(frozen=True)
 class ClientsInfo(_Checked):
     """Multi-stream: per-client figures of N closed-loop clients."""
 
@@ -606,6 +636,7 @@ class Cell(_Checked):
     node: str | None = None  # the Node.id that measured it (schema 11); None: the run's environment
     dims: dict[str, int] = field(default_factory=dict, metadata=_ONE_UP)  # named dynamic dimensions (schema 12)
     inputs: InputsInfo | None = None  # what it was fed (schema 12; null on older files and unrun cells)
+    requests: RequestStats | None = None  # a served target's requests (schema 13; null in-process)
 
     @property
     def used_repetitions(self) -> tuple[Repetition, ...]:
