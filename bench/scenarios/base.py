@@ -47,6 +47,8 @@ class ScenarioRun:
     window_calls: int | None = None  # calls inside the telemetry window, where not latencies_ns.size
     detail: Any = None  # the scenario's own payload (a server schedule, per-client samples, LoadGen's summary)
     stride: int = 1  # latencies_ns keeps 1 call in `stride` (the loop's max_samples)
+    # a served target's RequestTally (bench.scenarios.net_requests): latencies_ns are its ok requests'
+    requests: Any = None
 
     @property
     def warmup_seconds(self) -> float:
@@ -231,7 +233,9 @@ class Scenario:
         raise NotImplementedError
 
     def figures(self, run: ScenarioRun, bench: BenchmarkSpec, key: CellKey) -> Figures:
-        return steady_figures(run, bench, key)
+        from bench.scenarios.net_requests import with_requests
+
+        return with_requests(steady_figures(run, bench, key), run)
 
     def warmup_rule(self, bench: BenchmarkSpec) -> str | None:
         """How this scenario warms up, in words, where it is not the measured loop's rule (None)."""
@@ -240,8 +244,11 @@ class Scenario:
     def merge_records(self, chosen: list[Figures], median: Figures, confidence: float,
                       prior: dict | None = None) -> dict[str, Any]:
         """The cell's own records from its used repetitions' figures: the median one's by default.
-        `prior`: the run's typical between-process spread per figure (bench.analysis.repetitions)."""
-        return median.records
+        `prior`: the run's typical between-process spread per figure (bench.analysis.repetitions).
+        A served target's requests are summed over them (bench.scenarios.net_requests)."""
+        from bench.scenarios.net_requests import merge_requests
+
+        return merge_requests(chosen, median.records)
 
     def merged_slo(self, bench: BenchmarkSpec, chosen: list[Figures], records: dict[str, Any], fallback: Any) -> Any:
         """The cell's SLO over its repetitions: `fallback` (its latency limits on the merged figures)."""

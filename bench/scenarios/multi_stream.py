@@ -20,6 +20,7 @@ import numpy as np
 from bench.config.records import BenchmarkSpec, TargetSpec
 from bench.measure.timing import as_call
 from bench.results.records import Cell, CellKey
+from bench.scenarios import net_requests, net_runs
 from bench.scenarios.base import Figures, Scenario, ScenarioRun, Session, steady_figures
 from bench.scenarios.loops import Window, warm_up
 
@@ -114,9 +115,13 @@ class MultiStream(Scenario):
 
     def run(self, session: Session) -> ScenarioRun:
         stop, n = session.stop, session.key.concurrency
+        duration = min(max(stop.min_seconds, 0.2), stop.max_seconds)
+        if (requester := session.backend.requester()) is not None:  # N requests in flight from one event loop
+            return net_runs.closed_run(session, requester, n, per_client=True, should_stop=lambda elapsed_ns, _: (
+                f"{n} closed-loop clients for {duration:g} s (min_seconds, capped at max_seconds)"
+                if elapsed_ns >= duration * 1e9 else None))
         with session.context():
             warm = warm_up(session.call, stop, time.perf_counter_ns)
-        duration = min(max(stop.min_seconds, 0.2), stop.max_seconds)
         # Each client its own bound call (its own input buffers and, for ONNX Runtime, its own
         # IOBinding: one binding shared by threads would have them write the same outputs).
         calls = [session.call] + [session.bind(session.feeds) for _ in range(n - 1)]
@@ -139,7 +144,7 @@ class MultiStream(Scenario):
             tuple(c.size * key.batch_size / window_s for c in run.detail),
             tuple(float(np.percentile(c, 99)) / 1e6 if c.size else 0.0 for c in run.detail),
         )
-        return replace(figures, series=None, records={"clients": clients})
+        return net_requests.with_requests(replace(figures, series=None, records={"clients": clients}), run)
 
     def detail_rows(self, cell: Cell) -> tuple[tuple[str, str], ...]:
         c = cell.clients

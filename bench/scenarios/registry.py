@@ -43,5 +43,10 @@ def compare_policy(name: str):
 
 
 def detail_rows(cell) -> tuple[tuple[str, str], ...]:
+    """The scenario's own lines, then a served target's requests (errors by kind, the driver's lag)."""
+    from bench.scenarios.net_requests import request_rows
+
     scenario = SCENARIOS.get(cell.scenario)
-    return scenario.detail_rows(cell) if scenario is not None and cell.status == "ok" else ()
+    if scenario is None or cell.status != "ok":
+        return ()
+    return scenario.detail_rows(cell) + request_rows(cell)

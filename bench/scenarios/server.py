@@ -23,7 +23,7 @@ import numpy as np
 from bench.config.records import BenchmarkSpec, StopSpec, TargetSpec
 from bench.errors import CellFailure
 from bench.results.records import Cell, CellKey, Latency, Series, ServerInfo, Throughput
-from bench.scenarios import open_loop
+from bench.scenarios import net_requests, net_runs, open_loop
 from bench.scenarios.base import Figures, Scenario, ScenarioRun, Session
 from bench.scenarios.loops import warm_up
 
@@ -92,7 +92,7 @@ def server_figures(run: open_loop.ServerRun, batch_size: int, target_qps: float,
     from bench.analysis.figures import series_window_ns
 
     n = int(run.end_ns.size)
-    span_s = float(run.end_ns[-1]) / 1e9 if n else 0.0
+    span_s = float(run.end_ns.max()) / 1e9 if n else 0.0
     achieved = run.achieved_qps()
     offered = n / (float(run.scheduled_ns[-1]) / 1e9) if n and run.scheduled_ns[-1] > 0 else 0.0
     z = stats.normal_quantile(0.5 + confidence / 2)
@@ -115,7 +115,7 @@ def server_figures(run: open_loop.ServerRun, batch_size: int, target_qps: float,
         reasons.append(f"the generator cannot keep its schedule (issue error median {issue_p50 / 1e3:.0f} µs > "
                        f"{limit_ns / 1e3:.0f} µs): the rate offered was lower than asked")
     reasons += slos.broken(slos.of_latency(slo_limits, latency))
-    window = series_window_ns(int(run.end_ns[-1])) if n else series_window_ns(0)
+    window = series_window_ns(int(run.end_ns.max())) if n else series_window_ns(0)
     depth = run.queue_depth(window)
     info = ServerInfo(target_qps, offered, achieved, n, not reasons, tuple(reasons),
                       None if issue_p99 is None else issue_p99 / 1e3,
@@ -151,6 +151,8 @@ class Server(Scenario):
 
     def run(self, session: Session) -> ScenarioRun:
         spec: ServerSpec = session.bench.table("server")
+        if (requester := session.backend.requester()) is not None:  # open loop over the network
+            return net_runs.server_run(session, requester, spec, Served)
         stop = session.stop
         probes = None
         window_calls = None
@@ -214,8 +216,9 @@ class Server(Scenario):
         if served.probes is not None:
             peak = served.rate_qps if any(q.good for q in served.probes) else None
             info = replace(info, max_qps=peak, curve=served.probes)
-        return Figures(Metrics(tp, metrics.latency_ms), run.latencies_ns, run.window_ns, 0, None,
-                       slos.of_latency(bench.slo_limits(), metrics.latency_ms), {"server": info})
+        return net_requests.with_requests(Figures(Metrics(tp, metrics.latency_ms), run.latencies_ns, run.window_ns, 0, None,
+                                              slos.of_latency(bench.slo_limits(), metrics.latency_ms), {"server": info}),
+                                      run)
 
     def compare_policy(self):
         from bench.analysis.compare import CapacityRatio
