@@ -94,8 +94,26 @@ def _summary_row(c: Cell, units: list[str]) -> tuple[str | Text | Num, ...]:
         status = Text("ok, unstable", "warn")
     if any(r.interfered for r in c.repetitions):
         status = Text(f"{status if isinstance(status, str) else status.text}, interfered", "warn")
+    marks = request_marks(c)
+    if marks:
+        status = Text(f"{status if isinstance(status, str) else status.text}, {marks}", "bad")
     return (*head, status, *_throughput(c, units), _num(lat.p50), _num(lat.p99), str(lat.n),
             f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", fmt_total(c), agree_text, slo, stop)
+
+
+def request_marks(c: Cell) -> str:
+    """A served cell's failed requests and driver lag in a few words ("errors 10.0% (http_status
+    10.0%), driver-limited"); "" when every request succeeded and the driver kept up."""
+    r = c.requests
+    if r is None:
+        return ""
+    marks = []
+    if r.failed:
+        kinds = ", ".join(f"{k} {n / max(r.sent, 1):.1%}" for k, n in r.errors.items())
+        marks.append(f"errors {r.error_rate:.1%} ({kinds})")
+    if r.driver_limited:
+        marks.append("driver-limited")
+    return ", ".join(marks)
 
 
 def summary_table(run: Run) -> Table:
@@ -117,6 +135,10 @@ def summary_table(run: Run) -> Table:
     for (target, reason), cells in skipped.items():
         by_reason.setdefault(reason, []).append(f"{target} ×{len(cells)}" if len(cells) > 1 else cells[0].id)
     notes = [f"skipped {', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+    served = [c for c in run.cells if c.requests is not None and (c.requests.failed or c.requests.driver_limited)]
+    if served:
+        notes.append(f"served: {len(served)} cell(s) with failed requests or a lagging driver; their figures are from "
+                     "the ok requests (the scenario details say which errors, and the driver's lag)")
     unstable = [c for c in run.cells if c.unstable]
     if unstable:
         notes.append(f"unstable: {len(unstable)} cell(s) whose figures vary over 10% between worker processes "
