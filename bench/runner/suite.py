@@ -14,7 +14,7 @@ from typing import Callable
 
 from bench import stats
 from bench.config.records import SuiteSpec
-from bench.errors import ModelError, ResultWriteError
+from bench.errors import ConfigError, ModelError, ResultWriteError
 from bench.measure.environment import fingerprint
 from bench.models.loader import PreparedModel, prepare
 from bench.results.files import RunDir, new_run_id, utc_now_iso
@@ -216,6 +216,17 @@ def _remove_stale_scratch() -> None:
         os.close(fd)
 
 
+def preflight(cells: list[PlannedCell]) -> None:
+    """Each planned served target reachable before any cell runs: a target whose knobs record has
+    preflight() (bench.served.endpoint) is asked once; its reason is bad input (exit 2, one line)."""
+    for target in {c.target.name: c.target for c in cells}.values():
+        check = getattr(target.options, "preflight", None)
+        if callable(check):
+            reason = check()
+            if reason:
+                raise ConfigError(f"target {target.name}: {reason}")
+
+
 def run_suite(
     suite: SuiteSpec,
     out_root: Path,
@@ -230,6 +241,7 @@ def run_suite(
     from bench import __version__
 
     cells = plan(suite, only)
+    preflight(cells)
     stats.warm_kernels()  # compile (or load) every kernel once here, so workers only load the cache
     _remove_stale_scratch()
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp, _ScratchLock(Path(tmp)):
