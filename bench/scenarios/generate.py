@@ -250,6 +250,10 @@ class Generate(Scenario):
         then warm-up."""
         from bench.analysis.goodput import LOGITS_STEPS
 
+        if session.backend.streamer() is not None:  # a served generator: bench.scenarios.gen_served
+            from bench.scenarios import gen_served
+
+            return gen_served.start(session, keep_outputs, spec_of(session.bench), POOL_SIZE)
         spec = spec_of(session.bench)
         streams = session.key.concurrency or 1
         batch = session.batch_size
@@ -298,6 +302,10 @@ class Generate(Scenario):
     def run(self, session: Session) -> ScenarioRun:
         from bench.analysis.goodput import RequestFigures, load_point
 
+        if session.backend.streamer() is not None:
+            from bench.scenarios import gen_served
+
+            return gen_served.run(session, spec_of(session.bench), _schedule)
         state: _State = session.scenario_state
         spec = spec_of(session.bench)
         bench, batch = session.bench, session.batch_size
@@ -365,6 +373,10 @@ class Generate(Scenario):
         from bench.analysis.goodput import RequestFigures
         from bench.results.records import Estimate, GenerateInfo, Metrics
 
+        if not isinstance(run.detail, GenerateRun):  # a served generator's run (bench.scenarios.gen_served)
+            from bench.scenarios import gen_served
+
+            return gen_served.figures(run, bench, spec_of(bench))
         d: GenerateRun = run.detail
         spec = spec_of(bench)
         c, seed = bench.stop.confidence, bench.seed
@@ -420,7 +432,10 @@ class Generate(Scenario):
 
     def compare_outputs(self, own, ref, reference: str, tolerance: float, precision: str):
         from bench.analysis.generation import token_agreement
+        from bench.scenarios.gen_served import is_served_outputs, text_agreement
 
+        if is_served_outputs(own) or is_served_outputs(ref):  # a served generator keeps its answer's text
+            return text_agreement(own, ref, reference)
         return token_agreement(own, ref, reference, tolerance, precision)
 
     def compare_policy(self):
