@@ -321,7 +321,8 @@ def test_schema_13_validates_and_a_schema_12_file_still_loads():
 
 # --- whole runs: scenarios on a served target, pre-flight --------------------------------------
 
-def _served_suite(tmp_path: Path, url: str, scenarios: str, extra: str = "") -> Path:
+def _served_suite(tmp_path: Path, url: str, scenarios: str, extra: str = "",
+                  stop: str = FAST_STOP[:-1] + ", repeats = 1 }") -> Path:
     return write_suite(tmp_path, f"""
         [suite]
         name = "served"
@@ -338,7 +339,7 @@ def _served_suite(tmp_path: Path, url: str, scenarios: str, extra: str = "") -> 
         batch_sizes = [1]
         scenarios = {scenarios}
         targets = ["echo"]
-        stop = {FAST_STOP[:-1]}, repeats = 1 }}
+        stop = {stop}
         {extra}
     """)
 
@@ -392,3 +393,30 @@ def test_an_unreachable_url_exits_2_before_any_cell_with_one_line(tmp_path, caps
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and f"target remote: cannot connect to http://127.0.0.1:{port}" in lines[0], err
     assert not list((tmp_path / "out").glob("*/run.json"))  # nothing measured, no run started
+
+
+def test_a_peak_search_on_a_served_target_uses_the_probe_function(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    suite = _served_suite(tmp_path, server.url("/ok"), '["server"]',
+                          "server = { qps = 50, duration_s = 0.3, search = true, max_probes = 3 }\n"
+                          "        slo = { p99_ms = 10000 }")
+    code, out, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "out"))
+    cell = load_run_json(tmp_path / "out")["cells"][0]
+    assert cell["status"] == "ok", cell["reason"]
+    curve = cell["server"]["curve"]
+    assert len(curve) == 3 and all(p["requests"] > 0 for p in curve)
+    assert cell["requests"]["failed"] == 0 and cell["requests"]["load"].startswith("open loop, Poisson at")
+    assert "peak search on a served target: 3 rates tried" in cell["repetitions"][0]["stop_reason"]
+
+
+def test_a_server_that_fails_every_request_fails_the_cell_naming_the_kind(server, tmp_path, capsys, monkeypatch):
+    """Every answer garbage, under the interval stop rule (which needs a latency): the cell fails
+    with the error kind and an example, it is not measured as fast."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    suite = _served_suite(tmp_path, server.url("/malformed"), '["single-stream"]', stop=(
+        "{ min_seconds = 0.05, max_seconds = 0.5, min_iterations = 5, warmup_iterations = 2, warmup_seconds = 0.0, "
+        "repeats = 1 }"))
+    code, out, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "out"))
+    cell = load_run_json(tmp_path / "out")["cells"][0]
+    assert code == 3 and cell["status"] == "failed" and cell["failure_kind"] == "error"
+    assert "requests failed: malformed 100.0% (not an HTTP status line" in cell["reason"]

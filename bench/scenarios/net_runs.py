@@ -44,6 +44,22 @@ def _timeout_s(requester: Any) -> float | None:
     return float(t) if isinstance(t, (int, float)) and t > 0 else None
 
 
+def stop_rule(stop: StopSpec) -> Callable[[int, list[np.ndarray]], str | None]:
+    """The benchmark's stop rule over the ok requests; while none has succeeded it waits for
+    max_seconds (the rules' intervals need at least one latency), then stops saying so."""
+    rule = rule_for(stop)
+
+    def check(elapsed_ns: int, chunks: list[np.ndarray]) -> str | None:
+        kept = [c for c in chunks if c.size]
+        if kept:
+            return rule.check(elapsed_ns, kept)
+        if elapsed_ns >= stop.max_seconds * 1e9:
+            return f"max_seconds ({stop.max_seconds:g} s) reached with no successful request"
+        return None
+
+    return check
+
+
 def _no_success(tally: RequestTally) -> CellFailure:
     if tally.sent == 0:
         return CellFailure("no request completed in the measured window (the server stalled past it?)", kind="error")
@@ -58,7 +74,7 @@ def closed_run(session: Session, requester: Any, concurrency: int,
     worker's latencies (multi-stream's per-client figures)."""
     stop = session.stop
     prepared = requester.prepare(session.feeds)  # encoded once, outside any timing
-    net = driver.closed_loop(requester, prepared, concurrency, should_stop or rule_for(stop).check,
+    net = driver.closed_loop(requester, prepared, concurrency, should_stop or stop_rule(stop),
                              _timeout_s(requester), warmup_rule(stop), on_window_start=session.window.start,
                              on_window_end=session.window.end)
     tally = RequestTally.of(net, f"closed loop, {concurrency} in flight")
