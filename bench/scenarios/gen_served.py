@@ -388,7 +388,17 @@ def run(session: Any, spec: Any, schedule: Callable[[float, Any, Any], np.ndarra
         raise CellFailure(f"no request completed: {served.error_line() or 'none was sent'}", kind="error")
     e2e = served.end_ns - served.start_ns
     return ScenarioRun(e2e, served.window_ns, np.asarray(state.warm_ns, dtype=np.int64), reason,
-                       window_calls=int(served.end_ns.size), detail=served)
+                       window_calls=int(served.end_ns.size), detail=served, requests=request_tally(served))
+
+
+def request_tally(d: ServedRun) -> Any:
+    """The requests as every served cell records them (bench.scenarios.net_requests: the cell's
+    RequestStats, its error rate in the run table)."""
+    from bench.scenarios.net_requests import RequestTally
+
+    ok = int(d.end_ns.size)
+    measure = "send - scheduled arrival, per request" if d.lag_ns.size else "none: a closed loop has no schedule"
+    return RequestTally(d.load, ok + d.failed, ok, dict(d.errors), d.error_reasons, d.lag_ns, measure)
 
 
 def attainment(d: ServedRun, req: Any, limits: dict[str, float]) -> tuple[float, float]:
@@ -426,6 +436,7 @@ def figures(run: Any, bench: Any, spec: Any) -> Any:
     from bench.analysis.goodput import RequestFigures
     from bench.results.records import Estimate, GenerateInfo, Metrics, Slo
     from bench.scenarios.base import Figures
+    from bench.scenarios.net_requests import with_requests
 
     d: ServedRun = run.detail
     c, seed = bench.stop.confidence, bench.seed
@@ -460,7 +471,8 @@ def figures(run: Any, bench: Any, spec: Any) -> Any:
         goodput_qps=good_qps, attainment=share, min_attainment=spec.min_goodput if limits else None,
         max_qps=peak, curve=d.probes)
     info = with_process(info, tp.value)
-    return Figures(Metrics(tp, e2e), req.e2e_ns.astype(np.int64), d.window_ns, 0, None, slo, {"generate": info})
+    figures = Figures(Metrics(tp, e2e), req.e2e_ns.astype(np.int64), d.window_ns, 0, None, slo, {"generate": info})
+    return with_requests(figures, run)
 
 
 # --- agreement ---------------------------------------------------------------------------------

@@ -421,8 +421,11 @@ class Generate(Scenario):
                       prior: dict | None = None) -> dict[str, Any]:
         from bench.analysis.generation import merge_infos
 
+        from bench.scenarios.net_requests import merge_requests
+
         infos = [f.records["generate"] for f in chosen]
-        return {**median.records, "generate": merge_infos(infos, median.records["generate"], confidence, prior)}
+        merged = {**median.records, "generate": merge_infos(infos, median.records["generate"], confidence, prior)}
+        return merge_requests(chosen, merged)  # a served generator's requests, summed (none in-process)
 
     def merged_slo(self, bench: BenchmarkSpec, chosen: list[Figures], records: dict[str, Any], fallback):
         from bench.analysis.generation import merge_slo
