@@ -153,6 +153,19 @@ def test_open_loop_counts_a_stall_as_a_timeout_never_a_success(server):
         raise net_runs._no_success(tally)
 
 
+def test_closed_loop_workers_time_out_a_stall_and_go_on(server):
+    """The watchdog cancels each stalled request past the timeout; the worker counts it and sends
+    its next. Every request sent ends as a timeout (those in flight at the window's end too)."""
+    req = EchoRequester(server.url("/stall"))
+    net = driver.closed_loop(req, req.prepare(FEEDS), 2, lambda e, c: "enough" if e >= 250_000_000 else None,
+                             timeout_s=0.1, warmup=NO_WARMUP)
+    counts = net.error_counts()
+    assert set(counts) == {"timeout"} and counts["timeout"] >= 2 and net.cut_at_end == 0
+    assert set(np.unique(net.client)) == {0, 1} and net.latencies_ns.size == 0
+    assert all((net.end_ns - net.sent_ns) >= 100_000_000)
+    assert net.examples[0] == ("timeout", "no response within the driver's timeout (0.1 s)")
+
+
 @pytest.mark.parametrize("path, kind", [("/close", "connect"), ("/malformed", "malformed")])
 def test_a_dropped_connection_and_a_garbage_answer_are_counted_by_kind(server, path, kind):
     req = EchoRequester(server.url(path))
