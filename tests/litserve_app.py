@@ -11,6 +11,7 @@ in a new session and stop its process group.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import litserve as ls
@@ -18,11 +19,11 @@ from litserve.specs.openai import OpenAISpec
 
 
 class Counter(ls.LitAPI):
-    first_s = 0.04
-    gap_s = 0.01
-
     def setup(self, device):
-        self.ready = True
+        # Read here, in the inference worker: LitServe spawns it, so it re-imports this module and
+        # sees neither main()'s arguments nor class attributes set there; the environment it inherits.
+        self.first_s = float(os.environ["LITSERVE_APP_FIRST_MS"]) / 1e3
+        self.gap_s = float(os.environ["LITSERVE_APP_GAP_MS"]) / 1e3
 
     def predict(self, request):
         n = request.max_tokens or request.max_completion_tokens or 16
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("--first-ms", type=float, default=40.0)
     ap.add_argument("--gap-ms", type=float, default=10.0)
     args = ap.parse_args()
-    Counter.first_s, Counter.gap_s = args.first_ms / 1e3, args.gap_ms / 1e3
+    os.environ["LITSERVE_APP_FIRST_MS"], os.environ["LITSERVE_APP_GAP_MS"] = str(args.first_ms), str(args.gap_ms)
     try:  # LitServe >= 0.2.9: the spec belongs to the API
         server = ls.LitServer(Counter(spec=OpenAISpec()), accelerator="cpu")
     except TypeError:
