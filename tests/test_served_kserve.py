@@ -367,3 +367,203 @@ def test_kserve_options_refuse_bad_knobs_in_one_line(knobs, key, words):
 def test_scripts_are_valid_python():
     for script in (MLSERVER_RUNTIME, KSERVE_SERVER):
         compile(textwrap.dedent(script), "<server script>", "exec")
+
+
+# --- the asynchronous request path the served driver uses -------------------------------------
+
+def _loaded(url: str, protocol: str = "rest", binary: bool = False, **knobs):
+    """A kserve-v2 backend loaded as a worker would load it, for the tiny MLP's one input."""
+    from types import SimpleNamespace
+
+    from bench.backends.kserve_v2 import KServeV2Backend
+    from bench.served.kserve_options import KServeV2Options
+
+    opts = KServeV2Options(url=url, model=MODEL, protocol=protocol, binary_data=binary,
+                           header_env={"x-api-key": TOKEN_VAR}, **knobs)
+    assert opts.validate() is None, opts.validate()
+    backend = KServeV2Backend()
+    backend.load(SimpleNamespace(inputs=(_spec("x", (16,)),)), SimpleNamespace(options=opts))
+    return backend
+
+
+FEEDS = {"x": np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)}
+
+
+def _sends(requester, prepared, n: int, concurrency: int) -> list[BaseException | None]:
+    """n sends, `concurrency` at a time, in one fresh event loop (as the driver runs a cell)."""
+    import asyncio
+
+    async def main():
+        await requester.open(concurrency)
+        try:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one():
+                async with sem:
+                    try:
+                        await requester.send(prepared)
+                    except Exception as exc:  # noqa: BLE001 (the kinds are what the test looks at)
+                        return exc
+                    return None
+
+            return await asyncio.gather(*(one() for _ in range(n)))
+        finally:
+            await requester.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_requester_sends_many_in_flight_and_names_each_failure_kind(variant, request, monkeypatch):
+    from bench.errors import RequestFailed
+
+    fixture, protocol, binary = VARIANTS[variant]
+    server = request.getfixturevalue(fixture)
+    monkeypatch.setenv(TOKEN_VAR, TOKEN)
+    url = f"http://127.0.0.1:{server.ports[protocol]}"
+    backend = _loaded(url, protocol, binary)
+    requester = backend.requester()
+    prepared = requester.prepare(FEEDS)
+    assert _sends(requester, prepared, 40, 4) == [None] * 40
+    # the same requester opens again in another loop (the driver runs one loop per cell)
+    assert _sends(requester, prepared, 4, 2) == [None] * 4
+
+    # a request the server refuses: a body for a model it lacks (gRPC) or an unparsable body (REST)
+    if protocol == "grpc":
+        from tritonclient.grpc import service_pb2
+
+        refused = service_pb2.ModelInferRequest(model_name="nosuchmodel").SerializeToString()
+    else:
+        from bench.backends.kserve_v2 import RestBody
+
+        refused = RestBody(b"{not json", {"Content-Type": "application/json"})
+    (exc,) = _sends(requester, refused, 1, 1)
+    assert isinstance(exc, RequestFailed) and exc.kind == "http_status", exc
+    assert ("gRPC" if protocol == "grpc" else "HTTP 4") in exc.reason and "\n" not in exc.reason
+
+    # nothing listening: the server went away after load (a closed port)
+    gone = _loaded(url, protocol, binary)
+    port = free_port()
+    if protocol == "grpc":
+        from bench.backends.kserve_v2 import GrpcRequester, Scrubber
+
+        opts = gone._opts.__class__(**{**gone._opts.__dict__, "url": f"http://127.0.0.1:{port}"})
+        closed = GrpcRequester(opts, {}, Scrubber(()), gone._prepare, ("y",))
+    else:
+        gone._wire.port = port
+        closed = gone.requester()
+    (exc,) = _sends(closed, closed.prepare(FEEDS), 1, 1)
+    assert isinstance(exc, RequestFailed) and exc.kind == "connect", exc
+
+
+class _FakeV2:
+    """A v2 REST server in a thread that answers its infer requests as `mode` says: a valid answer,
+    a body that is not JSON, JSON without the model's output, or a 500 whose error echoes the
+    request's secret header (which the client must scrub). It keeps the x-api-key values it got."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        fake = self
+        self.mode, self.keys = "ok", []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status: int, body: bytes):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                meta = {"/v2/health/ready": {}, "/v2": {"name": "fake", "version": "0"},
+                        f"/v2/models/{MODEL}": {"name": MODEL, "versions": ["1"], "platform": "fake",
+                                                "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 16]}],
+                                                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}}
+                if self.path in meta:
+                    self._answer(200, json.dumps(meta[self.path]).encode())
+                else:
+                    self._answer(404, b'{"error": "not found"}')
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                key = self.headers.get("x-api-key")
+                fake.keys.append(key)
+                ok = {"outputs": [{"name": "y", "datatype": "FP32", "shape": [2, 4], "data": [0.5] * 8}]}
+                answers = {"ok": (200, json.dumps(ok).encode()), "garbage": (200, b"<html>busy</html>"),
+                           "missing": (200, b'{"outputs": []}'),
+                           "short": (200, json.dumps({"outputs": [{**ok["outputs"][0], "data": [0.5] * 7}]}).encode()),
+                           "error": (500, json.dumps({"error": f"bad key {key}"}).encode())}
+                self._answer(*answers[fake.mode])
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_v2():
+    fake = _FakeV2()
+    yield fake
+    fake.close()
+
+
+@pytest.mark.parametrize(("mode", "kind", "words"), [
+    ("garbage", "malformed", "not v2 JSON"),
+    ("missing", "malformed", "lacks output 'y'"),
+    ("short", "malformed", "7 values for shape [2, 4]"),
+    ("error", "http_status", "HTTP 500: bad key ***"),
+])
+def test_a_bad_answer_is_its_kind_on_both_paths_and_never_shows_the_token(fake_v2, monkeypatch, mode, kind, words):
+    from bench.errors import RequestFailed
+
+    monkeypatch.setenv(TOKEN_VAR, TOKEN)
+    backend = _loaded(fake_v2.url)
+    np.testing.assert_array_equal(backend.outputs(FEEDS)[0], np.full((2, 4), 0.5))
+    fake_v2.mode = mode
+    requester = backend.requester()
+    (exc,) = _sends(requester, requester.prepare(FEEDS), 1, 1)
+    with pytest.raises(RequestFailed) as sync:
+        backend.bind(FEEDS)()
+    for failed in (exc, sync.value):
+        assert isinstance(failed, RequestFailed) and failed.kind == kind and words in failed.reason, failed
+        assert TOKEN not in str(failed)
+    assert fake_v2.keys and set(fake_v2.keys) == {TOKEN}  # both paths sent the header
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_a_server_that_never_answers_is_a_timeout(protocol):
+    """A listener that accepts connections and never answers (a hung server): each request ends
+    at timeout_s as a "timeout", not a hang and not a connection error."""
+    import socket
+    import time
+
+    from bench.backends.kserve_v2 import GrpcRequester, RestBody, RestRequester, Scrubber, _Rest
+    from bench.errors import RequestFailed
+    from bench.served.kserve_options import KServeV2Options
+
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        opts = KServeV2Options(url=f"http://127.0.0.1:{hole.getsockname()[1]}", model=MODEL, protocol=protocol,
+                               timeout_s=0.3)
+        body = RestBody(b"{}", {"Content-Type": "application/json"}) if protocol == "rest" else b""
+        if protocol == "rest":
+            requester = RestRequester(_Rest(opts, {}, Scrubber(())), lambda feeds: body, ())
+        else:
+            requester = GrpcRequester(opts, {}, Scrubber(()), lambda feeds: body, ())
+        t0 = time.monotonic()
+        (exc,) = _sends(requester, body, 1, 1)
+        assert isinstance(exc, RequestFailed) and exc.kind == "timeout", exc
+        assert time.monotonic() - t0 < 5
