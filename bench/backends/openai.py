@@ -322,11 +322,29 @@ class OpenAIStreamer:
 # --- the backend ------------------------------------------------------------------------------
 
 
+def without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without user:password, and the Basic authorization header they make (urllib cannot
+    take them inside the URL; aiohttp can, for the streams)."""
+    import base64
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+
+
 def server_models(options: OpenAIOptions) -> list[str] | None:
     """The model ids GET /v1/models lists; None where the server has no such route (LitServe).
     A refusal (401/403), a server error or a body that is no model list fails the cell, one line."""
     url = endpoint(options, "/v1/models")
-    req = urllib.request.Request(url, headers=options.resolved_headers())
+    bare, auth = without_credentials(url)
+    req = urllib.request.Request(bare, headers={**auth, **options.resolved_headers()})
     try:
         with urllib.request.urlopen(req, timeout=options.connect_timeout_s + options.timeout_s,
                                     context=ssl_context(options)) as resp:
