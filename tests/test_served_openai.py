@@ -273,8 +273,9 @@ class StubServer:
 
     GAP_S = 0.002
 
-    def __init__(self):
+    def __init__(self, ssl_context=None):
         self.port = free_port()
+        self.ssl_context = ssl_context
         self.seen_auth: list[str] = []
         self.requests = 0
         self.loop = asyncio.new_event_loop()
@@ -289,7 +290,7 @@ class StubServer:
         app.router.add_post("/{mode}/v1/chat/completions", self.complete)
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
-        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start())
         self.ready.set()
         self.loop.run_forever()
 
@@ -304,7 +305,7 @@ class StubServer:
         self.thread.join(10)
 
     def url(self, mode: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{mode}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}/{mode}"
 
     def _authorized(self, request) -> bool:
         got = request.headers.get("Authorization", "")
@@ -439,6 +440,49 @@ def test_unknown_model_and_missing_credentials_are_one_line(stub, token_env, mon
         OpenAIBackend().load(None, replace(target, options=_options(stub, "plain")))
 
 
+def test_credentials_in_the_url_are_sent_and_never_shown(stub, token_env):
+    from bench.backends.openai import server_models, without_credentials
+
+    url = stub.url("plain").replace("http://", "http://alice:pw%21x@")
+    bare, auth = without_credentials(url)
+    assert bare == stub.url("plain") and auth == {"Authorization": "Basic YWxpY2U6cHcheA=="}
+    options = OpenAIOptions(url=url, model="nope")  # Basic credentials, no bearer: the stub refuses them
+    with pytest.raises(CellFailure) as exc:
+        server_models(options)
+    assert "401" in str(exc.value) and "***@127.0.0.1" in str(exc.value) and "pw" not in str(exc.value)
+
+
+@pytest.fixture(scope="module")
+def tls_stub(tmp_path_factory):
+    """The stub over https with a self-signed certificate for 127.0.0.1 (made by openssl here)."""
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    server = StubServer(ctx).start()
+    server.cert = str(d / "cert.pem")
+    yield server
+    server.stop()
+
+
+def test_tls_is_verified_unless_told_and_a_ca_file_is_honoured(tls_stub, token_env):
+    got, _ = _stream_all(_options(tls_stub, "plain"), n=1)
+    assert isinstance(got[0], RequestFailed) and got[0].kind == "connect" and "TLS" in got[0].reason
+    for options in (_options(tls_stub, "plain", verify_tls=False), _options(tls_stub, "plain", ca_file=tls_stub.cert)):
+        got, _ = _stream_all(options, n=1)
+        assert not isinstance(got[0], RequestFailed), got[0]
+        from bench.backends.openai import server_models
+
+        assert server_models(options) == ["stub-7b", "stub-1b"]
+
+
 # --- bench run, end to end, against the stub -------------------------------------------------------
 
 STOP = ("{ min_seconds = 0.05, max_seconds = 2, min_iterations = 4, warmup_iterations = 1, warmup_seconds = 0.0, "
@@ -493,6 +537,17 @@ def test_bench_run_measures_a_served_generator_and_never_writes_the_token(stub, 
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
     assert TOKEN not in out + err
+
+
+def test_bench_run_at_a_poisson_rate_clocks_requests_from_their_schedule(stub, token_env, tmp_path, capsys):
+    suite = write_suite(tmp_path, served_suite(stub, "plain", generate="{ prompt_len = 4, output_len = 3, qps = 40, requests = 12, streams = 2 }"))
+    code, out, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
+    cell = load_run_json(tmp_path / "r")["cells"][0]
+    assert cell["status"] == "ok", cell["reason"]
+    g, r = cell["generate"], cell["requests"]
+    assert g["requests"] == 12 and g["offered_qps"] > 0 and g["achieved_qps"] > 0
+    assert r["sent"] == 24 and r["failed"] == 0 and r["send_lag_p99_us"] is not None  # 2 processes of 12
+    assert "send - scheduled arrival" in r["lag_measure"]
 
 
 def test_bench_run_counts_server_errors_and_an_unknown_model_fails_its_cell(stub, token_env, tmp_path, capsys):
