@@ -274,8 +274,10 @@ class OpenAIStreamer:
         async with self._session.post(self.url, data=body) as resp:
             if resp.status != 200:
                 text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                hint = ("; a server that refuses stream_options needs include_usage = false"
+                        if resp.status in (400, 422) and o.include_usage and "stream_options" in text else "")
                 raise RequestFailed("http_status", f"HTTP {resp.status} from POST {self.url.removeprefix(o.url.rstrip('/')) or '/'}"
-                                                   + (f": {one_line(text)}" if text.strip() else ""))
+                                                   + (f": {one_line(text)}" if text.strip() else "") + hint)
             kind = resp.headers.get("Content-Type", "")
             if "text/event-stream" not in kind:
                 text = (await resp.content.read(200)).decode("utf-8", "replace")

@@ -139,6 +139,8 @@ class ServedRun:
     def notes(self) -> str:
         """What a reader of a served cell needs beside its figures (GenerateInfo.padding's place)."""
         sources = ", ".join(f"{k} ({n})" for k, n in self.token_sources) or "none"
+        if any(k == "events" for k, _ in self.token_sources):  # a server that packs tokens then reads fast
+            sources += " [events: one token each assumed, the server sent no usage and no tokenizer was named]"
         parts = ["none: the server batches as it likes", f"tokens counted by {sources}",
                  f"{self.events} token events for {int(self.output_lens.sum())} tokens"]
         short = int((self.output_lens < self.asked_lens).sum())
