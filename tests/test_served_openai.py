@@ -550,6 +550,17 @@ def test_bench_run_at_a_poisson_rate_clocks_requests_from_their_schedule(stub, t
     assert "send - scheduled arrival" in r["lag_measure"]
 
 
+def test_a_rate_search_on_a_served_generator_reports_its_curve(stub, token_env, tmp_path, capsys):
+    body = served_suite(stub, "plain", generate="{ prompt_len = 4, output_len = 3, qps = 10, requests = 5, search = true, "
+                                                "max_probes = 3 }").replace("repeats = 2", "repeats = 1")
+    code, out, err = run_cli(capsys, "run", str(write_suite(tmp_path, body)), "--out", str(tmp_path / "r"))
+    cell = load_run_json(tmp_path / "r")["cells"][0]
+    assert cell["status"] == "ok", cell["reason"]
+    g = cell["generate"]
+    assert len(g["curve"]) == 3 and all(p["requests"] == 5 for p in g["curve"])
+    assert g["max_qps"] is not None and "rate search: 3 rates tried" in cell["stop_reason"]
+
+
 def test_bench_run_counts_server_errors_and_an_unknown_model_fails_its_cell(stub, token_env, tmp_path, capsys):
     suite = write_suite(tmp_path, served_suite(stub, "third500", generate="{ prompt_len = 4, output_len = 3, requests = 9 }"))
     code, out, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
