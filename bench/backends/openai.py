@@ -197,7 +197,7 @@ class OpenAIStreamer:
         o = self.options
         ctx = ssl_context(o)
         connector = aiohttp.TCPConnector(limit=max(concurrency, 1), limit_per_host=0,
-                                         ssl=ctx if ctx is not None else False, enable_cleanup_closed=True)
+                                         ssl=ctx if ctx is not None else False)
         # The idle limit is aiohttp's read timeout: no byte for that long raises mid-stream. The
         # whole request's limit is an asyncio timeout around it (aiohttp's `total` counts the pool wait too).
         timeout = aiohttp.ClientTimeout(total=None, connect=o.connect_timeout_s, sock_connect=o.connect_timeout_s,

@@ -48,7 +48,7 @@ WORDS = ("the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was",
          "you", "were", "their", "one", "all", "we", "can", "her", "has", "there", "been", "if", "more",
          "when", "will", "would", "who", "so", "no", "time", "out", "up", "about", "into", "than", "them",
          "only", "other", "new", "some", "could", "these", "two", "may", "first")
-KV_SOURCE = "not visible to a client (a served generator)"
+KV_SOURCE = "not visible to a client: a served generator"
 PREFILL_NOTE = "not visible to a client: a served generator's prefill is inside its TTFT"
 
 
