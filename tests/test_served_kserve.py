@@ -466,7 +466,7 @@ class _FakeV2:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         fake = self
-        self.mode, self.keys = "ok", []
+        self.mode, self.keys, self.auths = "ok", [], []
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -493,13 +493,14 @@ class _FakeV2:
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                key = self.headers.get("x-api-key")
+                key, auth = self.headers.get("x-api-key"), self.headers.get("Authorization")
                 fake.keys.append(key)
+                fake.auths.append(auth)
                 ok = {"outputs": [{"name": "y", "datatype": "FP32", "shape": [2, 4], "data": [0.5] * 8}]}
                 answers = {"ok": (200, json.dumps(ok).encode()), "garbage": (200, b"<html>busy</html>"),
                            "missing": (200, b'{"outputs": []}'),
                            "short": (200, json.dumps({"outputs": [{**ok["outputs"][0], "data": [0.5] * 7}]}).encode()),
-                           "error": (500, json.dumps({"error": f"bad key {key}"}).encode())}
+                           "error": (500, json.dumps({"error": f"bad key {key} auth {auth}"}).encode())}
                 self._answer(*answers[fake.mode])
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -523,13 +524,16 @@ def fake_v2():
     ("garbage", "malformed", "not v2 JSON"),
     ("missing", "malformed", "lacks output 'y'"),
     ("short", "malformed", "7 values for shape [2, 4]"),
-    ("error", "http_status", "HTTP 500: bad key ***"),
+    ("error", "http_status", "HTTP 500: bad key *** auth ***"),
 ])
 def test_a_bad_answer_is_its_kind_on_both_paths_and_never_shows_the_token(fake_v2, monkeypatch, mode, kind, words):
+    import base64
+
     from bench.errors import RequestFailed
 
+    basic = base64.b64encode(f"benchuser:{PASSWORD}".encode()).decode()
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
-    backend = _loaded(fake_v2.url)
+    backend = _loaded(fake_v2.url.replace("http://", f"http://benchuser:{PASSWORD}@"))
     np.testing.assert_array_equal(backend.outputs(FEEDS)[0], np.full((2, 4), 0.5))
     fake_v2.mode = mode
     requester = backend.requester()
@@ -538,8 +542,9 @@ def test_a_bad_answer_is_its_kind_on_both_paths_and_never_shows_the_token(fake_v
         backend.bind(FEEDS)()
     for failed in (exc, sync.value):
         assert isinstance(failed, RequestFailed) and failed.kind == kind and words in failed.reason, failed
-        assert TOKEN not in str(failed)
+        assert TOKEN not in str(failed) and PASSWORD not in str(failed) and basic not in str(failed)
     assert fake_v2.keys and set(fake_v2.keys) == {TOKEN}  # both paths sent the header
+    assert set(fake_v2.auths) == {f"Basic {basic}"}  # and the URL's user:password as HTTP Basic
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])

@@ -226,6 +226,9 @@ class _Rest:
                 raise RequestFailed("malformed", f"not an HTTP response ({type(exc).__name__})") from None
         raise AssertionError("unreachable")
 
+    def for_another_caller(self) -> _Rest:
+        return _Rest(self.opts, self.headers, self.scrub)
+
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             if self.https:
@@ -330,6 +333,9 @@ class _Grpc:
 
     def close(self) -> None:
         self.channel.close()
+
+    def for_another_caller(self) -> _Grpc:
+        return self
 
     def failed(self, exc: Any) -> RequestFailed:
         return grpc_failure(self.grpc, exc, self.scrub, self.opts)
@@ -458,6 +464,19 @@ def _error_text(data: bytes) -> str:
     return data[:_REASON_CHARS].decode("utf-8", "replace")
 
 
+def _basic_auth(url: str) -> tuple[str, ...] | None:
+    """The Authorization header value for a URL's user:password, and the secrets it holds."""
+    import base64
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    user, password = unquote(parts.username), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return (f"Basic {token}", token, *([password] if password else []))
+
+
 def ssl_context(opts: Any) -> ssl.SSLContext:
     if not opts.verify_tls:
         ctx = ssl.create_default_context()
@@ -493,7 +512,13 @@ class KServeV2Backend(Backend):
             self._headers = opts.resolved_headers()
         except LookupError as exc:
             raise CellFailure(str(exc)) from None
-        self._scrub = Scrubber(tuple(self._headers[h] for h in opts.header_env if len(self._headers[h]) >= 3))
+        secrets = [self._headers[h] for h in opts.header_env]
+        basic = _basic_auth(opts.url)
+        if basic is not None and opts.protocol == "rest" and not any(h.lower() == "authorization" for h in self._headers):
+            # user:password in an http(s) URL means HTTP Basic authentication, as curl reads it
+            self._headers["Authorization"] = basic[0]
+            secrets.extend(basic)
+        self._scrub = Scrubber(tuple(s for s in secrets if len(s) >= 3))
         try:
             self._wire = wire = _Rest(opts, self._headers, self._scrub) if opts.protocol == "rest" \
                 else _Grpc(opts, self._headers, self._scrub)
@@ -546,8 +571,11 @@ class KServeV2Backend(Backend):
 
     def bind(self, feeds: dict[str, np.ndarray]):
         prepared = self._prepare(feeds)
-        wire, expected = self._wire, self._outputs
-        assert wire is not None
+        assert self._wire is not None
+        # A connection of its own for each bound call: scenarios call several from threads at
+        # once, and one http.client connection carries one request at a time (a gRPC channel
+        # multiplexes, so it is shared).
+        wire, expected = self._wire.for_another_caller(), self._outputs
         return lambda: wire.infer(prepared, expected, False)
 
     def outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
