@@ -268,7 +268,7 @@ class StubServer:
     """OpenAI-compatible enough, on loopback in a thread; its behaviour is the URL's first path part:
     plain (one token per event, usage, [DONE]), packed (3 tokens an event, usage, no [DONE]),
     nousage (3 tokens an event, nothing else), stall (2 events then silence), fail500, third500
-    (every third request 500), malformed (an event that is not JSON), json (no stream at all).
+    (every third request 500), stall3 (every third request stalls), malformed (an event that is not JSON), json (no stream at all).
     It needs `Authorization: Bearer TOKEN` and records what it saw."""
 
     GAP_S = 0.002
@@ -347,7 +347,7 @@ class StubServer:
                 break
             await resp.write(chunk("".join(f" w{sent + j}" for j in range(k))))
             sent += k
-            if mode == "stall" and sent >= 2:
+            if (mode == "stall" or (mode == "stall3" and self.requests % 3 == 0)) and sent >= 2:
                 await asyncio.sleep(3)  # past the client's idle limit; short, so the server stops soon
         if mode != "nousage" and body.get("stream_options", {}).get("include_usage"):
             usage = {"prompt_tokens": len(str(body.get("prompt", "x")).split()), "completion_tokens": sent}
@@ -548,6 +548,17 @@ def test_bench_run_at_a_poisson_rate_clocks_requests_from_their_schedule(stub, t
     assert g["requests"] == 12 and g["offered_qps"] > 0 and g["achieved_qps"] > 0
     assert r["sent"] == 24 and r["failed"] == 0 and r["send_lag_p99_us"] is not None  # 2 processes of 12
     assert "send - scheduled arrival" in r["lag_measure"]
+
+
+def test_a_stalling_server_costs_timeouts_counted_never_a_hung_cell(stub, token_env, tmp_path, capsys):
+    body = served_suite(stub, "stall3", generate="{ prompt_len = 4, output_len = 4, requests = 6 }",
+                        extra="idle_timeout_s = 0.3").replace("repeats = 2", "repeats = 1")
+    code, out, err = run_cli(capsys, "run", str(write_suite(tmp_path, body)), "--out", str(tmp_path / "r"))
+    cell = load_run_json(tmp_path / "r")["cells"][0]
+    assert cell["status"] == "ok", cell["reason"]
+    r = cell["requests"]
+    assert r["sent"] == 6 and r["errors"] == {"timeout": r["failed"]} and r["failed"] >= 1
+    assert "stalled" in r["error_examples"]["timeout"] and cell["generate"]["requests"] == r["ok"]
 
 
 def test_a_rate_search_on_a_served_generator_reports_its_curve(stub, token_env, tmp_path, capsys):
