@@ -550,6 +550,25 @@ def test_bench_run_at_a_poisson_rate_clocks_requests_from_their_schedule(stub, t
     assert "send - scheduled arrival" in r["lag_measure"]
 
 
+def test_a_local_tokenizer_counts_packed_tokens_in_a_run_when_no_usage_is_sent(stub, token_env, tmp_path, capsys):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(16)} | {"[UNK]": 16}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    (tmp_path / "tok").mkdir()
+    tok.save(str(tmp_path / "tok" / "tokenizer.json"))
+    body = served_suite(stub, "nousage", generate="{ prompt_len = 4, output_len = 5, requests = 4 }",
+                        extra=f'tokenizer = "{tmp_path / "tok"}"').replace("repeats = 2", "repeats = 1")
+    code, out, err = run_cli(capsys, "run", str(write_suite(tmp_path, body)), "--out", str(tmp_path / "r"))
+    cell = load_run_json(tmp_path / "r")["cells"][0]
+    assert cell["status"] == "ok", cell["reason"]
+    g = cell["generate"]  # 5 tokens in 2 events (3 + 2) per answer, counted by the tokenizer
+    assert g["output_tokens"] == 4 * 5 and "tokens counted by tokenizer (4)" in g["padding"]
+    assert "8 token events for 20 tokens" in g["padding"]
+    assert cell["target"]["details"]["tokens_counted_by"].startswith("tokenizer")
+
+
 def test_a_stalling_server_costs_timeouts_counted_never_a_hung_cell(stub, token_env, tmp_path, capsys):
     body = served_suite(stub, "stall3", generate="{ prompt_len = 4, output_len = 4, requests = 6 }",
                         extra="idle_timeout_s = 0.3").replace("repeats = 2", "repeats = 1")
