@@ -482,7 +482,7 @@ class _FakeV2:
                 self.wfile.write(body)
 
             def do_GET(self):
-                meta = {"/v2/health/ready": {}, "/v2": {"name": "fake", "version": "0"},
+                meta = {"/v2/health/ready": {}, f"/v2/models/{MODEL}/ready": {}, "/v2": {"name": "fake", "version": "0"},
                         f"/v2/models/{MODEL}": {"name": MODEL, "versions": ["1"], "platform": "fake",
                                                 "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 16]}],
                                                 "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}}

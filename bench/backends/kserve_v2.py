@@ -254,6 +254,10 @@ class _Rest:
         status, _, _ = self.request("GET", self.prefix + "/v2/health/ready", timeout_s=self.opts.connect_timeout_s)
         return status == 200
 
+    def model_ready(self) -> bool:
+        status, _, _ = self.request("GET", self.model_path + "/ready", timeout_s=self.opts.connect_timeout_s)
+        return status == 200
+
     def server_metadata(self) -> dict:
         status, meta = self._json("GET", self.prefix + "/v2")
         return meta if status == 200 and isinstance(meta, dict) else {}
@@ -349,6 +353,15 @@ class _Grpc:
     def ready(self) -> bool:
         return bool(self._call(self.stub.ServerReady, self.pb.ServerReadyRequest(),
                                self.opts.connect_timeout_s).ready)
+
+    def model_ready(self) -> bool:
+        req = self.pb.ModelReadyRequest(name=self.opts.model, version=self.opts.model_version)
+        try:
+            return bool(self._call(self.stub.ModelReady, req, self.opts.connect_timeout_s).ready)
+        except RequestFailed as exc:
+            if exc.kind == "http_status":  # a server that answers NOT_FOUND instead of "not ready"
+                return False
+            raise
 
     def server_metadata(self) -> dict:
         try:
@@ -528,6 +541,9 @@ class KServeV2Backend(Backend):
             status, meta = wire.model_metadata()
             if status != 200 or not isinstance(meta, dict):
                 raise CellFailure(self._not_there(wire, status, meta, shown))
+            if not wire.model_ready():
+                raise CellFailure(f"model {opts.model!r} is on the server at {shown} but not ready "
+                                  "(v2 models/ready said no: still loading, or its load failed)")
         except RequestFailed as exc:
             raise CellFailure(f"cannot use the server at {shown} over {'gRPC' if opts.protocol == 'grpc' else 'REST'}: "
                               f"{exc.reason}") from None
