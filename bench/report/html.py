@@ -22,6 +22,7 @@ from bench.report.compare_table import (OUTCOME_STYLE, comparison_table, count_p
                                         inconclusive_text, outcome_meaning, outcome_word, run_differences_line)
 from bench.report.model import Table, Text
 from bench.report.one_off import one_off_table
+from bench.report.serving_table import serving_table
 from bench.report.history_plots import history_plot
 from bench.report.plots import BAD, GOOD, NEUTRAL, Canvas, Interval, Plot, intervals
 from bench.report.run_plots import run_plots, target_colors
@@ -192,7 +193,7 @@ def _run_sections(run: Run, canvas: Canvas, colors: dict[str, str], detail_rows:
         sections.append((f"{prefix}gpu", "GPU" + tail, (table_html(gpu) if gpu else "")
                          + _plots(plots["gpu"] + plots["roofline"])))
     costs = one_off_table(run)
-    tables = [targets_table(run)] if costs is None else [costs, targets_table(run)]
+    tables = [t for t in (serving_table(run), costs, targets_table(run)) if t is not None]
     sweeps = sweeps_table(run)
     if sweeps.rows:
         tables.append(sweeps)

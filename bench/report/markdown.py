@@ -7,6 +7,7 @@ from bench.report.compare_table import (comparison_table, count_parts, environme
                                         outcome_meaning, outcome_word, run_differences_line)
 from bench.report.model import Table, Text
 from bench.report.one_off import one_off_table
+from bench.report.serving_table import serving_table
 from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
                                      sweeps_table, targets_table)
 from bench.results.records import Run
@@ -72,11 +73,11 @@ def run_summary(run: Run, detail_rows: DetailRows = lambda c: (), html_path: str
                       + [f"`{c.id}` server run invalid" for c in v.invalid])
     lines += _html_line(html_path)
     sweeps = sweeps_table(run)
-    more = [generation_table(run), one_off_table(run), targets_table(run), gpu_table(run), details_table(run, detail_rows),
+    more = [generation_table(run), serving_table(run), one_off_table(run), targets_table(run), gpu_table(run), details_table(run, detail_rows),
             sweeps if sweeps.rows else None]
     folded = "\n".join(render(t) for t in more if t is not None)
     return ("\n".join(lines) + render(summary_table(run))
-            + "\n<details><summary>generation, one-off costs, targets ranked, GPU, scenario details, sweeps</summary>"
+            + "\n<details><summary>generation, serving overhead, one-off costs, targets ranked, GPU, scenario details, sweeps</summary>"
               f"\n\n{folded}\n</details>\n")
 
 

@@ -293,8 +293,10 @@ def generation_table(run: Run) -> Table | None:
         rows.append((c.id, g.load, _num(g.ttft_ms.p50), _num(g.ttft_ms.p99),
                      _num(g.tpot_ms.p50 if g.tpot_ms else None), _num(g.tpot_ms.p99 if g.tpot_ms else None),
                      _num(g.itl_ms.p99 if g.itl_ms else None), Num(tp.value, tp.ci_low, tp.ci_high, 4),
-                     _num(g.tokens_per_s_per_stream, 4), _num(g.prefill_tokens_per_s, 4),
-                     Num(g.kv_cache_bytes / 2**20, digits=2), good))
+                     _num(g.tokens_per_s_per_stream, 4),
+                     # a served generator's prefill and KV cache are the server's: not seen from here
+                     "-" if c.requests is not None else _num(g.prefill_tokens_per_s, 4),
+                     "-" if c.requests is not None else Num(g.kv_cache_bytes / 2**20, digits=2), good))
     if not rows:
         return None
     return Table("generation · TTFT = time to first token (from the request's start or scheduled arrival), TPOT = "
