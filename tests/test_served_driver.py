@@ -373,6 +373,8 @@ def test_a_served_run_records_its_requests_in_run_json_and_the_table(server, tmp
         assert r["sent"] == r["ok"] + r["failed"] and set(r["errors"]) <= {"http_status"}
         assert abs(r["error_rate"] - 0.1) <= 0.05, (name, r)
         assert c["metrics"]["latency_ms"]["n"] <= r["ok"]  # figures from the ok requests alone
+        # the server under test is another process on this CPU by design: recorded, never "interfered"
+        assert all(not rep["interfered"] for rep in c["repetitions"]), (name, c["repetitions"])
     assert cells["multi-stream"]["clients"]["concurrency"] == 2
     server_cell = cells["server"]
     assert not server_cell["server"]["valid"]
