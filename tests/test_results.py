@@ -14,7 +14,7 @@ from bench.codec import from_json, to_json
 from bench.results.schema import run_schema
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v12.json"  # the current version (a real run's v6 file, upgraded)
+SAMPLE = ROOT / "tests/data/run_v13.json"  # the current version (a real run's v6 file, upgraded)
 SAMPLE_V11 = ROOT / "tests/data/run_v11.json"  # the same run at schema version 11
 SCHEMA_V11_FILE = ROOT / "tests/data/run_v11.schema.json"
 SAMPLE_V10 = ROOT / "tests/data/run_v10.json"  # the same run at schema version 10
@@ -51,7 +51,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 12
+    assert run.schema_version == SCHEMA_VERSION == 13
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
