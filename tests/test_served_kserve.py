@@ -554,7 +554,7 @@ def test_a_server_that_never_answers_is_a_timeout(protocol):
     import socket
     import time
 
-    from bench.backends.kserve_v2 import GrpcRequester, RestBody, RestRequester, Scrubber, _Rest
+    from bench.backends.kserve_v2 import GrpcRequester, RestBody, RestRequester, Scrubber, _Grpc, _Rest
     from bench.errors import RequestFailed
     from bench.served.kserve_options import KServeV2Options
 
@@ -571,4 +571,10 @@ def test_a_server_that_never_answers_is_a_timeout(protocol):
         t0 = time.monotonic()
         (exc,) = _sends(requester, body, 1, 1)
         assert isinstance(exc, RequestFailed) and exc.kind == "timeout", exc
+        # the synchronous path (bind()'s call) too: timeout_s, not connect_timeout_s, bounds a request
+        wire = _Rest(opts, {}, Scrubber(())) if protocol == "rest" else _Grpc(opts, {}, Scrubber(()))
+        with pytest.raises(RequestFailed) as sync:
+            wire.infer(body, (), False)
+        assert sync.value.kind == "timeout", sync.value
+        wire.close()
         assert time.monotonic() - t0 < 5

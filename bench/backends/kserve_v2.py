@@ -19,11 +19,15 @@ Secrets: header values come from options.resolved_headers() and are sent on ever
 any user:password in the URL never appear in an exception, a log line or info() (every reason a
 server gives is scrubbed of the header values before it is shown).
 
-Server quirks handled here (measured 2026-12-07, see the kserve tests):
+Server quirks handled here (MLServer 1.7.1, KServe 0.21.0, measured 2026-12-07 by the kserve tests):
 - MLServer's REST refuses binary tensors: binary_data = false (the default) sends JSON.
-- KServe's gRPC answers with raw output bytes only for outputs requested with binary_data: every
-  gRPC request asks each output that way, which other servers ignore.
+- KServe's REST answers 500 (a pydantic error: its response wants a string id) when a model echoes
+  the id of a request that had none, as KServe's own runtimes do: every REST request carries an id.
+- KServe answers gRPC with raw output bytes when the inputs came raw (ours always do); each output is
+  also asked with binary_data, which other servers ignore.
 - gRPC responses may carry typed `contents` instead of raw bytes (MLServer): both are decoded.
+- MLServer gzips responses for a client that accepts it (aiohttp asks by default; tritonclient's
+  own http.aio client then fails to decode MLServer's answers): no Accept-Encoding is sent.
 """
 from __future__ import annotations
 
@@ -201,9 +205,12 @@ class _Rest:
     # one request, reconnecting once when a kept-alive connection was closed by the server
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None, timeout_s: float | None = None) -> tuple[int, Any, bytes]:
+        timeout_s = timeout_s or self.opts.timeout_s
         for attempt in (0, 1):
-            conn = self._connection()
-            conn.timeout = timeout_s or self.opts.timeout_s
+            conn = self._connected()
+            # the socket keeps the timeout it was given at connect; each request sets its own
+            assert conn.sock is not None
+            conn.sock.settimeout(timeout_s)
             try:
                 conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
                 resp = conn.getresponse()
@@ -212,12 +219,9 @@ class _Rest:
                 self.close()
                 if attempt:
                     raise RequestFailed("connect", f"the server closed the connection ({type(exc).__name__})") from None
-            except ssl.SSLError as exc:
-                self.close()
-                raise RequestFailed("connect", _tls_reason(exc, self.opts.url)) from None
             except (socket.timeout, TimeoutError):
                 self.close()
-                raise RequestFailed("timeout", f"no response within {timeout_s or self.opts.timeout_s:g} s") from None
+                raise RequestFailed("timeout", f"no response within {timeout_s:g} s") from None
             except OSError as exc:
                 self.close()
                 raise RequestFailed("connect", self.scrub(exc.strerror or type(exc).__name__)) from None
@@ -229,14 +233,28 @@ class _Rest:
     def for_another_caller(self) -> _Rest:
         return _Rest(self.opts, self.headers, self.scrub)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self.https:
-                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.opts.connect_timeout_s,
-                                                         context=self.ssl)
-            else:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.opts.connect_timeout_s)
-        return self._conn
+    def _connected(self) -> http.client.HTTPConnection:
+        """The kept-alive connection, opened (TCP and TLS) within connect_timeout_s if it is not."""
+        if self._conn is not None and self._conn.sock is not None:
+            return self._conn
+        if self.https:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.opts.connect_timeout_s,
+                                               context=self.ssl)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.opts.connect_timeout_s)
+        try:
+            conn.connect()
+        except ssl.SSLError as exc:
+            conn.close()
+            raise RequestFailed("connect", _tls_reason(exc, self.opts.url)) from None
+        except (socket.timeout, TimeoutError):
+            conn.close()
+            raise RequestFailed("connect", f"no connection within {self.opts.connect_timeout_s:g} s") from None
+        except OSError as exc:
+            conn.close()
+            raise RequestFailed("connect", self.scrub(exc.strerror or type(exc).__name__)) from None
+        self._conn = conn
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:
