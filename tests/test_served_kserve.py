@@ -178,6 +178,8 @@ def mlserver(tmp_path_factory, mlp):
         yield server
 
 
+# KServe 0.21 binds its REST and gRPC ports on every interface (0.0.0.0 and [::], hard-coded, no
+# host option); the tests reach it on loopback only.
 @pytest.fixture(scope="module")
 def kserve(tmp_path_factory, mlp):
     ensure_venv(KSERVE)
