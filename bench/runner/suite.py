@@ -198,6 +198,9 @@ def _remove_stale_scratch() -> None:
     for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         try:
             st = d.lstat()
+        except OSError:  # gone between the glob and here: another run cleaned it up
+            continue
+        try:
             if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
                 continue
             fd = os.open(d / _SCRATCH_LOCK, os.O_RDWR)
