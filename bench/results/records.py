@@ -54,7 +54,9 @@ committed file of the old version):
   13 (2026-12) served targets: `requests` per cell (what a served target's requests did in the
      measured window: sent, ok, failed, the error rate and counts by kind with an example reason
      each, the driver's lag and whether the driver limited the load). A v12 file upgrades by its
-     version alone (no v12 cell was served: requests null).
+     version alone (no v12 cell was served: requests null). Still 13, before release: `server_metrics` per cell (the
+     server's Prometheus figures around the window and our latency split against them; null
+     without a metrics_url).
 
 The JSON Schema committed beside this file (run.schema.json) is generated from these records
 (bench.results.schema.run_schema); a test keeps the two equal.
@@ -466,6 +468,33 @@ class RequestStats(_Checked):
 
 
 @dataclass(frozen=True)
+class ServerMetrics(_Checked):
+    """A served target's own figures over a measured window: its Prometheus metrics (the target's
+    metrics_url) scraped just before and just after the window, the deltas of what is recognised
+    (bench.served.server_metrics lists what each server exposes) filtered to the target's model,
+    and our mean latency split against them. None: the server does not expose it (not_exposed
+    names those); a scrape that failed leaves `server` empty and says why in `note`."""
+
+    metrics_url: str  # shown without credentials
+    server: str  # "Triton", "MLServer", "KServe"; "" when nothing was recognised or the scrape failed
+    model: str = ""  # the model label filtered on ("" : every model)
+    window_s: float = field(default=0.0, metadata=_COUNT)  # between the two scrapes
+    requests: int | None = field(default=None, metadata=_COUNT)  # the server's count in the window
+    succeeded: int | None = field(default=None, metadata=_COUNT)
+    failed: int | None = field(default=None, metadata=_COUNT)
+    request_mean_ms: float | None = field(default=None, metadata=_COUNT)  # the server's request duration
+    queue_mean_ms: float | None = field(default=None, metadata=_COUNT)
+    compute_mean_ms: float | None = field(default=None, metadata=_COUNT)
+    client_mean_ms: float | None = field(default=None, metadata=_COUNT)  # ours: the ok requests' mean latency
+    client_sent: int | None = field(default=None, metadata=_COUNT)  # ours: requests sent in the window
+    network_client_mean_ms: float | None = None  # ours - the server's request duration (may be < 0 by noise)
+    outside_compute_mean_ms: float | None = None  # ours - the server's compute
+    sources: tuple[str, ...] = ()  # which metric gave which figure
+    not_exposed: tuple[str, ...] = ()  # "queue", "request duration", ...
+    note: str = ""  # one line: a failed scrape, counters that went back
+
+
+@dataclass(frozen=True)
 class ClientsInfo(_Checked):
     """Multi-stream: per-client figures of N closed-loop clients."""
 
@@ -491,11 +520,11 @@ class LoadGenInfo(_Checked):
 class Alarm(_Checked):
     """What a monitor's detector raised: which figure moved, from which window, by how much."""
 
-    kind: Literal["drift", "leak"]
-    figure: str  # "p99", "throughput", "rss", "gpu_memory"
+    kind: Literal["drift", "leak", "error_rate"]
+    figure: str  # "p99", "throughput", "rss", "gpu_memory", "errors"
     window: int = field(metadata=_COUNT)  # 0-based index of the window that raised it
     at_s: float = field(metadata=_COUNT)  # seconds into the monitor's measured time
-    change: float  # drift: relative change against the baseline; leak: slope in MiB per hour
+    change: float  # drift: relative change against the baseline; leak: slope in MiB per hour; error_rate: the share
     message: str
 
 
@@ -524,6 +553,12 @@ class MonitorInfo(_Checked):
     leak_slope_high: float | None = None
     gpu_memory_bytes: Series | None = None
     end_reason: str = ""  # the duration ended, a signal, an alarm with --fail-on-alarm
+    # A served target's monitor (schema 13): the error-rate alarm's limit (a window whose failed share
+    # of requests is over it alarms), each window's errors by kind, and the server's figures per
+    # window where metrics_url is set (the cell's server_metrics holds them over all windows).
+    error_rate_limit: float | None = field(default=None, metadata=_COUNT)
+    errors_by_kind: tuple[dict[str, int], ...] = field(default=(), metadata=_COUNT)
+    server_per_window: tuple[ServerMetrics, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -637,6 +672,7 @@ class Cell(_Checked):
     dims: dict[str, int] = field(default_factory=dict, metadata=_ONE_UP)  # named dynamic dimensions (schema 12)
     inputs: InputsInfo | None = None  # what it was fed (schema 12; null on older files and unrun cells)
     requests: RequestStats | None = None  # a served target's requests (schema 13; null in-process)
+    server_metrics: ServerMetrics | None = None  # the server's own figures where metrics_url is set (schema 13)
 
     @property
     def used_repetitions(self) -> tuple[Repetition, ...]:

@@ -30,6 +30,7 @@ class RequestTally:
     lag_ns: np.ndarray  # int64: the driver's lag samples (see lag_measure)
     lag_measure: str
     cut_at_end: int = 0  # closed loop: in flight when the window ended, cancelled, not counted
+    server_metrics: Any = None  # bench.results.records.ServerMetrics where the target names a metrics_url
 
     @classmethod
     def of(cls, net: driver.NetRun, load: str) -> "RequestTally":
@@ -83,6 +84,8 @@ def with_requests(figures: Any, run: Any) -> Any:
         return figures
     stats = stats_of(tally)
     records = {**figures.records, "requests": stats}
+    if tally.server_metrics is not None:
+        records["server_metrics"] = tally.server_metrics
     if records.get("server") is not None:
         records["server"] = server_validity(records["server"], stats)
     return replace(figures, records=records)
@@ -137,7 +140,12 @@ def request_rows(cell: Any) -> tuple[tuple[str, str], ...]:
     if s.cut_at_end:
         text += f"; {s.cut_at_end} in flight at the window's end, not counted"
     rows = [("requests", text)]
+    server = getattr(cell, "server_metrics", None)
     if s.send_lag_p99_us is not None:
         lag = f"lag p50 {s.send_lag_p50_us:,.0f} µs, p99 {s.send_lag_p99_us:,.0f} µs ({s.lag_measure})"
         rows.append(("driver", f"DRIVER-LIMITED: {s.driver_limited_why}; {lag}" if s.driver_limited else lag))
+    if server is not None:
+        from bench.served.server_metrics import rows as server_rows
+
+        rows += server_rows(server)
     return tuple(rows)

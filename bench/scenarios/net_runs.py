@@ -60,6 +60,36 @@ def stop_rule(stop: StopSpec) -> Callable[[int, list[np.ndarray]], str | None]:
     return check
 
 
+def _window_marks(session: Session) -> tuple[Callable[[], None], Callable[[], None], Any]:
+    """The window's start and end marks, with the server's metrics scraped just before the start and
+    just after the end where the target names a metrics_url (outside the driver's timed loop: the
+    driver calls these before its t0 and after its last request); (start, end, scraper or None)."""
+    from bench.served.server_metrics import Scraper, endpoint_options
+
+    scraper = Scraper.for_options(endpoint_options(session.backend))
+    if scraper is None:
+        return session.window.start, session.window.end, None
+
+    def start() -> None:
+        scraper.before()
+        session.window.start()
+
+    def end() -> None:
+        session.window.end()
+        scraper.after()
+
+    return start, end, scraper
+
+
+def _with_server(tally: RequestTally, scraper: Any, net: driver.NetRun) -> RequestTally:
+    """The tally with the window's server metrics (our mean latency split against them)."""
+    if scraper is None:
+        return tally
+    lat = net.latencies_ns
+    ours = float(lat.mean()) / 1e6 if lat.size else None
+    return replace(tally, server_metrics=scraper.window(ours, tally.sent))
+
+
 def _no_success(tally: RequestTally) -> CellFailure:
     if tally.sent == 0:
         return CellFailure("no request completed in the measured window (the server stalled past it?)", kind="error")
@@ -74,10 +104,11 @@ def closed_run(session: Session, requester: Any, concurrency: int,
     worker's latencies (multi-stream's per-client figures)."""
     stop = session.stop
     prepared = requester.prepare(session.feeds)  # encoded once, outside any timing
+    start, end, scraper = _window_marks(session)
     net = driver.closed_loop(requester, prepared, concurrency, should_stop or stop_rule(stop),
-                             _timeout_s(requester), warmup_rule(stop), on_window_start=session.window.start,
-                             on_window_end=session.window.end)
-    tally = RequestTally.of(net, f"closed loop, {concurrency} in flight")
+                             _timeout_s(requester), warmup_rule(stop), on_window_start=start,
+                             on_window_end=end)
+    tally = _with_server(RequestTally.of(net, f"closed loop, {concurrency} in flight"), scraper, net)
     lat = net.latencies_ns
     if lat.size == 0:
         raise _no_success(tally)
@@ -119,11 +150,13 @@ def server_run(session: Session, requester: Any, spec: Any, served: type) -> Sce
         f"; dynamic batching (max_batch {spec.max_batch}) not applied: a served target's server batches requests "
         f"itself, and each request here is one batch of {session.batch_size}")
 
+    start, end, scraper = _window_marks(session)
+
     def serve(rate: float, warm: driver.WarmupRule, marks: bool) -> driver.NetRun:
         schedule = open_loop.poisson_schedule(rate, replace(spec, qps=rate).duration_for(stop), spec.seed)
         return driver.open_loop(requester, prepared, schedule, timeout, warm,
-                                on_window_start=session.window.start if marks else lambda: None,
-                                on_window_end=session.window.end if marks else lambda: None)
+                                on_window_start=start if marks else lambda: None,
+                                on_window_end=end if marks else lambda: None)
 
     probes = None
     window_calls = None
@@ -136,7 +169,7 @@ def server_run(session: Session, requester: Any, spec: Any, served: type) -> Sce
             tried_nets.append(net)
             return probe_of(net, limits), net
 
-        session.window.start()  # every probe is measured load: the telemetry window spans the search
+        start()  # every probe is measured load: the telemetry window (and the server's scrapes) span the search
         peak, tried, net = open_loop.find_peak(try_rate, spec.qps, spec.resolution, spec.max_probes)
         probes = tuple(tried)
         rate = peak
@@ -145,7 +178,7 @@ def server_run(session: Session, requester: Any, spec: Any, served: type) -> Sce
             rate = min(p.offered_qps for p in tried) or spec.qps
             net = serve(rate, PROBE_WARMUP, False)
             window_calls += int(net.error_code.size)
-        session.window.end()
+        end()
         warm = tried_nets[0].warmup_latencies_ns
         reason = (f"peak search on a served target: {len(tried)} rates tried, highest meeting the SLO with no failed "
                   "request " + (f"{peak:,.1f}/s" if peak else "none"))
@@ -155,6 +188,10 @@ def server_run(session: Session, requester: Any, spec: Any, served: type) -> Sce
         warm = net.warmup_latencies_ns
         reason = f"served target: {net.error_code.size} Poisson arrivals at {rate:g}/s sent open-loop"
     tally = RequestTally.of(net, f"open loop, Poisson at {rate:g}/s")
+    if not spec.search:  # a search's scrapes span every probe: its requests, not the reported rate's alone
+        tally = _with_server(tally, scraper, net)
+    elif scraper is not None:
+        tally = replace(tally, server_metrics=scraper.window(None, None))
     lat = net.latencies_ns
     if lat.size == 0:
         if tally.sent == 0:

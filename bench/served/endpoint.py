@@ -45,6 +45,10 @@ class EndpointOptions:
     connect_timeout_s: float = 5.0  # the pre-flight's and each new connection's
     verify_tls: bool = True
     ca_file: str = ""  # a CA bundle for https (empty: the system's)
+    # The server's Prometheus text endpoint (Triton :8002/metrics, MLServer :8082/metrics, KServe
+    # the REST port's /metrics): scraped around each measured window (bench.served.server_metrics);
+    # empty: none. A failed scrape is a note on the cell, never a failed cell.
+    metrics_url: str = ""
 
     def validate(self) -> tuple[str, str] | None:
         parts = urlsplit(self.url)
@@ -65,6 +69,15 @@ class EndpointOptions:
         for name, var in self.header_env.items():
             if not var or not all(c.isalnum() or c == "_" for c in var):
                 return f"header_env.{name}", f"{var!r} is not an environment variable name"
+        if self.metrics_url:
+            m = urlsplit(self.metrics_url)
+            if m.scheme not in URL_SCHEMES or not m.hostname:
+                return "metrics_url", (f"{shown_url(self.metrics_url)!r} is not allowed; expected "
+                                       "http://HOST:PORT/metrics or https://HOST:PORT/metrics")
+            try:
+                m.port
+            except ValueError:
+                return "metrics_url", f"{shown_url(self.metrics_url)!r}: the port is not a number from 0 to 65535"
         if not 0 < self.timeout_s <= 3600:
             return "timeout_s", f"{self.timeout_s!r} is not allowed; expected seconds > 0 and <= 3600"
         if not 0 < self.connect_timeout_s <= 600:
@@ -127,6 +140,7 @@ class EndpointOptions:
         names of the variables that held them)."""
         d = dataclasses.asdict(self)
         d["url"] = shown_url(self.url)
+        d["metrics_url"] = shown_url(self.metrics_url) if self.metrics_url else ""
         d["headers"] = {k: v for k, v in self.headers.items()}
         d["header_env"] = {k: f"${v}" for k, v in self.header_env.items()}
         return d
