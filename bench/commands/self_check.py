@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--suite", default="benchmarks.toml", help="reproducibility: the suite to run (default benchmarks.toml)")
     p.add_argument("--slowdown", type=float, default=20.0, metavar="PCT",
                    help="reproducibility: how much slower its planted ONNX Runtime CPU targets run (default 20)")
+    p.add_argument("--url", default="",
+                   help="driver: a v2 REST infer URL (http://HOST:PORT/v2/models/NAME/infer) to measure the served "
+                        "driver and wrk against, instead of the check's built-in loopback server")
     p.add_argument("--json", action="store_true",
                    help="print the figures as JSON, each check with its verdict (met, NOT met, could not run, no "
                         "goal) and its goals")
@@ -51,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--checks loadgen/generator need MLPerf LoadGen: pip install mlcommons-loadgen")
     if not 1 <= args.slowdown <= 500:
         raise UsageError(f"--slowdown {args.slowdown:g}: expected a percentage from 1 to 500")
+    if args.url and "driver" not in names:
+        raise UsageError("--url applies to --checks driver")
+    if args.url:
+        from bench.selfcheck.driver_rate import for_url
+
+        checks = [for_url(args.url) if c.name == "driver" else c for c in checks]
     options = Options(args.rounds, args.runs, args.suite, args.slowdown / 100)
     outcomes = []
     for check in checks:

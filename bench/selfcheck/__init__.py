@@ -3,7 +3,7 @@ assumed. One module per check; CHECKS lists them in the order they run and print
 from __future__ import annotations
 
 from bench.selfcheck import (
-    bootstrap, executor_cost, fidelity, generator, jit, kernel_speed, loadgen, overhead, reproducibility, timer,
+    bootstrap, driver_rate, executor_cost, fidelity, generator, jit, kernel_speed, loadgen, overhead, reproducibility, timer,
     worker_start,
 )
 from bench.selfcheck.check import Check
@@ -20,5 +20,6 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
     fidelity.CHECK,
     reproducibility.CHECK,
     executor_cost.CHECK,
+    driver_rate.CHECK,
 )}
 DEFAULT_CHECKS = tuple(name for name, c in CHECKS.items() if c.default)
