@@ -60,3 +60,16 @@ def test_cells_of_other_workloads_and_two_in_process_targets_give_no_overhead():
     local = next(c for c in run.cells if c.id == "mlp/ort-cpu/b4/single-stream")
     other = next(c for c in run.cells if c.id == "mlp/ort-cpu/b4/multi-stream/c2")
     assert serving_overheads(replace(run, cells=(local, _served(other)))) == []  # different scenario
+
+
+def test_under_an_open_loop_only_the_added_latency_is_a_figure():
+    run = read_run(DATA)
+    local = next(c for c in run.cells if c.id == "mlp/ort-cpu/b4/single-stream")
+    local = _with_reps(local, [0.1, 0.12, 0.11], [200.0] * 3)
+    served = _with_reps(_served(local), [2.1, 2.3, 2.2], [200.0] * 3)
+    from bench.results.records import Series, ServerInfo
+
+    info = ServerInfo(200, 200, 200, 1000, True, (), None, Series(1.0, ()))
+    (o,) = serving_overheads(replace(run, cells=(local, replace(served, server=info))))
+    assert o.time_ratio is None and o.added_p50_ms == pytest.approx(2.09)
+    assert "time per sample" not in o.line()

@@ -27,7 +27,9 @@ class ServingOverhead:
     added_p50_ms: float  # served p50 - in-process p50, mean over the rounds
     added_p50_low_ms: float | None
     added_p50_high_ms: float | None
-    time_ratio: float  # served time per sample / in-process, geometric mean over the rounds
+    # served time per sample / in-process, geometric mean over the rounds; None under an open
+    # loop, whose throughput is the offered rate on both sides (not a figure of either target)
+    time_ratio: float | None
     time_ratio_low: float | None
     time_ratio_high: float | None
     served_error_rate: float  # the served cell's failed / sent: an overhead over failing requests is flagged
@@ -37,9 +39,10 @@ class ServingOverhead:
             return "" if lo is None or hi is None else f" [{lo:{fmt}}, {hi:{fmt}}]"
 
         errors = f"; {self.served_error_rate:.1%} of its requests failed" if self.served_error_rate else ""
+        ratio = ("" if self.time_ratio is None else
+                 f", time per sample x{self.time_ratio:.3g}{span(self.time_ratio_low, self.time_ratio_high, '.3g')}")
         return (f"{self.group}: {self.served} over {self.in_process}: +{self.added_p50_ms:.3g} ms p50 per request"
-                f"{span(self.added_p50_low_ms, self.added_p50_high_ms, '.3g')}, time per sample "
-                f"x{self.time_ratio:.3g}{span(self.time_ratio_low, self.time_ratio_high, '.3g')} "
+                f"{span(self.added_p50_low_ms, self.added_p50_high_ms, '.3g')}{ratio} "
                 f"(95%, paired over {self.rounds} rounds){errors}")
 
 
@@ -71,6 +74,9 @@ def overhead(served: Cell, local: Cell, confidence: float = 0.95) -> ServingOver
     added, lo, hi = _paired([s.p50_ms - l.p50_ms for s, l in pairs], confidence)
     log_ratio, rlo, rhi = _paired([math.log(l.throughput / s.throughput) for s, l in pairs], confidence)
     rate = served.requests.error_rate if served.requests is not None else 0.0
+    if served.server is not None or local.server is not None:  # open loop: throughput is the offered rate
+        return ServingOverhead(_group(served), served.target.name, local.target.name, len(pairs), added, lo, hi,
+                               None, None, None, rate)
     return ServingOverhead(_group(served), served.target.name, local.target.name, len(pairs), added, lo, hi,
                            math.exp(log_ratio), None if rlo is None else math.exp(rlo),
                            None if rhi is None else math.exp(rhi), rate)

@@ -13,12 +13,14 @@ def serving_table(run: Run) -> Table | None:
     for o in serving_overheads(run):
         rows.append((o.group, o.served, o.in_process,
                      Num(o.added_p50_ms, o.added_p50_low_ms, o.added_p50_high_ms, 3),
-                     Num(o.time_ratio, o.time_ratio_low, o.time_ratio_high, 3), str(o.rounds),
+                     "-" if o.time_ratio is None else Num(o.time_ratio, o.time_ratio_low, o.time_ratio_high, 3),
+                     str(o.rounds),
                      f"{o.served_error_rate:.1%}" if o.served_error_rate else "-"))
     if not rows:
         return None
     return Table("serving overhead · a served target against the in-process one on the same model and workload, paired "
-                 "by round (process i of each ran in round i), 95% interval",
+                 "by round (process i of each ran in round i), 95% interval · time per sample: - under an open loop, "
+                 "whose throughput is the offered rate",
                  (Column("group"), Column("served"), Column("in-process"), Column("added p50 ms", numeric=True),
                   Column("time per sample x", numeric=True), Column("rounds", numeric=True), Column("served errors")),
                  settle(rows))
