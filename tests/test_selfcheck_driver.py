@@ -237,12 +237,19 @@ def test_met_with_two_processes_and_the_json_verdict(capsys, monkeypatch):
     assert report["goals"][0]["line"].startswith("wrk: 20,000 req/s; driver: 8,910 req/s in 1 process")
 
 
-def test_no_rate_sustained_is_not_met(capsys, monkeypatch):
-    _inject(monkeypatch, _record(None, None))
+def test_no_rate_sustained_is_not_met_and_the_cpu_others_took_is_said(capsys, monkeypatch):
+    record = _record(None, None, not_tried=(2,))
+    one = replace(record.one, probes=tuple(replace(p, others_cpu=0.6) for p in record.one.probes))
+    _inject(monkeypatch, replace(record, one=one))
     code, out, _ = run_cli(capsys, "self-check", "--checks", "driver")
     assert code == 1
     assert ("driver: 0 req/s sustained in 1 process (at 250/s, the lowest tried: lag p99 3,000 µs) (ratio 0.00)"
             in out)
+    assert "  2 processes not tried: one process sustained no rate" in out
+    assert "250/s offered x 3 s in 1 process: achieved 250/s, lag p99 3,000 µs, 0 failed, drained in 1 ms, " \
+           "others took 60% of the CPU: not sustained" in out
+    assert ("  other processes took 60% of this machine's CPU during the probes (mean): a driver preempted by them "
+            "lags; run the check on a quiet machine for the driver's own figure") in out
 
 
 def test_a_driver_check_that_cannot_run_exits_2_in_one_line(capsys, monkeypatch):

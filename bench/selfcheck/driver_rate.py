@@ -607,11 +607,16 @@ def lines(d: DriverCheck) -> list[str]:
            f"<= 1 ms, drained within {DRAIN_LIMIT_S * 1e3:g} ms):"]
     out += [f"    {p.describe()}" for p in d.one.probes + d.multi]
     if d.others_cpu is not None and d.others_cpu >= 0.05:
-        out.append(f"  other processes took {d.others_cpu:.0%} of this machine's CPU during the probes (mean): a "
-                   "driver preempted by them lags; run the check on a quiet machine for the driver's own figure")
+        whose = "other processes" if d.built_in else "other processes (the server's too, where it runs here)"
+        out.append(f"  {whose} took {d.others_cpu:.0%} of this machine's CPU during the probes (mean): a driver "
+                   "preempted by them lags; run the check on a quiet machine for the driver's own figure")
     if d.not_tried:
-        out.append(f"  {', '.join(map(str, d.not_tried))} processes not tried: even at {max(d.not_tried)} times one "
-                   f"process's {d.driver_qps:,.0f}/s they stay under {d.target_qps:,.0f}/s")
+        ks = ", ".join(map(str, d.not_tried))
+        if d.driver_qps > 0:
+            out.append(f"  {ks} processes not tried: even at {max(d.not_tried)} times one process's "
+                       f"{d.driver_qps:,.0f}/s they stay under {d.target_qps:,.0f}/s")
+        else:
+            out.append(f"  {ks} processes not tried: one process sustained no rate")
     k = d.processes
     if d.one.best_qps is None:
         low = min(d.one.probes, key=lambda p: p.rate_qps, default=None)
