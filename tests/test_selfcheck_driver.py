@@ -67,6 +67,12 @@ def test_a_start_too_high_is_halved_until_a_rate_is_sustained():
     assert s.best_qps == 93.75
 
 
+def test_a_start_over_the_ceiling_starts_at_the_ceiling_and_halves_from_there():
+    probe = Planted(100)
+    s = dr.search_rate(probe, start_qps=500, ceiling_qps=400, bisect_steps=0)
+    assert probe.asked == [400, 200, 100, 100] and s.best_qps == 100
+
+
 def test_the_ceiling_caps_the_doubling():
     probe = Planted(1e9)
     s = dr.search_rate(probe, start_qps=500, ceiling_qps=1500)
@@ -303,3 +309,13 @@ def test_two_driver_processes_run_at_half_the_rate_each_and_are_merged():
     assert p.processes == 2 and p.rate_qps == 200 and p.seconds == 0.5
     assert p.achieved_qps > 0 and p.lag_p99_us > 0
     assert server.proc.poll() is not None and not any(q.is_alive() for q in pool.procs)  # both stopped
+
+
+def test_wrk_without_a_2xx_answer_stops_the_check_before_any_probe(monkeypatch):
+    monkeypatch.setattr(dr, "run_wrk", lambda endpoint, c, s: dr.WrkRun(c, 0, 1.0, 0.0, 0, 12))
+    monkeypatch.setattr(dr, "DriverPool", None)  # a probe would fail loudly
+    endpoint = dr.Endpoint("http://127.0.0.1:1/v2/models/m/infer", "http://127.0.0.1:1", "m", "", dr.DEFAULT_BODY,
+                           "http://127.0.0.1:1/v2/models/m/infer", False)
+    with pytest.raises(dr.DriverCheckError, match=r"wrk got no 2xx answer from http://127.0.0.1:1/v2/models/m/infer "
+                                                  r"\(0 non-2xx, 12 socket errors\)"):
+        dr._measure(endpoint, 2, 2, 1.0, 1.0, (4, 16), 500, 1)

@@ -333,7 +333,6 @@ def search_rate(probe: Callable[[float], Probe], start_qps: float = START_QPS, c
             break
         rate = rate * 2 if ceiling_qps is None else min(rate * 2, ceiling_qps)
     if lo == 0.0:  # the start was too high: down by halving
-        rate = start_qps
         for _ in range(max_halvings):
             rate /= 2
             p = run(rate)
@@ -576,6 +575,9 @@ def _measure(endpoint: Endpoint, cores: int, max_k: int, probe_s: float, wrk_s: 
              connections: tuple[int, ...], start_qps: float, bisect_steps: int) -> DriverCheck:
     before = tuple(run_wrk(endpoint, c, wrk_s) for c in connections)
     best_c = max(before, key=lambda w: w.ok_qps)
+    if best_c.ok_qps <= 0:
+        raise DriverCheckError(f"wrk got no 2xx answer from {endpoint.shown} "
+                               f"({best_c.non_2xx} non-2xx, {best_c.socket_errors} socket errors)")
     with DriverPool(endpoint, 1, probe_s, endpoint.pids) as pool:
         one = search_rate(pool.probe, start_qps, ceiling_qps=best_c.ok_qps, bisect_steps=bisect_steps)
     after = run_wrk(endpoint, best_c.connections, wrk_s)
