@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
                    help="reproducibility: how much slower its planted ONNX Runtime CPU targets run (default 20)")
     p.add_argument("--url", default="",
                    help="driver: a v2 REST infer URL (http://HOST:PORT/v2/models/NAME/infer) to measure the served "
-                        "driver and wrk against, instead of the check's built-in loopback server")
+                        "driver and wrk against, instead of the check's built-in loopback server (the driver check "
+                        "needs wrk: apt-get install -y wrk)")
     p.add_argument("--json", action="store_true",
                    help="print the figures as JSON, each check with its verdict (met, NOT met, could not run, no "
                         "goal) and its goals")
