@@ -9,6 +9,14 @@ stops it at the end of the window in flight and writes the run directory, comple
 failed. Before the worker starts (the model being prepared) nothing is measured yet, and a signal
 interrupts as for any command; SIGHUP (a closed terminal) interrupts at any time: the run is kept,
 "interrupted", exit 129.
+
+A served target (a suite target whose backend has a requester, e.g. kserve-v2) is driven by the
+served driver with the same windows, and each window's line says its errors by kind and, where
+the target names a metrics_url, the server's own figures beside ours; a window whose failed share
+of requests is over --max-error-rate alarms. `bench monitor --url URL --model NAME` watches a
+deployed model without a suite: a one-target suite is built (as `bench run MODEL` builds one), its
+inputs read from the server's v2 model metadata. Either way the endpoint is asked once before the
+worker starts: an unreachable one is one line, exit 2.
 """
 from __future__ import annotations
 
@@ -29,14 +37,21 @@ if TYPE_CHECKING:
     from bench.runner.monitor import MonitorResult
 
 DEFAULT_PORT = 9400
+DEFAULT_MAX_ERROR_RATE = 0.01  # as bench.scenarios.monitor.DEFAULT_MAX_ERROR_RATE (not imported: this module stays light)
 MIN_WINDOW_REQUESTS = 100  # a window's p99 needs at least 100 requests
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("monitor", help="drive one cell continuously: Prometheus endpoint, drift and leak alarms")
     p.add_argument("suite", nargs="?", default="benchmarks.toml", help="suite file (TOML)")
-    p.add_argument("--benchmark", required=True, metavar="NAME", help="the [[benchmark]] to drive")
-    p.add_argument("--target", required=True, metavar="NAME", help="the target to drive it on")
+    p.add_argument("--benchmark", metavar="NAME", help="the [[benchmark]] to drive (required with a suite)")
+    p.add_argument("--target", metavar="NAME", help="the target to drive it on (required with a suite)")
+    served = p.add_argument_group("a deployed model without a suite (Open Inference Protocol v2)")
+    served.add_argument("--url", metavar="URL", help="the server, http(s)://HOST:PORT (its gRPC port with --protocol grpc)")
+    served.add_argument("--model", metavar="NAME", help="the model's name on the server (with --url)")
+    served.add_argument("--protocol", choices=("rest", "grpc"), default="rest", help="v2 over REST (default) or gRPC")
+    served.add_argument("--metrics-url", metavar="URL", help="the server's Prometheus endpoint, scraped around each "
+                        "window (Triton :8002/metrics, MLServer :8082/metrics, KServe /metrics)")
     p.add_argument("--batch", type=int, metavar="N", help="batch size of each request (default: the benchmark's first)")
     load = p.add_mutually_exclusive_group()
     load.add_argument("--qps", type=float, metavar="R", help="open loop: Poisson arrivals at R requests/s")
@@ -52,6 +67,8 @@ def add_parser(sub) -> None:
                    help="windows that set the baseline (and its noise) (default 60)")
     p.add_argument("--leak-mib-per-h", type=float, default=16.0, metavar="X",
                    help="RSS growth after warm-up that counts as a leak (default 16 MiB/h)")
+    p.add_argument("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE, metavar="F",
+                   help=f"a window whose failed share of requests is over F alarms (default {DEFAULT_MAX_ERROR_RATE:g})")
     p.add_argument("--fail-on-alarm", action="store_true", help="end at the first alarm, exit 1")
     p.add_argument("--out", metavar="DIR", default="results", help="results root (default: results)")
     p.add_argument("--quiet", action="store_true", help="no line per window (alarms are still shown)")
@@ -86,6 +103,22 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--baseline-windows {args.baseline_windows}: expected 3 or more")
     if not args.leak_mib_per_h > 0:
         raise UsageError(f"--leak-mib-per-h {args.leak_mib_per_h:g}: expected a rate > 0")
+    if not (0 <= args.max_error_rate < 1 and math.isfinite(args.max_error_rate)):
+        raise UsageError(f"--max-error-rate {args.max_error_rate:g}: expected a share from 0 to below 1 (e.g. 0.01)")
+    if args.url is not None:
+        if not args.model:
+            raise UsageError("--url needs --model NAME (the model's name on the server)")
+        if args.benchmark or args.target:
+            raise UsageError("--url watches a deployed model without a suite: leave out --benchmark and --target")
+    else:
+        for flag in ("model", "metrics_url"):
+            if getattr(args, flag):
+                raise UsageError(f"--{flag.replace('_', '-')} goes with --url (in a suite, set it on the target)")
+        if args.protocol != "rest":
+            raise UsageError("--protocol goes with --url (in a suite, set it on the target)")
+        if not args.benchmark or not args.target:
+            raise UsageError("name --benchmark NAME and --target NAME of the suite (or watch a deployed model "
+                             "with --url URL --model NAME)")
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch {args.batch}: expected an integer >= 1")
     try:
@@ -114,22 +147,45 @@ def _baseline(path: str, benchmark: str, target: str, batch: int) -> tuple[float
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from bench.analysis.drift import Drift, describe
-    from bench.analysis.leak import leak_check
     from bench.config.suite import load_suite
-    from bench.report.prometheus import MonitorMetrics
-    from bench.results.records import Alarm, MonitorInfo, Series
-    from bench.results.stores import redact
-    from bench.runner.monitor import StopSignals, run_monitor
-    from bench.scenarios.monitor import PROM_BUCKETS_S, MonitorSpec
 
     _check_args(args)
+    if args.url is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bench-monitor-model-") as tmp:
+            suite = served_suite(args, Path(tmp))
+            return _run(args, suite, suite.benchmarks[0], suite.targets["served"])
     suite = load_suite(args.suite)
     benches = {b.name: b for b in suite.benchmarks}
     bench = benches[_pick("benchmark", args.benchmark, list(benches), args.suite)]
     target = suite.targets[_pick("target", args.target, list(suite.targets), args.suite)]
+    _preflight(target)
+    return _run(args, suite, bench, target)
+
+
+def _preflight(target) -> None:
+    """A served target's endpoint reachable before the worker starts (one line, exit 2), as `bench run` asks."""
+    from bench.errors import ConfigError
+
+    check = getattr(target.options, "preflight", None)
+    if callable(check):
+        reason = check()
+        if reason:
+            raise ConfigError(f"target {target.name}: {reason}")
+
+
+def _run(args: argparse.Namespace, suite, bench, target) -> int:
+    from dataclasses import replace
+
+    from bench.analysis.drift import Drift, describe
+    from bench.analysis.leak import leak_check
+    from bench.report.prometheus import MonitorMetrics
+    from bench.results.records import Alarm, MonitorInfo, Series
+    from bench.results.stores import redact
+    from bench.runner.monitor import StopSignals, run_monitor
+    from bench.scenarios.monitor import PROM_BUCKETS_S, ErrorRateAlarm, MonitorSpec
+
     batch = args.batch or bench.batch_sizes[0]
     bench = replace(bench, batch_sizes=(batch,))
     centres: dict[str, float | None] = {"p99": None, "throughput": None}
@@ -154,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
     gpu_at_s: list[float] = []
     gpu_mem: list[float] = []
     leak_raised: set[str] = set()
+    error_alarm = ErrorRateAlarm(args.max_error_rate)
+    served_windows = [False]
 
     def on_window(w: dict, stopper) -> None:
         metrics.update(w)
@@ -165,8 +223,8 @@ def run(args: argparse.Namespace) -> int:
             gpu = "" if w.get("gpu_utilization_pct") is None else (
                 f", GPU {w['gpu_utilization_pct']:.0f}% at {w.get('gpu_sm_clock_mhz') or 0:.0f} MHz, "
                 f"{w.get('gpu_power_w') or 0:.0f} W, {(w.get('gpu_memory_bytes') or 0) / 2**20:.0f} MiB")
-            err(f"window {w['index']}: {tput:,.0f} samples/s, {p}, {w['requests']} requests, {w['errors']} errors, "
-                f"RSS {w['rss_bytes'] / 2**20:.0f} MiB{gpu}")
+            err(f"window {w['index']}: {tput:,.0f} samples/s, {p}, {w['requests']} requests, {w['errors']} errors"
+                f"{_kinds(w)}, RSS {w['rss_bytes'] / 2**20:.0f} MiB{gpu}{_server_text(w)}")
         raised = []
         for figure, value in (("p99", w["p99_ms"]), ("throughput", tput if w["requests"] else None)):
             d = drifts[figure]
@@ -174,6 +232,11 @@ def run(args: argparse.Namespace) -> int:
             metrics.set_alarm("drift", figure, d.active)
             if found is not None:
                 raised.append(Alarm("drift", figure, w["index"], w["end_s"], found[0], found[1]))
+        served_windows[0] |= "sent" in w
+        found_errors = error_alarm.update(w)
+        metrics.set_alarm("error_rate", "errors", error_alarm.active)
+        if found_errors is not None:
+            raised.append(Alarm("error_rate", "errors", w["index"], w["end_s"], found_errors[0], found_errors[1]))
         if w.get("gpu_memory_bytes") is not None:
             gpu_at_s.append(w["end_s"])
             gpu_mem.append(float(w["gpu_memory_bytes"]))
@@ -194,7 +257,10 @@ def run(args: argparse.Namespace) -> int:
         leak = leak_check("RSS", [w["end_s"] for w in windows], [float(w["rss_bytes"]) for w in windows],
                           args.leak_mib_per_h, min_span_s=60.0)  # the record's slope: a minute after warm-up will do
         series = lambda values: Series(args.window_s, tuple(float(v) for v in values))  # noqa: E731
-        return {"monitor": MonitorInfo(
+        served = served_windows[0] or any("sent" in w for w in windows)
+        per_window = _server_windows(windows)
+        extra = {"server_metrics": _server_overall(per_window)} if per_window else {}
+        return {**extra, "monitor": MonitorInfo(
             load=spec.load, qps=spec.qps or None, concurrency=spec.concurrency or None, window_s=args.window_s,
             windows=len(windows), requests=sum(w["requests"] for w in windows),
             errors=sum(w["errors"] for w in windows),
@@ -205,7 +271,10 @@ def run(args: argparse.Namespace) -> int:
             leak_slope_mib_per_h=leak.slope_mib_per_h if leak else None, leak_slope_low=leak.low if leak else None,
             leak_slope_high=leak.high if leak else None, end_reason=end_reason,
             gpu_memory_bytes=series(w["gpu_memory_bytes"] or 0 for w in windows)
-            if any(w.get("gpu_memory_bytes") is not None for w in windows) else None)}
+            if any(w.get("gpu_memory_bytes") is not None for w in windows) else None,
+            error_rate_limit=args.max_error_rate,
+            errors_by_kind=tuple(dict(w.get("errors_by_kind") or {}) for w in windows) if served else (),
+            server_per_window=tuple(per_window))}
 
     err(f"monitor: {bench.name} on {target.name}, batch {batch}, {spec.load}, windows of {args.window_s:g} s"
         f"{f', for {args.duration_s:g} s' if args.duration_s else ', until SIGINT or SIGTERM'}; "
@@ -243,3 +312,174 @@ def _summary(result: MonitorResult, alarms: list[Alarm], fail_on_alarm: bool) ->
     if cell.status == "failed":
         return EXIT_CELL_FAILED
     return EXIT_NO if alarms and fail_on_alarm else EXIT_OK
+
+
+# --- served targets -------------------------------------------------------------------------
+
+def _kinds(w: dict) -> str:
+    """" (http_status 3, timeout 1)": a served window's errors by kind."""
+    kinds = w.get("errors_by_kind") or {}
+    return " (" + ", ".join(f"{k} {c:,}" for k, c in kinds.items()) + ")" if kinds else ""
+
+
+def _server_text(w: dict) -> str:
+    """The server's figures beside ours, in a window's line."""
+    s = w.get("server")
+    if not s:
+        return ""
+    if not s.get("server"):
+        return f"; server: {s.get('note') or 'no metrics'}"
+    ms = lambda v: "n/e" if v is None else f"{v:.3g} ms"  # noqa: E731  (n/e: not exposed)
+    n = "n/e" if s.get("requests") is None else f"{s['requests']:,} req"
+    failed = f", {s['failed']:,} failed" if s.get("failed") else ""
+    split = "" if s.get("network_client_mean_ms") is None else f", network+client {s['network_client_mean_ms']:.3g} ms"
+    ours = "" if s.get("client_mean_ms") is None else f"ours mean {s['client_mean_ms']:.3g} ms; "
+    return (f"; {ours}{s['server']}: {n}{failed}, request {ms(s.get('request_mean_ms'))}, "
+            f"queue {ms(s.get('queue_mean_ms'))}, compute {ms(s.get('compute_mean_ms'))}{split}")
+
+
+def _server_windows(windows: list[dict]) -> list:
+    from bench.results.records import ServerMetrics
+
+    return [ServerMetrics(**{**w["server"], "sources": tuple(w["server"].get("sources") or ()),
+                             "not_exposed": tuple(w["server"].get("not_exposed") or ())})
+            for w in windows if w.get("server")]
+
+
+def _server_overall(per_window: list):
+    """The monitor's server figures over all windows: counts summed, each mean weighted by the
+    requests of the windows that have it."""
+    from dataclasses import replace
+
+    scraped = [s for s in per_window if s.server]
+    if not scraped:
+        return per_window[-1]
+
+    def total(name: str) -> int | None:
+        vals = [getattr(s, name) for s in scraped if getattr(s, name) is not None]
+        return sum(vals) if vals else None
+
+    def mean(name: str, weight: str) -> float | None:
+        pairs = [(getattr(s, name), getattr(s, weight) or 0) for s in scraped if getattr(s, name) is not None]
+        w = sum(n for _, n in pairs)
+        return sum(v * n for v, n in pairs) / w if pairs and w else None
+
+    ours = mean("client_mean_ms", "client_sent")
+    request, compute = mean("request_mean_ms", "requests"), mean("compute_mean_ms", "requests")
+    notes = sorted({s.note for s in per_window if s.note})
+    failed_scrapes = len(per_window) - len(scraped)
+    if failed_scrapes:
+        notes.insert(0, f"{failed_scrapes} of {len(per_window)} windows not scraped")
+    return replace(scraped[-1], window_s=sum(s.window_s for s in per_window), requests=total("requests"),
+                   succeeded=total("succeeded"), failed=total("failed"), request_mean_ms=request,
+                   queue_mean_ms=mean("queue_mean_ms", "requests"), compute_mean_ms=compute, client_mean_ms=ours,
+                   client_sent=total("client_sent"),
+                   network_client_mean_ms=None if ours is None or request is None else ours - request,
+                   outside_compute_mean_ms=None if ours is None or compute is None else ours - compute,
+                   note="; ".join(notes)[:500])
+
+
+# v2 datatypes -> the benchmark's input dtype (the served target converts within a kind on the wire)
+_DTYPE_OF_V2 = {"FP32": "float32", "FP64": "float32", "FP16": "float16", "BF16": "float32", "BOOL": "bool",
+                "INT64": "int64", "INT32": "int32", "INT16": "int32", "INT8": "int32",
+                "UINT8": "int32", "UINT16": "int32", "UINT32": "int64", "UINT64": "int64"}
+
+
+def served_suite(args: argparse.Namespace, tmp: Path):
+    """A one-target suite for `--url URL --model NAME`: the endpoint asked first (one line, exit 2,
+    when it cannot be reached or has no such model), the model's inputs read from its v2 metadata
+    and written as a stand-in ONNX graph (Identity per input) that gives the benchmark its inputs;
+    the served target is its own reference (its outputs checked finite, nothing to agree with)."""
+    import re
+
+    import tomli_w
+
+    from bench.config.suite import parse_suite
+    from bench.errors import ConfigError
+    from bench.served.endpoint import shown_url
+    from bench.served.kserve_options import KServeV2Options
+
+    opts = KServeV2Options(url=args.url, model=args.model, protocol=args.protocol, metrics_url=args.metrics_url or "")
+    problem = opts.validate()
+    if problem:
+        raise UsageError(f"--{problem[0].replace('_', '-')}: {problem[1]}")
+    reason = opts.preflight()
+    if reason:
+        raise ConfigError(reason)
+    inputs = _served_inputs(opts)
+    name = re.sub(r"[^\w.-]+", "-", args.model) or "model"
+    model_path = _stand_in(inputs, tmp / f"{name}.onnx")
+    fixed = {d[0] for _, _, d in inputs if d and d[0] > 0}
+    batch = args.batch or (fixed.pop() if len(fixed) == 1 else 1)
+    target: dict = {"backend": "kserve-v2", "url": args.url, "model": args.model, "protocol": args.protocol}
+    if args.metrics_url:
+        target["metrics_url"] = args.metrics_url
+    from bench.commands.model_suite import STOP
+
+    doc = {"suite": {"name": name}, "defaults": {"seed": 0, "stop": dict(STOP)}, "targets": {"served": target},
+           "benchmark": [{"name": name, "model": str(model_path), "batch_sizes": [batch],
+                          "scenarios": ["single-stream"], "targets": ["served"]}]}
+    try:
+        return parse_suite(tomli_w.dumps(doc), "<command line>", base_dir=str(tmp))
+    except ConfigError as exc:
+        raise ConfigError(f"{shown_url(args.url)} model {args.model!r}: {exc}") from None
+
+
+def _served_inputs(opts) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, dtype, shape) of each input the server's model metadata lists (shape with -1 for a
+    dynamic dimension, the first being the batch); one line, exit 2, when it cannot be read."""
+    from bench.backends import kserve_v2
+    from bench.errors import ConfigError, RequestFailed
+    from bench.served.endpoint import shown_url
+
+    shown = shown_url(opts.url)
+    try:
+        headers = opts.resolved_headers()
+        wire = (kserve_v2._Rest if opts.protocol == "rest" else kserve_v2._Grpc)(opts, headers, kserve_v2.Scrubber(()))
+        try:
+            status, meta = wire.model_metadata()
+            names = wire.model_names() if status != 200 or not isinstance(meta, dict) else None
+        finally:
+            wire.close()
+    except (RequestFailed, LookupError, OSError) as exc:
+        raise ConfigError(f"cannot read model {opts.model!r}'s metadata from {shown}: "
+                          f"{getattr(exc, 'reason', None) or exc}") from None
+    if status != 200 or not isinstance(meta, dict):
+        has = f" (it has: {', '.join(names) or 'no models'})" if names is not None else ""
+        raise ConfigError(f"model {opts.model!r} is not on the server at {shown}{has}")
+    out = []
+    for t in meta.get("inputs") or ():
+        try:
+            tname, datatype, shape = str(t["name"]), str(t["datatype"]), tuple(int(d) for d in t.get("shape") or ())
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{shown}: model {opts.model!r}'s metadata lists an input without a name, datatype "
+                              "or numeric shape") from None
+        if datatype not in _DTYPE_OF_V2:
+            raise ConfigError(f"{shown}: model {opts.model!r}'s input {tname!r} is {datatype}: only numeric tensors "
+                              "can be generated; write a suite with the model's file instead")
+        if any(d < 0 for d in shape[1:]):
+            raise ConfigError(f"{shown}: model {opts.model!r}'s input {tname!r} has shape {list(shape)}: a dynamic "
+                              "dimension past the batch needs a size; write a suite with the model's file and its dims")
+        out.append((tname, _DTYPE_OF_V2[datatype], shape))
+    if not out:
+        raise ConfigError(f"{shown}: model {opts.model!r}'s metadata lists no inputs (a KServe model says them with "
+                          "get_input_types); write a suite with the model's file instead")
+    return out
+
+
+def _stand_in(inputs: list[tuple[str, str, tuple[int, ...]]], path: Path) -> Path:
+    """An ONNX graph with these inputs (the first dimension the batch) and an Identity output each."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    nodes, ins, outs = [], [], []
+    for i, (name, dtype, shape) in enumerate(inputs):
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        dims = ["batch", *shape[1:]] if shape else ["batch"]
+        ins.append(helper.make_tensor_value_info(name, elem, dims))
+        outs.append(helper.make_tensor_value_info(f"out{i}", elem, dims))
+        nodes.append(helper.make_node("Identity", [name], [f"out{i}"]))
+    graph = helper.make_graph(nodes, "served_stand_in", ins, outs)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path

@@ -14,6 +14,15 @@ window's log histogram (the bucket scheme of kernels/histogram.py, relative erro
 merge into the cell's histogram), the worker's RSS at the window's end, and on a GPU target the
 window's NVML figures (GpuWindows).
 
+On a served target (a backend with a requester: kserve-v2) the load is the served driver's
+(bench.served.driver): open loop at `qps` (each latency from its scheduled send) or `concurrency`
+requests in flight, one driver run per window (run_served): a fresh event loop and connection
+pool each window, warm-up before the first only; the gap between two windows (the last requests'
+drain, the scrapes) is not measured load, a few milliseconds. Each window's line also holds its
+requests sent, errors by kind with an example each, the driver's lag, and, where the target names
+a metrics_url, the server's own figures scraped just before and just after the window
+(bench.served.server_metrics). error_alarm() is the error-rate alarm the parent runs on the lines.
+
 A monitor runs only through `bench monitor` (its settings are the command's flags, not a table):
 a suite that lists the scenario is refused.
 """
@@ -44,6 +53,7 @@ HIST_REL_ERROR = 0.01  # as bench.analysis.figures.HISTOGRAM_REL_ERROR: windows 
 HIST_BASE_NS = 1.0
 HIST_GROWTH = (1 + HIST_REL_ERROR) / (1 - HIST_REL_ERROR)
 MIN_WINDOW_S = 0.2
+DEFAULT_MAX_ERROR_RATE = 0.01  # a window whose failed share of requests is over this alarms
 
 
 @dataclass(frozen=True)
@@ -267,6 +277,111 @@ def run_closed_loop(call: Any, spec: MonitorSpec, batch: int, stream: _Stream, c
             t.join(timeout=60)
 
 
+def served_window(index: int, end_s: float, span_ns: int, net: Any, batch: int, server: Any = None) -> dict:
+    """One served window's summary: summarize()'s fields over the ok requests, and what the
+    requests did (sent, errors by kind with a reason each, the driver's lag), and the server's
+    figures (a ServerMetrics, as a dict) where they were scraped."""
+    import dataclasses
+
+    from bench.served import driver
+
+    out = summarize(index, end_s, span_ns, net.latencies_ns.tolist(), int((~net.ok).sum()), batch)
+    lag = net.lag_ns
+    first: dict[str, str] = {}
+    for kind, reason in net.examples:
+        first.setdefault(kind, reason)
+    out.update(sent=int(net.error_code.size), errors_by_kind=net.error_counts(), error_examples=first,
+               lag_p99_us=float(np.percentile(lag, 99)) / 1e3 if lag.size else None,
+               driver_limited=driver.lag_limited(lag) or None, cut_at_end=int(net.cut_at_end))
+    if server is not None:
+        out["server"] = dataclasses.asdict(server)
+    return out
+
+
+def run_served(session: Session, requester: Any, spec: MonitorSpec, stream: _Stream) -> tuple[int, int, str, np.ndarray]:
+    """Windows of the served driver until the stream says stop: each window one driver run (open
+    loop: a Poisson schedule of window_s at spec.qps, seeded per window; closed loop: until
+    window_s has passed), the server's metrics scraped around it where the target names a
+    metrics_url. Returns (windows, ok requests, why it stopped, the warm-up's latencies)."""
+    from bench.scenarios import net_runs
+    from bench.scenarios.open_loop import poisson_schedule
+    from bench.served import driver
+    from bench.served.server_metrics import Scraper, endpoint_options
+
+    prepared = requester.prepare(session.feeds)  # encoded once, outside any timing
+    timeout = net_runs._timeout_s(requester)
+    warm_rule: driver.WarmupRule | None = net_runs.warmup_rule(session.stop)
+    scraper = Scraper.for_options(endpoint_options(session.backend))
+    window_ns = int(spec.window_s * 1e9)
+
+    def window_over(elapsed_ns: int, chunks: list[np.ndarray]) -> str | None:
+        return "window" if elapsed_ns >= window_ns else None
+
+    warm = np.zeros(0, dtype=np.int64)
+    index = total = 0
+    measured_ns = 0  # the windows' own spans: the duration counts measured time, not the warm-up or the gaps
+    session.window.start()
+    # the scrapes at the driver's window marks: after the first window's warm-up, outside its timed loop
+    before = scraper.before if scraper is not None else (lambda: None)
+    after = scraper.after if scraper is not None else (lambda: None)
+    while True:
+        if spec.qps > 0:
+            schedule = poisson_schedule(spec.qps, spec.window_s, spec.seed + index)
+            net = driver.open_loop(requester, [prepared], schedule, timeout, warm_rule, on_window_start=before,
+                                   on_window_end=after)
+        else:
+            net = driver.closed_loop(requester, prepared, spec.concurrency, window_over, timeout, warm_rule,
+                                     on_window_start=before, on_window_end=after)
+        if warm_rule is not None:
+            warm, warm_rule = net.warmup_latencies_ns, None
+        # an open loop's schedule spans window_s (its last request may end later); a closed loop
+        # stops once window_s has passed
+        span_ns = max(int(net.window_ns), window_ns)
+        measured_ns += span_ns
+        end_s = measured_ns / 1e9
+        lat = net.latencies_ns
+        server = None
+        if scraper is not None:
+            server = scraper.window(float(lat.mean()) / 1e6 if lat.size else None, int(net.error_code.size))
+        stream.emit(served_window(index, end_s, span_ns, net, session.batch_size, server))
+        total += int(lat.size)
+        index += 1
+        why = stream.should_stop(end_s)
+        if why:
+            session.window.end()
+            return index, total, why, warm
+
+
+def error_share(window: dict) -> float | None:
+    """A window's failed share of its requests (None: no request ended in it)."""
+    n = window["requests"] + window["errors"]
+    return window["errors"] / n if n else None
+
+
+class ErrorRateAlarm:
+    """Raised by a window whose failed share of requests is over `limit`: one alarm per episode
+    (the first window over the limit after one at or under it), `active` while it lasts."""
+
+    def __init__(self, limit: float = DEFAULT_MAX_ERROR_RATE):
+        self.limit = limit
+        self.active = False
+
+    def update(self, window: dict) -> tuple[float, str] | None:
+        """(share, message) when this window raises the alarm, else None."""
+        share = error_share(window)
+        over = share is not None and share > self.limit
+        raised = over and not self.active
+        self.active = over
+        if not raised:
+            return None
+        kinds = window.get("errors_by_kind") or {}
+        examples = window.get("error_examples") or {}
+        detail = "; ".join(f"{k} {c:,}" + (f" ({examples[k]})" if k in examples else "") for k, c in kinds.items())
+        return share, (f"error rate {share:.1%} over the limit {self.limit:.1%} in window {window['index']}: "
+                       f"{window['errors']:,} of {window['requests'] + window['errors']:,} requests failed"
+                       + (f" ({detail})" if detail else ""))
+
+
 def window_figures(windows: list[dict], batch: int, confidence: float) -> tuple[Metrics, list[float]]:
     """A monitor cell's figures from its window summaries: percentiles from the merged histogram
     (within 1%), throughput over all windows; each interval by batch means over the windows (a
@@ -340,6 +455,16 @@ class Monitor(Scenario):
 
     def run(self, session: Session) -> ScenarioRun:
         spec = monitor_spec(session.bench)
+        requester = session.backend.requester()
+        if requester is not None:  # a served target: the served driver, window by window
+            stream = _Stream(spec)
+            try:
+                with session.context():
+                    windows, requests, why, warm = run_served(session, requester, spec, stream)
+            finally:
+                stream.close()
+            return ScenarioRun(np.zeros(0, dtype=np.int64), int(windows * spec.window_s * 1e9), warm,
+                               f"{why} after {windows} windows", window_calls=requests)
         stream = _Stream(spec, GpuWindows.for_backend(session.backend))
         try:
             with session.context():
