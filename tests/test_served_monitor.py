@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from bench.scenarios.monitor import ErrorRateAlarm, error_share
 from tests.helpers import load_run_json, run_cli, write_suite
 from tests.server_venvs import free_port
+
+ROOT = Path(__file__).parents[1]
 
 
 def _w(index: int, ok: int, errors: int, kinds: dict | None = None) -> dict:
@@ -183,3 +187,21 @@ def test_monitor_a_suite_kserve_target_closed_loop_with_its_metrics(kserve_mon, 
         assert w["server"] == "KServe" and w["compute_mean_ms"] > 0 and w["requests"] == w["client_sent"], w
     assert json.dumps(cell).count("not exposed") == 0  # the record names what is missing in not_exposed
     assert "request duration" in cell["server_metrics"]["not_exposed"]
+
+
+def test_a_served_monitor_cell_reports_its_requests_and_the_servers_figures(mlserver_mon, tmp_path, capsys):
+    ports = mlserver_mon.ports
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "monitor", "--url", f"http://127.0.0.1:{ports['rest']}", "--model", "mlp",
+                           "--metrics-url", f"http://127.0.0.1:{ports['metrics']}/metrics", "--concurrency", "1",
+                           "--window-s", "0.5", "--duration-s", "1", "--port", str(free_port()), "--out", str(out))
+    assert code == 0, err
+    doc = load_run_json(out)
+    jsonschema.validate(doc, json.loads((ROOT / "bench/results/run.schema.json").read_text()))
+    (cell,) = doc["cells"]
+    r = cell["requests"]
+    assert r["sent"] == r["ok"] == cell["monitor"]["requests"] and r["failed"] == 0
+    code, report, _ = run_cli(capsys, "report", str(out / next(p.name for p in out.iterdir())))
+    assert code == 0
+    assert "MLServer at http://127.0.0.1:" in report and "network+client" in report, report
+    print(report)

@@ -260,6 +260,8 @@ def _run(args: argparse.Namespace, suite, bench, target) -> int:
         served = served_windows[0] or any("sent" in w for w in windows)
         per_window = _server_windows(windows)
         extra = {"server_metrics": _server_overall(per_window)} if per_window else {}
+        if served:
+            extra["requests"] = _requests_overall(windows, spec.load)
         return {**extra, "monitor": MonitorInfo(
             load=spec.load, qps=spec.qps or None, concurrency=spec.concurrency or None, window_s=args.window_s,
             windows=len(windows), requests=sum(w["requests"] for w in windows),
@@ -483,3 +485,34 @@ def _stand_in(inputs: list[tuple[str, str, tuple[int, ...]]], path: Path) -> Pat
     graph = helper.make_graph(nodes, "served_stand_in", ins, outs)
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
+
+
+def _requests_overall(windows: list[dict], load: str):
+    """A served monitor's RequestStats over its windows: counts summed, the driver's lag as the
+    worst window's p99 (the windows keep no lag samples)."""
+    from bench.errors import REQUEST_ERROR_KINDS
+    from bench.results.records import RequestStats
+    from bench.served.driver import DRIVER_LAG_LIMIT_NS
+
+    sent = sum(w.get("sent", w["requests"] + w["errors"]) for w in windows)
+    ok = sum(w["requests"] for w in windows)
+    errors: dict[str, int] = {}
+    examples: dict[str, str] = {}
+    for w in windows:
+        for k, c in (w.get("errors_by_kind") or {}).items():
+            errors[k] = errors.get(k, 0) + c
+        for k, r in (w.get("error_examples") or {}).items():
+            examples.setdefault(k, r)
+    lags = [w["lag_p99_us"] for w in windows if w.get("lag_p99_us") is not None]
+    p50s = sorted(w["lag_p50_us"] for w in windows if w.get("lag_p50_us") is not None)
+    limited = [w for w in windows if w.get("driver_limited")]
+    return RequestStats(
+        load=load, sent=sent, ok=ok, failed=sent - ok, error_rate=(sent - ok) / sent if sent else 0.0,
+        errors={k: errors[k] for k in REQUEST_ERROR_KINDS if errors.get(k)},
+        error_examples={k: examples[k] for k in REQUEST_ERROR_KINDS if k in examples and errors.get(k)},
+        send_lag_p50_us=p50s[len(p50s) // 2] if p50s else None, send_lag_p99_us=max(lags) if lags else None,
+        lag_measure=f"the median window's p50, the worst window's p99, over {len(windows)} windows",
+        driver_limited=bool(limited),
+        driver_limited_why=(f"{len(limited)} of {len(windows)} windows over {DRIVER_LAG_LIMIT_NS / 1e3:,.0f} µs: "
+                            f"{limited[0]['driver_limited']}" if limited else ""),
+        cut_at_end=sum(w.get("cut_at_end", 0) for w in windows))

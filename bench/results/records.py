@@ -557,7 +557,7 @@ class MonitorInfo(_Checked):
     # of requests is over it alarms), each window's errors by kind, and the server's figures per
     # window where metrics_url is set (the cell's server_metrics holds them over all windows).
     error_rate_limit: float | None = field(default=None, metadata=_COUNT)
-    errors_by_kind: tuple[dict[str, int], ...] = field(default=(), metadata=_COUNT)
+    errors_by_kind: tuple[dict[str, int], ...] = ()  # counts by kind (bench.errors.REQUEST_ERROR_KINDS)
     server_per_window: tuple[ServerMetrics, ...] = ()
 
 

@@ -291,6 +291,7 @@ def served_window(index: int, end_s: float, span_ns: int, net: Any, batch: int, 
     for kind, reason in net.examples:
         first.setdefault(kind, reason)
     out.update(sent=int(net.error_code.size), errors_by_kind=net.error_counts(), error_examples=first,
+               lag_p50_us=float(np.percentile(lag, 50)) / 1e3 if lag.size else None,
                lag_p99_us=float(np.percentile(lag, 99)) / 1e3 if lag.size else None,
                driver_limited=driver.lag_limited(lag) or None, cut_at_end=int(net.cut_at_end))
     if server is not None:

@@ -130,8 +130,13 @@ def error_text(stats: RequestStats) -> str:
 def request_rows(cell: Any) -> tuple[tuple[str, str], ...]:
     """What a report shows of a served cell's requests (nothing for an in-process cell)."""
     s = getattr(cell, "requests", None)
+    server = getattr(cell, "server_metrics", None)
     if s is None:
-        return ()
+        if server is None:
+            return ()
+        from bench.served.server_metrics import rows as server_rows
+
+        return server_rows(server)  # a monitor cell: its requests are in its windows
     text = f"{s.sent:,} sent ({s.load}), {s.ok:,} ok, {s.failed:,} failed"
     if s.failed:
         text += f": errors {s.error_rate:.1%} (" + "; ".join(
@@ -140,7 +145,6 @@ def request_rows(cell: Any) -> tuple[tuple[str, str], ...]:
     if s.cut_at_end:
         text += f"; {s.cut_at_end} in flight at the window's end, not counted"
     rows = [("requests", text)]
-    server = getattr(cell, "server_metrics", None)
     if s.send_lag_p99_us is not None:
         lag = f"lag p50 {s.send_lag_p50_us:,.0f} µs, p99 {s.send_lag_p99_us:,.0f} µs ({s.lag_measure})"
         rows.append(("driver", f"DRIVER-LIMITED: {s.driver_limited_why}; {lag}" if s.driver_limited else lag))
