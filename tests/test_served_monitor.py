@@ -205,3 +205,23 @@ def test_a_served_monitor_cell_reports_its_requests_and_the_servers_figures(mlse
     assert code == 0
     assert "MLServer at http://127.0.0.1:" in report and "network+client" in report, report
     print(report)
+
+
+def test_a_model_the_server_lacks_is_one_line_and_credentials_are_never_written(mlserver_mon, tmp_path, capsys):
+    port = mlserver_mon.ports["rest"]
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "monitor", "--url", f"http://u:pw-mon-secret@127.0.0.1:{port}", "--model", "nosuch",
+                           "--port", str(free_port()), "--out", str(out))
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert "'nosuch' is not on the server at http://***@127.0.0.1:" in err and "it has: mlp" in err, err
+    assert "pw-mon-secret" not in err and not out.exists()
+    code, stdout, err = run_cli(capsys, "monitor", "--url", f"http://u:pw-mon-secret@127.0.0.1:{port}", "--model",
+                                "mlp", "--metrics-url",
+                                f"http://u:pw-mon-secret@127.0.0.1:{mlserver_mon.ports['metrics']}/metrics",
+                                "--qps", "200", "--window-s", "0.5", "--duration-s", "0.5", "--port", str(free_port()),
+                                "--out", str(out))
+    assert code == 0, err
+    written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file()) + (stdout + err).encode()
+    assert b"pw-mon-secret" not in written
+    (cell,) = load_run_json(out)["cells"]
+    assert cell["server_metrics"]["metrics_url"].startswith("http://***@127.0.0.1:")
