@@ -245,7 +245,8 @@ def kserve_m(tmp_path_factory, mlp_model):
         yield server
 
 
-def _served_suite(tmp_path, mlp, server, protocol: str, metrics_url: str, scenario: str = "single-stream") -> str:
+def _served_suite(tmp_path, mlp, server, protocol: str, metrics_url: str, scenario: str = "single-stream",
+                  extra: str = "") -> str:
     from tests.helpers import FAST_STOP, write_suite
 
     return str(write_suite(tmp_path, f"""
@@ -267,6 +268,7 @@ batch_sizes = [2]
 scenarios = ["{scenario}"]
 targets = ["served"]
 stop = {FAST_STOP}
+{extra}
 """))
 
 
@@ -312,3 +314,36 @@ def test_a_metrics_url_that_fails_is_a_note_not_a_failed_cell(tmp_path, capsys, 
     assert cell["status"] == "ok"
     note = cell["server_metrics"]["note"]
     assert note.startswith(f"metrics not scraped from http://***@127.0.0.1:{port}/metrics: ") and "\n" not in note
+
+
+@pytest.mark.timeout(600)
+def test_an_open_loop_server_cell_splits_its_latency_too(tmp_path, capsys, mlp_model, mlserver_m):
+    from tests.helpers import load_run_json, run_cli
+
+    url = f"http://127.0.0.1:{mlserver_m.ports['metrics']}/metrics"
+    suite = _served_suite(tmp_path, mlp_model, mlserver_m, "rest", url, "server",
+                          "server = { qps = 150, duration_s = 0.5 }")
+    out = tmp_path / "r"
+    code, _, stderr = run_cli(capsys, "run", suite, "--out", str(out))
+    assert code in (0, 1), stderr  # 1: a short invalid server run (too few requests for its p99), still measured
+    (cell,) = load_run_json(out)["cells"]
+    assert cell["status"] == "ok", cell["reason"]
+    s = cell["server_metrics"]
+    assert s["server"] == "MLServer" and s["requests"] == s["client_sent"] == cell["requests"]["sent"], s
+    assert s["network_client_mean_ms"] == pytest.approx(s["client_mean_ms"] - s["request_mean_ms"])
+
+
+def test_combine_sums_counts_and_weights_means_by_requests():
+    a = sm.figures("http://h/metrics", "resnet", 1.0, sm.parse(TRITON_BEFORE, "resnet"), sm.parse(TRITON_AFTER, "resnet"),
+                   ours_mean_ms=2.5, ours_sent=205)
+    from dataclasses import replace
+
+    b = replace(a, requests=100, succeeded=100, failed=0, request_mean_ms=1.0, queue_mean_ms=0.1, compute_mean_ms=0.6,
+                client_mean_ms=1.5, client_sent=100)
+    failed = sm.figures("http://h/metrics", "resnet", 1.0, None, None, note="metrics not scraped from http://h/metrics: x")
+    c = sm.combine([a, b, failed], "processes")
+    assert (c.requests, c.succeeded, c.failed, c.client_sent) == (304, 300, 4, 305)
+    assert c.request_mean_ms == pytest.approx((2.0 * 204 + 1.0 * 100) / 304)
+    assert c.client_mean_ms == pytest.approx((2.5 * 205 + 1.5 * 100) / 305)
+    assert c.network_client_mean_ms == pytest.approx(c.client_mean_ms - c.request_mean_ms)
+    assert c.note.startswith("1 of 3 processes not scraped; metrics not scraped from http://h/metrics: x")

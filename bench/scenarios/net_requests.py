@@ -99,6 +99,11 @@ def merge_requests(chosen: list[Any], records: dict[str, Any]) -> dict[str, Any]
     stats = [s for s in stats if s is not None]
     if len(stats) < 2:
         return records
+    servers = [f.records.get("server_metrics") for f in chosen if f.records.get("server_metrics") is not None]
+    if len(servers) >= 2:  # summed as the requests are, so the server's count meets ours
+        from bench.served.server_metrics import combine
+
+        records = {**records, "server_metrics": combine(servers, "processes")}
     sent, ok = sum(s.sent for s in stats), sum(s.ok for s in stats)
     errors: dict[str, int] = {}
     examples: dict[str, str] = {}

@@ -386,3 +386,36 @@ def rows(s: ServerMetrics) -> tuple[tuple[str, str], ...]:
     if s.note:
         out.append(("server note", s.note))
     return tuple(out)
+
+
+def combine(per_window: list, what: str = "windows") -> ServerMetrics:
+    """Server figures over several windows (a monitor's windows, a cell's processes): counts summed,
+    each mean weighted by the requests of the windows that have it."""
+    from dataclasses import replace
+
+    scraped = [s for s in per_window if s.server]
+    if not scraped:
+        return per_window[-1]
+
+    def total(name: str) -> int | None:
+        vals = [getattr(s, name) for s in scraped if getattr(s, name) is not None]
+        return sum(vals) if vals else None
+
+    def mean(name: str, weight: str) -> float | None:
+        pairs = [(getattr(s, name), getattr(s, weight) or 0) for s in scraped if getattr(s, name) is not None]
+        w = sum(n for _, n in pairs)
+        return sum(v * n for v, n in pairs) / w if pairs and w else None
+
+    ours = mean("client_mean_ms", "client_sent")
+    request, compute = mean("request_mean_ms", "requests"), mean("compute_mean_ms", "requests")
+    notes = sorted({s.note for s in per_window if s.note})
+    failed_scrapes = len(per_window) - len(scraped)
+    if failed_scrapes:
+        notes.insert(0, f"{failed_scrapes} of {len(per_window)} {what} not scraped")
+    return replace(scraped[-1], window_s=sum(s.window_s for s in per_window), requests=total("requests"),
+                   succeeded=total("succeeded"), failed=total("failed"), request_mean_ms=request,
+                   queue_mean_ms=mean("queue_mean_ms", "requests"), compute_mean_ms=compute, client_mean_ms=ours,
+                   client_sent=total("client_sent"),
+                   network_client_mean_ms=None if ours is None or request is None else ours - request,
+                   outside_compute_mean_ms=None if ours is None or compute is None else ours - compute,
+                   note="; ".join(notes)[:500])
