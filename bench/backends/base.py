@@ -103,6 +103,11 @@ class Backend:
         each one's scheduled send, and its failed requests are counted, never timed as successes."""
         return None
 
+    def endpoint_options(self) -> Any:
+        """A served target's endpoint knobs (bench.served.endpoint.EndpointOptions): what scrapes
+        the server's metrics beside it reads (metrics_url, credentials, TLS); None in-process."""
+        return None
+
     def streamer(self) -> Streamer | None:
         """A served generator's streaming path (the OpenAI-compatible /v1/completions and
         /v1/chat/completions with Server-Sent Events); None where the backend has none."""

@@ -628,6 +628,10 @@ class KServeV2Backend(Backend):
             return GrpcRequester(self._opts, self._headers, self._scrub, self._prepare, self._outputs)
         return RestRequester(self._wire, self._prepare, self._outputs)
 
+    def endpoint_options(self) -> Any:
+        """The target's endpoint knobs (bench.served.kserve_options), for what scrapes beside it."""
+        return self._opts
+
     def info(self) -> BackendInfo:
         return self._info
 

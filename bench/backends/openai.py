@@ -391,6 +391,9 @@ class OpenAIBackend(Backend):
         tokenizer = load_tokenizer(options.tokenizer) if options.tokenizer else None
         self._streamer = OpenAIStreamer(options, tokenizer)
 
+    def endpoint_options(self) -> OpenAIOptions | None:
+        return self.options
+
     def streamer(self) -> OpenAIStreamer | None:
         return self._streamer
 

@@ -16,7 +16,7 @@ Metric names follow Prometheus conventions (base units in the name, `_total` on 
   bench_monitor_gpu_power_watts                gauge (GPU targets): the last window's mean power
   bench_monitor_gpu_temperature_celsius        gauge (GPU targets): the last window's highest temperature
   bench_monitor_gpu_memory_used_bytes          gauge (GPU targets): the worker's GPU memory (NVML) at most in the window
-  bench_monitor_alarm                          gauge, labels kind ("drift", "leak") and figure: 1 while raised
+  bench_monitor_alarm                          gauge, labels kind ("drift", "leak", "error_rate") and figure: 1 while raised
   bench_monitor_alarms_total                   counter: alarms raised
 
 The endpoint binds 127.0.0.1 unless told otherwise (the command warns when it is not loopback).
@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-ALARM_FIGURES = (("drift", "p99"), ("drift", "throughput"), ("leak", "rss"), ("leak", "gpu_memory"))
+ALARM_FIGURES = (("drift", "p99"), ("drift", "throughput"), ("leak", "rss"), ("leak", "gpu_memory"),
+                 ("error_rate", "errors"))  # error_rate: a served target's failed-request share (bench monitor)
 # (summary field, metric, help, scale to the metric's unit)
 GPU_GAUGES = (
     ("gpu_utilization_pct", "bench_monitor_gpu_utilization_ratio", "The last window's mean GPU utilization (0 to 1)", 0.01),
@@ -93,7 +94,8 @@ class MonitorMetrics(Collector):
             h.add_metric(values, buckets, self._sum_s)
             yield h
             for name, doc, value in (("bench_monitor_requests", "Completed requests", self._count),
-                                     ("bench_monitor_request_errors", "Requests whose call raised", self._errors),
+                                     ("bench_monitor_request_errors", "Requests that failed (raised, or a served request's error)",
+                                      self._errors),
                                      ("bench_monitor_windows", "Windows summarised", self._windows),
                                      ("bench_monitor_alarms", "Alarms raised", self._alarms_total)):
                 c = CounterMetricFamily(name, doc, labels=names)

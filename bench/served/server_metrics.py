@@ -351,11 +351,11 @@ class Scraper:
 
 def endpoint_options(backend: Any) -> Any:
     """A served backend's endpoint knobs (bench.served.endpoint.EndpointOptions), or None.
-    A backend may say them with endpoint_options(); the kserve-v2 backend keeps them as _opts."""
+    A served backend says them with endpoint_options()."""
     from bench.served.endpoint import EndpointOptions
 
-    getter = getattr(backend, "endpoint_options", None)
-    opts = getter() if callable(getter) else getattr(backend, "_opts", None)
+    getter = getattr(backend, "endpoint_options", None)  # a user backend may predate the capability
+    opts = getter() if callable(getter) else None
     return opts if isinstance(opts, EndpointOptions) else None
 
 
