@@ -224,6 +224,14 @@ def test_driver_lag_limit_on_planted_lags():
     assert driver.lag_limited(np.zeros(0, dtype=np.int64)) == ""
 
 
+def test_a_lag_well_inside_the_latency_tail_does_not_limit_the_cell():
+    planted = np.full(1000, 10_000, dtype=np.int64)
+    planted[:20] = 2_000_000  # lag p99 2 ms
+    assert driver.lag_limited(planted, latency_p99_ns=50e6) == ""  # a 50 ms tail is the server's
+    why = driver.lag_limited(planted, latency_p99_ns=5e6)  # 40% of a 5 ms tail: the driver's
+    assert "over 1,000 µs and 40% of the requests' latency p99 (5 ms)" in why, why
+
+
 # --- closed loop: reuse, error rate, per-client ------------------------------------------------
 
 def test_closed_loop_reuses_connections_and_counts_every_tenth_500(server):

@@ -44,9 +44,12 @@ class RequestTally:
         return ", ".join(f"{k} {c / max(self.sent, 1):.1%} ({first.get(k, '')})" for k, c in self.errors.items())
 
 
-def stats_of(tally: RequestTally) -> RequestStats:
+def stats_of(tally: RequestTally, latencies_ns: np.ndarray | None = None) -> RequestStats:
+    """The record of what the requests did; `latencies_ns`, the ok requests' latencies, let the
+    driver's lag be judged against the tail it would have to explain."""
     lag = tally.lag_ns
-    why = driver.lag_limited(lag)
+    tail = float(np.percentile(latencies_ns, 99)) if latencies_ns is not None and latencies_ns.size else None
+    why = driver.lag_limited(lag, latency_p99_ns=tail)
     failed = tally.sent - tally.ok
     first: dict[str, str] = {}
     for kind, reason in tally.examples:
@@ -82,7 +85,7 @@ def with_requests(figures: Any, run: Any) -> Any:
     tally = getattr(run, "requests", None)
     if tally is None:
         return figures
-    stats = stats_of(tally)
+    stats = stats_of(tally, figures.kept_ns)
     records = {**figures.records, "requests": stats}
     if tally.server_metrics is not None:
         records["server_metrics"] = tally.server_metrics
