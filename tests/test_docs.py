@@ -21,7 +21,9 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```(\w*)\s*$")
-_EXIT = re.compile(r"\s+# exit (\d+)$")
+# "# exit 4", or "# exit 0 or 1" where the answer is the machine's (an A/A compare beside a busy
+# test worker can truly read slower: the documented exit codes, not a verdict, are what is checked)
+_EXIT = re.compile(r"\s+# exit (\d+(?: or \d+)*)$")
 
 
 def _blocks(page: Path) -> list[tuple[str, int, list[str]]]:
@@ -81,14 +83,14 @@ def test_console_examples_run(page, start, commands, model, tmp_path):
     assert commands, f"{page.name}:{start}: a console block with no $ command"
     for command in commands:
         m = _EXIT.search(command)
-        expected = int(m.group(1)) if m else 0
+        expected = {int(code) for code in m.group(1).split(" or ")} if m else {0}
         command = _EXIT.sub("", command)
         argv = shlex.split(command)
         if argv[:2] == ["bench", "run"] and "--print-suite" not in argv and "--quick" not in argv:
             command = command.replace("bench run", "bench run --quick", 1)
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=280)
-        assert done.returncode == expected, (f"{page.name}:{start}: `{command}` exited {done.returncode}\n"
+        assert done.returncode in expected, (f"{page.name}:{start}: `{command}` exited {done.returncode}\n"
                                              f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
