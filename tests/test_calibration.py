@@ -22,7 +22,7 @@ from bench.results.records import machine_kind
 from bench.results.stores import open_store
 from tests.helpers import run_cli
 
-SAMPLE = Path(__file__).parent / "data/run_v13.json"
+SAMPLE = Path(__file__).parent / "data/run_v14.json"
 KIND = machine_kind(read_run(SAMPLE).environment)  # "vm|AMD EPYC|2|"
 
 

@@ -14,7 +14,7 @@ pytest.importorskip("mlflow", reason="bench export mlflow needs MLflow's client:
 pytest.importorskip("sqlalchemy", reason="a SQLite tracking store needs sqlalchemy: pip install -e '.[mlflow]'")
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v13.json"
+SAMPLE = ROOT / "tests/data/run_v14.json"
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from bench.results.files import read_run
 from tests.helpers import SPIN_PLUGIN, load_run_json, run_cli, stderr_until, tiny_suite, write_suite
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v13.json"
+SAMPLE = ROOT / "tests/data/run_v14.json"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 

@@ -19,7 +19,7 @@ from bench.results.files import read_run
 from tests.helpers import FAST_STOP, TINY_MLP, load_run_json, run_cli, tiny_suite, write_suite
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v13.json"
+SAMPLE = ROOT / "tests/data/run_v14.json"
 
 
 def _env(**extra: str) -> dict[str, str]:

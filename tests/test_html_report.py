@@ -19,7 +19,7 @@ from tests.helpers import run_cli
 pytest.importorskip("matplotlib", reason="the HTML report's charts need matplotlib (pip install -e '.[report]')")
 
 DATA = Path(__file__).parent / "data"
-SAMPLE = DATA / "run_v13.json"
+SAMPLE = DATA / "run_v14.json"
 
 
 def write_run(run, run_dir: Path) -> Path:

@@ -15,7 +15,7 @@ from bench.codec import to_json
 from bench.results.files import read_run
 from tests.helpers import run_cli
 
-SAMPLE = Path(__file__).parent / "data" / "run_v13.json"
+SAMPLE = Path(__file__).parent / "data" / "run_v14.json"
 
 
 def write_run(run, run_dir: Path) -> Path:

@@ -14,7 +14,7 @@ from bench.codec import from_json, to_json
 from bench.results.schema import run_schema
 
 ROOT = Path(__file__).parents[1]
-SAMPLE = ROOT / "tests/data/run_v13.json"  # the current version (a real run's v6 file, upgraded)
+SAMPLE = ROOT / "tests/data/run_v14.json"  # the current version (a real run's v6 file, upgraded)
 SAMPLE_V11 = ROOT / "tests/data/run_v11.json"  # the same run at schema version 11
 SCHEMA_V11_FILE = ROOT / "tests/data/run_v11.schema.json"
 SAMPLE_V10 = ROOT / "tests/data/run_v10.json"  # the same run at schema version 10
@@ -51,7 +51,7 @@ def test_committed_v1_file_upgrades_to_the_current_version():
     assert doc["schema_version"] == 1
     jsonschema.validate(doc, json.loads(SCHEMA_V1_FILE.read_text()))
     run = read_run(SAMPLE_V1)
-    assert run.schema_version == SCHEMA_VERSION == 13
+    assert run.schema_version == SCHEMA_VERSION == 14
     upgraded = to_json(run)
     jsonschema.validate(upgraded, json.loads(SCHEMA_FILE.read_text()))
     ok = [c for c in run.cells if c.status == "ok"]
@@ -140,6 +140,21 @@ def test_committed_v7_to_v11_files_upgrade_by_version_alone(version, sample, sch
     assert all(c.generate is None and (c.agreement is None or c.agreement.first_divergence is None) for c in run.cells)
     assert (version == 11 or run.executor == "local" and run.nodes == () and all(c.node is None for c in run.cells))
     assert all(c.dims == {} and c.inputs is None and c.model.prepare_s is None for c in run.cells)
+
+
+@pytest.mark.parametrize("version", [12, 13])
+def test_committed_v12_and_v13_files_upgrade_by_version_alone(version):
+    """v13 added served targets' requests, v14 accuracy figures and int8 quantization time: none
+    was recorded before, so an older file reads with them null."""
+    sample = ROOT / f"tests/data/run_v{version}.json"
+    doc = json.loads(sample.read_text())
+    assert doc["schema_version"] == version
+    jsonschema.validate(doc, json.loads((ROOT / f"tests/data/run_v{version}.schema.json").read_text()))
+    run = read_run(sample)
+    assert run.schema_version == SCHEMA_VERSION
+    jsonschema.validate(to_json(run), json.loads(SCHEMA_FILE.read_text()))
+    assert all((c.agreement is None or c.agreement.accuracy is None) and c.model.quantize_s is None for c in run.cells)
+    assert version == 13 or all(c.requests is None for c in run.cells)
 
 
 def test_current_sample_keeps_each_repetition_and_their_samples_in_order():

@@ -17,7 +17,7 @@ import pytest
 from bench.results.files import read_run
 from tests.helpers import run_cli, tiny_suite, write_suite
 
-SAMPLE = Path(__file__).parent / "data/run_v13.json"
+SAMPLE = Path(__file__).parent / "data/run_v14.json"
 SS, MS = "mlp/ort-cpu/b4/single-stream", "mlp/ort-cpu/b4/multi-stream/c2"
 TORCH_SS, FP16_SS = "mlp/torch-cpu/b4/single-stream", "mlp/ort-fp16/b4/single-stream"
 TORCH_MS, FP16_MS = "mlp/torch-cpu/b4/multi-stream/c2", "mlp/ort-fp16/b4/multi-stream/c2"

@@ -84,8 +84,13 @@ class OrtOptions:
         cuda = device.startswith("cuda")
         if precision == "bf16":
             # ORT's CUDA provider has bf16 kernels for few ops and no converter ships for it.
-            return "precision", "'bf16' is not supported on onnxruntime targets (allowed: fp32, fp16)"
+            return "precision", ("'bf16' is not supported on onnxruntime targets "
+                                 "(allowed: fp32, fp16, int8-dynamic, int8-static)")
         gpu = [p for p in self.resolved_providers(device) if p in GPU_PROVIDERS]
+        if precision.startswith("int8") and (cuda or gpu):
+            # The CUDA provider runs QDQ graphs by dequantizing (no int8 kernels); TensorRT needs
+            # its own calibration tables. int8 here is a CPU deployment target.
+            return "precision", f"{precision!r} runs on CPU providers only; set device = \"cpu\""
         if gpu and not cuda:
             return "device", f"{device!r} does not fit provider {gpu[0]}; set device = \"cuda\""
         if cuda and not gpu:
@@ -101,7 +106,10 @@ class OrtOptions:
         return None
 
     def model_form(self, precision: str) -> str:
-        # fp16 runs an fp16 model converted from the fp32 export (bench.models.loader.fp16_onnx)
+        # fp16 runs an fp16 model converted from the fp32 export (bench.models.loader.fp16_onnx);
+        # int8 a quantized one (bench.models.quantize), named with its settings by the TargetSpec
+        if precision.startswith("int8"):
+            return f"onnx-{precision}"
         return "onnx-fp16" if precision == "fp16" else "onnx"
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +140,12 @@ class TorchOptions:
             return "mode", "'cudagraph' captures CUDA graphs; set device = \"cuda\" (allowed on cpu: eager, compile)"
         if self.io == "host" and not cuda:
             return "io", "'host' copies inputs to a GPU on every call; it applies to cuda targets only"
+        if precision.startswith("int8") and cuda:
+            return "precision", f"{precision!r} runs on the CPU only (x86 int8 kernels); set device = \"cpu\""
+        if precision == "int8-static" and self.mode != "compile":
+            # PT2E's converted graph runs reference (dequantize-compute-quantize) ops in eager:
+            # only inductor lowers it to int8 kernels.
+            return "mode", "'int8-static' (PT2E) runs compiled; set mode = \"compile\" (or use precision = \"int8-dynamic\")"
         return None
 
     def cpu_threads(self) -> int:

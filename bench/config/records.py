@@ -10,9 +10,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-# Relative tolerance of max|out - ref| / max|ref| per precision (DESIGN.md, "Pitfalls").
-DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2}
+PRECISIONS = ("fp32", "fp16", "bf16", "int8-dynamic", "int8-static")
+# int8: weights quantized ahead of time; "dynamic" quantizes activations per call from their
+# observed range, "static" with scales fixed by calibration on sample inputs (QDQ on ONNX Runtime,
+# PT2E on torch, the QDQ model on OpenVINO).
+INT8_PRECISIONS = ("int8-dynamic", "int8-static")
+# The pass limit of each precision. Float precisions: the relative error max|out - ref| / max|ref|
+# (DESIGN.md, "Pitfalls"). int8: the accuracy loss of the benchmark's accuracy metric (1 - top-1
+# agreement, 1 - cosine similarity, the mean relative error, 1 - token agreement;
+# bench.analysis.accuracy), since int8's element-wise error is large by design and what a team
+# decides on is how often the answer changes.
+DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2, "int8-dynamic": 0.05, "int8-static": 0.05}
+ACCURACY_METRICS = ("auto", "top1", "cosine", "abs-error", "token")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 CI_FIGURES = ("throughput", "mean", "p50", "p90", "p95", "p99", "p999")
 SLO_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms")
 TOKEN_SLO_KEYS = ("ttft_ms", "tpot_ms")  # per request, of a scenario that generates tokens
@@ -141,6 +151,74 @@ class SloSpec:
         return None
 
 
+@dataclass(frozen=True)
+class QuantizeSpec:
+    """How an int8 target quantizes the model (a target's `quantize` table).
+
+    Calibration (static only) runs the fp32 model on `samples` inputs: the benchmark's input file
+    when it has one, else generated ones from a seed apart from the measured and accuracy inputs
+    (bench.models.calibration), so the accuracy figure is not measured on the data that set the scales.
+    """
+
+    method: str = "minmax"  # how activation ranges are chosen: minmax, entropy, percentile
+    per_channel: bool = True  # a scale per output channel of a weight, where the op supports it
+    samples: int = 32  # calibration samples
+    # The user's calibration samples (.npz or a directory of .npy, as `input_file`), resolved
+    # against the suite's directory; "" takes the benchmark's input file, else generated inputs.
+    calibration_file: str = ""
+
+    def validate(self) -> tuple[str, str] | None:
+        if self.method not in CALIBRATION_METHODS:
+            from bench.codec import did_you_mean
+
+            return "method", (f"{self.method!r} is not allowed{did_you_mean(self.method, CALIBRATION_METHODS)} "
+                              f"(allowed: {', '.join(CALIBRATION_METHODS)})")
+        if not 1 <= self.samples <= 100_000:
+            return "samples", f"{self.samples!r} is not allowed; expected an integer from 1 to 100000"
+        return None
+
+    def key(self) -> str:
+        """The settings as a short stable string: part of the quantized form's name and cache key."""
+        key = f"{self.method}-{'pc' if self.per_channel else 'pt'}-n{self.samples}"
+        if self.calibration_file:
+            import hashlib
+
+            key += "-f" + hashlib.sha256(self.calibration_file.encode()).hexdigest()[:8]
+        return key
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class AccuracySpec:
+    """How a benchmark measures each target's accuracy against the reference (its `accuracy` table).
+
+    metric "auto": the model's own kind where it declares one (the zoo's classifiers: top1, encoders:
+    cosine), token for integer outputs, else abs-error. Computed on `samples` inputs apart from the
+    measured batch, in batches of the cell's size, on the first output (bench.analysis.accuracy).
+    """
+
+    metric: str = "auto"
+    samples: int = 64
+
+    def validate(self) -> tuple[str, str] | None:
+        if self.metric not in ACCURACY_METRICS:
+            from bench.codec import did_you_mean
+
+            return "metric", (f"{self.metric!r} is not allowed{did_you_mean(self.metric, ACCURACY_METRICS)} "
+                              f"(allowed: {', '.join(ACCURACY_METRICS)})")
+        if not 0 <= self.samples <= 100_000:
+            return "samples", f"{self.samples!r} is not allowed; expected an integer from 0 (off) to 100000"
+        return None
+
+
+def quantized_form(form: str, quantize: QuantizeSpec) -> str:
+    """A backend's model form with the quantize settings appended where the form is an int8 one:
+    "onnx-int8-static" -> "onnx-int8-static:minmax-pc-n32" (bench.models.quantize reads it back)."""
+    return f"{form}:{quantize.key()}" if "int8" in form else form
+
+
 class TargetOptions(Protocol):
     """A backend's knobs (bench.backends.options), as the config and the runner see them."""
 
@@ -186,14 +264,19 @@ class TargetSpec:
     precision: str
     options: TargetOptions
     placement: Placement = Placement()
+    quantize: QuantizeSpec = QuantizeSpec()  # read by int8 targets only
 
     @property
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
 
     @property
+    def is_int8(self) -> bool:
+        return self.precision in INT8_PRECISIONS
+
+    @property
     def model_form(self) -> str:
-        return self.options.model_form(self.precision)
+        return quantized_form(self.options.model_form(self.precision), self.quantize)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -201,7 +284,7 @@ class TargetSpec:
             "backend": self.backend,
             "device": self.device,
             "precision": self.precision,
-            "knobs": self.options.to_dict(),
+            "knobs": {**self.options.to_dict(), **({"quantize": self.quantize.to_dict()} if self.is_int8 else {})},
         }
 
 
@@ -225,13 +308,17 @@ class BenchmarkSpec:
     # file's directory (the current directory for a suite built from the command line).
     base_dir: str = ""
     seed: int = 0
-    tolerance: float | None = None  # overrides DEFAULT_TOLERANCE when set
+    # overrides DEFAULT_TOLERANCE: one number for every precision, or (precision, limit) pairs
+    tolerance: float | tuple[tuple[str, float], ...] | None = None
+    accuracy: AccuracySpec = AccuracySpec()
     trust_model: bool = False  # allow model files that may unpickle objects (.pt2)
     # Scenario tables by key (e.g. ("server", ServerSpec(...)), ("concurrency", (1, 2, 4))):
     # each parsed by the scenario that owns the key (bench.scenarios).
     tables: tuple[tuple[str, Any], ...] = ()
 
     def tolerance_for(self, precision: str) -> float:
+        if isinstance(self.tolerance, tuple):
+            return dict(self.tolerance).get(precision, DEFAULT_TOLERANCE[precision])
         return self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE[precision]
 
     def table(self, key: str) -> Any:

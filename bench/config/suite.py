@@ -7,6 +7,7 @@ declares (bench.backends.registry), and a scenario's table by the scenario that 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -17,8 +18,8 @@ from typing import Any
 from bench.backends.options import PluginOptions
 from bench.backends.registry import BACKENDS, PLUGIN_PATTERN, BackendImportError, backend_class
 from bench.config.reader import Reader
-from bench.config.records import (PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, BenchmarkSpec, Placement, SloSpec, StopSpec,
-                                  SuiteSpec, TargetSpec)
+from bench.config.records import (INT8_PRECISIONS, PRECISIONS, SLO_KEYS, TOKEN_SLO_KEYS, AccuracySpec, BenchmarkSpec,
+                                  Placement, QuantizeSpec, SloSpec, StopSpec, SuiteSpec, TargetSpec)
 from bench.errors import ConfigError
 from bench.models.inputs import InputOverride
 from bench.results.records import CellKey
@@ -26,13 +27,13 @@ from bench.scenarios.registry import DEFAULT as DEFAULT_SCENARIOS
 from bench.scenarios.registry import SCENARIOS, table_owners
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
-_TARGET_COMMON = ("backend", "device", "precision")
+_TARGET_COMMON = ("backend", "device", "precision", "quantize")
 # Where a fleet executor may run the target (bench.config.records.Placement), not backend knobs.
 _PLACEMENT_KEYS = ("machine", "resources", "cpus")
 # Ray's rule for a label value and a resource name (what `ray start --labels` accepts).
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 _BENCH_KEYS = ("name", "model", "batch_sizes", "scenarios", "targets", "reference", "stop", "slo",
-               "model_args", "dims", "inputs", "input_file", "seed", "tolerance", "trust_model")
+               "model_args", "dims", "inputs", "input_file", "seed", "tolerance", "trust_model", "accuracy")
 MAX_DIM_SIZE = 1 << 24  # a dimension past 16M elements is a typo, not a sequence length
 
 
@@ -85,7 +86,7 @@ def _check_cell_ids(r: Reader, specs: tuple[BenchmarkSpec, ...], targets: dict[s
                                    f"could share one; use another character (e.g. {fixed!r})")
 
 
-def _parse_target(r: Reader, name: str, table: Any) -> TargetSpec:
+def _parse_target(r: Reader, name: str, table: Any, base_dir: str = "") -> TargetSpec:
     path = f"targets.{name.encode('unicode_escape').decode()}"
     _check_name(r, name, path)
     r.expect(table, (dict,), path, "a table")
@@ -114,7 +115,15 @@ def _parse_target(r: Reader, name: str, table: Any) -> TargetSpec:
     if problem:
         key, message = problem
         raise r.fail(f"{path}.{key}", message)
-    return TargetSpec(name, backend, device, precision, options, _parse_placement(r, table, path))
+    quantize = QuantizeSpec()
+    if "quantize" in table:
+        if precision not in INT8_PRECISIONS:
+            raise r.fail(f"{path}.quantize", f"applies to int8 targets only (this target's precision is {precision!r}; "
+                                             f"allowed: {', '.join(INT8_PRECISIONS)})")
+        quantize = r.record(QuantizeSpec, table["quantize"], f"{path}.quantize")
+        if quantize.calibration_file:
+            quantize = dataclasses.replace(quantize, calibration_file=str(Path(base_dir, quantize.calibration_file)))
+    return TargetSpec(name, backend, device, precision, options, _parse_placement(r, table, path), quantize)
 
 
 def _parse_placement(r: Reader, table: dict, path: str) -> Placement:
@@ -229,11 +238,8 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
     seed = r.expect(table.get("seed", defaults.get("seed", 0)), (int,), f"{path}.seed", "an integer >= 0")
     if seed < 0:
         raise r.fail(f"{path}.seed", f"{seed!r} is not allowed; expected an integer >= 0")
-    tolerance = table.get("tolerance")
-    if tolerance is not None:
-        tolerance = float(r.expect(tolerance, (int, float), f"{path}.tolerance", "a number > 0"))
-        if not (tolerance > 0 and math.isfinite(tolerance)):
-            raise r.fail(f"{path}.tolerance", f"{tolerance!r} is not allowed; expected a number > 0")
+    tolerance = _parse_tolerance(r, table.get("tolerance"), f"{path}.tolerance")
+    accuracy = r.record(AccuracySpec, table["accuracy"], f"{path}.accuracy") if "accuracy" in table else AccuracySpec()
     trust_model = r.expect(table.get("trust_model", False), (bool,), f"{path}.trust_model", "true or false")
     tables = tuple((key, owner.parse_table(r, table[key], f"{path}.{key}")) for key, owner in owners.items()
                    if key in table)
@@ -241,7 +247,7 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
         name=name, model=model, batch_sizes=batch_sizes, scenarios=scenarios, targets=tuple(names),
         reference=reference, stop=stop, slo=slo, model_args=tuple(sorted(model_args.items())),
         dims=dims, inputs=inputs, input_file=input_file, base_dir=base_dir, seed=seed, tolerance=tolerance,
-        trust_model=trust_model, tables=tables,
+        trust_model=trust_model, tables=tables, accuracy=accuracy,
     )
     if slo is not None and slo.token_limits() and not any(SCENARIOS[s].token_slo for s in scenarios):
         key = next(iter(slo.token_limits()))
@@ -253,6 +259,23 @@ def _parse_benchmark(r: Reader, i: int, table: Any, targets: dict[str, TargetSpe
     for scenario in scenarios:
         SCENARIOS[scenario].check(r, bench, targets, path)
     return bench
+
+
+def _parse_tolerance(r: Reader, raw: Any, path: str) -> float | tuple[tuple[str, float], ...] | None:
+    """One number for every precision, or a table of precision = number (the others keep their defaults)."""
+    if raw is None:
+        return None
+
+    def limit(value: Any, where: str) -> float:
+        number = float(r.expect(value, (int, float), where, "a number > 0"))
+        if not (number > 0 and math.isfinite(number)):
+            raise r.fail(where, f"{value!r} is not allowed; expected a number > 0")
+        return number
+
+    if not isinstance(raw, dict):
+        r.expect(raw, (int, float, dict), path, "a number > 0, or a table of precision = number")
+        return limit(raw, path)
+    return tuple(sorted((r.choice(k, PRECISIONS, f"{path}.{k}"), limit(v, f"{path}.{k}")) for k, v in raw.items()))
 
 
 # How deep a suite's arrays and tables may nest: a real one nests four or five levels
@@ -318,7 +341,7 @@ def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False, b
     targets_table = r.expect(doc.get("targets", {}), (dict,), "targets", "a table of targets")
     if not targets_table:
         raise r.fail("targets", "no targets defined; add a [targets.NAME] table")
-    targets = {n: _parse_target(r, n, t) for n, t in targets_table.items()}
+    targets = {n: _parse_target(r, n, t, base_dir) for n, t in targets_table.items()}
     benches = r.expect(doc.get("benchmark", []), (list,), "benchmark", "an array of [[benchmark]] tables")
     if not benches:
         raise r.fail("benchmark", "no benchmarks defined; add a [[benchmark]] table")

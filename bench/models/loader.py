@@ -90,6 +90,12 @@ class PreparedModel:
     decoder_onnx_note: str = ""
     decoder_max_len: int | None = None  # positions its cache holds (None: not checked as a decoder)
     decoder_vocab: int | None = None
+    # int8 forms by model form ("onnx-int8-static:minmax-pc-n32": bench.models.quantize.QuantizedModel)
+    quantized: tuple[tuple[str, Any], ...] = ()
+
+    def quantized_form(self, form: str):
+        """The QuantizedModel of this form, or None when it was not prepared."""
+        return dict(self.quantized).get(form)
 
     def flops_at(self, dims: tuple[tuple[str, int], ...]) -> float | None:
         """FLOPs per sample at these dims (the one figure for a model without named dims)."""
@@ -537,10 +543,12 @@ def _count_flops(prepared: PreparedModel, module, file_dims: dict[str, int]) -> 
 
 
 def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool = False,
-            decoder_forms: frozenset[str] = frozenset()) -> PreparedModel:
+            decoder_forms: frozenset[str] = frozenset(),
+            quantize_forms: tuple[tuple[str, str, Any], ...] = ()) -> PreparedModel:
     """Resolve, load-check and (when needed) export a model once, in the parent process.
     `decoder_forms`: the forms a generating target loads ("torch", "onnx", "onnx-fp16"); any
-    makes the model checked against the decoder contract.
+    makes the model checked against the decoder contract. `quantize_forms`: (form, int8 precision,
+    QuantizeSpec) of each int8 ONNX form a target loads (bench.models.quantize).
 
     A factory's module, its factory and its forward run here: with a clean sys.argv, their output
     kept off stdout (the harness's: `bench run --json`) and an exit turned into one ModelError line
@@ -548,13 +556,32 @@ def prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool
     try:
         with parent_side(f"model {source.ref!r}: its code", "the model was prepared (built, hashed, exported, "
                                                   "its FLOPs counted)"):
-            return _prepare(source, need_onnx, need_torch, need_fp16, decoder_forms)
+            prepared = _prepare(source, need_onnx or bool(quantize_forms), need_torch, need_fp16, decoder_forms)
+            return _quantized(prepared, quantize_forms)
     except UserCodeExit as exc:
         # Nothing was measured yet, and the module is the user's to fix: bad input (exit 2), as a
         # factory that raises is; silently ending `bench` read as a pass in CI.
         said = f" (its last output: {exc.output_tail!r})" if exc.output_tail else ""
         raise ModelError(f"{exc}{said}, before the run began; nothing was measured (a factory's module "
                          "must return its model, not end the process)") from None
+
+
+def _quantized(prepared: PreparedModel, forms: tuple[tuple[str, str, Any], ...]) -> PreparedModel:
+    """The model with its int8 forms, each quantized once (or read from the cache)."""
+    if not forms:
+        return prepared
+    from dataclasses import replace
+
+    from bench.models.calibration import calibration_feeds, check_calibration_file
+    from bench.models.quantize import quantize_onnx
+
+    assert prepared.onnx_path is not None
+    done = []
+    for form, precision, spec in forms:
+        check_calibration_file(prepared, spec)
+        feeds = calibration_feeds(prepared, spec) if precision == "int8-static" else None
+        done.append((form, quantize_onnx(prepared.onnx_path, prepared.sha256, prepared.source.ref, precision, spec, feeds)))
+    return replace(prepared, quantized=tuple(done))
 
 
 def _prepare(source: ModelRef, need_onnx: bool, need_torch: bool, need_fp16: bool,

@@ -100,10 +100,16 @@ def update_to_13(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def update_to_14(doc: dict[str, Any]) -> dict[str, Any]:
+    """v13 -> v14 adds `agreement.accuracy` (the accuracy figures; null: none were measured) and
+    `model.quantize_s` (null: no int8 form) per cell: version alone."""
+    return doc
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     2: update_to_2, 3: update_to_3, 4: update_to_4, 5: update_to_5, 6: update_to_6, 7: update_to_7,
     8: update_to_8, 9: update_to_9, 10: update_to_10, 11: update_to_11, 12: update_to_12,
-    13: update_to_13}
+    13: update_to_13, 14: update_to_14}
 
 
 def upgrade(doc: dict[str, Any], to_version: int) -> dict[str, Any]:

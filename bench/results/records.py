@@ -66,7 +66,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 # The domain of a figure is declared on its field, in JSON Schema's words ({"minimum": 0}: a count,
 # a size, a duration; {"exclusiveMinimum": 0}: a rate or a latency a cell measured). A result file
@@ -318,6 +318,33 @@ class Roofline(_Checked):
 
 
 @dataclass(frozen=True)
+class AccuracyFigure(_Checked):
+    """One accuracy figure over the samples, with its interval (None where it has none: a max)."""
+
+    name: str  # top1_agreement, max_prob_diff, cosine, mean_rel_error, max_rel_error, token_agreement
+    value: float = field(metadata=_COUNT)
+    ci_low: float | None = field(default=None, metadata=_COUNT)
+    ci_high: float | None = field(default=None, metadata=_COUNT)
+
+
+@dataclass(frozen=True)
+class Accuracy(_Checked):
+    """A target's outputs against the reference's on the accuracy samples, as the metric that fits
+    the output (schema 14; bench.analysis.accuracy). `loss` is 0 where every answer is the
+    reference's: 1 - top-1 agreement, 1 - mean cosine similarity, the mean relative error, or
+    1 - token agreement; an int8 target passes when it is within its tolerance."""
+
+    metric: str  # top1 | cosine | abs-error | token
+    samples: int = field(metadata=_COUNT)
+    loss: float = field(metadata=_COUNT)
+    loss_ci_low: float | None = field(default=None, metadata=_COUNT)
+    loss_ci_high: float | None = field(default=None, metadata=_COUNT)
+    confidence: float = field(default=0.95, metadata=_COUNT)
+    output: int = field(default=0, metadata=_COUNT)  # the output it was computed on
+    figures: tuple[AccuracyFigure, ...] = ()
+
+
+@dataclass(frozen=True)
 class Agreement(_Checked):
     """Outputs against the reference target's on the same inputs.
 
@@ -334,6 +361,7 @@ class Agreement(_Checked):
     # generate: the first output position (0-based) whose token differs from the reference's;
     # None where every token is equal (schema 10)
     first_divergence: int | None = field(default=None, metadata=_COUNT)
+    accuracy: Accuracy | None = None  # schema 14; None where no accuracy samples were run
 
 
 @dataclass(frozen=True)
@@ -370,6 +398,9 @@ class ModelInfo(_Checked):
     # conversion part of that (0 when a cached export was reused; null when none was needed).
     prepare_s: float | None = field(default=None, metadata=_COUNT)
     export_s: float | None = field(default=None, metadata=_COUNT)
+    # An int8 target's quantization (and calibration) of the ONNX model in the parent (schema 14;
+    # 0 when a cached one was reused); a torch int8 target's, in its worker, is in target.details.
+    quantize_s: float | None = field(default=None, metadata=_COUNT)
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,12 @@ def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedMo
     out = {}
     for name, (bench, forms, decoder) in model_forms(cells, cuda).items():
         ref = model_ref(bench)
+        quantize = tuple(sorted({(c.target.model_form, c.target.precision, c.target.quantize) for c in cells
+                                 if c.benchmark.name == name and c.target.model_form in forms
+                                 and c.target.model_form.startswith("onnx-int8")}, key=lambda f: f[0]))
         out[name] = _time_boxed(lambda: prepare(ref, need_onnx=bool(forms & {"onnx", "onnx-fp16"}),
                                                 need_torch="torch" in forms, need_fp16="onnx-fp16" in forms,
-                                                decoder_forms=decoder),
+                                                decoder_forms=decoder, quantize_forms=quantize),
                                 seconds, ref.ref)
         for scenario in {c.scenario.name: c.scenario for c in cells if c.benchmark.name == name}.values():
             problem = scenario.check_model(bench, out[name])
