@@ -15,8 +15,15 @@ from bench.results.records import Agreement
 
 
 def load_outputs(path: Path) -> list[np.ndarray]:
+    """The cell's outputs on its measured batch (arr_0, arr_1, ...)."""
     with np.load(path, allow_pickle=False) as data:
-        return [data[f"arr_{i}"] for i in range(len(data.files))]
+        return [data[f"arr_{i}"] for i in range(sum(f.startswith("arr_") for f in data.files))]
+
+
+def load_accuracy_outputs(path: Path) -> np.ndarray | None:
+    """The first output over the accuracy samples (acc_0), or None where none were run."""
+    with np.load(path, allow_pickle=False) as data:
+        return data["acc_0"] if "acc_0" in data.files else None
 
 
 def compare_outputs(out: list[np.ndarray], ref: list[np.ndarray], reference: str, tolerance: float) -> Agreement:
@@ -57,3 +64,43 @@ def check_reference(out: list[np.ndarray], reference: str) -> Agreement:
         if not np.all(np.isfinite(o)):
             return Agreement("fail", reference, reason=f"the reference's output {i} holds NaN or infinity")
     return Agreement("reference", reference, reason="this target is the reference")
+
+
+def with_accuracy(agreement: Agreement, own: np.ndarray | None, ref: np.ndarray | None, int8: bool,
+                  metric: str, model_kind: str, tolerance: float) -> Agreement:
+    """The agreement with its accuracy figures (bench.analysis.accuracy) where both sides ran the
+    accuracy samples; an int8 target's verdict is its accuracy loss against its tolerance.
+    `metric`: the benchmark's (or "auto"); `model_kind`: the metric the model declares, or ""."""
+    from dataclasses import replace
+
+    from bench.analysis import accuracy
+
+    if own is None or ref is None or agreement.verdict not in ("pass", "fail"):
+        if int8 and agreement.verdict == "pass":  # no accuracy samples: the element-wise check with int8's limit
+            return _elementwise(agreement, tolerance)
+        return agreement
+    if own.shape != ref.shape:
+        return replace(agreement, verdict="fail", tolerance=tolerance,
+                       reason=f"accuracy samples: output shape {own.shape}, the reference's {ref.shape}")
+    if not np.all(np.isfinite(own)) and own.dtype.kind == "f":
+        return replace(agreement, verdict="fail", tolerance=tolerance, reason="accuracy samples: NaN or infinity in the output")
+    metric = accuracy.resolve_metric(metric, model_kind, ref)
+    acc = accuracy.measure(own, ref, metric)
+    agreement = replace(agreement, accuracy=acc, tolerance=tolerance)
+    if not int8 or agreement.verdict == "fail":
+        return agreement
+    if acc.loss > tolerance:
+        return replace(agreement, verdict="fail",
+                       reason=f"accuracy loss {acc.loss:.3g} exceeds tolerance {tolerance:g} ({accuracy.describe(acc)})")
+    return replace(agreement, verdict="pass", metric=f"accuracy loss ({accuracy.METRIC_WORDS[metric]})")
+
+
+def _elementwise(agreement: Agreement, tolerance: float) -> Agreement:
+    from dataclasses import replace
+
+    rel = agreement.max_rel_error
+    if rel is not None and rel > tolerance:
+        return replace(agreement, verdict="fail", tolerance=tolerance,
+                       reason=f"relative error {rel:.3g} exceeds tolerance {tolerance:g} (no accuracy samples)")
+    return replace(agreement, tolerance=tolerance)
+

@@ -6,6 +6,7 @@ reference target's outputs, warm-up and the raw samples file.
 """
 from __future__ import annotations
 
+import math
 import os
 
 from dataclasses import dataclass, replace
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.analysis.agreement import check_reference, load_outputs
+from bench.analysis.agreement import check_reference, load_accuracy_outputs, load_outputs, with_accuracy
 from bench.models.loader import ModelRef, PreparedModel, classify
 from bench.results.files import RunDir
 from bench.results.records import Agreement, Cell, Memory, ModelInfo, Repetition, Roofline, TargetInfo, Warmup
@@ -156,10 +157,12 @@ class CellBuilder:
         ref = model.source if model else model_ref(p.benchmark)
         k = p.key
         kw.setdefault("target", TargetInfo(**p.target.to_dict()))
+        quantized = model.quantized_form(p.target.model_form) if model else None
         return Cell(
             id=k.id, benchmark=k.benchmark,
             model=ModelInfo(ref.display_name, ref.ref, ref.kind, model.sha256 if model else "",
-                            model.prepare_s if model else None, model.export_s if model else None),
+                            model.prepare_s if model else None, model.export_s if model else None,
+                            quantized.seconds if quantized is not None else None),
             batch_size=k.batch_size, scenario=k.scenario, concurrency=k.concurrency, dims=dict(k.dims),
             status=status, reason=reason, **kw,
         )
@@ -184,11 +187,18 @@ class CellBuilder:
             return Agreement("unchecked", ref_name, tolerance=tolerance,
                              reason=f"no reference outputs: target {ref_name!r} did not run at batch {p.key.batch_size}"
                                     + (f", {p.key.dims_label}" if p.key.dims else ""))
+        own_path = self.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size, p.key.dims)
         try:
-            own = load_outputs(self.outputs_path(p.benchmark.name, p.target.name, p.key.batch_size, p.key.dims))
-            return p.scenario.compare_outputs(own, load_outputs(ref_path), ref_name, tolerance, p.target.precision)
+            # int8 is judged by its accuracy loss: its element-wise error is large by design, so the
+            # element-wise check only refuses NaN, infinity and a wrong shape there
+            int8 = p.target.is_int8
+            agreement = p.scenario.compare_outputs(load_outputs(own_path), load_outputs(ref_path), ref_name,
+                                                   math.inf if int8 else tolerance, p.target.precision)
+            own_acc, ref_acc = load_accuracy_outputs(own_path), load_accuracy_outputs(ref_path)
         except (OSError, ValueError) as exc:
             return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
+        return with_accuracy(agreement, own_acc, ref_acc, int8, p.benchmark.accuracy.metric, _model_kind(p.benchmark.model),
+                             tolerance)
 
     def cell(self, p: PlannedCell, reps: list[RepResult], precision_note: str = "", interrupted: bool = False,
              prior: dict | None = None) -> Cell:
@@ -333,3 +343,13 @@ def _with_thread_hint(unstable: str | None, cell: Cell) -> str | None:
         return unstable
     return (f"{unstable}; its {threads} compute threads take all {cores} cores, leaving none to the harness "
             "or the machine: set fewer threads on the target")
+
+
+def _model_kind(model: str) -> str:
+    """The accuracy metric a zoo model declares for its output ("" for any other model)."""
+    if not model.startswith("zoo:"):
+        return ""
+    from bench.models.zoo import ZOO
+
+    entry = ZOO.get(model.removeprefix("zoo:"))
+    return getattr(entry, "output_kind", "") if entry is not None else ""

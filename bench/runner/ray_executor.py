@@ -444,8 +444,10 @@ class RayExecutor:
         node = self._node(flight.started_on, env)
         if isinstance(outcome, WorkerFailure) and outcome.kind == "crash":
             return self._failed(flight, outcome.reason, outcome)
-        if outputs is not None:
-            Path(flight.task.job.outputs_path).write_bytes(outputs)
+        dest = Path(flight.task.job.outputs_path)
+        # the first repetition's carry the accuracy samples' outputs (bench.runner.unit.keep_outputs)
+        if outputs is not None and (flight.task.job.repetition == 0 or not dest.exists()):
+            dest.write_bytes(outputs)
         return UnitDone(flight.task, _noted(outcome, flight), node.id)
 
     def _failed(self, flight: _Flight, reason: str, outcome: WorkerFailure | None = None) -> UnitDone | None:
