@@ -56,7 +56,10 @@ def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[floa
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact ends where the share is 0 or 1 (rounding would put the point estimate outside)
+    low = 0.0 if successes == 0 else max(0.0, min(p, centre - half))
+    high = 1.0 if successes == n else min(1.0, max(p, centre + half))
+    return low, high
 
 
 def _mean_figure(name: str, values: np.ndarray, confidence: float) -> AccuracyFigure:

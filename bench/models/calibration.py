@@ -45,7 +45,7 @@ def calibration_feeds(model: Any, quantize: Any) -> dict[str, np.ndarray]:
     file does not fit the model's inputs (one line: which input, which axis)."""
     if quantize.calibration_file:
         arrays = _file_arrays(quantize.calibration_file, model.inputs,
-                              f"calibration file {quantize.calibration_file}")
+                              f"quantize.calibration_file {quantize.calibration_file}")
         return {n: a[: quantize.samples] for n, a in arrays.items()}
     if model.input_file is not None:
         arrays = _file_arrays(model.input_file, model.inputs, f"input file {model.input_file}")
