@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from bench.backends.base import REQUIRED_METHODS, Backend
+from bench.backends.openvino_options import OpenVINOOptions
 from bench.backends.options import OrtOptions, TorchOptions
 from bench.errors import CellFailure
 from bench.served.kserve_options import KServeV2Options
@@ -28,6 +29,7 @@ BACKENDS: dict[str, BackendEntry] = {
     "torch": BackendEntry("bench.backends.torch.backend:TorchBackend", TorchOptions),
     "kserve-v2": BackendEntry("bench.backends.kserve_v2:KServeV2Backend", KServeV2Options),
     "openai": BackendEntry("bench.backends.openai:OpenAIBackend", OpenAIOptions),
+    "openvino": BackendEntry("bench.backends.openvino:OpenVINOBackend", OpenVINOOptions),
 }
 
 PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
