@@ -74,7 +74,9 @@ class OrtBackend(Backend):
             raise CellFailure(
                 f"provider {missing[0]} is not installed in this onnxruntime build "
                 f"(available: {', '.join(available)})"
-                + ("; for CUDA install onnxruntime-gpu in place of onnxruntime" if target.is_cuda else "")
+                + ("; for CUDA install onnxruntime-gpu in place of onnxruntime" if target.is_cuda
+                   else "; pip install onnxruntime-openvino in place of onnxruntime (they cannot share an environment)"
+                   if missing[0] == "OpenVINOExecutionProvider" else "")
             )
         if target.is_cuda:
             self._count_devices_or_fail(target.device)
