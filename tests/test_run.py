@@ -216,13 +216,15 @@ def test_only_filters_cells_and_rejects_no_match(tmp_path, capsys):
     assert code == 2 and "matches no cell" in err
 
 
-def test_provider_not_installed_is_a_failed_cell_exit_3(tmp_path, capsys):
+def test_provider_not_installed_is_a_skipped_cell_with_the_reason(tmp_path, capsys):
+    """A provider this onnxruntime build lacks cannot run here, as a cuda target cannot on a machine
+    without a GPU: the cell is skipped before any worker starts, saying which provider is missing."""
     extra = '\n[targets.dnnl]\nbackend = "onnxruntime"\nproviders = ["DnnlExecutionProvider"]\n'
     suite = write_suite(tmp_path, tiny_suite(targets='["ort", "dnnl"]', extra_targets=extra, batch_sizes="[1]"))
     code, _, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "r"))
-    assert code == 3
+    assert code == 0, err
     cells = {c["target"]["name"]: c for c in load_run_json(tmp_path / "r")["cells"]}
-    assert cells["ort"]["status"] == "ok"
+    assert cells["ort"]["status"] == "ok" and cells["dnnl"]["status"] == "skipped"
     assert cells["dnnl"]["reason"].startswith("provider DnnlExecutionProvider is not installed")
 
 

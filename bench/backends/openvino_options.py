@@ -29,6 +29,21 @@ class OpenVINOOptions:
     def validate(self) -> tuple[str, str] | None:
         return _choice(self, ("hint", OPENVINO_HINTS)) or _nonneg(self, "num_streams", "threads")
 
+    def unavailable(self, device: str) -> str | None:
+        """Why this machine cannot run the target (openvino not importable), or None: the cell is
+        skipped with the install line. find_spec imports nothing."""
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec("openvino")
+        except (ImportError, ValueError):  # an import hook that refuses it, a broken install
+            spec = None
+        if spec is None:
+            from bench.backends.openvino import INSTALL
+
+            return f"openvino is not installed here; install it: {INSTALL}"
+        return None
+
     def check_target(self, device: str, precision: str) -> tuple[str, str] | None:
         if device != "cpu":
             return "device", (f"{device!r} is not allowed: the openvino backend targets OpenVINO's CPU plugin "

@@ -33,6 +33,20 @@ KNOWN_PROVIDERS = (
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider")
 
 
+def missing_provider(requested: tuple[str, ...], available: list[str], cuda: bool) -> str | None:
+    """Why onnxruntime cannot run these providers here (the first one its build lacks, and what
+    brings it), or None. Said the same by the parent (a skipped cell) and the worker."""
+    missing = [p for p in requested if p not in available]
+    if not missing:
+        return None
+    hint = ""
+    if cuda:
+        hint = "; for CUDA install onnxruntime-gpu in place of onnxruntime"
+    elif missing[0] == "OpenVINOExecutionProvider":
+        hint = "; pip install onnxruntime-openvino in place of onnxruntime (they cannot share an environment)"
+    return f"provider {missing[0]} is not installed in this onnxruntime build (available: {', '.join(available)}){hint}"
+
+
 def _choice(obj: Any, *keys_allowed: tuple[str, tuple[str, ...]]) -> tuple[str, str] | None:
     """(key, message) for the first knob whose value is not among its allowed ones."""
     for key, allowed in keys_allowed:
@@ -76,6 +90,14 @@ class OrtOptions:
         if self.providers:
             return self.providers
         return ("CUDAExecutionProvider",) if device.startswith("cuda") else ("CPUExecutionProvider",)
+
+    def unavailable(self, device: str) -> str | None:
+        """Why this machine's onnxruntime cannot run the target (a provider its build lacks), or None:
+        the cell is skipped with the reason, as a CUDA target is on a machine without a GPU."""
+        import onnxruntime
+
+        return missing_provider(self.resolved_providers(device), onnxruntime.get_available_providers(),
+                                device.startswith("cuda"))
 
     def uses_io_binding(self, device: str) -> bool:
         return device.startswith("cuda") if self.io_binding is None else self.io_binding

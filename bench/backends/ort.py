@@ -25,6 +25,7 @@ import onnxruntime as ort
 
 from bench.backends.base import Backend, BackendInfo
 from bench.backends.devices import check_index, device_index
+from bench.backends.options import missing_provider
 from bench.errors import CellFailure
 from bench.measure.timing import BoundCall
 
@@ -69,15 +70,9 @@ class OrtBackend(Backend):
         opts = target.options
         requested = list(opts.resolved_providers(target.device))
         available = ort.get_available_providers()
-        missing = [p for p in requested if p not in available]
+        missing = missing_provider(requested, available, target.is_cuda)
         if missing:
-            raise CellFailure(
-                f"provider {missing[0]} is not installed in this onnxruntime build "
-                f"(available: {', '.join(available)})"
-                + ("; for CUDA install onnxruntime-gpu in place of onnxruntime" if target.is_cuda
-                   else "; pip install onnxruntime-openvino in place of onnxruntime (they cannot share an environment)"
-                   if missing[0] == "OpenVINOExecutionProvider" else "")
-            )
+            raise CellFailure(missing, kind="unsupported")
         if target.is_cuda:
             self._count_devices_or_fail(target.device)
         path = model.onnx_fp16_path if target.precision == "fp16" else model.onnx_path

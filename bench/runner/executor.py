@@ -101,16 +101,19 @@ class LocalExecutor:
         from bench.backends.devices import check_index
         from bench.errors import CellFailure
 
-        if not target.is_cuda:
-            return None
-        count, note = self._gpu_count()
-        try:
-            check_index(target.device, count)
-        except CellFailure as exc:
-            reason = str(exc)
-            if count == 0:
-                return Refusal("skipped", reason + (f" ({note})" if note else "") if reason else "no CUDA device")
-            return Refusal("failed", f"target {target.name!r}: {reason}")
+        if target.is_cuda:
+            count, note = self._gpu_count()
+            try:
+                check_index(target.device, count)
+            except CellFailure as exc:
+                reason = str(exc)
+                if count == 0:
+                    return Refusal("skipped", reason + (f" ({note})" if note else "") if reason else "no CUDA device")
+                return Refusal("failed", f"target {target.name!r}: {reason}")
+        unavailable = getattr(target.options, "unavailable", None)
+        why = unavailable(target.device) if callable(unavailable) else None
+        if why:  # its runtime or provider is not installed here: skipped with what brings it
+            return Refusal("skipped", why)
         return None
 
     def prepare(self, models: dict[str, PreparedModel]) -> None:
