@@ -66,15 +66,26 @@ def _dominates(a: Cell, b: Cell) -> bool:
     return ta >= tb and pa <= pb and (ta > tb or pa < pb)
 
 
-def rank_targets(run: Run) -> list[RankedTarget]:
+def workload(c: Cell) -> str:
+    """The workload a cell measured, whatever the target: "bench/b4/single-stream", with its shape
+    ("/seq=128": seq=128 and seq=512 are different workloads) and concurrency ("/c2")."""
+    conc = "" if c.concurrency is None else f"/c{c.concurrency}"
+    shape = f"/{c.key.dims_label}" if c.dims else ""
+    return f"{c.benchmark}/b{c.batch_size}{shape}/{c.scenario}{conc}"
+
+
+def workloads(run: Run) -> dict[str, list[Cell]]:
+    """The run's ok cells by workload, in the run's order: the targets that can be set side by side."""
     groups: dict[str, list[Cell]] = {}
     for c in run.cells:
         if c.status == "ok" and c.metrics is not None:
-            conc = "" if c.concurrency is None else f"/c{c.concurrency}"
-            shape = f"/{c.key.dims_label}" if c.dims else ""  # seq=128 and seq=512 are different workloads
-            groups.setdefault(f"{c.benchmark}/b{c.batch_size}{shape}/{c.scenario}{conc}", []).append(c)
+            groups.setdefault(workload(c), []).append(c)
+    return groups
+
+
+def rank_targets(run: Run) -> list[RankedTarget]:
     out: list[RankedTarget] = []
-    for group, cells in groups.items():
+    for group, cells in workloads(run).items():
         agreeing = [c for c in cells if not (c.agreement and c.agreement.verdict == "fail")]
         ranked = sorted(cells, key=lambda c: -c.metrics.throughput.value)
         for i, c in enumerate(ranked, start=1):

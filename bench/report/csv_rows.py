@@ -28,10 +28,14 @@ COLUMNS: tuple[str, ...] = (
     *_estimate_columns("throughput_per_s"), "throughput_unit",
     *(c for f in _LATENCY for c in _estimate_columns(f"{f}_ms")), "latency_n", "confidence",
     "peak_rss_bytes", "gpu_peak_bytes", "gpu_utilization_pct", "gpu_power_w", "energy_per_sample_j", "gpu_throttled",
-    "agreement", "agreement_max_abs_error", "agreement_max_rel_error", "slo_passed",
+    "agreement", "agreement_max_abs_error", "agreement_max_rel_error",
+    # accuracy against the reference on the accuracy samples: the headline figure (top-1 agreement,
+    # cosine, mean relative error, token agreement) with its interval, and the loss a tolerance bounds
+    "accuracy_metric", "accuracy_value", "accuracy_ci_low", "accuracy_ci_high", "accuracy_loss",
+    "accuracy_loss_ci_low", "accuracy_loss_ci_high", "accuracy_samples", "slo_passed",
     "repetitions", "repetitions_used", "interfered", "unstable", "stop", "stop_reason", "duration_s",
     # one-off costs: per process before its first timed call, and per model once per run
-    "load_s", "compile_s", "capture_s", "model_prepare_s", "model_export_s",
+    "load_s", "compile_s", "capture_s", "model_prepare_s", "model_export_s", "model_quantize_s",
 )
 
 
@@ -55,6 +59,8 @@ def cell_row(run: Run, c: Cell) -> dict[str, str]:
     lat = m.latency_ms if m is not None else None
     tp = m.throughput if m is not None else None
     gpu = c.gpu
+    acc = c.agreement.accuracy if c.agreement else None
+    head = acc.figures[0] if acc is not None and acc.figures else None
     row: dict[str, object] = {
         "run_id": run.run_id, "cell_id": c.id, "benchmark": c.benchmark, "model": c.model.name,
         "model_sha256": c.model.sha256, "target": t.name, "backend": t.backend, "device": t.device,
@@ -74,6 +80,10 @@ def cell_row(run: Run, c: Cell) -> dict[str, str]:
         "agreement": c.agreement.verdict if c.agreement else None,
         "agreement_max_abs_error": c.agreement.max_abs_error if c.agreement else None,
         "agreement_max_rel_error": c.agreement.max_rel_error if c.agreement else None,
+        "accuracy_metric": acc.metric if acc else None, "accuracy_value": head.value if head else None,
+        "accuracy_ci_low": head.ci_low if head else None, "accuracy_ci_high": head.ci_high if head else None,
+        "accuracy_loss": acc.loss if acc else None, "accuracy_loss_ci_low": acc.loss_ci_low if acc else None,
+        "accuracy_loss_ci_high": acc.loss_ci_high if acc else None, "accuracy_samples": acc.samples if acc else None,
         "slo_passed": c.slo.passed if c.slo else None,
         "repetitions": len(c.repetitions) if c.repetitions else None,
         "repetitions_used": len(c.used_repetitions) if c.repetitions else None,
@@ -82,6 +92,7 @@ def cell_row(run: Run, c: Cell) -> dict[str, str]:
         "stop_reason": c.stop_reason, "duration_s": c.duration_s,
         "load_s": c.load_s, "compile_s": c.compile_s, "capture_s": c.capture_s,
         "model_prepare_s": c.model.prepare_s, "model_export_s": c.model.export_s,
+        "model_quantize_s": c.model.quantize_s,
     }
     row.update({f"dim_{name}": size for name, size in c.key.dims})
     return {k: _text(v) for k, v in row.items()}

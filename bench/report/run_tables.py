@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from bench.analysis.ranking import rank_targets
 from bench.analysis.sweeps import sweeps
+from bench.analysis.tradeoff import judged_by_accuracy
+from bench.report import accuracy_text
 from bench.report.model import Column, Num, Table, Text, fmt_opt, fmt_sig, settle
 from bench.report.one_off import fmt_total
 from bench.results.records import Cell, Run
@@ -67,24 +69,32 @@ def _throughput(c: Cell, units: list[str]) -> tuple[Num | str, ...]:
 
 
 # Columns a run shows only when a cell has them (see summary_table).
-_DIMS, _ONE_OFF, _SLO = "dims", "one-off s", "SLO"
+_DIMS, _ONE_OFF, _SLO, _ACCURACY = "dims", "one-off s", "SLO", "accuracy"
 
 
 def _summary_columns(units: list[str]) -> tuple[Column, ...]:
     return (Column("benchmark"), Column("target"), Column("batch", numeric=True), Column(_DIMS), Column("scenario"),
             Column("status"), *(Column(u, numeric=True) for u in units), Column("p50 ms", numeric=True),
             Column("p99 ms", numeric=True), Column("n", numeric=True), Column("peak RSS MiB", numeric=True),
-            Column(_ONE_OFF, numeric=True), Column("agreement"), Column(_SLO), Column("stop"))
+            Column(_ONE_OFF, numeric=True), Column("agreement"), Column(_ACCURACY), Column(_SLO), Column("stop"))
 
 
 def _summary_row(c: Cell, units: list[str]) -> tuple[str | Text | Num, ...]:
     head = (c.benchmark, c.target.name, str(c.batch_size), dims_label(c), scenario_label(c))
     if c.status != "ok" or c.metrics is None:
         return (*head, Text(c.status, "bad"), *_throughput(c, units), "-", "-", "-", "-", fmt_total(c), c.reason[:90],
-                "-", "-")
+                "-", "-", "-")
     lat, agree = c.metrics.latency_ms, c.agreement
+    # An int8 target is judged by its accuracy loss (the accuracy column): its element-wise error,
+    # large by design, beside its verdict would read as the reason.
     agree_text: str | Text = "-" if agree is None else (
-        f"{agree.verdict} ({agree.max_rel_error:.1e})" if agree.max_rel_error is not None else agree.verdict)
+        f"{agree.verdict} ({agree.max_rel_error:.1e})" if agree.max_rel_error is not None and not judged_by_accuracy(c)
+        else agree.verdict)
+    accuracy: str | Text = "-"
+    if agree is not None and agree.accuracy is not None:
+        accuracy = accuracy_text.headline(agree.accuracy)
+        if agree.verdict == "fail" and judged_by_accuracy(c):
+            accuracy = Text(accuracy, "bad")
     if agree is not None and agree.verdict == "fail":
         agree_text = Text(str(agree_text), "bad")
     slo = "-" if c.slo is None else ("pass" if c.slo.passed else Text("FAIL", "bad"))
@@ -98,7 +108,7 @@ def _summary_row(c: Cell, units: list[str]) -> tuple[str | Text | Num, ...]:
     if marks:
         status = Text(f"{status if isinstance(status, str) else status.text}, {marks}", "bad")
     return (*head, status, *_throughput(c, units), _num(lat.p50), _num(lat.p99), str(lat.n),
-            f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", fmt_total(c), agree_text, slo, stop)
+            f"{c.memory.peak_rss_bytes / 2**20:.0f}" if c.memory else "-", fmt_total(c), agree_text, accuracy, slo, stop)
 
 
 def request_marks(c: Cell) -> str:
@@ -152,11 +162,17 @@ def summary_table(run: Run) -> Table:
     # the one-off costs table, and the table keeps its width.
     dropped = {name for name, has in ((_DIMS, any(c.dims for c in shown)),
                                       (_ONE_OFF, any(c.compile_s is not None or c.capture_s is not None for c in shown)),
-                                      (_SLO, any(c.slo is not None for c in shown)))
+                                      (_SLO, any(c.slo is not None for c in shown)),
+                                      (_ACCURACY, any(c.agreement is not None and c.agreement.accuracy is not None
+                                                      for c in shown)))
                if not has}
     if _ONE_OFF not in dropped:
         notes.append("one-off s = model load + torch.compile's first calls + CUDA graph capture, paid once per worker "
                      "process before its first timed call, not in the figures (the one-off costs table splits it)")
+    if _ACCURACY not in dropped:
+        notes.append("accuracy = the headline figure against the reference target's outputs on the accuracy samples "
+                     "(the speed-against-accuracy table gives its interval and loss); int8 targets pass or fail "
+                     "agreement by that loss")
     if "tokens/s" in units:
         notes.append("tokens/s = a generate cell's output tokens per second in aggregate; its p50/p99 are the "
                      "end-to-end request latency (the generation table has its token figures)")
