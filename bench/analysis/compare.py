@@ -48,6 +48,20 @@ matters are "not comparable" unless allowed, as are cells timed at different bou
 
 The comparison also says how the two runs were made where they differ (`run_differences`: suite
 file, stop rules, repetitions, harness, an interrupted run), in one line before its table.
+
+Accuracy (issue 29). A cell whose two sides both carry accuracy figures (Agreement.accuracy: the
+loss against the reference's outputs on the accuracy samples, with its interval) gets a second
+answer beside its speed (`compare_accuracy`), a series of its own that can regress:
+  - "worse": NEW's loss interval lies wholly above BASE's, or NEW's outputs fail agreement (an
+    int8 target's loss over its tolerance) where BASE's passed;
+  - "better": the mirror;
+  - "unchanged": the losses differ by no more than the threshold's share of the tolerance the
+    loss is judged against (both sides scored alike on the same seeded samples give the same
+    loss), or not at all where no tolerance bounds the loss;
+  - "inconclusive": the intervals overlap on a change past that: the samples cannot tell it
+    from chance (64 samples resolve a top-1 change of about ten points, not one).
+A worse accuracy is a regression as a slower figure is: the comparison's outcome reads "less
+accurate" (exit 1) where no cell is slower; an inconclusive one makes it inconclusive.
 """
 from __future__ import annotations
 
@@ -63,14 +77,16 @@ from bench import stats
 from bench.errors import ResultFileError
 from bench.results.files import read_run
 from bench.results.safe_read import load_samples_file
-from bench.results.records import Cell, Environment, Run
+from bench.results.records import Accuracy, Cell, Environment, Run
 
 Answer = Literal["slower", "faster", "unchanged", "inconclusive"]
+AccuracyAnswer = Literal["worse", "better", "unchanged", "inconclusive"]
 CompareVerdict = Literal["slower", "faster", "unchanged", "inconclusive", "not comparable"]
-# The run-level answer: "slower" (exit 1), "inconclusive" (exit 0, or 1 with --fail-on-inconclusive:
-# a cell could not be told apart from a change of the threshold's size, or no cell was compared),
-# "pass" (every compared cell unchanged within the threshold or faster).
-Outcome = Literal["slower", "inconclusive", "pass"]
+# The run-level answer: "slower" (exit 1), "less accurate" (exit 1: no cell slower, but a cell's
+# accuracy loss rose), "inconclusive" (exit 0, or 1 with --fail-on-inconclusive: a cell could not be
+# told apart from a change of the threshold's size, or no cell was compared), "pass" (every compared
+# cell unchanged within the threshold or faster, and no accuracy worse or inconclusive).
+Outcome = Literal["slower", "less accurate", "inconclusive", "pass"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,28 @@ class FigureVerdict:
 
 
 @dataclass(frozen=True)
+class AccuracyChange:
+    """A cell's accuracy loss in BASE and in NEW (each with its interval), and the answer."""
+
+    metric: str  # top1 | cosine | abs-error | token (NEW's)
+    base_loss: float
+    new_loss: float
+    answer: AccuracyAnswer
+    reason: str
+    base_low: float | None = None
+    base_high: float | None = None
+    new_low: float | None = None
+    new_high: float | None = None
+    tolerance: float | None = None  # what the loss is judged against, where a tolerance bounds it
+    samples: tuple[int, int] = (0, 0)  # accuracy samples, BASE and NEW
+
+    @property
+    def change(self) -> float:
+        """NEW's loss - BASE's (in the loss's own units: a share for top-1 and tokens)."""
+        return self.new_loss - self.base_loss
+
+
+@dataclass(frozen=True)
 class CellComparison:
     key: str
     verdict: CompareVerdict
@@ -109,6 +147,11 @@ class CellComparison:
     detectable: float | None = None  # the largest of its deciding figures' minimum detectable changes
     figures: tuple[FigureVerdict, ...] = ()  # the figures that decided, each with its own answer
     skipped: str = ""  # skipped in both runs: why (the base's reason); reports fold these into one line
+    accuracy: AccuracyChange | None = None  # where both sides carry accuracy figures (schema 14)
+
+    @property
+    def less_accurate(self) -> bool:
+        return self.accuracy is not None and self.accuracy.answer == "worse"
 
 
 @dataclass(frozen=True)
@@ -153,11 +196,34 @@ class Comparison:
     def not_comparable(self) -> list[CellComparison]:
         return self._with("not comparable")
 
+    def _accuracy(self, answer: str) -> list[CellComparison]:
+        return [c for c in self.cells if c.accuracy is not None and c.accuracy.answer == answer]
+
+    @property
+    def less_accurate(self) -> list[CellComparison]:
+        """Cells whose accuracy loss rose (a regression, as a slower figure is)."""
+        return self._accuracy("worse")
+
+    @property
+    def accuracy_inconclusive(self) -> list[CellComparison]:
+        return self._accuracy("inconclusive")
+
+    @property
+    def accuracy_compared(self) -> list[CellComparison]:
+        return [c for c in self.cells if c.accuracy is not None]
+
+    @property
+    def regressed(self) -> list[CellComparison]:
+        """Cells slower or less accurate, each once: what makes compare exit 1."""
+        return [c for c in self.cells if c.verdict == "slower" or c.less_accurate]
+
     @property
     def outcome(self) -> Outcome:
         if self.slower:
             return "slower"
-        if self.inconclusive or len(self.not_comparable) == len(self.cells):
+        if self.less_accurate:
+            return "less accurate"
+        if self.inconclusive or self.accuracy_inconclusive or len(self.not_comparable) == len(self.cells):
             return "inconclusive"  # a cell too noisy to tell, or nothing compared at all
         return "pass"
 
@@ -602,7 +668,7 @@ def compare_runs(base_path: Path, new_path: Path, policy_for: Callable[[str], Co
         elif (why := _machines_differ(base, b, new, n)) and not allow_env_diff:
             out.append(CellComparison(key, "not comparable", why + " (--allow-env-diff to compare anyway)"))
         else:
-            out.append(policy_for(b.scenario).compare(key, b, n, ctx))
+            out.append(replace(policy_for(b.scenario).compare(key, b, n, ctx), accuracy=compare_accuracy(b, n, threshold)))
     for key in new_cells:
         out.append(missing(key, "BASE", base))
     cells = tuple(holm_corrected(out, alpha, threshold))
@@ -657,3 +723,63 @@ def holm_corrected(cells: list[CellComparison], alpha: float, threshold: float =
         reason = c.reason.replace(said, now) if said in c.reason else f"{c.reason}; {now}"
         out[i] = replace(c, figures=figures, verdict=cell_verdict(figures), reason=reason)
     return out
+
+
+# --- accuracy ----------------------------------------------------------------------------------
+
+_SHARES = ("top1", "token")
+
+
+def _loss_words(metric: str, loss: float, low: float | None, high: float | None) -> str:
+    """"3.1% [0.9, 10.7]" for a share's loss, "0.000123 [0.0001, 0.00015]" otherwise."""
+    def one(v: float) -> str:
+        return f"{100 * v:.3g}%" if metric in _SHARES else f"{v:.3g}"
+
+    return one(loss) + ("" if low is None or high is None else f" [{one(low)}, {one(high)}]")
+
+
+def _judged_tolerance(cell: Cell, acc: Accuracy) -> float | None:
+    """The tolerance the cell's accuracy loss is in the units of: an int8 target's (its verdict is
+    its loss against it), or the element-wise one where the loss is the relative error it bounds."""
+    a = cell.agreement
+    if a is None or a.tolerance is None:
+        return None
+    if cell.target.precision.startswith("int8") or acc.metric == "abs-error":
+        return a.tolerance
+    return None
+
+
+def compare_accuracy(base: Cell, new: Cell, threshold: float) -> AccuracyChange | None:
+    """The answer for a cell's accuracy loss, BASE against NEW; None where a side has no accuracy
+    figures (a reference target, a run before schema 14 or without accuracy samples)."""
+    a = base.agreement.accuracy if base.agreement is not None else None
+    b = new.agreement.accuracy if new.agreement is not None else None
+    if a is None or b is None:
+        return None
+    base_text = _loss_words(a.metric, a.loss, a.loss_ci_low, a.loss_ci_high)
+    new_text = _loss_words(b.metric, b.loss, b.loss_ci_low, b.loss_ci_high)
+    tolerance = _judged_tolerance(new, b) or _judged_tolerance(base, a)
+    fields = dict(metric=b.metric, base_loss=a.loss, new_loss=b.loss, base_low=a.loss_ci_low, base_high=a.loss_ci_high,
+                  new_low=b.loss_ci_low, new_high=b.loss_ci_high, tolerance=tolerance, samples=(a.samples, b.samples))
+    if a.metric != b.metric:
+        return AccuracyChange(**fields, answer="inconclusive",
+                              reason=f"accuracy metric changed ({a.metric} -> {b.metric}): the losses do not compare")
+    head = f"accuracy loss {base_text} -> {new_text}"
+    base_fails, new_fails = base.agreement.verdict == "fail", new.agreement.verdict == "fail"
+    if new_fails and not base_fails:
+        return AccuracyChange(**fields, answer="worse", reason=f"{head}: now fails agreement ({new.agreement.reason})")
+    if base_fails and not new_fails:
+        return AccuracyChange(**fields, answer="better", reason=f"{head}: now passes agreement")
+    if b.loss_ci_low is not None and a.loss_ci_high is not None and b.loss_ci_low > a.loss_ci_high:
+        return AccuracyChange(**fields, answer="worse", reason=f"{head}: NEW's interval lies wholly above BASE's")
+    if b.loss_ci_high is not None and a.loss_ci_low is not None and b.loss_ci_high < a.loss_ci_low:
+        return AccuracyChange(**fields, answer="better", reason=f"{head}: NEW's interval lies wholly below BASE's")
+    margin = threshold * tolerance if tolerance else 0.0
+    if abs(b.loss - a.loss) <= max(margin, 1e-12 * max(1.0, abs(a.loss))):
+        within = f"within ±{_loss_words(a.metric, margin, None, None)} ({threshold:.0%} of the tolerance {tolerance:g})" \
+            if margin else "the same"
+        return AccuracyChange(**fields, answer="unchanged", reason=f"{head}: unchanged, {within}")
+    n = "/".join(str(k) for k in dict.fromkeys((a.samples, b.samples)))
+    return AccuracyChange(**fields, answer="inconclusive",
+                          reason=f"{head}: the intervals overlap; {n} samples cannot tell this change from chance "
+                                 "(more samples narrow them: accuracy = { samples = N } in the benchmark)")

@@ -1,5 +1,5 @@
-"""`bench compare BASE NEW`: per-cell verdicts; exit 1 when a cell got slower (or, with
---fail-on-inconclusive, when a cell could not tell)."""
+"""`bench compare BASE NEW`: per-cell verdicts; exit 1 when a cell got slower or less accurate (or,
+with --fail-on-inconclusive, when a cell could not tell)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,8 @@ from bench.errors import EXIT_NO, EXIT_OK, UsageError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="per-cell verdicts of NEW against BASE; exit 1 on a regression")
+    p = sub.add_parser("compare", help="per-cell verdicts of NEW against BASE (speed, and accuracy where both runs "
+                       "measured it); exit 1 on a regression of either")
     p.add_argument("base", help="BASE run directory or run.json")
     p.add_argument("new", help="NEW run directory or run.json")
     p.add_argument("--threshold", type=float, default=5.0, metavar="PCT", help="minimum effect size in percent, and "
@@ -36,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from bench.results.files import read_run
     from bench.codec import to_json
     from bench.report import markdown, terminal
-    from bench.report.compare_table import (comparison_table, environment_lines, inconclusive_lines, outcome_line,
-                                            run_differences_line)
+    from bench.report.compare_table import (comparison_table, environment_lines, inconclusive_lines,
+                                            less_accurate_lines, outcome_line, run_differences_line)
     from bench.scenarios.registry import compare_policy
 
     if not 0 < args.alpha < 1:
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         if line := run_differences_line(cmp):
             out.print(terminal.markup(line), soft_wrap=True)
         out.print(terminal.markup(outcome_line(cmp)), soft_wrap=True)
+        for line in less_accurate_lines(cmp):
+            out.print(terminal.markup(f"  less accurate: {line}"), soft_wrap=True)
         for line in inconclusive_lines(cmp):
             out.print(terminal.markup(f"  inconclusive: {line}"), soft_wrap=True)
         for line in calibration:
@@ -77,10 +80,13 @@ def run(args: argparse.Namespace) -> int:
     write_md(markdown.compare_summary(cmp, args.html), args.md, step_summary=True)
     if cmp.slower:
         err(f"{len(cmp.slower)} cell(s) slower: " + ", ".join(c.key for c in cmp.slower))
+    if cmp.less_accurate:  # an accuracy regression is a regression, as a slower figure is
+        err(f"{len(cmp.less_accurate)} cell(s) less accurate: " + ", ".join(c.key for c in cmp.less_accurate))
+    if cmp.regressed:
         return EXIT_NO
     if args.fail_on_inconclusive and cmp.outcome == "inconclusive":
-        what = (f"{len(cmp.inconclusive)} cell(s) inconclusive: " + ", ".join(c.key for c in cmp.inconclusive)
-                if cmp.inconclusive else "no cell could be compared")
+        unsure = list(dict.fromkeys(c.key for c in (*cmp.inconclusive, *cmp.accuracy_inconclusive)))
+        what = (f"{len(unsure)} cell(s) inconclusive: " + ", ".join(unsure) if unsure else "no cell could be compared")
         err(f"{what} (--fail-on-inconclusive)")
         return EXIT_NO
     return EXIT_OK

@@ -26,7 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument("runs", nargs="*", help="with add: run directories or run.json files")
     p.add_argument("--db", metavar="URL", help=f"history store: a SQLite file bench created (default {DEFAULT_DB}), "
                    "or postgresql://... / libpq key=value, with schema=NAME for its PostgreSQL schema (default bench)")
-    p.add_argument("--metric", choices=list(METRICS), default="throughput")
+    p.add_argument("--metric", choices=list(METRICS), default="throughput",
+                   help="the figure each series follows (default throughput); accuracy: each cell's accuracy loss "
+                        "against its reference, where its runs measured it (--threshold then reads as a rise in loss: "
+                        "5 = 0.05, five points of top-1)")
     p.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
                    help="smallest step in percent that counts as a regression (default 5)")
     p.add_argument("--alpha", type=float, default=0.05,
@@ -42,7 +45,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.analysis.history import analyse
+    from bench.analysis.history import accuracy_losses, analyse
     from bench.codec import to_json
     from bench.report.history_text import history_text
     from bench.results.files import read_run
@@ -70,13 +73,18 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{run_.run_id}: {'recorded' if added else 'already recorded'} in {redact(args.db or DEFAULT_DB)}")
             return EXIT_OK
         rows = store.rows()
+        # The accuracy loss is not a column of the store's cells: it is read from the stored runs.
+        accuracy = accuracy_losses(_run_documents(store)) if args.metric == "accuracy" else None
     finally:
         store.close()
     if args.only:
         rows = [r for r in rows if fnmatch.fnmatch(r.cell_key, args.only)]
-    reports = analyse(rows, args.metric, threshold, args.alpha)
+    reports = analyse(rows, args.metric, threshold, args.alpha, accuracy)
     if not reports:
         why = "no recorded cells" + (f" match --only {args.only!r}" if args.only else "")
+        if args.metric == "accuracy" and rows:
+            why = ("no recorded cell" + (f" matching --only {args.only!r}" if args.only else "")
+                   + " carries accuracy figures (runs of schema 14 on, whose targets were scored against a reference)")
         print(f"history: no data: {why}; the gate tested 0 series", file=sys.stderr if args.json else sys.stdout)
         if args.json:
             print("[]")
@@ -99,6 +107,37 @@ def run(args: argparse.Namespace) -> int:
         err(f"no data: the gate tested 0 of {len(reports)} series (each needs {MIN_RUNS} runs); exit {EXIT_NO_DATA}")
         return EXIT_NO_DATA
     return EXIT_OK
+
+
+def _run_documents(store) -> list[str]:
+    """Every stored run's run.json text. The store keeps each run whole beside its cells' columns;
+    its Protocol has no reader for them, so this reads the runs table through the connection the
+    store holds (both stores keep it as `conn`, their table prefix as `prefix`). A store without
+    them (another implementation) gives none, and its accuracy series are empty."""
+    import sqlite3
+
+    from bench.results.stores import StoreError, redact
+
+    conn, prefix = getattr(store, "conn", None), getattr(store, "prefix", None)
+    if conn is None or prefix is None:
+        return []
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    try:
+        import psycopg
+
+        errors += (psycopg.Error,)
+    except ImportError:
+        pass
+    try:
+        cur = conn.cursor()
+        cur.execute(f"SELECT run_json FROM {prefix}runs ORDER BY created_at, run_id")
+        docs = [r[0] for r in cur.fetchall()]
+        conn.commit()
+    except errors as exc:
+        # redact: a driver's message may quote the connection string
+        raise StoreError(f"{getattr(store, 'shown', 'history store')}: cannot read the stored runs: "
+                         f"{redact(str(exc))}") from None
+    return docs
 
 
 def _calibration(reports, rows, args, threshold: float) -> dict[str, str]:

@@ -2,13 +2,16 @@
 renderer (terminal, Markdown, HTML) shows before, in and under its table."""
 from __future__ import annotations
 
-from bench.analysis.compare import CellComparison, Comparison, Ratio
+from bench.analysis.compare import AccuracyChange, CellComparison, Comparison, Ratio
+from bench.report import accuracy_text
 from bench.report.model import Column, Table, Text, fmt_ratio
 
 _STYLE = {"slower": "bad", "faster": "good", "unchanged": "", "inconclusive": "warn", "not comparable": "warn"}
 # The table lists what needs a reader first: regressions, then the cells that could not tell.
 _ORDER = {"slower": 0, "inconclusive": 1, "faster": 2, "unchanged": 3, "not comparable": 4}
-OUTCOME_STYLE = {"slower": "bad", "inconclusive": "warn", "pass": "good"}
+OUTCOME_STYLE = {"slower": "bad", "less accurate": "bad", "inconclusive": "warn", "pass": "good"}
+_ACCURACY_STYLE = {"worse": "bad", "better": "good", "unchanged": "", "inconclusive": "warn"}
+_ACCURACY_ORDER = {"worse": 0, "inconclusive": 1}
 MAX_LISTED = 20  # inconclusive cells named before the table; past this, a count
 
 
@@ -16,21 +19,49 @@ def _ratio(r: Ratio | None) -> str:
     return "-" if r is None else fmt_ratio(r.value, r.ci_low, r.ci_high)
 
 
+def _rank(c: CellComparison) -> int:
+    """Worst first: a regression of speed or of accuracy, then what could not tell, then the rest."""
+    accuracy = _ACCURACY_ORDER.get(c.accuracy.answer, 9) if c.accuracy is not None else 9
+    return min(_ORDER[c.verdict], accuracy)
+
+
 def _shown(cmp: Comparison) -> list[CellComparison]:
     """The table's cells: those skipped in both runs folded away (skipped_line), the rest worst first."""
-    return sorted((c for c in cmp.cells if not c.skipped), key=lambda c: _ORDER[c.verdict])
+    return sorted((c for c in cmp.cells if not c.skipped), key=_rank)
+
+
+def accuracy_change_text(a: AccuracyChange) -> str:
+    """"top-1 loss 3.1% -> 9.4% worse": both losses as the reports write them, and the answer."""
+    words = accuracy_text.SHORT.get(a.metric, a.metric)
+    return (f"{words} loss {accuracy_text.loss(a.metric, a.base_loss)} -> {accuracy_text.loss(a.metric, a.new_loss)} "
+            f"{a.answer}")
+
+
+def _accuracy_cell(c: CellComparison) -> str | Text:
+    if c.accuracy is None:
+        return "-"
+    return Text(accuracy_change_text(c.accuracy), _ACCURACY_STYLE[c.accuracy.answer])
 
 
 def comparison_table(cmp: Comparison) -> Table:
+    # An accuracy column only where a cell carries accuracy figures on both sides (schema 14 runs
+    # that measured accuracy samples): a speed-only comparison keeps its width.
+    accuracy = bool(cmp.accuracy_compared)
     rows = tuple((c.key, Text(c.verdict, _STYLE[c.verdict]), _ratio(c.throughput), _ratio(c.p50), _ratio(c.p99),
-                  "-" if c.detectable is None else f"±{c.detectable:.0%}", c.reason) for c in _shown(cmp))
-    return Table(f"compare {cmp.base_run} -> {cmp.new_run} · threshold ±{cmp.threshold:.0%} · alpha {cmp.alpha:g} · "
-                 "ratios NEW/BASE with 95% intervals · slower/faster: significant after Holm's correction and past "
-                 f"the threshold; unchanged: the 90% interval inside ±{cmp.threshold:.0%}; inconclusive: neither · "
-                 "detectable = smallest change the cell's noise lets it find (80% power)",
-                 (Column("cell", code=True), Column("verdict"), Column("throughput", numeric=True),
-                  Column("p50", numeric=True), Column("p99", numeric=True), Column("detectable", numeric=True),
-                  Column("why")), rows, caption=skipped_line(cmp))
+                  "-" if c.detectable is None else f"±{c.detectable:.0%}",
+                  *((_accuracy_cell(c),) if accuracy else ()),
+                  c.reason + (f"; {c.accuracy.reason}" if c.accuracy is not None and c.accuracy.answer != "unchanged"
+                              else "")) for c in _shown(cmp))
+    title = (f"compare {cmp.base_run} -> {cmp.new_run} · threshold ±{cmp.threshold:.0%} · alpha {cmp.alpha:g} · "
+             "ratios NEW/BASE with 95% intervals · slower/faster: significant after Holm's correction and past "
+             f"the threshold; unchanged: the 90% interval inside ±{cmp.threshold:.0%}; inconclusive: neither · "
+             "detectable = smallest change the cell's noise lets it find (80% power)")
+    if accuracy:
+        title += (" · accuracy loss BASE -> NEW: worse/better when the intervals do not overlap or agreement now "
+                  f"fails/passes; unchanged within {cmp.threshold:.0%} of the tolerance; inconclusive: overlapping")
+    return Table(title, (Column("cell", code=True), Column("verdict"), Column("throughput", numeric=True),
+                         Column("p50", numeric=True), Column("p99", numeric=True), Column("detectable", numeric=True),
+                         *((Column("accuracy"),) if accuracy else ()), Column("why")), rows, caption=skipped_line(cmp))
 
 
 def environment_lines(cmp: Comparison) -> list[str]:
@@ -58,26 +89,41 @@ def count_parts(cmp: Comparison) -> list[str]:
     """"2 slower", "3 inconclusive", ...: the cells of each answer (skipped-in-both counted apart)."""
     n = {v: sum(c.verdict == v for c in cmp.cells if not c.skipped) for v in _ORDER}
     skipped = sum(bool(c.skipped) for c in cmp.cells)
-    return ([f"{n['slower']} slower", f"{n['inconclusive']} inconclusive", f"{n['faster']} faster",
-             f"{n['unchanged']} unchanged within ±{cmp.threshold:.0%}", f"{n['not comparable']} not comparable"]
-            + ([f"{skipped} skipped in both runs"] if skipped else []))
+    parts = ([f"{n['slower']} slower", f"{n['inconclusive']} inconclusive", f"{n['faster']} faster",
+              f"{n['unchanged']} unchanged within ±{cmp.threshold:.0%}", f"{n['not comparable']} not comparable"]
+             + ([f"{skipped} skipped in both runs"] if skipped else []))
+    if cmp.accuracy_compared:
+        counts = {a: sum(c.accuracy.answer == a for c in cmp.accuracy_compared)
+                  for a in ("worse", "inconclusive", "better", "unchanged")}
+        parts.append("accuracy: " + ", ".join(f"{k} {a}" for a, k in counts.items()))
+    return parts
 
 
 def outcome_word(cmp: Comparison) -> str:
-    return {"slower": "SLOWER", "inconclusive": "INCONCLUSIVE", "pass": "pass"}[cmp.outcome]
+    return {"slower": "SLOWER", "less accurate": "LESS ACCURATE", "inconclusive": "INCONCLUSIVE",
+            "pass": "pass"}[cmp.outcome]
 
 
 def outcome_meaning(cmp: Comparison) -> str:
     """What the comparison's answer means, and the exit code it gives."""
     outcome = cmp.outcome
+    worse = (f"{len(cmp.less_accurate)} cell(s) less accurate (accuracy loss up beyond its interval, or outputs "
+             "that now fail agreement)") if cmp.less_accurate else ""
     if outcome == "slower":
-        return f"{len(cmp.slower)} cell(s) slower by more than ±{cmp.threshold:.0%} (exit 1)"
-    if outcome == "inconclusive" and not cmp.inconclusive:
+        return (f"{len(cmp.slower)} cell(s) slower by more than ±{cmp.threshold:.0%}" + (f", {worse}" if worse else "")
+                + " (exit 1)")
+    if outcome == "less accurate":
+        return f"{worse} (exit 1)"
+    unsure = len({c.key for c in (*cmp.inconclusive, *cmp.accuracy_inconclusive)})
+    if outcome == "inconclusive" and not unsure:
         return "no cell could be compared (exit 0; --fail-on-inconclusive exits 1)"
     if outcome == "inconclusive":
-        return (f"{len(cmp.inconclusive)} cell(s) could not tell a ±{cmp.threshold:.0%} change from none: no "
-                "regression found, none ruled out (exit 0; --fail-on-inconclusive exits 1)")
-    return f"every compared cell unchanged within ±{cmp.threshold:.0%} or faster"
+        what = (f"a ±{cmp.threshold:.0%} change" if not cmp.accuracy_inconclusive else
+                f"a ±{cmp.threshold:.0%} change or an accuracy change" if cmp.inconclusive else "an accuracy change")
+        return (f"{unsure} cell(s) could not tell {what} from none: no regression found, none ruled out (exit 0; "
+                "--fail-on-inconclusive exits 1)")
+    return f"every compared cell unchanged within ±{cmp.threshold:.0%} or faster" + (
+        ", its accuracy unchanged or better" if cmp.accuracy_compared else "")
 
 
 def outcome_line(cmp: Comparison) -> Text:
@@ -101,6 +147,16 @@ def inconclusive_lines(cmp: Comparison) -> list[str]:
     """Each inconclusive cell with what could not tell (inconclusive_text); at most MAX_LISTED,
     then a count."""
     lines = [f"{c.key}: {inconclusive_text(c)}" for c in cmp.inconclusive[:MAX_LISTED]]
-    if len(cmp.inconclusive) > MAX_LISTED:
-        lines.append(f"... and {len(cmp.inconclusive) - MAX_LISTED} more (the table lists them all)")
+    lines += [f"{c.key}: {c.accuracy.reason}" for c in cmp.accuracy_inconclusive[:max(0, MAX_LISTED - len(lines))]]
+    shown = len(cmp.inconclusive) + len(cmp.accuracy_inconclusive)
+    if shown > MAX_LISTED:
+        lines.append(f"... and {shown - MAX_LISTED} more (the table lists them all)")
+    return lines
+
+
+def less_accurate_lines(cmp: Comparison) -> list[str]:
+    """Each cell whose accuracy got worse, with both losses and why (at most MAX_LISTED, then a count)."""
+    lines = [f"{c.key}: {c.accuracy.reason}" for c in cmp.less_accurate[:MAX_LISTED]]
+    if len(cmp.less_accurate) > MAX_LISTED:
+        lines.append(f"... and {len(cmp.less_accurate) - MAX_LISTED} more (the table lists them all)")
     return lines

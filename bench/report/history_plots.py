@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from bench.analysis.history import SeriesReport
+from bench.report.history_text import fmt_step
 from bench.report.plots import BAD, NEUTRAL, PALETTE, Canvas, Guide, Line, Panel, Plot, chart, plain_number
 
 MAX_TICKS = 8  # two-line labels (date, commit) side by side on a 5-inch chart
@@ -22,6 +23,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 def series_unit(report: SeriesReport) -> str:
     """The figure's unit: ms for latencies, tokens/s for a generate cell's throughput (a cell key
     is BENCH|MODEL|TARGET|bN|SCENARIO...), samples/s otherwise."""
+    if report.metric == "accuracy":
+        return "loss against the reference"
     if report.metric != "throughput":
         return "ms"
     parts = report.cell_key.split("|")
@@ -83,7 +86,8 @@ def history_plot(report: SeriesReport, canvas: Canvas) -> Plot:
     xs = list(range(1, len(values) + 1))
     unit = series_unit(report)
     marks = ((xs[-1], values[-1], "X"),) if report.alarm and xs else ()
-    guides = tuple(Guide("v", c.index + 0.5, f"{'regression' if c.regression else 'change'} {c.step:+.1%}",
+    guides = tuple(Guide("v", c.index + 0.5,
+                         f"{'regression' if c.regression else 'change'} {fmt_step(report.metric, c.step)}",
                          BAD if c.regression else NEUTRAL) for c in report.changes)
     picked = tick_runs(len(values))
     floor, span, stated = y_axis(values)
