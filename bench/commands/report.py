@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.report.serving_table import serving_table
     from bench.report.run_tables import (details_table, generation_table, gpu_table, summary_table, sweeps_table,
                                          targets_table)
+    from bench.report.tradeoff_table import tradeoff_table
     from bench.results.files import read_run
     from bench.scenarios.registry import detail_rows
 
@@ -53,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         comparisons = [compare_runs(Path(args.runs[0]), Path(p), compare_policy) for p in args.runs[1:]]
     out = terminal.console()
     for run_ in runs:
-        for table in (summary_table(run_), generation_table(run_), serving_table(run_), one_off_table(run_), gpu_table(run_),
-                      targets_table(run_), sweeps_table(run_, args.budget_ms), details_table(run_, detail_rows)):
+        for table in (summary_table(run_), tradeoff_table(run_), generation_table(run_), serving_table(run_),
+                      one_off_table(run_), gpu_table(run_), targets_table(run_), sweeps_table(run_, args.budget_ms), details_table(run_, detail_rows)):
             if table is not None:
                 out.print(terminal.render(table))
     if html is not None:

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.report.serving_table import serving_table
     from bench.commands.live import RunProgress, choose_mode
     from bench.report.run_tables import generation_table, gpu_table, summary_table, sweeps_table
+    from bench.report.tradeoff_table import tradeoff_table
     from bench.results.stores import check_store, open_store, redact
     from bench.runner.suite import run_suite
     from bench.scenarios.registry import detail_rows
@@ -113,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = terminal.console()
         out.print(terminal.render(summary_table(result.run)))
-        for extra in (generation_table(result.run), serving_table(result.run), one_off_table(result.run),
-                      gpu_table(result.run)):
+        for extra in (tradeoff_table(result.run), generation_table(result.run), serving_table(result.run),
+                      one_off_table(result.run), gpu_table(result.run)):
             if extra is not None:
                 out.print(terminal.render(extra))
         if sweeps(result.run):

@@ -1,7 +1,8 @@
 """The self-contained HTML report: one file, no script, nothing fetched at view time.
 
 A run's report: its verdicts first, the summary table (intervals, stop reasons, unstable marks,
-agreement), then the charts where the run has their data (report.run_plots), the GPU table,
+agreement, accuracy), the speed-against-accuracy table and chart where the run measured accuracy
+(report.tradeoff_table), then the charts where the run has their data (report.run_plots), the GPU table,
 the one-off costs (report.one_off), the targets ranked, the sweeps, the scenario details, and the environment fingerprint, suite,
 commit and each cell's stop rule. Several runs of one suite: each run, then every later run
 compared with the first (a ratio chart with intervals and verdicts). A comparison alone and a
@@ -24,10 +25,12 @@ from bench.report.model import Table, Text
 from bench.report.one_off import one_off_table
 from bench.report.serving_table import serving_table
 from bench.report.history_plots import history_plot
+from bench.report.history_text import fmt_step
 from bench.report.plots import BAD, GOOD, NEUTRAL, Canvas, Interval, Plot, intervals
 from bench.report.run_plots import run_plots, target_colors
 from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
                                      sweeps_table, targets_table)
+from bench.report.tradeoff_table import tradeoff_table
 from bench.results.records import Run
 
 _CSS = """
@@ -178,6 +181,10 @@ def _run_sections(run: Run, canvas: Canvas, colors: dict[str, str], detail_rows:
     plots = run_plots(run, canvas, colors)
     tail = f" · {run.run_id}" if prefix else ""
     sections = [(f"{prefix}summary", "Summary" + tail, verdict_html(run) + table_html(summary_table(run)))]
+    trade = tradeoff_table(run)
+    if trade is not None:
+        sections.append((f"{prefix}tradeoff", "Speed against accuracy" + tail,
+                         table_html(trade) + _plots(plots["tradeoff"])))
     generation = generation_table(run)
     if generation is not None or plots["decode"]:
         sections.append((f"{prefix}generation", "Generation: TTFT, TPOT, tokens/s, decode step against KV length" + tail,
@@ -245,7 +252,10 @@ def comparison_html(cmp: Comparison, canvas: Canvas) -> str:
     if cmp.run_differences:
         head += f'<p class="warn">{_e(run_differences_line(cmp))}</p>'
     items = [f"<li><code>{_e(c.key)}</code> slower: {_e(c.reason)}</li>" for c in cmp.slower]
+    items += [f"<li><code>{_e(c.key)}</code> less accurate: {_e(c.accuracy.reason)}</li>" for c in cmp.less_accurate]
     items += [f"<li><code>{_e(c.key)}</code> inconclusive: {_e(inconclusive_text(c))}</li>" for c in cmp.inconclusive]
+    items += [f"<li><code>{_e(c.key)}</code> accuracy inconclusive: {_e(c.accuracy.reason)}</li>"
+              for c in cmp.accuracy_inconclusive]
     if items:
         head += "<ul>" + "".join(items) + "</ul>"
     head += "</div>"
@@ -290,7 +300,7 @@ def history_document(reports: Sequence[SeriesReport], text: str) -> str:
     alarms = [r for r in reports if r.alarm]
     head = (f'<div class="verdict {"fail" if alarms else "pass"}"><b>{len(alarms)} series where the latest run starts a '
             f"regression</b> of {len(reports)}"
-            + ("<ul>" + "".join(f"<li><code>{_e(r.cell_key)}</code>: {r.latest_step:+.1%}</li>" for r in alarms) + "</ul>"
+            + ("<ul>" + "".join(f"<li><code>{_e(r.cell_key)}</code>: {_e(fmt_step(r.metric, r.latest_step))}</li>" for r in alarms) + "</ul>"
                if alarms else "") + "</div>")
     body = head + _plots([history_plot(r, canvas) for r in reports]) + f"<details><summary>as text</summary><pre>{_e(text)}</pre></details>"
     return _document("bench history", "<h1>bench history</h1>", [("history", "Each series over time", body)])

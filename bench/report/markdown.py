@@ -10,6 +10,7 @@ from bench.report.one_off import one_off_table
 from bench.report.serving_table import serving_table
 from bench.report.run_tables import (DetailRows, details_table, generation_table, gpu_table, summary_table,
                                      sweeps_table, targets_table)
+from bench.report.tradeoff_table import tradeoff_table
 from bench.results.records import Run
 
 
@@ -57,7 +58,8 @@ def _html_line(html_path: str | None) -> list[str]:
 
 def run_summary(run: Run, detail_rows: DetailRows = lambda c: (), html_path: str | None = None) -> str:
     """Short on purpose (a CI job page): the verdicts first, the HTML report named, the summary
-    table; the other tables folded away. A pass over unstable or interfered cells is "pass with
+    table and, where the run measured accuracy, the speed-against-accuracy table; the other tables
+    folded away. A pass over unstable or interfered cells is "pass with
     caveats", saying how many and what it does to the answer."""
     v = RunVerdict.of(run)
     mark = "⚠️ " if v.headline == "caution" else ""
@@ -76,14 +78,17 @@ def run_summary(run: Run, detail_rows: DetailRows = lambda c: (), html_path: str
     more = [generation_table(run), serving_table(run), one_off_table(run), targets_table(run), gpu_table(run), details_table(run, detail_rows),
             sweeps if sweeps.rows else None]
     folded = "\n".join(render(t) for t in more if t is not None)
-    return ("\n".join(lines) + render(summary_table(run))
+    # The speed-accuracy trade stays open under the summary: it is the deployment choice at a glance.
+    trade = tradeoff_table(run)
+    return ("\n".join(lines) + render(summary_table(run)) + ("\n" + render(trade) if trade is not None else "")
             + "\n<details><summary>generation, serving overhead, one-off costs, targets ranked, GPU, scenario details, sweeps</summary>"
               f"\n\n{folded}\n</details>\n")
 
 
 def compare_summary(cmp: Comparison, html_path: str | None = None) -> str:
-    """The answer first (slower, inconclusive or pass, with the counts), how the runs differ, the
-    slower cells, then the inconclusive ones with what each could have detected, then the table."""
+    """The answer first (slower, less accurate, inconclusive or pass, with the counts), how the runs
+    differ, the slower and the less accurate cells, then the inconclusive ones with what each could
+    have detected, then the table."""
     parts = count_parts(cmp)
     lines = [f"## bench compare `{cmp.base_run}` → `{cmp.new_run}`", ""]
     if cmp.run_differences:
@@ -91,7 +96,9 @@ def compare_summary(cmp: Comparison, html_path: str | None = None) -> str:
     lines += [f"**{outcome_word(cmp)}**: {_escape(outcome_meaning(cmp))}. **{parts[0]}** · {' · '.join(parts[1:])} "
               f"(threshold ±{cmp.threshold:.0%}, alpha {cmp.alpha:g}).", ""]
     lines += _bullets([f"`{c.key}` slower: {c.reason}" for c in cmp.slower])
-    lines += _bullets([f"`{c.key}` inconclusive: {inconclusive_text(c)}" for c in cmp.inconclusive])
+    lines += _bullets([f"`{c.key}` less accurate: {c.accuracy.reason}" for c in cmp.less_accurate])
+    lines += _bullets([f"`{c.key}` inconclusive: {inconclusive_text(c)}" for c in cmp.inconclusive]
+                      + [f"`{c.key}` accuracy inconclusive: {c.accuracy.reason}" for c in cmp.accuracy_inconclusive])
     env = environment_lines(cmp)
     if env:
         lines += ["Environment differences: " + "; ".join(env), ""]

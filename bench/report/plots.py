@@ -43,7 +43,7 @@ CLIPPED_NOTE = "▼▲ at an axis: the interval runs on past it (cut there)"
 
 @dataclass(frozen=True)
 class Plot:
-    kind: str  # what it shows: "cdf", "sweep", "load", "pareto", "series", "roofline", "ratio", "history"
+    kind: str  # what it shows: "cdf", "sweep", "load", "pareto", "tradeoff", "series", "roofline", "ratio", "history"
     title: str
     svg: str
     series: int  # data series drawn: the groups whose id ends in -series-N

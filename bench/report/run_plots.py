@@ -3,7 +3,8 @@
 Each chart is drawn only where the run has its data: a latency CDF per benchmark from the
 cells' stored histograms, throughput and p99 against batch size and concurrency, latency against
 offered load for server cells (the peak search's curve, the SLO drawn), throughput against p99
-per target group with the Pareto front, the stored throughput series over the measured window
+per target group with the Pareto front, throughput against accuracy loss per workload with its
+front (where the run measured accuracy), the stored throughput series over the measured window
 (a small panel per target), each GPU cell's telemetry over its window, each GPU cell's fraction
 of peak, and each generating cell's decode step against its KV length.
 
@@ -18,6 +19,8 @@ import math
 from collections.abc import Iterable
 
 from bench.analysis.ranking import rank_targets
+from bench.analysis.tradeoff import has_accuracy, tradeoffs
+from bench.report import accuracy_text
 from bench.report.plots import BAD, DASHES, MARKERS, PALETTE, Canvas, Guide, Line, Panel, Plot, bars, chart
 from bench.results.records import Cell, Histogram, Run
 
@@ -239,6 +242,40 @@ def pareto_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]
     return plots
 
 
+def tradeoff_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> list[Plot]:
+    """Per workload whose targets carry accuracy figures: throughput against accuracy loss, the
+    intervals both ways, the Pareto front (bench.analysis.tradeoff) joined; a target that fails
+    agreement hollow and off the front. Shares' losses are in percent, as the table writes them."""
+    if not has_accuracy(run):
+        return []
+    plots = []
+    for t in tradeoffs(run):
+        placed = [p for p in t.points if p.loss is not None]
+        if len(placed) < 2:
+            continue
+        k = 100.0 if t.metric in ("top1", "token") else 1.0
+        lines = []
+        for p in placed:
+            tp = p.cell.metrics.throughput
+            low = p.loss if p.loss_low is None else p.loss_low
+            high = p.loss if p.loss_high is None else p.loss_high
+            name = p.cell.target.name + (" (reference)" if p.is_reference else "") + (" ★" if p.pareto else "")
+            lines.append(Line(name + (" (fails agreement)" if p.fails else ""), [k * p.loss], [tp.value],
+                              colors[p.cell.target.name], [_low(tp.value, tp.ci_low)],
+                              [tp.ci_high if tp.ci_high is not None else tp.value], [k * low], [k * high],
+                              joined=False, hollow=[p.fails]))
+        front = sorted((p for p in placed if p.pareto), key=lambda p: p.loss)
+        lines.append(Line("Pareto front", [k * p.loss for p in front], [p.cell.metrics.throughput.value for p in front],
+                          "black"))
+        panel = Panel(tuple(lines), accuracy_text.loss_words(t.metric), _unit(p.cell for p in placed), ymin=0.0)
+        plots.append(chart(canvas, "tradeoff", f"{t.workload}: throughput against accuracy loss", [panel],
+                           width_in=5.0, height_in=3.2,
+                           caption="★ on the Pareto front: " + (", ".join(p.cell.target.name for p in front) or "none")
+                           + "; up is faster, left is closer to the reference (its loss is 0); bars: 95% intervals; "
+                             "hollow: outputs fail agreement (never on the front)"))
+    return plots
+
+
 def _low(value: float, low: float | None) -> float:
     """An interval's lower end as stored (at or below zero for a wide t interval over few
     processes: the log axis cuts it at its edge and marks it, report.plots)."""
@@ -380,6 +417,7 @@ def run_plots(run: Run, canvas: Canvas, colors: dict[str, str]) -> dict[str, lis
         "sweeps": sweep_plots(run, canvas, colors),
         "load": load_plots(run, canvas, colors),
         "pareto": pareto_plots(run, canvas, colors),
+        "tradeoff": tradeoff_plots(run, canvas, colors),
         "series": series_plots(run, canvas, colors),
         "roofline": roofline_plot(run, canvas, colors),
         "gpu": gpu_series_plots(run, canvas, colors),
