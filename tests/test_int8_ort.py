@@ -220,3 +220,17 @@ def test_cosine_mean_relative_error_and_token_metrics():
     ref10 = np.eye(10)[np.arange(100) % 10]
     out10 = np.concatenate([np.roll(ref10[:7], 1, axis=1), ref10[7:]])
     assert accuracy.describe(accuracy.measure(out10, ref10, "top1")) == "top-1 agreement 93.0% [86.3, 96.6] over 100 samples"
+
+
+def test_bench_env_names_the_cpu_extensions_int8_speed_rests_on(capsys):
+    import platform
+
+    from bench.measure.environment import ISA_FLAGS
+
+    code, out, err = run_cli(capsys, "env")
+    assert code == 0
+    isa = json.loads(out)["cpu_isa"]
+    assert isa and set(isa) <= set(ISA_FLAGS) and isa == [f for f in ISA_FLAGS if f in isa]
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags", "Features")))
+    assert ("avx512_vnni" in isa) == ("avx512_vnni" in flags.split())
+    assert platform.machine() != "x86_64" or "sse4_2" in isa

@@ -17,8 +17,8 @@ import psutil
 from bench.measure.nvml_devices import load_nvml, nvml_errors
 from bench.results.records import Environment, GpuInfo
 
-PACKAGES = ("bench-harness", "numpy", "numba", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript",
-            "torch", "psutil", "nvidia-ml-py")
+PACKAGES = ("bench-harness", "numpy", "numba", "onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnx",
+            "onnxscript", "torch", "torchao", "openvino", "psutil", "nvidia-ml-py")
 ALLOWED_ENV_VARS = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
     "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_LAUNCH_BLOCKING",
@@ -34,6 +34,26 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# What int8 and bf16 inference speed rests on, in /proc/cpuinfo's names: VNNI (a u8 x s8 dot
+# product per instruction, the usual int8 speed-up on x86), AVX512-BF16 and AMX (tiles of int8/bf16
+# multiply-adds: Sapphire Rapids and later), the wider vectors, and ARM's dot products.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
+             "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16")
+
+
+def cpu_isa() -> tuple[str, ...]:
+    """The CPU's inference-relevant extensions (ISA_FLAGS, in that order) its first core lists."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return tuple(f for f in ISA_FLAGS if f in have)
+    except OSError:
+        pass
+    return ()
 
 
 def _os_name() -> str:
@@ -160,4 +180,5 @@ def fingerprint() -> Environment:
         harness_commit=commit,
         harness_dirty=None if status is None else bool(status),
         env_vars={k: os.environ[k] for k in ALLOWED_ENV_VARS if k in os.environ},
+        cpu_isa=cpu_isa(),
     )

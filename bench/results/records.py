@@ -798,6 +798,10 @@ class Environment(_Checked):
     harness_commit: str | None = None
     harness_dirty: bool | None = None
     env_vars: dict[str, str] = field(default_factory=dict)  # allow-listed names only
+    # The CPU's vector and matrix extensions that decide its int8 and bf16 speed (schema 14; empty
+    # in older files and where /proc/cpuinfo is not readable): avx2, avx512f, avx512_vnni,
+    # avx_vnni, avx512_bf16, amx_tile, amx_int8, amx_bf16, ... as Linux names them.
+    cpu_isa: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
