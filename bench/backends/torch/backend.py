@@ -4,7 +4,9 @@ Precision is applied by casting the module and its floating-point inputs to the 
 autocast), so every op runs in that precision; outputs are cast back to float64 for agreement.
 channels_last converts the module and every 4-D input to NHWC memory format, as CNNs on tensor
 cores prefer. On CUDA the inputs stay on the device (io = "device": timed with CUDA events by the
-scenario) or are copied in and out on every call (io = "host": the end-to-end figure).
+scenario) or are copied in and out on every call (io = "host": the end-to-end figure). int8
+precisions (CPU only) quantize the fp32 module in the worker before the mode applies, on fp32
+inputs and outputs: bench.backends.torch.quantize says how, and what the details record.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from bench.backends.base import Backend, BackendInfo, SetupCost
 from bench.backends.devices import check_index, check_precision, device_index
 from bench.backends.torch.modes import Runner, host_round_trip, make_runner
+from bench.backends.torch.quantize import Quantized, quantize
 from bench.errors import CellFailure
 from bench.measure.timing import BoundCall, DeviceEvents
 from bench.models.loader import build_torch
@@ -33,6 +36,8 @@ class TorchBackend(Backend):
         self._inference_mode = True
         self._mode = "eager"
         self._info = BackendInfo()
+        self._quantized: Quantized | None = None
+        self._precision = "fp32"
 
     def load(self, model: Any, target: Any) -> None:
         opts = target.options
@@ -52,7 +57,8 @@ class TorchBackend(Backend):
                 torch.set_num_interop_threads(opts.interop_threads)
             except RuntimeError as exc:  # only settable before any inter-op work
                 raise CellFailure(f"cannot set interop_threads: {exc}") from None
-        self.dtype = _DTYPES[target.precision]
+        self._precision = target.precision
+        self.dtype = _DTYPES.get(target.precision, torch.float32)  # int8: fp32 module and inputs, then quantized
         self.channels_last = opts.channels_last
         self.io = opts.io if target.is_cuda else "device"
         self._inference_mode = opts.inference_mode
@@ -65,9 +71,13 @@ class TorchBackend(Backend):
         module = module.to(self.device, self.dtype).eval().requires_grad_(False)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
+        if target.is_int8:
+            self._quantized = quantize(module, model, target, lambda feeds: self._tensors(feeds, self.device))
+            module = self._quantized.module
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        self.runner = make_runner(opts.mode, module, self.device, self.context, opts.compile_mode)
+        watch = self._quantized.compile_watch if self._quantized is not None else None
+        self.runner = make_runner(opts.mode, module, self.device, self.context, opts.compile_mode, watch)
         self.module = module
         self._compile_mode = opts.compile_mode
         self._mode = opts.mode
@@ -77,11 +87,16 @@ class TorchBackend(Backend):
             "interop_threads": torch.get_num_interop_threads(),
             "inference_mode": opts.inference_mode,
             "mode": opts.mode,
-            "precision_by": "cast (module and floating-point inputs), not autocast",
+            "precision_by": ("quantized (fp32 inputs and outputs)" if target.is_int8
+                             else "cast (module and floating-point inputs), not autocast"),
             "channels_last": self.channels_last,
         }
         if opts.mode == "compile":
             details["compile_mode"] = opts.compile_mode
+        if self._quantized is not None:
+            details["quantization"] = self._quantized.description
+            details["model_precision"] = self._quantized.model_precision
+            details["quantize_s"] = self._quantized.seconds  # the worker's one-off cost; compile is compile_s
         if target.is_cuda:
             details["device_name"] = torch.cuda.get_device_name(self.device)
             details["tf32"] = bool(torch.backends.cudnn.allow_tf32) if target.precision == "fp32" else None
@@ -150,8 +165,15 @@ class TorchBackend(Backend):
         from bench.backends.torch.generate import TorchGenerator
 
         assert self.runner is not None
+        if self._precision == "int8-static":
+            # int8-dynamic generates: quantize_dynamic keeps the module and its prefill/decode methods
+            raise CellFailure("int8-static torch targets do not generate: PT2E quantizes the exported forward() "
+                              "alone, not a decoder's prefill and decode steps (use precision = \"int8-dynamic\")",
+                              kind="unsupported")
         return TorchGenerator(self.module, batch_size, self.device, self.dtype, self._mode, self.context,
                               self._compile_mode)
 
     def info(self) -> BackendInfo:
+        if self._quantized is not None and self._quantized.compile_watch is not None and self._mode == "compile":
+            self._info.details.update(self._quantized.compile_watch.details())  # known once compiled
         return self._info

@@ -12,6 +12,7 @@ replay reads the static inputs and writes the static outputs in place.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import torch
@@ -65,8 +66,12 @@ class CompileRunner(Runner):
 
     mode = "compile"
 
-    def __init__(self, module, device, context, compile_mode: str):
+    def __init__(self, module, device, context, compile_mode: str,
+                 compile_context: Callable[[], Any] | None = None):
         super().__init__(module, device, context)
+        # Entered around the compiling calls only (an int8 target's inductor settings and what
+        # the compile did: bench.backends.torch.quantize.CompileWatch).
+        self.compile_context = compile_context
         # One graph per batch size: dynamo's default limit (8) would silently run the ninth
         # shape eagerly (the server's dynamic batching binds up to max_batch shapes).
         import torch._dynamo
@@ -81,7 +86,7 @@ class CompileRunner(Runner):
         if key not in self._seen:
             # The first call compiles; reduce-overhead also records its CUDA graphs on the next
             # ones, so run two more before calling this shape compiled.
-            with self.context():
+            with self.context(), (self.compile_context or contextlib.nullcontext)():
                 for _ in range(3):
                     self.compiled(*inputs)
             self.synchronize()
@@ -138,9 +143,10 @@ class GraphRunner(Runner):
         return [t.detach().clone() for t in static_out]
 
 
-def make_runner(mode: str, module, device: torch.device, context, compile_mode: str = "default") -> Runner:
+def make_runner(mode: str, module, device: torch.device, context, compile_mode: str = "default",
+                compile_context: Callable[[], Any] | None = None) -> Runner:
     if mode == "compile":
-        return CompileRunner(module, device, context, compile_mode)
+        return CompileRunner(module, device, context, compile_mode, compile_context)
     if mode == "cudagraph":
         return GraphRunner(module, device, context)
     return Runner(module, device, context)
