@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     out = terminal.console()
     for run_ in runs:
         for table in (summary_table(run_), tradeoff_table(run_), generation_table(run_), serving_table(run_),
-                      one_off_table(run_), gpu_table(run_), targets_table(run_), sweeps_table(run_, args.budget_ms), details_table(run_, detail_rows)):
+                      one_off_table(run_), gpu_table(run_), targets_table(run_), sweeps_table(run_, args.budget_ms),
+                      details_table(run_, detail_rows)):
             if table is not None:
                 out.print(terminal.render(table))
     if html is not None:

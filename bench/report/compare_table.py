@@ -43,11 +43,19 @@ def _accuracy_cell(c: CellComparison) -> str | Text:
     return Text(accuracy_change_text(c.accuracy), _ACCURACY_STYLE[c.accuracy.answer])
 
 
+def _verdict_cell(c: CellComparison) -> Text:
+    """The speed verdict, and "less accurate" beside it (red) where the cell's accuracy got worse:
+    a reader scanning the verdict column sees every regression."""
+    if c.less_accurate:
+        return Text(f"{c.verdict}, less accurate", "bad")
+    return Text(c.verdict, _STYLE[c.verdict])
+
+
 def comparison_table(cmp: Comparison) -> Table:
     # An accuracy column only where a cell carries accuracy figures on both sides (schema 14 runs
     # that measured accuracy samples): a speed-only comparison keeps its width.
     accuracy = bool(cmp.accuracy_compared)
-    rows = tuple((c.key, Text(c.verdict, _STYLE[c.verdict]), _ratio(c.throughput), _ratio(c.p50), _ratio(c.p99),
+    rows = tuple((c.key, _verdict_cell(c), _ratio(c.throughput), _ratio(c.p50), _ratio(c.p99),
                   "-" if c.detectable is None else f"±{c.detectable:.0%}",
                   *((_accuracy_cell(c),) if accuracy else ()),
                   c.reason + (f"; {c.accuracy.reason}" if c.accuracy is not None and c.accuracy.answer != "unchanged"

@@ -5,6 +5,8 @@ throughput against loss marked; and the front in words, so that "int8-static x2.
 reference's throughput for 0.4% top-1" is one glance."""
 from __future__ import annotations
 
+import math
+
 from bench.analysis.tradeoff import Tradeoff, TradePoint, has_accuracy, tradeoffs
 from bench.report import accuracy_text
 from bench.report.model import Column, Num, Table, Text, fmt_sig, settle
@@ -21,9 +23,16 @@ def _ratio(p: TradePoint) -> str:
     return _times(v)
 
 
+def _sig2(value: float) -> str:
+    """An interval's end at two significant digits ("2.6", "0.018", "66"), never a power of ten."""
+    if value == 0 or not math.isfinite(value):
+        return fmt_sig(value) if math.isfinite(value) else "-"
+    return f"{value:,.{max(0, 1 - math.floor(math.log10(abs(value))))}f}"
+
+
 def _times(v) -> str:
-    """"x2.90 [2.61, 3.22]": a paired ratio at three significant digits, never a power of ten."""
-    return f"x{fmt_sig(v.ratio)} [{fmt_sig(v.low)}, {fmt_sig(v.high)}]"
+    """"x2.90 [2.6, 3.2]": a paired ratio at three significant digits, its interval's ends at two."""
+    return f"x{fmt_sig(v.ratio)} [{_sig2(v.low)}, {_sig2(v.high)}]"
 
 
 def _accuracy(p: TradePoint) -> str:
@@ -73,7 +82,7 @@ def tradeoff_table(run: Run) -> Table | None:
     for t in trades:
         for p in t.points:
             tp, p99 = p.cell.metrics.throughput, p.cell.metrics.latency_ms.p99
-            speed = tuple(Num(tp.value, tp.ci_low, tp.ci_high, 4) if tp.unit == u else "-" for u in units)
+            speed = tuple(Num(tp.value, tp.ci_low, tp.ci_high) if tp.unit == u else "-" for u in units)
             rows.append((t.workload, p.cell.target.name, p.cell.target.precision, p.cell.target.backend, *speed,
                          Num(p99.value, p99.ci_low, p99.ci_high), _ratio(p), _accuracy(p), _loss(t, p), _mark(p)))
     confidence = next((p.accuracy.confidence for t in trades for p in t.points if p.accuracy is not None), 0.95)
