@@ -7,8 +7,9 @@
                 model run on the calibration samples in batches of 8 -> convert_pt2e ->
                 torch.compile with inductor's freezing on, so inductor folds the weights, packs
                 them for oneDNN and lowers each quantize/conv|linear/dequantize group to one int8
-                kernel. Without freezing the same graph runs float reference ops around the
-                int8 weights (on resnet-mini, many times slower than fp32), so freezing is
+                kernel. Without freezing inductor lowers no int8 kernel: the convolutions run in
+                float on dequantized weights (resnet-mini, batch 8, 1 thread, measured once:
+                3.8 ms a call against 2.1 ms with freezing, 3.9 ms fp32 eager). Freezing is
                 patched in around the compiling calls only, never for the whole process.
                 Activation ranges by quantize.method: "minmax" MinMaxObserver; "entropy" and
                 "percentile" HistogramObserver (torch has neither an entropy nor a percentile
