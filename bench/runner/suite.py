@@ -103,6 +103,10 @@ def prepare_models(cells: list[PlannedCell], cuda: bool) -> dict[str, PreparedMo
                                                 need_torch="torch" in forms, need_fp16="onnx-fp16" in forms,
                                                 decoder_forms=decoder, quantize_forms=quantize),
                                 seconds, ref.ref)
+        from bench.models.calibration import check_calibration_file
+
+        for target in {c.target.name: c.target for c in cells if c.benchmark.name == name and c.target.is_int8}.values():
+            check_calibration_file(out[name], target.quantize)  # a torch target's too, before anything runs
         for scenario in {c.scenario.name: c.scenario for c in cells if c.benchmark.name == name}.values():
             problem = scenario.check_model(bench, out[name])
             if problem:
