@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.models.cache import cache_dir, cached, sha256_file
+from bench.models.quiet import quiet as _quiet
 from bench.errors import ModelError
 from bench.models.input_specs import apply_overrides
 from bench.models.inputs import InputOverride, InputSpec
@@ -132,33 +133,6 @@ def classify(ref: str) -> str:
 
 
 # --- torch-side models -----------------------------------------------------------------------
-
-
-class _quiet:
-    """Python logging and warnings silenced, and fd 2 sent to /dev/null, for a library call whose
-    failure is reported as one line by the caller (torch logs a traceback of its own first)."""
-
-    def __enter__(self) -> None:
-        import logging
-        import warnings
-
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore")
-        self._level = logging.root.manager.disable
-        logging.disable(logging.CRITICAL)
-        self._saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
-
-    def __exit__(self, *exc: object) -> None:
-        import logging
-
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        logging.disable(self._level)
-        self._warnings.__exit__(None, None, None)
 
 
 class _importable_from:

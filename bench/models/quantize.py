@@ -104,8 +104,13 @@ def quantize_onnx(fp32_path: str, sha256: str, ref: str, precision: str, quantiz
 
     def build(tmp: Path) -> None:
         built[0] = True
+        from bench.models.quiet import quiet
+
         try:
-            _quantize(fp32_path, tmp, precision, quantize, calibration)
+            # onnxruntime.quantization logs a WARNING per weight it cannot take per channel (a
+            # LayerNorm's 1-D weight, 25 lines for a BERT-base) on the root logger: kept off stderr
+            with quiet():
+                _quantize(fp32_path, tmp, precision, quantize, calibration)
         except (OSError, MemoryError):
             raise
         except Exception as exc:  # the quantizer's failures are about the graph

@@ -28,7 +28,7 @@ def _pct(v: float) -> str:
 def _cosine(v: float, loss: float) -> str:
     """A cosine with the decimals its distance from 1 needs to show (two significant digits of it)."""
     need = 4 if loss <= 0 else max(4, 1 - math.floor(math.log10(loss)) + 1)
-    return f"{v:.{min(need, 9)}f}"
+    return f"{v:.{min(need, 6)}f}"  # past 6 decimals it is float rounding, not a difference
 
 
 def _value(metric: str, v: float, loss: float) -> str:
@@ -54,7 +54,11 @@ def headline(acc: Accuracy, interval: bool = False) -> str:
 def loss(metric: str | None, value: float, low: float | None = None, high: float | None = None) -> str:
     """An accuracy loss: "3.1%" for a share's, "0.000021" otherwise; with its interval where given."""
     def one(v: float) -> str:
-        return _pct(v) if metric in _SHARE else fmt_sig(v)
+        if metric in _SHARE:
+            return _pct(v)
+        # an fp32 target against an fp32 reference differs by rounding alone (~1e-13 in cosine):
+        # below a millionth it is written as such, not as a row of zeros
+        return "<0.000001" if 0 < v < 1e-6 else fmt_sig(v)
 
     unit = "%" if metric in _SHARE else ""
     text = f"{one(value)}{unit}"

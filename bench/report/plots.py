@@ -342,6 +342,9 @@ def chart(canvas: Canvas, kind: str, title: str, panels: Sequence[Panel], captio
     from matplotlib import rc_context
 
     chart_id = canvas.next_id()
+    # a legend of many lines (8 targets at 2 batch sizes: 16) needs the height to sit in: at 3.4 in
+    # matplotlib's constrained layout collapsed the axes to nothing and drew no chart
+    height_in = max(height_in, 1.2 + 0.19 * max((len(p.lines) for p in panels), default=0))
     ncols = min(columns or len(panels), len(panels))
     nrows = -(-len(panels) // ncols)
     with rc_context(_rc(chart_id)):
