@@ -407,3 +407,16 @@ def test_a_cell_with_fewer_processes_than_its_rule_says_so_in_its_stop_word():
         "1 of 1 repetitions in the figures (each a worker process, in interleaved rounds), fewer than the 5 its rule "
         "asks for (interrupted): one process gives no re-run interval; per process: time"))
     assert stop_word(cut.stop_reason, cut) == f"{int(c.repetitions[0].used)}/5 procs (short)"
+
+
+def test_a_reason_with_brackets_reaches_the_terminal_whole(tmp_path, capsys, monkeypatch):
+    """A skipped cell's reason quotes an install line ("pip install 'bench-harness[openvino]'"): the
+    terminal table's caption must not read "[openvino]" as rich markup and drop it."""
+    monkeypatch.setenv("COLUMNS", "400")
+    run = rich_run()
+    first = run.cells[0]
+    reason = "openvino is not installed here; install it: pip install 'bench-harness[openvino]'"
+    skipped = replace(first, status="skipped", reason=reason, metrics=None)
+    code, out, err = run_cli(capsys, "report", str(write_run(replace(run, cells=(skipped, *run.cells[1:])), tmp_path / "r")))
+    assert code == 0, err
+    assert "pip install 'bench-harness[openvino]'" in " ".join(out.split()), out[-2000:]

@@ -68,7 +68,8 @@ class _Fitted:
                                                                        for w in text.split()], default=1)
                    for col in texts]
         widths = fit_widths(natural, minimum, options.max_width - 3 * len(t.columns) - 1)  # padding and rules
-        out = RichTable(title=_plain(t.title) if t.title else t.title, caption=_plain(t.caption) if t.caption else None)
+        # a caption quotes reasons ("pip install 'bench-harness[openvino]'"): no "[" read as markup
+        out = RichTable(title=_cell(t.title) if t.title else t.title, caption=_cell(t.caption) if t.caption else None)
         for j, col in enumerate(t.columns):
             out.add_column(_plain(col.name), justify="right" if col.numeric else "left", overflow="fold",
                            width=None if widths is None else widths[j])
