@@ -234,3 +234,34 @@ def test_bench_env_names_the_cpu_extensions_int8_speed_rests_on(capsys):
     flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags", "Features")))
     assert ("avx512_vnni" in isa) == ("avx512_vnni" in flags.split())
     assert platform.machine() != "x86_64" or "sse4_2" in isa
+
+
+def test_accuracy_samples_of_a_large_output_stop_at_the_byte_cap(monkeypatch):
+    """A decoder's logits (positions x vocabulary) for 64 samples would be gigabytes: the worker
+    keeps whole batches until ACCURACY_MAX_BYTES, the reference stopping at the same count."""
+    from types import SimpleNamespace
+
+    from bench.config.records import AccuracySpec
+    from bench.models.inputs import InputSpec
+    from bench.runner import unit
+
+    model = SimpleNamespace(input_file=None, inputs=(InputSpec("x", (4,)),), source=SimpleNamespace(seed=0))
+
+    class Wide:
+        calls = 0
+
+        def requester(self):
+            return None
+
+        def outputs(self, feeds):
+            Wide.calls += 1
+            return [np.zeros((len(feeds["x"]), 1000), dtype=np.float64)]  # 8 kB a sample
+
+    job = SimpleNamespace(benchmark=SimpleNamespace(accuracy=AccuracySpec(samples=64)), model=model,
+                          key=SimpleNamespace(dims=(), batch_size=4))
+    scenario = SimpleNamespace(needs_decoder=False)
+    assert unit._accuracy_outputs(job, Wide(), scenario).shape == (64, 1000) and Wide.calls == 16
+    monkeypatch.setattr(unit, "ACCURACY_MAX_BYTES", 3 * 4 * 8000)  # three batches' worth
+    Wide.calls = 0
+    assert unit._accuracy_outputs(job, Wide(), scenario).shape == (12, 1000) and Wide.calls == 3
+    assert unit._accuracy_outputs(job, Wide(), SimpleNamespace(needs_decoder=True)) is None

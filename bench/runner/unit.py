@@ -66,6 +66,9 @@ def run_unit(job: UnitJob) -> UnitOutcome:
         raise
 
 
+ACCURACY_MAX_BYTES = 64 << 20  # the accuracy samples' outputs a worker keeps, at most (one batch at least)
+
+
 def _accuracy_outputs(job: UnitJob, backend: Any, scenario: Any) -> np.ndarray | None:
     """The first output over the benchmark's accuracy samples, in batches of the cell's size
     (bench.models.calibration.accuracy_feeds); None where the cell has none to give: a generating
@@ -75,7 +78,17 @@ def _accuracy_outputs(job: UnitJob, backend: Any, scenario: Any) -> np.ndarray |
         return None
     from bench.models.calibration import accuracy_feeds
 
-    chunks = [backend.outputs(feeds)[0] for feeds in accuracy_feeds(job.model, job.key.dims, samples, job.key.batch_size)]
+    chunks: list[np.ndarray] = []
+    kept_bytes = 0
+    for feeds in accuracy_feeds(job.model, job.key.dims, samples, job.key.batch_size):
+        chunk = backend.outputs(feeds)[0]
+        chunks.append(chunk)
+        kept_bytes += chunk.nbytes
+        # A large output (a decoder's logits: 64 positions x 50,257 classes x 8 bytes = 26 MB a
+        # sample) would make the samples' file gigabytes: stop at whole batches past the cap. The
+        # reference stops at the same count, since its output has the same shape.
+        if kept_bytes >= ACCURACY_MAX_BYTES:
+            break
     return np.concatenate(chunks)[:samples] if chunks else None
 
 
