@@ -265,3 +265,47 @@ def test_accuracy_samples_of_a_large_output_stop_at_the_byte_cap(monkeypatch):
     Wide.calls = 0
     assert unit._accuracy_outputs(job, Wide(), scenario).shape == (12, 1000) and Wide.calls == 3
     assert unit._accuracy_outputs(job, Wide(), SimpleNamespace(needs_decoder=True)) is None
+
+
+def test_a_reference_that_is_not_finite_on_the_accuracy_samples_leaves_the_cell_unchecked():
+    from bench.analysis.agreement import with_accuracy
+    from bench.results.records import Agreement
+
+    base = Agreement("pass", "ort", 0.0, 0.0, 0.05)
+    ref = np.eye(4)[np.arange(8) % 4]
+    bad = ref.copy()
+    bad[3, 1] = np.nan
+    for metric in ("top1", "cosine", "abs-error"):
+        out = with_accuracy(base, ref, bad, True, metric, "", 0.05)
+        assert out.verdict == "unchecked" and "NaN or infinity" in out.reason and out.accuracy is None
+    own_bad = with_accuracy(base, bad, ref, True, "top1", "", 0.05)
+    assert own_bad.verdict == "fail" and "NaN or infinity" in own_bad.reason
+
+
+def test_a_fleet_unit_gets_the_int8_forms_shipped_and_named_as_the_node_sees_them(tmp_path):
+    from dataclasses import replace
+
+    from bench.models.loader import ModelRef, PreparedModel
+    from bench.models.quantize import QuantizedModel
+    from bench.runner.ray_executor import _model_files, _relocated
+
+    q = QuantizedModel(str(tmp_path / "m-int8-static.onnx"), "int8-static", "minmax-pc-n32", 0.0, 3, 0)
+    model = PreparedModel(ModelRef("zoo:mlp", "zoo"), "abc", (), str(tmp_path / "m.onnx"),
+                          quantized=(("onnx-int8-static:minmax-pc-n32", q),))
+    assert _model_files(model) == {str(tmp_path / "m.onnx"), q.path}
+    moved = _relocated(model, {q.path: "/node/m-int8-static.onnx", model.onnx_path: "/node/m.onnx"})
+    assert moved.quantized_form("onnx-int8-static:minmax-pc-n32") == replace(q, path="/node/m-int8-static.onnx")
+    assert moved.onnx_path == "/node/m.onnx"
+
+
+def test_every_batch_size_measures_accuracy_on_the_same_samples():
+    from types import SimpleNamespace
+
+    from bench.models.calibration import accuracy_feeds
+    from bench.models.inputs import InputSpec
+
+    model = SimpleNamespace(input_file=None, inputs=(InputSpec("x", (3,)),), source=SimpleNamespace(seed=0))
+    one = np.concatenate([f["x"] for f in accuracy_feeds(model, (), 10, 1)])
+    four = np.concatenate([f["x"] for f in accuracy_feeds(model, (), 10, 4)])  # 3 batches: 12, the last 2 cycled
+    assert one.shape == (10, 3) and four.shape == (12, 3)
+    assert np.array_equal(four[:10], one) and np.array_equal(four[10:], one[:2])

@@ -79,6 +79,9 @@ def with_accuracy(agreement: Agreement, own: np.ndarray | None, ref: np.ndarray 
         if int8 and agreement.verdict == "pass":  # no accuracy samples: the element-wise check with int8's limit
             return _elementwise(agreement, tolerance)
         return agreement
+    if ref.dtype.kind == "f" and not np.all(np.isfinite(ref)):
+        return replace(agreement, verdict="unchecked", tolerance=tolerance,
+                       reason="the reference's outputs on the accuracy samples hold NaN or infinity")
     if own.shape != ref.shape:
         return replace(agreement, verdict="fail", tolerance=tolerance,
                        reason=f"accuracy samples: output shape {own.shape}, the reference's {ref.shape}")

@@ -65,7 +65,10 @@ def accuracy_feeds(model: Any, dims: tuple[tuple[str, int], ...], samples: int, 
         arrays = _file_arrays(model.input_file, model.inputs, f"input file {model.input_file}")
         feeds = {n: np.take(a, np.arange(count), axis=0, mode="wrap") for n, a in arrays.items()}
     else:
-        feeds = _generated(model, dims, count, _ACCURACY_STREAM)
+        # `samples` inputs whatever the batch size (cycled to whole batches), so every batch size of
+        # a cell measures its accuracy on the same samples
+        made = _generated(model, dims, samples, _ACCURACY_STREAM)
+        feeds = {n: np.take(a, np.arange(count), axis=0, mode="wrap") for n, a in made.items()}
     return [{n: a[i * batch_size:(i + 1) * batch_size] for n, a in feeds.items()} for i in range(batches)]
 
 

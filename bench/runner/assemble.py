@@ -195,10 +195,10 @@ class CellBuilder:
             agreement = p.scenario.compare_outputs(load_outputs(own_path), load_outputs(ref_path), ref_name,
                                                    math.inf if int8 else tolerance, p.target.precision)
             own_acc, ref_acc = load_accuracy_outputs(own_path), load_accuracy_outputs(ref_path)
+            return with_accuracy(agreement, own_acc, ref_acc, int8, p.benchmark.accuracy.metric,
+                                 _model_kind(p.benchmark.model), tolerance)
         except (OSError, ValueError) as exc:
             return Agreement("unchecked", ref_name, tolerance=tolerance, reason=f"outputs unreadable: {exc}")
-        return with_accuracy(agreement, own_acc, ref_acc, int8, p.benchmark.accuracy.metric, _model_kind(p.benchmark.model),
-                             tolerance)
 
     def cell(self, p: PlannedCell, reps: list[RepResult], precision_note: str = "", interrupted: bool = False,
              prior: dict | None = None) -> Cell:

@@ -175,6 +175,7 @@ def _relocated(model: PreparedModel, local: dict[str, str]) -> PreparedModel:
         return local.get(value, value) if value else value
 
     return replace(model, source=replace(model.source, ref=at(model.source.ref)),
+                   quantized=tuple((form, replace(q, path=at(q.path))) for form, q in model.quantized),
                    **{name: at(getattr(model, name)) for name in _PATH_FIELDS})
 
 
@@ -529,8 +530,9 @@ _PATH_FIELDS = ("onnx_path", "onnx_fp16_path", "decoder_onnx", "decoder_onnx_fp1
 
 
 def _model_files(model: PreparedModel) -> set[str]:
-    """The files a worker reads to load `model`: _PATH_FIELDS and, for a file model, its source."""
+    """The files a worker reads to load `model`: _PATH_FIELDS, its int8 forms and, for a file model, its source."""
     paths = [model.source.ref if model.source.kind in ("onnx", "pt2") else None]
+    paths += [q.path for _, q in model.quantized]  # the int8 forms the parent quantized
     for name in _PATH_FIELDS:
         value = getattr(model, name)
         paths += value if isinstance(value, tuple) else [value]

@@ -137,7 +137,7 @@ def _lowered(counters: Any) -> int:
 def _quiet() -> Iterator[None]:
     # torchao prints "Failed to load ... _C_mxfp8 ... .so" on a CPU-only build, torch.export
     # and the quantizers warn and log; what matters is reported in details or one line
-    from bench.models.loader import _quiet as quiet
+    from bench.models.quiet import quiet
 
     with quiet():
         yield
