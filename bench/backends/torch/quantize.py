@@ -230,13 +230,11 @@ def _example_and_shapes(model: Any, feeds: dict[str, np.ndarray],
 
 def _has_vnni() -> bool:
     """VNNI's u8 x s8 dot product: without it x86 int8 kernels can saturate, and torch's x86
-    config asks for reduce_range (7-bit activations)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return True
-    return "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags
+    config asks for reduce_range (7-bit activations). Unknown (no /proc/cpuinfo): assumed."""
+    from bench.measure.environment import cpu_isa
+
+    isa = cpu_isa()
+    return not isa or bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(isa))
 
 
 def _pt2e(module: torch.nn.Module, model: Any, spec: Any,
