@@ -2,10 +2,11 @@
 COMMANDS lists them in the order `bench --help` shows."""
 from __future__ import annotations
 
-from bench.commands import compare, env, export, history, monitor, report, run, self_check
+from bench.commands import compare, env, export, history, monitor, report, run, self_check, tune
 
 COMMANDS = {
     "run": run,
+    "tune": tune,
     "compare": compare,
     "report": report,
     "history": history,

@@ -86,6 +86,18 @@ def _check_cell_ids(r: Reader, specs: tuple[BenchmarkSpec, ...], targets: dict[s
                                    f"could share one; use another character (e.g. {fixed!r})")
 
 
+def parse_target(r: Reader, name: str, table: Any, base_dir: str = "") -> TargetSpec:
+    """One [targets.NAME] table -> its TargetSpec (a ConfigError naming file and key when it is bad)."""
+    return _parse_target(r, name, table, base_dir)
+
+
+def target_keys(backend: str) -> tuple[str, ...]:
+    """The keys a [targets.NAME] table of `backend` takes ("" for a user backend: any)."""
+    if backend not in BACKENDS:
+        return ()
+    return _TARGET_COMMON + tuple(f.name for f in dataclasses.fields(BACKENDS[backend].options))
+
+
 def _parse_target(r: Reader, name: str, table: Any, base_dir: str = "") -> TargetSpec:
     path = f"targets.{name.encode('unicode_escape').decode()}"
     _check_name(r, name, path)
@@ -332,7 +344,8 @@ def parse_suite(text: str, file: str = "benchmarks.toml", quick: bool = False, b
         shown = deep if len(deep) <= 80 else deep[:80] + "..."
         raise r.fail(shown, f"arrays or tables nested more than {MAX_SUITE_DEPTH} levels deep; a suite nests at "
                             f"most {MAX_SUITE_DEPTH}")
-    r.check_keys(doc, ("suite", "targets", "benchmark", "defaults"), "")
+    # [tune]: the search space and settings of `bench tune` (bench.tune.space reads it; a run ignores it).
+    r.check_keys(doc, ("suite", "targets", "benchmark", "defaults", "tune"), "")
     suite = r.expect(doc.get("suite", {}), (dict,), "suite", "a table")
     r.check_keys(suite, ("name",), "suite")
     name = _check_name(r, r.expect(suite.get("name", Path(file).stem), (str,), "suite.name", "a string"), "suite.name")

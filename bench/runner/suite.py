@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from bench import stats
 from bench.config.records import SuiteSpec
@@ -26,6 +27,23 @@ from bench.runner.isolation import WorkerFailure
 from bench.runner.plan import PlannedCell, SweepGates, model_forms, plan, with_models
 from bench.runner.schedule import Schedule, ShuffledRounds
 from bench.runner.unit import UnitJob
+
+
+class RoundPolicy(Protocol):
+    """Who runs in each round, when a caller decides instead of each cell's stop rule (bench tune
+    races candidates: it drops the ones that lost). Cells it never wants are left out of run.json."""
+
+    def wants(self, planned: PlannedCell, reps: list[RepResult], round_index: int) -> bool:
+        """Whether the cell runs a repetition in round `round_index` of this run."""
+
+    def unit_done(self, planned: PlannedCell, rep: RepResult, round_index: int, seconds: float) -> None:
+        """A repetition finished (kept at once: an interrupted search keeps every measured one)."""
+
+    def round_done(self, round_index: int) -> None:
+        """Every unit of the round has finished: decide the next one."""
+
+    def refused(self, planned: PlannedCell, reason: str) -> None:
+        """The cell cannot run (skipped or refused before its first unit): never want it again."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +263,7 @@ def run_suite(
     progress: Callable[[Progress], None] = lambda _: None,
     schedule: Schedule = ShuffledRounds(),
     executor: Callable[[Path], Executor] = LocalExecutor,
+    rounds: RoundPolicy | None = None,
 ) -> SuiteResult:
     """Run the suite's cells; `executor` makes the Executor (given the scratch directory) that
     places each work unit: this machine by default, or a Ray cluster (bench.runner.ray_executor)."""
@@ -264,7 +283,7 @@ def run_suite(
             ex.close()
             raise
         return _run_cells(suite, with_models(cells, {name: m.sha256 for name, m in models.items()}), models, ex,
-                          Path(tmp), out_root, argv, progress, schedule, __version__)
+                          Path(tmp), out_root, argv, progress, schedule, __version__, rounds)
 
 
 def _sweep_of(p: PlannedCell) -> tuple[str, str, str]:
@@ -273,7 +292,7 @@ def _sweep_of(p: PlannedCell) -> tuple[str, str, str]:
 
 def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, PreparedModel], ex: Executor,
                tmp: Path, out_root: Path, argv: tuple[str, ...], progress: Callable[[Progress], None],
-               schedule: Schedule, version: str) -> SuiteResult:
+               schedule: Schedule, version: str, rounds: RoundPolicy | None = None) -> SuiteResult:
     run_dir = RunDir(out_root, new_run_id())
     run = Run(
         schema_version=SCHEMA_VERSION,
@@ -327,6 +346,8 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
                 st.cell = builder.skipped(p, skip)
             if st.cell is not None:
                 progress(Progress(p.index, len(cells), p, st.cell))
+                if rounds is not None:
+                    rounds.refused(p, st.cell.reason)
                 return None
         # Told as starting only once it will run: a skipped cell is one event, not a start and a skip.
         progress(Progress(p.index, len(cells), p, None, repetition))
@@ -337,7 +358,16 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
         return UnitTask(p, repetition, job, tmp / f"worker-{p.index:04d}-{repetition}.stderr", p.timeout_s(),
                         st.node() or sweep_node.get(_sweep_of(p)))
 
-    def finish(st: _CellState, done: UnitDone) -> None:
+    started_ns: dict[tuple[int, int], int] = {}
+
+    def wanted(st: _CellState, round_index: int, run_prior: dict) -> bool:
+        if rounds is None:
+            return st.needs(round_index, run_prior)
+        # A cell the policy settled may be wanted again (bench tune's confirmation rounds): it
+        # runs on, and is assembled again with all its repetitions.
+        return rounds.wants(st.planned, st.reps, round_index)
+
+    def finish(st: _CellState, done: UnitDone, round_index: int) -> None:
         p, outcome, repetition = st.planned, done.outcome, done.task.repetition
         done.task.stderr_path.unlink(missing_ok=True)
         if isinstance(outcome, WorkerFailure):
@@ -354,6 +384,9 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
             st.precise_enough(prior())  # the precision so far, for the watcher
             progress(Progress(p.index, len(cells), p, None, repetition, finished_unit=True,
                               throughput=figures.metrics.throughput.value, precision=st.precision_note))
+        if rounds is not None:
+            seconds = (time.perf_counter_ns() - started_ns.pop((p.index, repetition), time.perf_counter_ns())) / 1e9
+            rounds.unit_done(p, st.reps[-1], round_index, seconds)
 
     def run_round(todo: list[_CellState], round_index: int) -> None:
         """The round's units in the schedule's order, as many at once as the executor takes; a
@@ -373,6 +406,7 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
                 st = by_index[p.index]
                 task = start(st, len(st.reps))
                 if task is not None:
+                    started_ns[(p.index, task.repetition)] = time.perf_counter_ns()
                     ex.submit(task)
                     busy.add(_sweep_of(p))
                     in_flight += 1
@@ -381,20 +415,26 @@ def _run_cells(suite: SuiteSpec, cells: list[PlannedCell], models: dict[str, Pre
             for done in ex.wait():
                 in_flight -= 1
                 busy.discard(_sweep_of(done.task.planned))
-                finish(by_index[done.task.planned.index], done)
+                finish(by_index[done.task.planned.index], done, round_index)
 
     try:
         round_index = 0
         run_prior: dict = {}
         while True:
-            todo = [st for st in states if st.needs(round_index, run_prior)]
+            todo = [st for st in states if wanted(st, round_index, run_prior)]
             if not todo:
                 break
+            if rounds is not None:
+                for st in todo:
+                    if st.reps:
+                        st.cell = None
             run_round(todo, round_index)
+            if rounds is not None:
+                rounds.round_done(round_index)
             # Cells that will not run again are assembled now, and the run file rewritten.
             run_prior = prior()
             for st in todo:
-                if st.cell is None and not st.needs(round_index + 1, run_prior):
+                if st.cell is None and not wanted(st, round_index + 1, run_prior):
                     settle(st, run_prior)
             run = replace(run, cells=finished(), nodes=ex.nodes())
             run_dir.write_run(run)

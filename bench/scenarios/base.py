@@ -203,6 +203,7 @@ class Scenario:
     needs_decoder: bool = False  # its model must follow the decoder contract (bench.models.decoder)
     token_slo: bool = False  # it reads the SLO's token limits (slo.ttft_ms, slo.tpot_ms)
     has_roofline: bool = True  # its throughput is samples of the model's forward (FLOPs per sample apply)
+    latency_figures: bool = True  # its latency figures are per request: bench tune may optimise or limit them
 
     def parse_table(self, reader: Reader, value: Any, path: str) -> Any:
         raise NotImplementedError(f"{self.name}: no table")

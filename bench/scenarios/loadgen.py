@@ -89,6 +89,7 @@ class LoadGenOffline(_LoadGen):
     name = "loadgen-offline"
     mode = "offline"
     slo_applies = False  # every sample goes in one query: its latencies are not per request
+    latency_figures = False
 
     def rate_and_duration(self, session: Session, warm: np.ndarray) -> tuple[float, float]:
         return 1e9 / max(float(np.median(warm)), 1.0), max(session.stop.min_seconds, 1.0)

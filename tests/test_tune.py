@@ -1,0 +1,229 @@
+"""bench tune on real parts: a tiny MLP on real ONNX Runtime sessions in real worker processes,
+the space read from a real suite file, the journal resumed, the pick written as a suite that
+bench run takes. The race's statistics are tested on planted streams in tests/test_race.py."""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bench.config.suite import load_suite, parse_suite
+from bench.errors import ConfigError
+from bench.tune.space import parse_space_arg, read_tune
+from tests.helpers import FAST_STOP, TINY_MLP, run_cli, write_suite
+
+SUITE = f"""
+[suite]
+name = "tiny"
+
+[targets.ort]
+backend = "onnxruntime"
+providers = ["CPUExecutionProvider"]
+intra_op_threads = 1
+graph_optimization_level = "all"
+
+[targets.torch]
+backend = "torch"
+threads = 1
+
+[[benchmark]]
+name = "m"
+model = "zoo:mlp"
+model_args = {TINY_MLP}
+batch_sizes = [1]
+scenarios = ["single-stream"]
+targets = ["ort", "torch"]
+stop = {FAST_STOP}
+
+[tune]
+objective = "throughput"
+max_rounds = 3
+confirm_rounds = 2
+{{extra}}
+
+[tune.space]
+{{space}}
+"""
+
+ORT_SPACE = 'target = ["ort"]\nbatch_size = [1, 16]\ngraph_optimization_level = ["basic", "all"]'
+
+
+def _suite(tmp_path: Path, space: str = ORT_SPACE, extra: str = "") -> Path:
+    return write_suite(tmp_path, SUITE.replace("{space}", space).replace("{extra}", extra))
+
+
+def _spec(tmp_path: Path, space: str, extra: str = "", **kw):
+    path = _suite(tmp_path, space, extra)
+    return read_tune(load_suite(path), path.read_text(), str(path), **kw)
+
+
+# -- the space ------------------------------------------------------------------------------------
+
+def test_knobs_apply_to_the_backends_that_take_them_and_nothing_is_enumerated_by_hand(tmp_path):
+    spec = _spec(tmp_path, 'target = ["ort", "torch"]\nbatch_size = [1, 4]\nthreads = [1, 2]\n'
+                           'intra_op_threads = [1, 2]\ngraph_optimization_level = ["basic", "all"]')
+    # ort: 2 intra x 2 levels x 2 batches; torch: 2 threads x 2 batches
+    assert spec.grid_size == 12
+    ids = {c.id for c in spec.candidates}
+    assert "ort~graph_optimization_level=basic/b4" in ids and "torch~threads=2/b1" in ids
+    assert not any("threads=" in c.id and c.base == "ort" and "intra" not in c.id for c in spec.candidates)
+    assert spec.default.id == "ort/b1"  # the benchmark's first target at its first batch size, as declared
+
+
+def test_ranges_expand_inclusively(tmp_path):
+    spec = _spec(tmp_path, 'target = ["ort"]\nintra_op_threads = { from = 1, to = 3, step = 1 }\n'
+                           'batch_size = { from = 1, to = 16, times = 4 }')
+    assert sorted({c.batch_size for c in spec.candidates}) == [1, 4, 16]
+    assert sorted({dict(c.settings)["intra_op_threads"] for c in spec.candidates}) == [1, 2, 3]
+
+
+def test_combinations_a_target_refuses_are_left_out_with_the_reason(tmp_path):
+    spec = _spec(tmp_path, 'target = ["torch"]\nmode = ["eager", "compile"]\nprecision = ["fp32", "int8-static"]',
+                 extra='default = { target = "torch", batch_size = 1 }')
+    assert any("int8-static" in name and "compile" in why for name, why in spec.excluded)
+    assert not any(c.target.precision == "int8-static" and c.target.options.mode == "eager" for c in spec.candidates)
+
+
+@pytest.mark.parametrize("space, fragment", [
+    ("", "empty"),
+    ('warp_factor = [1, 2]', "no target in the space takes 'warp_factor'"),
+    ('target = ["ort"]\nthreads = [1, 2]', "no target in the space takes 'threads'"),
+    ('intra_op_threads = { from = 1, to = 4, step = 0 }', "a step must be > 0"),
+    ('intra_op_threads = []', "[] is not allowed"),
+    ('target = ["nope"]', "did you mean"),
+    ('batch_size = [0]', "batch sizes are integers >= 1"),
+    ('backend = ["onnxruntime", "torch"]', "not a knob"),
+])
+def test_bad_spaces_are_one_line_naming_the_key(tmp_path, capsys, space, fragment):
+    path = _suite(tmp_path, space)
+    code, out, err = run_cli(capsys, "tune", str(path), "--out", str(tmp_path / "t"))
+    assert code == 2, err
+    assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "tune.space" in err or "target" in err
+
+
+def test_an_objective_the_scenario_does_not_produce_is_refused(tmp_path, capsys):
+    path = write_suite(tmp_path, SUITE.replace('scenarios = ["single-stream"]', 'scenarios = ["loadgen-offline"]')
+                       .replace("{space}", ORT_SPACE).replace("{extra}", ""))
+    code, _, err = run_cli(capsys, "tune", str(path), "--objective", "p99", "--out", str(tmp_path / "t"))
+    assert code == 2 and "does not produce it" in err and "throughput" in err
+    code, _, err = run_cli(capsys, "tune", str(path), "--objective", "speed", "--out", str(tmp_path / "t"))
+    assert code == 2 and "'speed' is not allowed" in err
+
+
+def test_a_budget_too_small_for_one_round_is_refused_before_anything_runs(tmp_path, capsys):
+    path = _suite(tmp_path)
+    code, _, err = run_cli(capsys, "tune", str(path), "--budget-s", "0.01", "--out", str(tmp_path / "t"))
+    assert code == 2 and "too small for one round" in err
+    assert not list((tmp_path / "t").glob("*/run.json"))
+
+
+def test_inline_space_and_slo_flags(tmp_path, capsys):
+    assert parse_space_arg("batch_size = [1, 4], threads = { from = 1, to = 2, step = 1 }") == {
+        "batch_size": [1, 4], "threads": {"from": 1, "to": 2, "step": 1}}
+    with pytest.raises(ConfigError):
+        parse_space_arg("batch_size = [1,")
+    code, _, err = run_cli(capsys, "tune", str(_suite(tmp_path)), "--slo", "p99_ms", "--out", str(tmp_path / "t"))
+    assert code == 2 and "KEY=MS" in err
+
+
+# -- a real search ----------------------------------------------------------------------------------
+
+def _events(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "tune.jsonl").read_text().splitlines()[1:]]
+
+
+def test_a_search_picks_states_its_guarantee_confirms_and_writes_a_suite_bench_run_takes(tmp_path, capsys):
+    path = _suite(tmp_path)
+    out = tmp_path / "t"
+    tuned = tmp_path / "tuned.toml"
+    code, stdout, err = run_cli(capsys, "tune", str(path), "--out", str(out), "--write-suite", str(tuned),
+                                "--seed", "3", "--quiet")
+    assert code == 0, err
+    answer = json.loads((out / "tune.json").read_text())
+    assert answer["pick"] and answer["mode"] == "race"
+    ids = {c["id"] for c in answer["candidates"]}
+    assert ids == {"ort~graph_optimization_level=basic/b1", "ort/b1", "ort~graph_optimization_level=basic/b16",
+                   "ort/b16"}
+    pick = next(c for c in answer["candidates"] if c["id"] == answer["pick"])
+    assert pick["status"] == "pick" and pick["objective"]["low"] <= pick["objective"]["value"] <= pick["objective"]["high"]
+    assert "With probability at least 95%" in answer["guarantee"]
+    conf = answer["confirmation"]
+    assert conf["default"] == "ort/b1"
+    assert conf["verdict"] in ("same", "better", "worse", "unchanged", "inconclusive")
+    cost = answer["cost"]
+    assert cost["space"] == 4 and cost["processes"] == sum(1 for e in _events(out) if "obs" in e)
+    assert cost["grid_processes"] == 4 * pick["processes"]
+    assert f"pick: {answer['pick']}" in stdout and "guarantee:" in stdout and "cost:" in stdout
+    # Each session's run.json holds the cells the race ran, as any run does.
+    runs = list(out.glob("*/run.json"))
+    assert len(runs) == 1
+    assert {c["target"]["name"] for c in json.loads(runs[0].read_text())["cells"]} <= {c["target"] for c in answer["candidates"]}
+    # The pick as a suite: bench run takes it unchanged.
+    doc = tomllib.loads(tuned.read_text())
+    assert doc["benchmark"][0]["batch_sizes"] == [pick["settings"]["batch_size"]]
+    assert "tune" not in doc
+    code, _, err = run_cli(capsys, "run", str(tuned), "--out", str(tmp_path / "r"), "--quick", "--quiet")
+    assert code == 0, err
+
+
+def test_an_interrupted_search_continues_where_it_stopped(tmp_path, capsys):
+    """The journal keeps every process's figures: a search cut short after its second round (its
+    last lines lost, as a kill mid-round loses them) runs only what is missing, and ends as the
+    whole one would have."""
+    path = _suite(tmp_path, extra="min_rounds = 2")
+    out = tmp_path / "t"
+    code, _, err = run_cli(capsys, "tune", str(path), "--out", str(out), "--quiet", "--json")
+    assert code == 0, err
+    lines = (out / "tune.jsonl").read_text().splitlines()
+    header, events = lines[0], [json.loads(x) for x in lines[1:]]
+    # Cut the journal inside round 1: its last two observations and everything after them.
+    obs_r1 = [i for i, e in enumerate(events) if "obs" in e and e["obs"]["round"] == 1]
+    keep = events[:obs_r1[-2]]
+    (out / "tune.jsonl").write_text("\n".join([header] + [json.dumps(e) for e in keep]) + "\n")
+    (out / "tune.json").unlink()
+    code, stdout, err = run_cli(capsys, "tune", str(path), "--out", str(out), "--quiet", "--json")
+    assert code == 0, err
+    after = _events(out)
+    new = after[len(keep):]
+    resumed_r1 = [e["obs"]["candidate"] for e in new if "obs" in e and e["obs"]["round"] == 1]
+    assert sorted(resumed_r1) == sorted(events[i]["obs"]["candidate"] for i in obs_r1[-2:])
+    assert not any("enter" in e for e in new)  # the candidates were not entered again
+    answer = json.loads(stdout)
+    assert answer["pick"] and len(answer["runs"]) == 2  # two sessions, one run.json each
+
+
+def test_the_same_directory_with_other_settings_is_refused(tmp_path, capsys):
+    path = _suite(tmp_path)
+    out = tmp_path / "t"
+    (out).mkdir()
+    (out / "tune.jsonl").write_text(json.dumps({"tune": {"benchmark": "other"}}) + "\n")
+    code, _, err = run_cli(capsys, "tune", str(path), "--out", str(out), "--quiet")
+    assert code == 2 and "other settings" in err
+
+
+def test_an_slo_no_candidate_meets_says_so_names_the_closest_and_exits_1(tmp_path, capsys):
+    path = _suite(tmp_path, 'target = ["ort"]\nbatch_size = [1, 64]')
+    out = tmp_path / "t"
+    code, stdout, err = run_cli(capsys, "tune", str(path), "--out", str(out), "--slo", "p99_ms=0.000001", "--quiet")
+    assert code == 1, err
+    answer = json.loads((out / "tune.json").read_text())
+    assert answer["outcome"] == "slo unmet" and answer["pick"] is None
+    assert answer["closest"] == "ort/b1"  # the smaller batch has the lower p99
+    assert "no configuration was shown to meet the SLO" in stdout and "closest" in err
+    assert {c["status"] for c in answer["candidates"]} == {"slo"}
+
+
+def test_the_candidate_suite_plans_one_cell_per_candidate(tmp_path):
+    from bench.runner.plan import plan
+    from bench.tune.search import candidate_suite
+
+    path = _suite(tmp_path, 'target = ["ort", "torch"]\nbatch_size = [1, 4]\nthreads = [1, 2]')
+    suite = load_suite(path)
+    spec = read_tune(suite, path.read_text(), str(path))
+    cells = plan(candidate_suite(suite, spec), None)
+    keys = {(c.key.target, c.key.batch_size) for c in cells}
+    assert {(c.target_name, c.batch_size) for c in spec.candidates} <= keys
+    parse_suite(path.read_text(), str(path))  # [tune] does not disturb bench run
