@@ -521,3 +521,21 @@ def test_a_bad_scheduling_timeout_is_one_line_naming_the_variable(monkeypatch):
     monkeypatch.setenv("BENCH_RAY_SCHEDULING_TIMEOUT_S", "soon")
     with pytest.raises(ConfigError, match=r"BENCH_RAY_SCHEDULING_TIMEOUT_S='soon': expected a number of seconds > 0"):
         scheduling_timeout_s()
+
+
+def test_a_tune_search_races_on_the_cluster_like_any_suite(cluster, tmp_path, capsys):
+    """bench tune drives the same runner: its rounds' units are placed by the Ray executor, the
+    session's run.json says so, and the answer comes from the journal as it does locally."""
+    suite = _suite(tmp_path, '["ort"]', bench_extra="")
+    suite.write_text(suite.read_text() + '\n[tune]\nmax_rounds = 2\nconfirm_rounds = 2\n\n[tune.space]\n'
+                                          'batch_size = [1, 4]\ngraph_optimization_level = ["basic", "all"]\n')
+    out = tmp_path / "tune"
+    code, stdout, err = run_cli(capsys, "tune", str(suite), "--executor", "ray", "--address", cluster,
+                                "--out", str(out), "--quiet")
+    assert code == 0, err
+    answer = json.loads((out / "tune.json").read_text())
+    # 2 levels x 2 batch sizes, and the default (the target as declared, which sets no level) raced beside them
+    assert answer["pick"] and answer["cost"]["space"] == 5 and answer["cost"]["processes"] >= 10
+    assert "ort/b1" in {c["id"] for c in answer["candidates"]}
+    assert load_run_json(out)["executor"] == "ray"
+    assert f"pick: {answer['pick']}" in stdout

@@ -347,12 +347,12 @@ def answer(race: Race, spec: TuneSpec, runs: tuple[str, ...], mode: str, created
     pick = lead if meeting_slo else None
     closest = None
     if not meeting_slo:
-        # No candidate shown to meet the SLO: the nearest one (lowest upper bound, else estimate, of
-        # the first limited figure).
+        # No candidate shown to meet the SLO: the nearest one (the lowest estimate of the first
+        # limited figure).
         key = s.slo[0][0]
         from bench.analysis.race import SLO_FIGURES
 
-        scored = [(e.high or e.value, c) for c in race.candidates
+        scored = [(e.value, c) for c in race.candidates
                   if (e := race.estimate(c, SLO_FIGURES[key])) is not None]
         closest = min(scored)[1] if scored else None
     ties = [c for c in race.racing if c != lead] if lead else []
@@ -393,7 +393,8 @@ def answer(race: Race, spec: TuneSpec, runs: tuple[str, ...], mode: str, created
         grid_seconds += depth * (sum(obs) / len(obs) if obs else mean_s)
     cost = Cost(tried, spec.grid_size, processes, seconds, depth * spec.grid_size, grid_seconds,
                 seconds / grid_seconds if grid_seconds else 0.0)
-    outcome = "no result" if lead is None else ("ok" if pick else "slo unmet")
+    slo_out = any(status == "slo" for status, _, _ in race.out.values())
+    outcome = "ok" if pick else ("slo unmet" if s.slo and (lead is not None or slo_out) else "no result")
     return TuneAnswer(
         TUNE_SCHEMA_VERSION, spec.benchmark.name, spec.scenario, spec.objective, s.maximize, dict(s.slo),
         s.confidence, s.indifference, spec.seed, mode, outcome, pick, tuple(ties) if pick else (), closest,
