@@ -268,3 +268,38 @@ def test_a_space_past_max_enumerate_is_searched_by_proposals_and_says_what_it_co
     assert "proposed by TPE" in answer["guarantee"] and "no guarantee covers them" in answer["guarantee"]
     untried = [c for c in answer["candidates"] if c["status"] == "untried"]
     assert len(untried) == 16 - len(entered)
+
+
+# -- workload knobs: the server scenario's dynamic batching -------------------------------------------
+
+def test_dynamic_batching_knobs_race_as_workload_settings_and_reach_the_written_suite(tmp_path, capsys):
+    """server.max_batch and server.max_wait_ms are the server scenario's table, read by the scenario
+    itself: each setting is a benchmark of its own in the search's run, and the pick's setting is
+    written into the suite's [[benchmark]] server table."""
+    body = (SUITE.replace('scenarios = ["single-stream"]', 'scenarios = ["server"]\nserver = { qps = 200, duration_s = 0.3 }')
+            .replace("{space}", 'target = ["ort"]\nbatch_size = [1]\nserver.max_batch = [1, 8]\nserver.max_wait_ms = [0, 2]')
+            .replace("{extra}", ""))
+    path = write_suite(tmp_path, body)
+    spec = read_tune(load_suite(path), path.read_text(), str(path))
+    assert spec.grid_size == 4
+    assert {c.id for c in spec.candidates} >= {"ort/b1/server.max_batch=8,server.max_wait_ms=2"}
+    out, tuned = tmp_path / "t", tmp_path / "tuned.toml"
+    code, stdout, err = run_cli(capsys, "tune", str(path), "--out", str(out), "--quiet", "--write-suite", str(tuned),
+                                "--objective", "p99")
+    assert code == 0, err
+    answer = json.loads((out / "tune.json").read_text())
+    assert answer["objective"] == "p99" and not answer["higher_is_better"]
+    cells = json.loads(next(out.glob("*/run.json")).read_text())["cells"]
+    assert {c["benchmark"] for c in cells} >= {"m", "m~server.max_batch=8,server.max_wait_ms=2"}
+    pick = next(c for c in answer["candidates"] if c["id"] == answer["pick"])
+    server = tomllib.loads(tuned.read_text())["benchmark"][0]["server"]
+    assert server["max_batch"] == pick["settings"]["server.max_batch"]
+    assert server["max_wait_ms"] == pick["settings"]["server.max_wait_ms"] and server["qps"] == 200
+
+
+@pytest.mark.parametrize("space, fragment", [
+    ('server.max_batch = [1, 8]', "reads no 'server' table"),
+])
+def test_a_workload_knob_of_another_scenario_is_refused(tmp_path, capsys, space, fragment):
+    code, _, err = run_cli(capsys, "tune", str(_suite(tmp_path, space)), "--out", str(tmp_path / "t"))
+    assert code == 2 and fragment in err

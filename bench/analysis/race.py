@@ -90,6 +90,7 @@ class RaceSettings:
     slo: tuple[tuple[str, float], ...] = ()  # (SLO key, limit in ms): ("p99_ms", 20.0)
     min_rounds: int = 2
     max_rounds: int = 10
+    pool_all: bool = True  # pool the paired spread over every candidate measured, not only those racing
 
     @property
     def field(self) -> str:
@@ -219,6 +220,16 @@ class Race:
                 df += int(g.size - 1)
         return (math.sqrt(ss / df), df) if df > 0 else (None, 0)
 
+    def _pool(self, lead: str) -> tuple[float | None, int]:
+        """The spread of paired log ratios against the leader, pooled over every candidate measured
+        with it (those that left too: their rounds measured the same machine), and its df. Late in a
+        race only a few candidates race; their own few rounds alone would give a t quantile of 4 or
+        more where the pool's df gives 3."""
+        if not self.settings.pool_all:
+            return self._pooled([self._diffs(c, lead) for c in self.racing if c != lead])
+        return self._pooled([self._diffs(c, lead) for c in self.candidates
+                             if c != lead and self.out.get(c, ("",))[0] != "failed"])
+
     def _bound(self, values: np.ndarray, pooled: float | None, df: int, alpha: float) -> tuple[float, float] | None:
         """(mean, one-sided half width at alpha) with the larger of own and pooled sd; None when no sd is known."""
         from bench.stats import t_quantile
@@ -310,7 +321,7 @@ class Race:
             return look
         others = [c for c in self.racing if c != lead]
         diffs = {c: self._diffs(c, lead) for c in others}
-        pooled, df = self._pooled(list(diffs.values()))
+        pooled, df = self._pool(lead)
         for c in others:
             b = self._bound(diffs[c], pooled, df, alpha)
             if b is None:
@@ -357,7 +368,7 @@ class Race:
             return
         band = math.log1p(s.indifference)
         diffs = {c: self._diffs(c, lead) for c in racing if c != lead}
-        pooled, df = self._pooled(list(diffs.values()))
+        pooled, df = self._pool(lead)
         within = True
         for c, d in diffs.items():
             b = self._bound(d, pooled, df, alpha)
@@ -378,7 +389,7 @@ class Race:
         alpha = self._alpha_each(max(1, 2 * len(racing) - 1 if s.slo else len(racing) - 1))
         pool = self._slo_pool(racing or self.candidates)
         diffs = {c: self._diffs(c, lead) for c in self.candidates if lead and c != lead}
-        pooled, df = self._pooled([diffs[c] for c in racing if c in diffs])
+        pooled, df = self._pool(lead) if lead else (None, 0)
         out = []
         for c in self.candidates:
             status, reason, at = self.out.get(c, ("racing", "", None))

@@ -31,7 +31,7 @@ class Proposer:
             self.params_of[c.id] = params
 
     def _params(self, c: Candidate) -> dict[str, Any]:
-        settings = dict(c.settings)
+        settings = {**dict(c.settings), **dict(c.workload)}
         out: dict[str, Any] = {"target": c.base, "batch_size": c.batch_size}
         for k in self.knobs:
             out[k.name] = _key(settings.get(k.name, "-"))

@@ -35,9 +35,10 @@ def settings_of(spec: TuneSpec, grid: bool = False) -> RaceSettings:
 
 
 def candidate_suite(suite: SuiteSpec, spec: TuneSpec) -> SuiteSpec:
-    """The suite the runner plans: one target per distinct candidate target, one benchmark at the
-    candidates' batch sizes and the chosen scenario. Cells that are no candidate are planned but
-    never wanted, so they never run and never reach run.json."""
+    """The suite the runner plans: one target per distinct candidate target, one benchmark per
+    workload setting (the tuned benchmark itself where the space sets none) at the candidates' batch
+    sizes and the chosen scenario. Cells that are no candidate are planned but never wanted, so they
+    never run and never reach run.json."""
     import hashlib
 
     targets = {c.target_name: c.target for c in spec.candidates}
@@ -45,11 +46,15 @@ def candidate_suite(suite: SuiteSpec, spec: TuneSpec) -> SuiteSpec:
     reference = spec.default.target_name if spec.default.target.precision == "fp32" else (fp32[0] if fp32 else
                                                                                               spec.default.target_name)
     names = tuple(dict.fromkeys([reference] + [c.target_name for c in spec.candidates]))
-    batches = tuple(sorted({c.batch_size for c in spec.candidates}))
-    bench = replace(spec.benchmark, targets=names, batch_sizes=batches, scenarios=(spec.scenario,), reference=reference)
+    benches = []
+    for bench_name in dict.fromkeys(c.bench_name for c in spec.candidates):
+        mine = [c for c in spec.candidates if c.bench_name == bench_name]
+        batches = tuple(sorted({c.batch_size for c in mine}))
+        benches.append(replace(spec.benchmark, name=bench_name, targets=names, batch_sizes=batches,
+                               scenarios=(spec.scenario,), reference=reference, tables=mine[0].tables))
     digest = hashlib.sha256((suite.sha256 + json.dumps(spec.key(), sort_keys=True, default=str)).encode()).hexdigest()
     return SuiteSpec(name=f"tune-{spec.benchmark.name}", path=suite.path, sha256=digest, targets=targets,
-                     benchmarks=(bench,))
+                     benchmarks=tuple(benches))
 
 
 # -- the journal --------------------------------------------------------------------------------
@@ -94,6 +99,10 @@ def observation_of(cid: str, round_index: int, rep: RepResult, seconds: float, l
 
 # -- the policy ---------------------------------------------------------------------------------
 
+def _cell(planned: PlannedCell) -> tuple[str, str, int]:
+    return planned.key.benchmark, planned.key.target, planned.key.batch_size
+
+
 @dataclass
 class TunePolicy:
     """Decides each round's candidates for the runner (bench.runner.suite.RoundPolicy)."""
@@ -105,7 +114,7 @@ class TunePolicy:
     race: Race = field(init=False)
     phase: str = field(init=False, default="race")  # race | confirm | done
     offset: int = field(init=False, default=0)  # this session's round 0 is the search's round `offset`
-    by_cell: dict[tuple[str, int], str] = field(init=False, default_factory=dict)
+    by_cell: dict[tuple[str, str, int], str] = field(init=False, default_factory=dict)  # (benchmark, target, batch)
     by_id: dict[str, Candidate] = field(init=False, default_factory=dict)
     spent_s: float = field(init=False, default=0.0)
 
@@ -113,7 +122,7 @@ class TunePolicy:
         self.race = Race(settings_of(self.spec, self.grid))
         self.race.more_coming = self.proposer is not None
         for c in self.spec.candidates:
-            self.by_cell[(c.target_name, c.batch_size)] = c.id
+            self.by_cell[(c.bench_name, c.target_name, c.batch_size)] = c.id
             self.by_id[c.id] = c
         last = -1
         for e in self.journal.events:  # replay: the same race, looked at where it was
@@ -173,19 +182,19 @@ class TunePolicy:
 
     # RoundPolicy
     def wants(self, planned: PlannedCell, reps: list[RepResult], round_index: int) -> bool:
-        cid = self.by_cell.get((planned.key.target, planned.key.batch_size))
+        cid = self.by_cell.get(_cell(planned))
         if cid is None or self.phase == "done":
             return False
         return cid in self.active() and (self.offset + round_index) not in self.race.observations.get(cid, {})
 
     def refused(self, planned: PlannedCell, reason: str) -> None:
-        cid = self.by_cell.get((planned.key.target, planned.key.batch_size))
+        cid = self.by_cell.get(_cell(planned))
         if cid is not None:
             self.race.observe(Observation(cid, self.offset, failed=f"not run: {reason}"[:300]))
             self.journal.add({"obs": asdict(Observation(cid, self.offset, failed=f"not run: {reason}"[:300]))})
 
     def unit_done(self, planned: PlannedCell, rep: RepResult, round_index: int, seconds: float) -> None:
-        cid = self.by_cell[(planned.key.target, planned.key.batch_size)]
+        cid = self.by_cell[_cell(planned)]
         o = observation_of(cid, self.offset + round_index, rep, seconds, self.spec.benchmark.stop.max_interference)
         self.race.observe(o)
         self.spent_s += seconds

@@ -61,13 +61,19 @@ class Candidate:
     batch_size: int
     target: TargetSpec
     table: tuple[tuple[str, Any], ...]  # its [targets.NAME] table, as a suite would hold it
+    # Workload knobs (the scenario's table: "server.max_batch") as set, and the benchmark that
+    # carries them: its name (the tuned benchmark's, with ~knob=value,... where one differs) and
+    # its scenario tables.
+    workload: tuple[tuple[str, Any], ...] = ()
+    bench_name: str = ""
+    tables: tuple[tuple[str, Any], ...] = ()
 
     @property
     def target_name(self) -> str:
         return self.target.name
 
     def describe(self) -> dict[str, Any]:
-        return {"target": self.base, "batch_size": self.batch_size, **dict(self.settings)}
+        return {"target": self.base, "batch_size": self.batch_size, **dict(self.settings), **dict(self.workload)}
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class TuneSpec:
     indifference: float = 0.05
     min_rounds: int = 2
     max_rounds: int = 10
-    confirm_rounds: int = 5
+    confirm_rounds: int = 3
     budget_s: float = 1800.0
     seed: int = 0
     max_enumerate: int = 64  # spaces up to this many race whole; larger ones are proposed (TPE)
@@ -164,6 +170,16 @@ def _number(r: Reader, table: dict, key: str, default: Any, path: str, lo: float
     return kind(v)
 
 
+def _declared(target: TargetSpec, table: dict, key: str) -> Any:
+    """A knob's value in the base target as it runs: its table's, or the backend's default (a target
+    that leaves graph_optimization_level out runs at "all", the same configuration as one setting it)."""
+    if key in table:
+        return table[key]
+    if key == "precision":
+        return target.precision
+    return getattr(target.options, key, None)
+
+
 def _candidate_id(base: str, changed: list[tuple[str, Any]], batch: int) -> tuple[str, str]:
     name = base if not changed else base + "~" + ",".join(f"{k}={_show(v)}" for k, v in changed)
     return f"{name}/b{batch}", name
@@ -226,7 +242,7 @@ def read_tune(suite: SuiteSpec, text: str, file: str, benchmark: str | None = No
     indifference = _number(r, tune, "indifference", 0.05, path, 0.001, 1.0)
     min_rounds = _number(r, tune, "min_rounds", 2, path, 2, 100, int)
     max_rounds = _number(r, tune, "max_rounds", 10, path, min_rounds, 1000, int)
-    confirm_rounds = _number(r, tune, "confirm_rounds", 5, path, 2, 100, int)
+    confirm_rounds = _number(r, tune, "confirm_rounds", 3, path, 2, 100, int)
     budget = budget_s if budget_s is not None else _number(r, tune, "budget_s", 1800.0, path, 1e-3, None)
     seed_v = seed if seed is not None else _number(r, tune, "seed", 0, path, 0, None, int)
     max_enumerate = _number(r, tune, "max_enumerate", 64, path, 1, MAX_CANDIDATES, int)
@@ -239,7 +255,22 @@ def read_tune(suite: SuiteSpec, text: str, file: str, benchmark: str | None = No
     r.expect(space_raw, (dict,), space_where, "a table of knob = [values] or { from, to, step }")
     if not space_raw:
         raise r.fail(space_where, "empty: name at least one knob (e.g. batch_size = [1, 4, 16])")
-    knobs = tuple(Knob(k, _values(r, v, f"{space_where}.{k}")) for k, v in space_raw.items())
+    from bench.scenarios.registry import table_owners
+
+    owners = table_owners()
+    knob_list = []
+    for k, v in space_raw.items():
+        if isinstance(v, dict) and k in owners and not set(v) <= {"from", "to", "step", "times"}:
+            # server.max_batch = [...]: TOML nests it as { server = { max_batch = [...] } }
+            if SCENARIOS[scen].table_key != k:
+                raise r.fail(f"{space_where}.{k}", f"the {scen} scenario reads no {k!r} table (its knobs apply to "
+                                                   f"the {owners[k].name} scenario)")
+            if not v:
+                raise r.fail(f"{space_where}.{k}", "empty: name at least one knob of the table")
+            knob_list += [Knob(f"{k}.{key}", _values(r, vv, f"{space_where}.{k}.{key}")) for key, vv in v.items()]
+        else:
+            knob_list.append(Knob(k, _values(r, v, f"{space_where}.{k}")))
+    knobs = tuple(knob_list)
     by_name = {k.name: k for k in knobs}
 
     raw_targets = doc.get("targets", {})
@@ -251,7 +282,8 @@ def read_tune(suite: SuiteSpec, text: str, file: str, benchmark: str | None = No
     for i, b in enumerate(batches):
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise r.fail(f"{space_where}.batch_size[{i}]", f"{b!r} is not allowed; batch sizes are integers >= 1")
-    target_knobs = [k for k in knobs if k.name not in WORKLOAD_KNOBS]
+    workload_knobs = [k for k in knobs if "." in k.name]
+    target_knobs = [k for k in knobs if k.name not in WORKLOAD_KNOBS and "." not in k.name]
     takes = {t: target_keys(suite.targets[t].backend) for t in bases}
     for k in target_knobs:
         if k.name in ("backend", "device"):
@@ -269,6 +301,8 @@ def read_tune(suite: SuiteSpec, text: str, file: str, benchmark: str | None = No
     if isinstance(default_batch, bool) or not isinstance(default_batch, int) or default_batch < 1:
         raise r.fail("tune.default.batch_size", f"{default_batch!r} is not allowed; expected an integer >= 1")
 
+    variants, refused = _workload_variants(r, bench, raw_bench_table(doc, bench.name), workload_knobs, space_where,
+                                           file)
     base_dir = bench.base_dir
     candidates: list[Candidate] = []
     excluded: list[tuple[str, str]] = []
@@ -282,7 +316,7 @@ def read_tune(suite: SuiteSpec, text: str, file: str, benchmark: str | None = No
             if total > MAX_CANDIDATES:
                 raise r.fail(space_where, f"over {MAX_CANDIDATES:,} combinations; narrow a range")
             settings = tuple((k.name, v) for k, v in zip(own, combo))
-            changed = [(k, v) for k, v in settings if base_table.get(k) != v]
+            changed = [(k, v) for k, v in settings if _declared(suite.targets[base], base_table, k) != v]
             table = {**base_table, **dict(settings)}
             _, tname = _candidate_id(base, changed, 1)
             if tname not in seen_targets:
@@ -293,20 +327,64 @@ def read_tune(suite: SuiteSpec, text: str, file: str, benchmark: str | None = No
                     continue
             for b in batches:
                 cid, _ = _candidate_id(base, changed, b)
-                candidates.append(Candidate(cid, base, settings, b, seen_targets[tname], tuple(table.items())))
+                for workload, bench_name, tables, label in variants:
+                    candidates.append(Candidate(cid + label, base, settings, b, seen_targets[tname],
+                                                tuple(table.items()), workload, bench_name, tables))
+    excluded += refused
     if not candidates:
         shown = "; ".join(f"{n}: {why}" for n, why in excluded[:3])
         raise r.fail(space_where, f"no valid configuration: every combination was refused ({shown})")
     default_id = f"{default_target}/b{default_batch}"
-    default = next((c for c in candidates if c.id == default_id), None)
+    default = next((c for c in candidates if c.target_name == default_target and c.batch_size == default_batch
+                    and c.bench_name == bench.name), None)
     if default is None:
         target = seen_targets.get(default_target) or suite.targets[default_target]
         default = Candidate(default_id, default_target, (), default_batch, target,
-                            tuple(dict(raw_targets[default_target]).items()))
+                            tuple(dict(raw_targets[default_target]).items()), (), bench.name, bench.tables)
         candidates.insert(0, default)
     return TuneSpec(bench, scen, objective, tuple(limits), knobs, tuple(candidates), default, tuple(excluded),
                     confidence, indifference, min_rounds, max_rounds, confirm_rounds, float(budget), seed_v,
                     max_enumerate, width)
+
+
+def raw_bench_table(doc: dict, name: str) -> dict:
+    return next(b for b in doc["benchmark"] if isinstance(b, dict) and b.get("name") == name)
+
+
+def _workload_variants(r: Reader, bench: BenchmarkSpec, raw: dict, knobs: list[Knob], where: str,
+                       file: str) -> tuple[list[tuple[tuple[tuple[str, Any], ...], str, tuple[tuple[str, Any], ...], str]],
+                                           list[tuple[str, str]]]:
+    """Each combination of the workload knobs: (settings, benchmark name, scenario tables, id suffix).
+    The table is read by the scenario that owns it, so a value it refuses leaves the combination out."""
+    from bench.scenarios.registry import table_owners
+
+    if not knobs:
+        return [((), bench.name, bench.tables, "")], []
+    owners = table_owners()
+    out, refused = [], []
+    for combo in itertools.product(*(k.values for k in knobs)):
+        settings = tuple((k.name, v) for k, v in zip(knobs, combo))
+        tables = dict(bench.tables)
+        raws: dict[str, dict] = {}
+        for name, v in settings:
+            table, key = name.split(".", 1)
+            raws.setdefault(table, dict(raw.get(table, {})))[key] = v
+        label = ",".join(f"{n}={_show(v)}" for n, v in settings)
+        try:
+            for table, value in raws.items():
+                tables[table] = owners[table].parse_table(Reader(file), value, f"{where}.{table}")
+        except ConfigError as exc:
+            refused.append((label, str(exc).split(": ", 2)[-1]))
+            continue
+        declared = dict(bench.tables)  # the table as the benchmark reads it, defaults filled in
+        changed = [(n, v) for n, v in settings
+                   if getattr(declared.get(n.split(".", 1)[0]), n.split(".", 1)[1], None) != v]
+        name = bench.name if not changed else bench.name + "~" + ",".join(f"{n}={_show(v)}" for n, v in changed)
+        out.append((settings, name, tuple(sorted(tables.items())), "/" + label))
+    if not out:
+        shown = "; ".join(f"{n}: {why}" for n, why in refused[:3])
+        raise r.fail(where, f"no valid workload setting: every combination was refused ({shown})")
+    return out, refused
 
 
 def parse_space_arg(value: str) -> dict:

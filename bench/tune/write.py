@@ -42,6 +42,9 @@ def pick_suite_text(suite_text: str, file: str, spec: TuneSpec, pick_id: str) ->
     bench["reference"] = ref.target_name if pick.target.precision != "fp32" else pick.target_name
     bench["batch_sizes"] = [pick.batch_size]
     bench["scenarios"] = [spec.scenario]
+    for name, value in pick.workload:  # server.max_batch = 4 -> bench["server"]["max_batch"] = 4
+        table, key = name.split(".", 1)
+        bench[table] = {**bench.get(table, {}), key: value}
     model = bench.get("model", "")
     if isinstance(model, str) and not model.startswith(("zoo:", "hf:")) and ":" not in model:
         bench["model"] = _absolute(model, base_dir)
