@@ -122,13 +122,29 @@ def test_replaying_the_observations_gives_the_same_race():
     assert [(lk.round, lk.leader, lk.out) for lk in again.looks] == [(lk.round, lk.leader, lk.out) for lk in race.looks]
 
 
-def test_interfered_and_failed_processes_are_not_counted():
+def test_interfered_and_failed_processes_are_not_counted_while_enough_clean_ones_remain():
     race = Race(RaceSettings("throughput"))
     race.observe(Observation("a", 0, throughput=100.0))
     race.observe(Observation("a", 1, throughput=1.0, interfered=True))
+    race.observe(Observation("a", 2, throughput=110.0))
     race.observe(Observation("b", 0, failed="out_of_memory: CUDA OOM"))
-    assert race.counted("a", "throughput") == {0: 100.0}
+    assert race.counted("a", "throughput") == {0: 100.0, 2: 110.0}
     assert race.out["b"][0] == "failed" and race.racing == ["a"]
+    # A machine busy throughout: every process interfered; they count rather than none.
+    busy = Race(RaceSettings("throughput", max_rounds=3))
+    for r in range(3):
+        busy.observe(Observation("x", r, throughput=100.0 + r, interfered=True))
+        busy.observe(Observation("y", r, throughput=50.0 + r, interfered=True))
+        busy.look(r)
+    assert busy.leader() == "x" and busy.end
+
+
+def test_a_race_that_never_counts_a_process_still_ends_at_max_rounds():
+    race = Race(RaceSettings("throughput", max_rounds=3))
+    for r in range(3):
+        race.observe(Observation("a", r))  # no figures at all
+        race.look(r)
+    assert race.end == "max rounds"
 
 
 def test_a_grid_measures_every_round_and_eliminates_nothing():

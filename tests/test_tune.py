@@ -12,7 +12,10 @@ import pytest
 from bench.config.suite import load_suite, parse_suite
 from bench.errors import ConfigError
 from bench.tune.space import parse_space_arg, read_tune
-from tests.helpers import FAST_STOP, TINY_MLP, run_cli, write_suite
+from tests.helpers import TINY_MLP, run_cli, write_suite
+
+# Short windows: the search's decisions, not the figures' precision, are what these tests check.
+TUNE_STOP = "{ min_seconds = 0.02, max_seconds = 0.1, min_iterations = 5, warmup_iterations = 2, warmup_seconds = 0.0, ci_figures = [] }"
 
 SUITE = f"""
 [suite]
@@ -35,7 +38,7 @@ model_args = {TINY_MLP}
 batch_sizes = [1]
 scenarios = ["single-stream"]
 targets = ["ort", "torch"]
-stop = {FAST_STOP}
+stop = {TUNE_STOP}
 
 [tune]
 objective = "throughput"
@@ -140,8 +143,10 @@ def test_a_search_picks_states_its_guarantee_confirms_and_writes_a_suite_bench_r
     out = tmp_path / "t"
     tuned = tmp_path / "tuned.toml"
     code, stdout, err = run_cli(capsys, "tune", str(path), "--out", str(out), "--write-suite", str(tuned),
-                                "--seed", "3", "--quiet")
+                                "--seed", "3", "--quiet", "--html", str(tmp_path / "tune.html"))
     assert code == 0, err
+    page = (tmp_path / "tune.html").read_text()
+    assert '<section id="tune"' in page and "<svg" in page
     answer = json.loads((out / "tune.json").read_text())
     assert answer["pick"] and answer["mode"] == "race"
     ids = {c["id"] for c in answer["candidates"]}
@@ -303,3 +308,37 @@ def test_dynamic_batching_knobs_race_as_workload_settings_and_reach_the_written_
 def test_a_workload_knob_of_another_scenario_is_refused(tmp_path, capsys, space, fragment):
     code, _, err = run_cli(capsys, "tune", str(_suite(tmp_path, space)), "--out", str(tmp_path / "t"))
     assert code == 2 and fragment in err
+
+
+def test_ctrl_c_keeps_every_measured_process_and_the_same_command_finishes_the_search(tmp_path):
+    """A real interrupt: `bench tune` in its own process gets SIGINT once the journal holds a few
+    processes' figures; it exits 130 keeping them; the same command again runs only what is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _suite(tmp_path)
+    out = tmp_path / "t"
+    cmd = [sys.executable, "-m", "bench.cli", "tune", str(path), "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "tune.jsonl").exists() and sum('"obs"' in x for x in (out / "tune.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to continue" in err
+    kept = [json.loads(x) for x in (out / "tune.jsonl").read_text().splitlines()[1:] if '"obs"' in x]
+    assert len(kept) >= 3
+    done = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    after = [json.loads(x) for x in (out / "tune.jsonl").read_text().splitlines()[1:] if '"obs"' in x]
+    assert after[: len(kept)] == kept  # nothing measured was lost or measured again in its place
+    assert answer["pick"] and answer["cost"]["processes"] == len(after)

@@ -177,13 +177,13 @@ class Race:
         return [c for c in self.candidates if c not in self.out]
 
     def counted(self, candidate: str, name: str) -> dict[int, float]:
-        """round -> the figure, over the candidate's processes that ran clean."""
-        out = {}
-        for r, o in self.observations[candidate].items():
-            v = o.figure(name)
-            if v is not None and not o.interfered and not o.failed:
-                out[r] = v
-        return out
+        """round -> the figure, over the candidate's processes that ran clean; where fewer than
+        min_rounds ran clean (a machine busy throughout), over all that ran, as a run's cell keeps
+        its interfered repetitions when too few clean ones remain."""
+        ran = {r: (v, o.interfered) for r, o in self.observations[candidate].items()
+               if not o.failed and (v := o.figure(name)) is not None}
+        clean = {r: v for r, (v, bad) in ran.items() if not bad}
+        return clean if len(clean) >= self.settings.min_rounds else {r: v for r, (v, _) in ran.items()}
 
     # -- figures -------------------------------------------------------------------------------
 
@@ -318,6 +318,8 @@ class Race:
             self.looks.append(look)
             if not self.racing:
                 self.end = "none left"
+            elif round_index + 1 >= s.max_rounds:
+                self.end = "max rounds"
             return look
         others = [c for c in self.racing if c != lead]
         diffs = {c: self._diffs(c, lead) for c in others}
