@@ -148,8 +148,43 @@ def test_a_race_that_never_counts_a_process_still_ends_at_max_rounds():
 
 
 def test_a_grid_measures_every_round_and_eliminates_nothing():
-    settings = RaceSettings("throughput", min_rounds=7, max_rounds=6)  # what bench tune --grid sets
+    settings = RaceSettings("throughput", max_rounds=6, grid=True)  # what bench tune --grid sets
     true = {"a": 100.0, "b": 50.0}
     race, seen = _race(true, np.random.default_rng(8), settings)
     assert not race.out and race.end == "max rounds"
     assert len(seen) == 12
+
+
+def test_a_leader_that_may_break_the_slo_eliminates_nobody_on_throughput():
+    """Batch 32 leads on throughput but breaks a 20 ms p99; batch 8 meets it. While batch 32 is not
+    yet shown to break the SLO, it must not eliminate batch 8 as 'worse on throughput'."""
+    lost = 0
+    for seed in range(100):
+        race, _ = _race({"b32": 400.0, "b8": 200.0, "b1": 60.0}, np.random.default_rng(seed),
+                        RaceSettings("throughput", slo=(("p99_ms", 20.0),), max_rounds=8),
+                        p99={"b32": 24.0, "b8": 9.0, "b1": 2.0}, noise=0.15)
+        lost += race.out.get("b8", ("",))[0] == "eliminated"
+        assert race.leader() in ("b8", None) or race.out.get("b32", ("",))[0] != "slo"
+    assert lost <= 5, lost
+
+
+def test_a_best_candidate_noisier_than_the_rest_is_still_kept_at_the_stated_rate():
+    """The pool's spread is moderated by each candidate's own: a best candidate twice as noisy as
+    the seven others (all equal: the worst case) is eliminated in at most 5% of 200 races."""
+    lost = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        race = Race(RaceSettings("throughput", max_rounds=10))
+        names = ["best"] + [f"c{i}" for i in range(7)]
+        for c in names:
+            race.enter(c)
+        for r in range(10):
+            shared = rng.normal(0, 0.05)
+            for c in race.racing:
+                sd = 0.3 if c == "best" else 0.15
+                race.observe(Observation(c, r, throughput=float(100.0 * np.exp(shared + rng.normal(0, sd)))))
+            race.look(r)
+            if race.end:
+                break
+        lost += race.out.get("best", ("",))[0] == "eliminated"
+    assert lost <= 10, lost

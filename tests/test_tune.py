@@ -98,6 +98,8 @@ def test_combinations_a_target_refuses_are_left_out_with_the_reason(tmp_path):
     ('target = ["nope"]', "'nope' is not allowed (allowed: ort, torch)"),
     ('batch_size = [0]', "batch sizes are integers >= 1"),
     ('backend = ["onnxruntime", "torch"]', "not a knob"),
+    ('intra_op_threads = { from = 1, to = inf, step = 1 }', "expected a finite number"),
+    ('intra_op_threads = { from = 1, to = 4, step = nan }', "a step must be > 0"),
 ])
 def test_bad_spaces_are_one_line_naming_the_key(tmp_path, capsys, space, fragment):
     path = _suite(tmp_path, space)
@@ -114,6 +116,13 @@ def test_an_objective_the_scenario_does_not_produce_is_refused(tmp_path, capsys)
     assert code == 2 and "does not produce it" in err and "throughput" in err
     code, _, err = run_cli(capsys, "tune", str(path), "--objective", "speed", "--out", str(tmp_path / "t"))
     assert code == 2 and "'speed' is not allowed" in err
+
+
+def test_settings_of_the_wrong_type_are_one_line(tmp_path, capsys):
+    path = _suite(tmp_path).read_text().replace('objective = "throughput"', 'objective = ["throughput"]')
+    path = write_suite(tmp_path, path, "wrong.toml")
+    code, _, err = run_cli(capsys, "tune", str(path), "--out", str(tmp_path / "t"))
+    assert code == 2 and "tune.objective" in err and "expected a string" in err
 
 
 def test_a_budget_too_small_for_one_round_is_refused_before_anything_runs(tmp_path, capsys):
@@ -160,7 +169,14 @@ def test_a_search_picks_states_its_guarantee_confirms_and_writes_a_suite_bench_r
     assert conf["verdict"] in ("same", "better", "worse", "unchanged", "inconclusive")
     cost = answer["cost"]
     assert cost["space"] == 4 and cost["processes"] == sum(1 for e in _events(out) if "obs" in e)
-    assert cost["grid_processes"] == 4 * pick["processes"]
+    # The grid at the pick's precision: its rounds in the race, before the confirmation's fresh ones.
+    frozen = next(e for e in _events(out) if "pick" in e)
+    assert frozen["pick"] == answer["pick"]
+    race_rounds = [e["obs"]["round"] for e in _events(out) if "obs" in e and e["obs"]["candidate"] == answer["pick"]
+                   and e["obs"]["round"] < frozen["confirm_from"]]
+    assert cost["grid_processes"] == 4 * len(race_rounds)
+    if conf["verdict"] != "same":
+        assert conf["ratio"]["rounds"] >= 2 and "fresh rounds after the race" in conf["text"]
     assert f"pick: {answer['pick']}" in stdout and "guarantee:" in stdout and "cost:" in stdout
     # Each session's run.json holds the cells the race ran, as any run does.
     runs = list(out.glob("*/run.json"))
@@ -187,7 +203,8 @@ def test_an_interrupted_search_continues_where_it_stopped(tmp_path, capsys):
     # Cut the journal inside round 1: its last two observations and everything after them.
     obs_r1 = [i for i, e in enumerate(events) if "obs" in e and e["obs"]["round"] == 1]
     keep = events[:obs_r1[-2]]
-    (out / "tune.jsonl").write_text("\n".join([header] + [json.dumps(e) for e in keep]) + "\n")
+    # ...and a last line torn in half, as a kill mid-write leaves it.
+    (out / "tune.jsonl").write_text("\n".join([header] + [json.dumps(e) for e in keep]) + '\n{"obs": {"cand')
     (out / "tune.json").unlink()
     code, stdout, err = run_cli(capsys, "tune", str(path), "--out", str(out), "--quiet", "--json")
     assert code == 0, err

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from bench.tune.space import Candidate, TuneSpec
 
 MAX_ASKS = 200  # proposals that land on tried (or invalid) configurations before the space counts as exhausted
@@ -20,7 +22,6 @@ class Proposer:
         self.spec = spec
         self.order: list[str] = []  # candidates in the order they entered
         self.values: dict[str, float] = {}
-        self.asked = 0
         self.exhausted = False
         self.by_params: dict[tuple, Candidate] = {}
         self.params_of: dict[str, dict[str, Any]] = {}
@@ -64,18 +65,20 @@ class Proposer:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         dists = self._distributions()
         out: list[str] = []
-        misses = 0
+        misses = attempt = 0
         while len(out) < n and misses < MAX_ASKS:
             maximize = self.spec.objective == "throughput"
-            sampler = optuna.samplers.TPESampler(seed=self.spec.seed * 100_003 + self.asked,
-                                                 n_startup_trials=min(10, max(2, self.spec.width)))
+            # Seeded by the search's seed, the history's length and the attempt: the same history
+            # proposes the same candidates, in a resumed search too (numpy takes seeds below 2**32).
+            seed = int(np.random.SeedSequence([self.spec.seed, len(self.order), attempt]).generate_state(1)[0])
+            attempt += 1
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, self.spec.width)))
             study = optuna.create_study(direction="maximize" if maximize else "minimize", sampler=sampler)
             for cid in self.order:
                 if cid in self.values:
                     study.add_trial(create_trial(params=self.params_of[cid], distributions=dists,
                                                  value=self.values[cid]))
             trial = study.ask(dists)
-            self.asked += 1
             cand = self.by_params.get(tuple(sorted(trial.params.items())))
             # A knob that does not apply to the proposed target reads "-": map the proposal onto
             # the candidate with those settings whatever the others say.

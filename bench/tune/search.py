@@ -30,8 +30,8 @@ ANSWER = "tune.json"
 
 def settings_of(spec: TuneSpec, grid: bool = False) -> RaceSettings:
     """grid: every candidate measured max_rounds times, nothing eliminated (the ground truth)."""
-    return RaceSettings(spec.objective, spec.confidence, spec.indifference, spec.slo,
-                        spec.max_rounds + 1 if grid else spec.min_rounds, spec.max_rounds)
+    return RaceSettings(spec.objective, spec.confidence, spec.indifference, spec.slo, spec.min_rounds, spec.max_rounds,
+                        grid=grid)
 
 
 def candidate_suite(suite: SuiteSpec, spec: TuneSpec) -> SuiteSpec:
@@ -68,7 +68,7 @@ class Journal:
         self.key = key
         self.events: list[dict[str, Any]] = []
         if path.exists():
-            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            lines = _journal_lines(path)
             if not lines or lines[0].get("tune") != json.loads(json.dumps(key, default=str)):
                 raise ConfigError(f"{path}: holds a search with other settings (space, objective, SLO, seed or "
                                   "rounds); pass another --out to start a new one, or the same settings to continue it")
@@ -84,6 +84,25 @@ class Journal:
             fh.flush()
 
 
+def _journal_lines(path: Path) -> list[dict[str, Any]]:
+    """The journal's events; a last line cut short (the search killed mid-write) is dropped, and
+    the file rewritten without it; damage anywhere else is bad input."""
+    raw = [x for x in path.read_text().splitlines() if x.strip()]
+    out = []
+    for i, line in enumerate(raw):
+        try:
+            event = json.loads(line)
+            if not isinstance(event, dict):
+                raise ValueError("not an object")
+            out.append(event)
+        except ValueError:
+            if i == len(raw) - 1 and i > 0:
+                path.write_text("".join(x + "\n" for x in raw[:-1]))
+                break
+            raise ConfigError(f"{path}: line {i + 1} is not a journal event; remove the directory to start over") from None
+    return out
+
+
 def observation_of(cid: str, round_index: int, rep: RepResult, seconds: float, limit: float) -> Observation:
     if not rep.ok:
         return Observation(cid, round_index, seconds=seconds, failed=f"{rep.outcome.kind}: {rep.outcome.reason}"[:300])
@@ -91,13 +110,35 @@ def observation_of(cid: str, round_index: int, rep: RepResult, seconds: float, l
     lat = m.latency_ms
 
     def v(e: Any) -> float | None:
-        return None if e is None else e.value
+        value = e if isinstance(e, (int, float)) or e is None else e.value
+        return value if value is not None and math.isfinite(value) and value > 0 else None
 
-    return Observation(cid, round_index, m.throughput.value, v(lat.mean), v(lat.p50), v(lat.p90), v(lat.p95),
+    return Observation(cid, round_index, v(m.throughput.value), v(lat.mean), v(lat.p50), v(lat.p90), v(lat.p95),
                        v(lat.p99), v(lat.p999), seconds, rep.interfered(limit))
 
 
 # -- the policy ---------------------------------------------------------------------------------
+
+def _pick_of(race: Race) -> str | None:
+    """The race's leader, where an SLO is set only if it is shown to meet it."""
+    lead = race.leader()
+    if lead is None or not race.settings.slo:
+        return lead
+    st = next(s for s in race.standings() if s.candidate == lead)
+    return lead if st.meets_slo is True else None
+
+
+def confirmation_rounds(race: Race, pick: str, default: str, first: int | None) -> list[int]:
+    """The rounds from `first` on in which the pick and the default both ran clean."""
+    if first is None:
+        return []
+    name = race.settings.field
+    a = {r: o for r, o in race.observations.get(pick, {}).items() if r >= first}
+    b = {r: o for r, o in race.observations.get(default, {}).items() if r >= first}
+    return sorted(r for r in a.keys() & b.keys() if not (a[r].failed or b[r].failed or a[r].interfered
+                                                          or b[r].interfered)
+                  and a[r].figure(name) is not None and b[r].figure(name) is not None)
+
 
 def _cell(planned: PlannedCell) -> tuple[str, str, int]:
     return planned.key.benchmark, planned.key.target, planned.key.batch_size
@@ -117,6 +158,9 @@ class TunePolicy:
     by_cell: dict[tuple[str, str, int], str] = field(init=False, default_factory=dict)  # (benchmark, target, batch)
     by_id: dict[str, Candidate] = field(init=False, default_factory=dict)
     spent_s: float = field(init=False, default=0.0)
+    frozen_pick: str | None = field(init=False, default=None)  # the race's answer, fixed when it ended
+    confirm_from: int | None = field(init=False, default=None)  # the confirmation's first round (fresh rounds)
+    session_round: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.race = Race(settings_of(self.spec, self.grid))
@@ -142,15 +186,21 @@ class TunePolicy:
                 self.race.end = self.race.end or e["end"]
             elif "phase" in e:
                 self.phase = e["phase"]
+            elif "pick" in e:
+                self.frozen_pick, self.confirm_from = e["pick"], e["confirm_from"]
+            elif "exhausted" in e and self.proposer is not None:
+                self.proposer.exhausted = True
+                self.race.more_coming = False
+                self.race.recheck_end()
         if not self.race.candidates:
             first = [self.spec.default.id] + [c.id for c in self.spec.candidates if c.id != self.spec.default.id]
             if self.proposer is not None:
                 first = [self.spec.default.id] + self.proposer.propose(self.spec.width - 1, exclude={self.spec.default.id})
             for cid in first:
                 self._enter(cid)
-        # Resume at the first round some racing candidate has not run (a round cut short is completed).
-        self.offset = self._next_round(last)
+        # Resume after the last round looked at; a round cut short is completed first.
         looked = {e["look"] for e in self.journal.events if "look" in e}
+        self.offset = self._next_round(last, looked)
         if last >= 0 and self.offset == last + 1 and last not in looked and self.phase == "race":
             self.offset = last  # the round ran whole, but the search stopped before its look
             self.round_done(0)
@@ -162,26 +212,31 @@ class TunePolicy:
         if self.proposer is not None:
             self.proposer.entered(cid)
 
-    def _next_round(self, last: int) -> int:
+    def _next_round(self, last: int, looked: set[int]) -> int:
         if last < 0:
             return 0
-        active = self.active()
-        if any(last not in self.race.observations[c] for c in active):
+        if self.phase == "race" and last in looked:  # closed: a candidate entered after it runs the next one
+            return last + 1
+        if any(last not in self.race.observations.get(c, {}) for c in self.active()):
             return last
         return last + 1
 
     def active(self) -> list[str]:
         if self.phase == "race":
             return self.race.racing
-        if self.phase == "confirm":
-            return list(dict.fromkeys([self.pick(), self.spec.default.id]))
+        if self.phase == "confirm" and self.frozen_pick is not None:
+            return list(dict.fromkeys([self.frozen_pick, self.spec.default.id]))
         return []
 
     def pick(self) -> str | None:
-        return self.race.leader()
+        """The race's answer: its leader, where an SLO is set only if shown to meet it."""
+        if self.frozen_pick is not None or self.race.end:
+            return self.frozen_pick if self.frozen_pick is not None else _pick_of(self.race)
+        return _pick_of(self.race)
 
     # RoundPolicy
     def wants(self, planned: PlannedCell, reps: list[RepResult], round_index: int) -> bool:
+        self.session_round = round_index
         cid = self.by_cell.get(_cell(planned))
         if cid is None or self.phase == "done":
             return False
@@ -190,8 +245,9 @@ class TunePolicy:
     def refused(self, planned: PlannedCell, reason: str) -> None:
         cid = self.by_cell.get(_cell(planned))
         if cid is not None:
-            self.race.observe(Observation(cid, self.offset, failed=f"not run: {reason}"[:300]))
-            self.journal.add({"obs": asdict(Observation(cid, self.offset, failed=f"not run: {reason}"[:300]))})
+            o = Observation(cid, self.offset + self.session_round, failed=f"not run: {reason}"[:300])
+            self.race.observe(o)
+            self.journal.add({"obs": asdict(o)})
 
     def unit_done(self, planned: PlannedCell, rep: RepResult, round_index: int, seconds: float) -> None:
         cid = self.by_cell[_cell(planned)]
@@ -217,11 +273,17 @@ class TunePolicy:
                 self._set_phase("done")
 
     def _tell(self) -> None:
-        if self.proposer is not None:
-            for c in self.race.candidates:
-                est = self.race.estimate(c, self.race.settings.field)
-                if est is not None:
-                    self.proposer.tell(c, est.value)
+        """The proposer learns each tried candidate's objective so far; one shown to break the SLO
+        is told a value worse than any measured, so that TPE steers away from its region."""
+        if self.proposer is None:
+            return
+        est = {c: e.value for c in self.race.candidates
+               if (e := self.race.estimate(c, self.race.settings.field)) is not None}
+        if not est:
+            return
+        worst = min(est.values()) / 2 if self.race.settings.maximize else max(est.values()) * 2
+        for c, v in est.items():
+            self.proposer.tell(c, worst if self.race.out.get(c, ("",))[0] == "slo" else v)
 
     def _refill(self) -> None:
         want = self.spec.width - len(self.race.racing)
@@ -230,7 +292,8 @@ class TunePolicy:
             self._enter(cid)
         if not new and want > 0:
             self.proposer.exhausted = True
-        if self.proposer.exhausted:
+        if self.proposer.exhausted and self.race.more_coming:
+            self.journal.add({"exhausted": True})
             self.race.more_coming = False
             self.race.recheck_end()
 
@@ -243,14 +306,22 @@ class TunePolicy:
         self.journal.add({"phase": phase})
 
     def _confirmed(self) -> bool:
-        pick, default = self.pick(), self.spec.default.id
-        if pick is None or pick == default:
+        """Nothing (left) to confirm: no pick, the pick is the default, the default cannot run, or
+        the two have shared confirm_rounds fresh rounds since the race ended."""
+        pick, default = self.frozen_pick, self.spec.default.id
+        if pick is None or pick == default or self.race.out.get(default, ("",))[0] == "failed":
             return True
-        a = self.race.counted(pick, self.race.settings.field)
-        b = self.race.counted(default, self.race.settings.field)
-        return len(a.keys() & b.keys()) >= self.spec.confirm_rounds
+        return len(confirmation_rounds(self.race, pick, default, self.confirm_from)) >= self.spec.confirm_rounds
 
     def _to_confirm(self) -> None:
+        """The race ended: its answer is fixed (journaled), and the confirmation runs on fresh rounds,
+        so that the rounds that chose the pick do not also judge it (the winner's curse)."""
+        if self.grid:
+            self._set_phase("done")
+            return
+        last = max((r for c in self.race.candidates for r in self.race.observations[c]), default=-1)
+        self.frozen_pick, self.confirm_from = _pick_of(self.race), last + 1
+        self.journal.add({"pick": self.frozen_pick, "confirm_from": self.confirm_from})
         self._set_phase("done" if self._confirmed() or self._over_budget() else "confirm")
 
     def round_cost_s(self) -> float:
@@ -284,9 +355,10 @@ def _pareto(items: list[tuple[str, float, float]]) -> set[str]:
     return out
 
 
-def confirmation(race: Race, spec: TuneSpec, pick: str | None) -> Confirmation | None:
-    """The pick against the default, paired by round, with compare's decision rule (bench.analysis.compare.decide:
-    a Welch/paired t test on the log ratio, TOST at the indifference zone for "unchanged")."""
+def confirmation(race: Race, spec: TuneSpec, pick: str | None, first: int | None) -> Confirmation | None:
+    """The pick against the default on the fresh rounds after the race (from `first`), paired by
+    round, with compare's decision rule (bench.analysis.compare.decide: a t test on the per-round
+    log ratios, TOST at the indifference zone for "unchanged")."""
     from bench import stats
     from bench.analysis.compare import decide
 
@@ -296,28 +368,27 @@ def confirmation(race: Race, spec: TuneSpec, pick: str | None) -> Confirmation |
     if pick == default:
         return Confirmation(default, pick, "same", None, None, "the default configuration is the pick: nothing to "
                                                                 "confirm")
-    p = paired_against(race, pick, default)
-    if p is None:
+    if race.out.get(default, ("",))[0] == "failed":
         return Confirmation(default, pick, "inconclusive", None, None,
-                            "fewer than 2 rounds measured both (the budget ended first)")
-    field_name = race.settings.field
-    a = race.counted(pick, field_name)
-    b = race.counted(default, field_name)
-    common = sorted(a.keys() & b.keys())
-    logs = [math.log(a[r] / b[r]) for r in common]
+                            f"the default could not run ({race.out[default][1]})")
+    common = confirmation_rounds(race, pick, default, first)
+    if len(common) < 2:
+        return Confirmation(default, pick, "inconclusive", None, None,
+                            f"{len(common)} fresh round(s) measured both (the budget or an interrupt ended it first)")
+    name = race.settings.field
+    a, b = race.observations[pick], race.observations[default]
+    logs = [math.log(a[r].figure(name) / b[r].figure(name)) for r in common]
     n = len(logs)
     m = sum(logs) / n
-    sd = math.sqrt(sum((x - m) ** 2 for x in logs) / (n - 1))
-    se = sd / math.sqrt(n)
+    se = math.sqrt(sum((x - m) ** 2 for x in logs) / (n - 1)) / math.sqrt(n)
     half = stats.t_quantile(0.5 + spec.confidence / 2, n - 1) * se
     pval = stats.t_two_sided_p(abs(m) / se, n - 1) if se > 0 else (0.0 if m != 0 else 1.0)
     lr = stats.LogRatio(math.exp(m), math.exp(m - half), math.exp(m + half), pval, n - 1, se)
-    hib = race.settings.maximize
-    v = decide(spec.objective, spec.objective, lr, hib, spec.indifference, 1 - spec.confidence)
+    v = decide(spec.objective, spec.objective, lr, race.settings.maximize, spec.indifference, 1 - spec.confidence)
     # compare's words are about time: for a throughput objective "faster" is more throughput.
     verdict = {"slower": "worse", "faster": "better"}.get(v.answer, v.answer)
     text = (f"{pick} / {default} on {spec.objective}: {lr.ratio:.3f} [{lr.low:.3f}, {lr.high:.3f}] paired over {n} "
-            f"rounds; compare's verdict at ±{spec.indifference:.0%}: {v.answer}")
+            f"fresh rounds after the race; compare's verdict at ±{spec.indifference:.0%}: {v.answer}")
     return Confirmation(default, pick, verdict, Ratio(lr.ratio, lr.low, lr.high, n), pval, text)
 
 
@@ -328,6 +399,11 @@ def guarantee_text(race: Race, spec: TuneSpec, pick: str | None, ties: list[str]
              "never measured, and no guarantee covers them)" if mode == "proposed" else
              f"of the {tried} configurations in the space")
     if pick is None:
+        broke = sum(1 for st, _, _ in race.out.values() if st == "slo")
+        undecided = len(race.racing)
+        if s.slo and undecided:
+            return (f"No configuration was shown to meet the SLO before the race ended ({race.end or 'interrupted'}): "
+                    f"{broke} shown to break it, {undecided} not shown either way.")
         return "No configuration is left to pick: every candidate failed or broke the SLO."
     if mode == "grid":
         return (f"Every configuration measured in every round ({s.max_rounds}); nothing eliminated. The pick has the "
@@ -338,7 +414,8 @@ def guarantee_text(race: Race, spec: TuneSpec, pick: str | None, ties: list[str]
         base += (f" The race ended because every tie's paired interval lies within ±{s.indifference:.0%} of the pick: "
                  f"the pick is within {s.indifference:.0%} of the best (the indifference zone), at {conf}.")
     elif race.end in ("one left", "none left"):
-        base += " Every other configuration was shown worse: the pick is the best, at that confidence."
+        base += (" Every other configuration was shown worse, broke the SLO or failed: the pick is the best of those "
+                 "that ran, at that confidence.")
     else:
         base += (f" The race ended on {race.end} before the ties could be told apart by ±{s.indifference:.0%}: "
                  "any of them may be the best, and the pick leads only on its point estimate.")
@@ -348,14 +425,16 @@ def guarantee_text(race: Race, spec: TuneSpec, pick: str | None, ties: list[str]
     return base
 
 
-def answer(race: Race, spec: TuneSpec, runs: tuple[str, ...], mode: str, created_at: str) -> TuneAnswer:
+def answer(race: Race, spec: TuneSpec, runs: tuple[str, ...], mode: str, created_at: str,
+           frozen_pick: str | None = None, confirm_from: int | None = None) -> TuneAnswer:
+    """`frozen_pick`: the pick fixed when the race ended (the confirmation's rounds after it add
+    processes, not another choice); `confirm_from`: the confirmation's first round."""
     s = race.settings
-    standings = {st.candidate: st for st in race.standings()}
-    lead = race.leader()
-    meeting_slo = not s.slo or (lead is not None and standings[lead].meets_slo is True)
-    pick = lead if meeting_slo else None
+    pick = frozen_pick if frozen_pick is not None else _pick_of(race)
+    lead = pick or race.leader()
+    standings = {st.candidate: st for st in race.standings(lead)}
     closest = None
-    if not meeting_slo:
+    if s.slo and pick is None:
         # No candidate shown to meet the SLO: the nearest one (the lowest estimate of the first
         # limited figure).
         key = s.slo[0][0]
@@ -391,11 +470,13 @@ def answer(race: Race, spec: TuneSpec, runs: tuple[str, ...], mode: str, created
             _figure(race.estimate(c.id, "throughput")), _figure(race.estimate(c.id, "p99_ms")), st.meets_slo,
             _ratio(st.vs_leader), st.reason, st.out_round, c.id in front, seconds))
     tried = sum(1 for c in cands if c.status != "untried")
-    processes = sum(len(v) for v in race.observations.values())
-    seconds = sum(o.seconds for v in race.observations.values() for o in v.values())
-    per_process = [o.seconds for v in race.observations.values() for o in v.values()]
-    mean_s = sum(per_process) / len(per_process) if per_process else 0.0
-    depth = standings[lead].rounds if lead else 0
+    ran = [o for v in race.observations.values() for o in v.values() if not o.failed.startswith("not run")]
+    processes = len(ran)
+    seconds = sum(o.seconds for o in ran)
+    mean_s = seconds / processes if processes else 0.0
+    # The pick's precision: the race's rounds of it (the confirmation's fresh rounds come after).
+    depth = (sum(1 for r, o in race.observations[lead].items() if not o.failed
+                 and (confirm_from is None or r < confirm_from)) if lead else 0)
     grid_seconds = 0.0
     for c in spec.candidates:
         obs = [o.seconds for o in race.observations.get(c.id, {}).values()]
@@ -409,7 +490,8 @@ def answer(race: Race, spec: TuneSpec, runs: tuple[str, ...], mode: str, created
         s.confidence, s.indifference, spec.seed, mode, outcome, pick, tuple(ties) if pick else (), closest,
         race.end or "interrupted", guarantee_text(race, spec, pick, ties, tried, mode), tuple(cands),
         tuple(LookRecord(lk.round, lk.leader, lk.racing, lk.out) for lk in race.looks),
-        confirmation(race, spec, pick) if mode != "grid" else None, cost, spec.excluded, runs, created_at)
+        confirmation(race, spec, pick, confirm_from) if mode != "grid" else None, cost, spec.excluded, runs,
+        created_at)
 
 
 # -- running it ---------------------------------------------------------------------------------
@@ -438,6 +520,12 @@ def run_tune(suite: SuiteSpec, spec: TuneSpec, out_dir: Path, argv: tuple[str, .
     mode = "grid" if grid else ("race" if spec.grid_size <= spec.max_enumerate else "proposed")
     proposer = None
     if mode == "proposed":
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            raise ConfigError(f"the space holds {spec.grid_size} configurations, over tune.max_enumerate = "
+                              f"{spec.max_enumerate}: a search that large is proposed by Optuna's TPE, which is not "
+                              "installed: pip install 'bench-harness[tune]' (or raise tune.max_enumerate to race all)")
         from bench.tune.propose import Proposer
 
         proposer = Proposer(spec)
@@ -459,7 +547,7 @@ def run_tune(suite: SuiteSpec, spec: TuneSpec, out_dir: Path, argv: tuple[str, .
         interrupted = result.interrupted
         paths.append(result.path)
     runs = tuple(sorted(p.parent.name for p in out_dir.glob("*/run.json")))
-    ans = answer(policy.race, spec, runs, mode, utc_now_iso())
+    ans = answer(policy.race, spec, runs, mode, utc_now_iso(), policy.frozen_pick, policy.confirm_from)
     from bench.results.tune import write_answer
 
     write_answer(out_dir / ANSWER, ans)

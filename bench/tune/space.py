@@ -106,7 +106,8 @@ class TuneSpec:
                 "slo": [list(s) for s in self.slo], "candidates": [c.id for c in self.candidates],
                 "default": self.default.id, "confidence": self.confidence, "indifference": self.indifference,
                 "min_rounds": self.min_rounds, "max_rounds": self.max_rounds, "seed": self.seed,
-                "max_enumerate": self.max_enumerate, "width": self.width, "model": self.benchmark.model}
+                "max_enumerate": self.max_enumerate, "width": self.width, "model": self.benchmark.model,
+                "stop": repr(self.benchmark.stop)}  # --quick or another stop rule: another precision
 
 
 def _values(r: Reader, raw: Any, path: str) -> tuple[Any, ...]:
@@ -126,6 +127,8 @@ def _values(r: Reader, raw: Any, path: str) -> tuple[Any, ...]:
                 raise r.fail(path, f"missing key {key!r}; a range is {{ from = A, to = B, step = S }} or "
                                    "{ from = A, to = B, times = F }")
             r.expect(raw[key], (int, float), f"{path}.{key}", "a number")
+            if not math.isfinite(raw[key]):
+                raise r.fail(f"{path}.{key}", f"{raw[key]!r} is not allowed; expected a finite number")
         if ("step" in raw) == ("times" in raw):
             raise r.fail(path, "give one of 'step' (from, from + step, ...) or 'times' (from, from * times, ...)")
         lo, hi = raw["from"], raw["to"]
@@ -135,7 +138,7 @@ def _values(r: Reader, raw: Any, path: str) -> tuple[Any, ...]:
         out: list[Any] = []
         if "step" in raw:
             step = r.expect(raw["step"], (int, float), f"{path}.step", "a number > 0")
-            if not step > 0:
+            if not (step > 0 and math.isfinite(step)):
                 raise r.fail(f"{path}.step", f"{step!r} is not allowed; a step must be > 0 (a step of 0 never "
                                              f"reaches to = {hi!r})")
             count = math.floor((hi - lo) / step + 1e-9) + 1
@@ -144,7 +147,7 @@ def _values(r: Reader, raw: Any, path: str) -> tuple[Any, ...]:
             out = [lo + i * step for i in range(count)]
         else:
             times = r.expect(raw["times"], (int, float), f"{path}.times", "a number > 1")
-            if not times > 1:
+            if not (times > 1 and math.isfinite(times)):
                 raise r.fail(f"{path}.times", f"{times!r} is not allowed; a factor must be > 1")
             if not lo > 0:
                 raise r.fail(f"{path}.from", f"{lo!r} is not allowed; a range by 'times' starts above 0")
@@ -198,6 +201,9 @@ def read_tune(suite: SuiteSpec, text: str, file: str, benchmark: str | None = No
     tune = r.expect(doc.get("tune", {}), (dict,), "tune", "a table")
     r.check_keys(tune, TUNE_KEYS, "tune")
     names = [b.name for b in suite.benchmarks]
+    for key in ("benchmark", "scenario", "objective"):
+        if key in tune:
+            r.expect(tune[key], (str,), f"tune.{key}", "a string")
     name = benchmark or tune.get("benchmark")
     if name is None:
         if len(names) > 1:
