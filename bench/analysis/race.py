@@ -23,10 +23,12 @@ a look:
    spread (planted: a best candidate twice as noisy as the rest was eliminated in 4.5% of races,
    13.5% on the pool alone). Rounds pair only where both processes ran clean. Under an SLO, only
    a leader shown to meet it eliminates on the objective.
-4. Multiplicity. A look's tests (both sides of each racing candidate's interval against the
-   leader, and one SLO test per racing candidate and limit) share alpha / max_looks by Bonferroni,
-   and the looks share alpha by Bonferroni again: over the whole race, the chance that the best
-   candidate (of those meeting the SLO) is dropped, or a tie claimed wrongly, is at most alpha.
+4. Multiplicity. A look's tests that can drop a candidate (the lower side of each racing
+   candidate's interval against the leader, and one SLO test per racing candidate and limit) share
+   alpha / max_looks by Bonferroni, and the looks share alpha by Bonferroni again: over the whole
+   race, the chance that the best candidate (of those meeting the SLO) is dropped is at most alpha.
+   The upper sides, which end the race on a tie within the indifference zone, have a budget of
+   their own alike: "the pick is within delta of the best" holds at 1 - 2 alpha.
 
 The race ends when one candidate is left; when every other racing candidate's paired interval
 (at the corrected level) lies within the indifference zone, +-log(1 + delta), of the leader's (they
@@ -209,10 +211,11 @@ class Race:
         return (1.0 - self.settings.confidence) / self.settings.looks / max(1, tests)
 
     def _tests(self, racing: int) -> int:
-        """A look's tests: both sides of each racing candidate's paired interval against the leader
-        (the lower side eliminates, the upper side shows a tie within the indifference zone), and
-        one test per racing candidate and SLO limit."""
-        return max(1, 2 * (racing - 1) + len(self.settings.slo) * racing)
+        """A look's tests that can drop a candidate: the lower side of each racing candidate's paired
+        interval against the leader, and one per racing candidate and SLO limit. (The upper sides,
+        which show a tie within the indifference zone, get a budget of their own: the claim that
+        the pick is within delta of the best holds at 1 - 2 alpha, as the answer says.)"""
+        return max(1, (racing - 1) + len(self.settings.slo) * racing)
 
     def _diffs(self, candidate: str, leader: str) -> np.ndarray:
         """Per common round, log(candidate / leader), signed so that > 0 is better: over the rounds

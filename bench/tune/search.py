@@ -412,7 +412,8 @@ def guarantee_text(race: Race, spec: TuneSpec, pick: str | None, ties: list[str]
             f"{scope} was never eliminated: it is {pick}" + (f" or one of its {len(ties)} ties" if ties else "") + ".")
     if race.end == "indifference":
         base += (f" The race ended because every tie's paired interval lies within ±{s.indifference:.0%} of the pick: "
-                 f"the pick is within {s.indifference:.0%} of the best (the indifference zone), at {conf}.")
+                 f"the pick is within {s.indifference:.0%} of the best (the indifference zone), with probability at "
+                 f"least {1 - 2 * (1 - s.confidence):.0%} (both sides of every interval).")
     elif race.end in ("one left", "none left"):
         base += (" Every other configuration was shown worse, broke the SLO or failed: the pick is the best of those "
                  "that ran, at that confidence.")
