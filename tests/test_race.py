@@ -188,3 +188,24 @@ def test_a_best_candidate_noisier_than_the_rest_is_still_kept_at_the_stated_rate
                 break
         lost += race.out.get("best", ("",))[0] == "eliminated"
     assert lost <= 10, lost
+
+
+def test_a_confirmation_on_a_machine_busy_throughout_uses_the_interfered_rounds_and_says_so(tmp_path):
+    """Beside another test worker every process reads interfered: the confirmation must still end
+    (it counts the rounds both ran) and judge them, saying so, rather than wait for clean ones."""
+    from bench.config.suite import load_suite
+    from bench.tune.search import confirmation, confirmation_rounds
+    from bench.tune.space import read_tune
+    from tests.test_tune import _suite
+
+    path = _suite(tmp_path)
+    spec = read_tune(load_suite(path), path.read_text(), str(path))
+    pick = next(c.id for c in spec.candidates if c.id != spec.default.id)
+    race = Race(RaceSettings("throughput"))
+    for r in range(5):
+        race.observe(Observation(pick, r, throughput=200.0 + r, interfered=True))
+        race.observe(Observation(spec.default.id, r, throughput=100.0 + r, interfered=True))
+    assert confirmation_rounds(race, pick, spec.default.id, 2, clean=True) == []
+    assert confirmation_rounds(race, pick, spec.default.id, 2) == [2, 3, 4]
+    c = confirmation(race, spec, pick, 2)
+    assert c.verdict == "better" and c.ratio.rounds == 3 and "other processes took the CPU" in c.text

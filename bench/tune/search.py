@@ -128,15 +128,16 @@ def _pick_of(race: Race) -> str | None:
     return lead if st.meets_slo is True else None
 
 
-def confirmation_rounds(race: Race, pick: str, default: str, first: int | None) -> list[int]:
-    """The rounds from `first` on in which the pick and the default both ran clean."""
+def confirmation_rounds(race: Race, pick: str, default: str, first: int | None, clean: bool = False) -> list[int]:
+    """The rounds from `first` on in which the pick and the default both ran (clean: and neither
+    was interfered with)."""
     if first is None:
         return []
     name = race.settings.field
     a = {r: o for r, o in race.observations.get(pick, {}).items() if r >= first}
     b = {r: o for r, o in race.observations.get(default, {}).items() if r >= first}
-    return sorted(r for r in a.keys() & b.keys() if not (a[r].failed or b[r].failed or a[r].interfered
-                                                          or b[r].interfered)
+    return sorted(r for r in a.keys() & b.keys() if not (a[r].failed or b[r].failed)
+                  and not (clean and (a[r].interfered or b[r].interfered))
                   and a[r].figure(name) is not None and b[r].figure(name) is not None)
 
 
@@ -307,11 +308,16 @@ class TunePolicy:
 
     def _confirmed(self) -> bool:
         """Nothing (left) to confirm: no pick, the pick is the default, the default cannot run, or
-        the two have shared confirm_rounds fresh rounds since the race ended."""
+        the two have run confirm_rounds fresh rounds together since the race ended (interfered or
+        not: the confirmation is as long as it says, never open-ended)."""
         pick, default = self.frozen_pick, self.spec.default.id
         if pick is None or pick == default or self.race.out.get(default, ("",))[0] == "failed":
             return True
-        return len(confirmation_rounds(self.race, pick, default, self.confirm_from)) >= self.spec.confirm_rounds
+        if len(confirmation_rounds(self.race, pick, default, self.confirm_from)) >= self.spec.confirm_rounds:
+            return True
+        # Processes that keep failing never make a round: the confirmation stops after twice its rounds.
+        tried = {r for c in (pick, default) for r in self.race.observations.get(c, {}) if r >= self.confirm_from}
+        return len(tried) >= 2 * self.spec.confirm_rounds
 
     def _to_confirm(self) -> None:
         """The race ended: its answer is fixed (journaled), and the confirmation runs on fresh rounds,
@@ -371,7 +377,11 @@ def confirmation(race: Race, spec: TuneSpec, pick: str | None, first: int | None
     if race.out.get(default, ("",))[0] == "failed":
         return Confirmation(default, pick, "inconclusive", None, None,
                             f"the default could not run ({race.out[default][1]})")
-    common = confirmation_rounds(race, pick, default, first)
+    # The clean rounds, unless fewer than 2 ran clean (a machine busy throughout): then all of them.
+    common = confirmation_rounds(race, pick, default, first, clean=True)
+    interfered = len(common) < 2
+    if interfered:
+        common = confirmation_rounds(race, pick, default, first)
     if len(common) < 2:
         return Confirmation(default, pick, "inconclusive", None, None,
                             f"{len(common)} fresh round(s) measured both (the budget or an interrupt ended it first)")
@@ -388,7 +398,8 @@ def confirmation(race: Race, spec: TuneSpec, pick: str | None, first: int | None
     # compare's words are about time: for a throughput objective "faster" is more throughput.
     verdict = {"slower": "worse", "faster": "better"}.get(v.answer, v.answer)
     text = (f"{pick} / {default} on {spec.objective}: {lr.ratio:.3f} [{lr.low:.3f}, {lr.high:.3f}] paired over {n} "
-            f"fresh rounds after the race; compare's verdict at ±{spec.indifference:.0%}: {v.answer}")
+            f"fresh rounds after the race{' (other processes took the CPU in them)' if interfered else ''}; "
+            f"compare's verdict at ±{spec.indifference:.0%}: {v.answer}")
     return Confirmation(default, pick, verdict, Ratio(lr.ratio, lr.low, lr.high, n), pval, text)
 
 
