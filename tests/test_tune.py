@@ -340,7 +340,10 @@ def test_ctrl_c_keeps_every_measured_process_and_the_same_command_finishes_the_s
     out = tmp_path / "t"
     cmd = [sys.executable, "-m", "bench.cli", "tune", str(path), "--out", str(out), "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT at its default in the child, as a terminal's shell leaves it: a CI job run in the
+    # background starts everything with SIGINT ignored, and the CLI keeps ignoring it then.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if (out / "tune.jsonl").exists() and sum('"obs"' in x for x in (out / "tune.jsonl").read_text().splitlines()) >= 3:
