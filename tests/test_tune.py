@@ -362,3 +362,14 @@ def test_ctrl_c_keeps_every_measured_process_and_the_same_command_finishes_the_s
     after = [json.loads(x) for x in (out / "tune.jsonl").read_text().splitlines()[1:] if '"obs"' in x]
     assert after[: len(kept)] == kept  # nothing measured was lost or measured again in its place
     assert answer["pick"] and answer["cost"]["processes"] == len(after)
+
+
+def test_html_without_its_plotting_extra_is_one_line_before_the_search(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    out = tmp_path / "t"
+    code, _, err = run_cli(capsys, "tune", str(_suite(tmp_path)), "--out", str(out), "--html", str(tmp_path / "t.html"))
+    assert code == 2 and "pip install 'bench-harness[report]'" in err and "Traceback" not in err
+    assert not (out / "tune.jsonl").exists()

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.commands.output import check_html_path, err, write_html
+from bench.commands.output import check_html_path, err, html_renderer, write_html
 from bench.errors import EXIT_CELL_FAILED, EXIT_INTERRUPTED, EXIT_NO, EXIT_OK, BenchError, ConfigError, UsageError, worst
 
 
@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
     executor = executor_factory(args.executor, args.address or
                                 (os.environ.get("RAY_ADDRESS") if args.executor == "ray" else None))
-    if args.html:
+    if args.html:  # checked before the search: a bad path or a missing extra costs one line, not a search
         check_html_path(args.html)
+        html_renderer()
     if args.write_suite:
         _check_suite_path(args.write_suite)
     if args.budget_s is not None and not args.budget_s > 0:
@@ -101,21 +102,21 @@ def run(args: argparse.Namespace) -> int:
             print(line)
     print(f"search: {out_dir} (tune.json, tune.jsonl, one run.json per session)", file=sys.stderr)
     codes = [EXIT_OK]
-    if args.html:
-        try:
-            from bench.report.tune_html import tune_html
-
-            write_html(tune_html(answer), args.html)
-            print(f"HTML report: {args.html}", file=sys.stderr)
-        except BenchError as exc:
-            err(str(exc))
-            codes.append(exc.exit_code)
     if args.write_suite and answer.pick and not result.interrupted:
         try:
             from bench.tune.write import write_pick_suite
 
             write_pick_suite(Path(args.write_suite), text, str(args.suite), spec, answer.pick)
             print(f"suite of the pick: {args.write_suite} (bench run {args.write_suite})", file=sys.stderr)
+        except BenchError as exc:
+            err(str(exc))
+            codes.append(exc.exit_code)
+    if args.html:
+        try:
+            from bench.report.tune_html import tune_html
+
+            write_html(tune_html(answer), args.html)
+            print(f"HTML report: {args.html}", file=sys.stderr)
         except BenchError as exc:
             err(str(exc))
             codes.append(exc.exit_code)
