@@ -481,12 +481,5 @@ def paired_against(race: Race, candidate: str, base: str) -> Paired | None:
     return Paired(math.exp(sign * m), lo, hi, int(d.size))
 
 
-def with_end(race: Race, reason: str) -> Race:
-    """The race ended from outside (the budget, an interrupt)."""
-    if not race.end:
-        race.end = reason
-    return race
-
-
 __all__ = ["OBJECTIVES", "SLO_FIGURES", "Estimate", "Look", "Observation", "Paired", "Race", "RaceSettings",
-           "Standing", "paired_against", "replay", "with_end"]
+           "Standing", "paired_against", "replay"]

@@ -229,12 +229,6 @@ class TunePolicy:
             return list(dict.fromkeys([self.frozen_pick, self.spec.default.id]))
         return []
 
-    def pick(self) -> str | None:
-        """The race's answer: its leader, where an SLO is set only if shown to meet it."""
-        if self.frozen_pick is not None or self.race.end:
-            return self.frozen_pick if self.frozen_pick is not None else _pick_of(self.race)
-        return _pick_of(self.race)
-
     # RoundPolicy
     def wants(self, planned: PlannedCell, reps: list[RepResult], round_index: int) -> bool:
         self.session_round = round_index
